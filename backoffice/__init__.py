@@ -1,0 +1,1 @@
+"""Reference municipal back-office (bills, fee slips, payments, transit accounts)."""

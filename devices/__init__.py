@@ -1,0 +1,1 @@
+"""Device abstraction layer: contracts, manager, drivers and emulators. No Kivy, no kiosk/."""

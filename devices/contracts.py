@@ -1,0 +1,178 @@
+"""The five device contracts the kiosk core programs against, and the values they exchange.
+
+Flows see only these classes; drivers and simulators implement them. Every method that talks
+to hardware is async and takes its own `timeout` (separate from task cancellation).
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from devices.base import Device
+
+# --- payment terminal ---------------------------------------------------------------------
+
+
+class PaymentOutcome(enum.StrEnum):
+    APPROVED = "approved"
+    DECLINED = "declined"
+    NOT_FOUND = "notFound"  # TransactionStatus: the terminal never saw this reference
+    IN_PROGRESS = "inProgress"  # TransactionStatus: still being processed
+    REVERSED = "reversed"
+
+
+@dataclass(frozen=True)
+class PaymentResult:
+    """What a terminal said about one sale. `reference` is our transaction id (the nexo
+    SaleTransactionID); `poi_reference` is the terminal's own (POITransactionID);
+    `rrn`/`stan` are the acquirer's reference numbers shown on receipts."""
+
+    outcome: PaymentOutcome
+    reference: str
+    amount_rials: int = 0
+    poi_reference: str = ""
+    rrn: str = ""
+    stan: str = ""
+    masked_pan: str = ""  # e.g. 603799******1234, never the full number
+    error_condition: str = ""  # nexo ErrorCondition on failure (Refusal, Aborted, Busy, …)
+    message: str = ""
+
+    @property
+    def approved(self) -> bool:
+        return self.outcome == PaymentOutcome.APPROVED
+
+
+class PaymentTerminal(Device, abc.ABC):
+    device_class = "PaymentTerminal"
+
+    @abc.abstractmethod
+    async def pay(self, reference: str, amount_rials: int, *, timeout: float = 90.0) -> PaymentResult:
+        """Ask for a card payment. `reference` must be unique per sale and is what
+        `transaction_status` and `reverse` look up later. Raises CommandTimeout when the
+        terminal does not answer in time (the outcome is then unknown: ask
+        `transaction_status`)."""
+
+    @abc.abstractmethod
+    async def transaction_status(self, reference: str, *, timeout: float = 15.0) -> PaymentResult:
+        """What became of the sale with this reference (after a lost response or a restart)."""
+
+    @abc.abstractmethod
+    async def reverse(self, reference: str, amount_rials: int, *, timeout: float = 30.0) -> PaymentResult:
+        """Return the money of an approved sale to the card. Idempotent by reference."""
+
+    @abc.abstractmethod
+    async def abort(self, reference: str) -> None:
+        """Abort a sale in progress (the citizen pressed cancel)."""
+
+
+# --- receipt printer -------------------------------------------------------------------------
+
+
+class PaperState(enum.StrEnum):
+    OK = "ok"
+    LOW = "low"
+    OUT = "out"
+    JAMMED = "jammed"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class PrintJob:
+    """A rendered document ready for the printer: raster blocks and native QR codes in order.
+
+    `parts` is a list of ("image", PIL.Image) | ("qr", str) | ("text", str) | ("feed", int)."""
+
+    parts: list[tuple[str, Any]]
+    cut: bool = True
+    job_id: str = ""
+
+
+class ReceiptPrinter(Device, abc.ABC):
+    device_class = "ReceiptPrinter"
+
+    @abc.abstractmethod
+    async def print_job(self, job: PrintJob, *, timeout: float = 30.0) -> None:
+        """Print; refuses (MediaError/DeviceOffline) when offline or out of paper."""
+
+    @abc.abstractmethod
+    async def paper_state(self, *, timeout: float = 5.0) -> PaperState:
+        """Query the printer now (DLE EOT on ESC/POS printers)."""
+
+
+# --- scanner ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScannedCode:
+    format: str  # "QRCode", "Code128", "ITF", "DataMatrix", "PDF417", …
+    text: str
+    source: str = ""
+
+
+class Scanner(Device, abc.ABC):
+    device_class = "Scanner"
+
+    @abc.abstractmethod
+    async def read(self, *, timeout: float = 30.0) -> ScannedCode:
+        """Wait for the next code (duplicates within the repeat window are dropped)."""
+
+
+# --- transit card reader ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CardInfo:
+    uid: str  # hex
+    atqa: str = ""
+    sak: int = 0
+    card_type: str = "mifare-classic-1k"
+
+
+class CardReader(Device, abc.ABC):
+    device_class = "CardReader"
+
+    @abc.abstractmethod
+    async def wait_for_card(self, *, timeout: float = 30.0) -> CardInfo: ...
+
+    @abc.abstractmethod
+    async def card_present(self) -> CardInfo | None: ...
+
+
+# --- card dispenser --------------------------------------------------------------------------
+
+
+class CardDispenser(Device, abc.ABC):
+    device_class = "CardDispenser"
+
+    @abc.abstractmethod
+    async def dispense_to_reader(self, *, timeout: float = 15.0) -> None:
+        """Move one card from the stacker to the read/write position."""
+
+    @abc.abstractmethod
+    async def eject(self, *, timeout: float = 15.0) -> None:
+        """Present the card at the read position to the citizen."""
+
+    @abc.abstractmethod
+    async def capture(self, *, timeout: float = 15.0) -> None:
+        """Move the card at the read position to the reject bin."""
+
+    @abc.abstractmethod
+    async def levels(self) -> dict[str, Any]:
+        """{"stacker": "ok|low|empty", "stacker_count": n, "bin": "ok|full", "bin_count": n}"""
+
+
+CONTRACTS: dict[str, type[Device]] = {
+    c.device_class: c for c in (PaymentTerminal, ReceiptPrinter, Scanner, CardReader, CardDispenser)
+}
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """One device entry in config: {"name": "printer", "type": "escpos-network", ...options}."""
+
+    name: str
+    type: str
+    options: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""pn532 drivers and emulators."""

@@ -1,0 +1,1 @@
+"""scanner drivers and emulators."""

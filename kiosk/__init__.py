@@ -1,0 +1,1 @@
+"""City Kiosk appliance core: no Kivy here."""

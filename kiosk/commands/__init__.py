@@ -1,0 +1,1 @@
+"""`kiosk` sub-commands, one module each, each with register(subparsers)."""

@@ -1,0 +1,1 @@
+"""Citizen flows, driven through the UI port (kiosk.ui_port)."""
