@@ -1,0 +1,458 @@
+"""Receipt layout: a small document model (headings, text, rows, QR, …) rendered with Pillow +
+libraqm into 1-bit raster blocks, native QR parts and feeds — a PrintJob for any ESC/POS printer.
+
+ESC/POS code pages cannot print Persian (no پ چ ژ گ), so every line of text is shaped and
+ordered by raqm and sent as a raster image; blank space is sent as feeds, not white rows.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import qrcode
+import qrcode.constants
+from PIL import Image as PILImage
+from PIL import ImageDraw, ImageFont
+
+from devices.contracts import PrintJob
+
+log = logging.getLogger("devices.printer.layout")
+
+LRI = "\u2066"
+PDI = "\u2069"
+
+#: dots left blank at each side of the paper (the print head reaches the edge, the cutter
+#: and the citizen's thumb do not)
+MARGIN_DOTS = 8
+#: height of one ESC/POS "line" feed in dots: the 1/6 inch default line spacing, taken as
+#: 30 dots, the value Epson TM printers document for ESC 2 in their 180-unit motion grid
+FEED_LINE_DOTS = 30
+#: QR quiet zone in modules (ISO/IEC 18004 asks for 4)
+QR_BORDER_MODULES = 4
+#: default printed QR edge when QR.size_dots is 0
+QR_DEFAULT_DOTS = 256
+
+
+def _font_dir() -> Path:
+    """The Vazirmatn fonts bundled in the `kiosk` package, found without importing kiosk
+    (devices/ must not import kiosk modules; reading its data files is fine)."""
+    spec = importlib.util.find_spec("kiosk")
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            candidate = Path(location) / "assets" / "fonts"
+            if candidate.is_dir():
+                return candidate
+    return Path(__file__).resolve().parents[2] / "kiosk" / "assets" / "fonts"
+
+
+FONT_DIR = _font_dir()
+FONT_REGULAR = FONT_DIR / "Vazirmatn-Regular.ttf"
+FONT_BOLD = FONT_DIR / "Vazirmatn-Bold.ttf"
+
+
+# --- the document model -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Heading:
+    """Bold, centred title."""
+
+    text: str
+    size: int = 34
+
+
+@dataclass(frozen=True)
+class Text:
+    """A paragraph; wraps to the paper width. align: "start" | "center" | "end"."""
+
+    text: str
+    size: int = 24
+    align: str = "start"
+    bold: bool = False
+
+
+@dataclass(frozen=True)
+class Row:
+    """Label at the start side, value at the end side (ids and amounts stay left-to-right)."""
+
+    label: str
+    value: str
+    size: int = 24
+    bold: bool = False
+
+
+@dataclass(frozen=True)
+class Separator:
+    """A thin dashed rule across the paper."""
+
+
+@dataclass(frozen=True)
+class QR:
+    """A QR code: the printer's native QR when it has one, else a raster image.
+    size_dots is the wanted edge in dots (0 = a sensible default)."""
+
+    data: str
+    caption: str = ""
+    size_dots: int = 0
+
+
+@dataclass(frozen=True)
+class Feed:
+    """Blank paper, in printer lines."""
+
+    lines: int = 1
+
+
+@dataclass(frozen=True)
+class Image:
+    """A picture (logo, stamp); converted to 1-bit and centred, scaled down to fit."""
+
+    image: Any  # PIL.Image.Image
+
+
+@dataclass(frozen=True)
+class Document:
+    """A receipt: blocks top to bottom. direction "rtl" (Persian) or "ltr"."""
+
+    blocks: tuple
+    direction: str = "rtl"
+
+
+class QRPayload(str):
+    """The data of a ("qr", …) PrintJob part. It *is* the payload string (the PrintJob
+    contract says ("qr", str)) and also carries the module size the layout chose, so the
+    driver prints the size the layout measured."""
+
+    module_size: int
+
+    def __new__(cls, data: str, module_size: int = 0) -> "QRPayload":
+        obj = super().__new__(cls, data)
+        obj.module_size = module_size
+        return obj
+
+
+def ltr(s: str) -> str:
+    """Wrap s in LRI … PDI so numbers, ids and Latin stay left-to-right inside Persian text."""
+    return f"{LRI}{s}{PDI}"
+
+
+# --- fonts and text measuring -------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def _font(size: int, bold: bool) -> ImageFont.FreeTypeFont:
+    path = FONT_BOLD if bold else FONT_REGULAR
+    return ImageFont.truetype(str(path), size, layout_engine=ImageFont.Layout.RAQM)
+
+
+def _has_rtl_letters(s: str) -> bool:
+    return any(unicodedata.bidirectional(ch) in ("R", "AL") for ch in s)
+
+
+def _tokens(text: str) -> list[str]:
+    """Split at spaces, but never inside an LRI…PDI isolate (a wrapped id must stay whole)."""
+    tokens: list[str] = []
+    current: list[str] = []
+    depth = 0
+    for ch in text:
+        if ch in ("\u2066", "\u2067", "\u2068"):
+            depth += 1
+        elif ch == PDI and depth:
+            depth -= 1
+        if ch == " " and depth == 0:
+            if current:
+                tokens.append("".join(current))
+                current = []
+            continue
+        current.append(ch)
+    if current:
+        tokens.append("".join(current))
+    return tokens
+
+
+def _text_length(text: str, font: ImageFont.FreeTypeFont, direction: str) -> float:
+    return font.getlength(text, direction=direction, language="fa" if direction == "rtl" else None)
+
+
+def _wrap(text: str, font: ImageFont.FreeTypeFont, width: int, direction: str) -> list[str]:
+    """Greedy wrap in logical order; raqm reorders each line when it is drawn."""
+    lines: list[str] = []
+    for paragraph in text.split("\n"):
+        if _text_length(paragraph, font, direction) <= width:
+            lines.append(paragraph)
+            continue
+        line = ""
+        for token in _tokens(paragraph):
+            candidate = f"{line} {token}" if line else token
+            if not line or _text_length(candidate, font, direction) <= width:
+                line = candidate
+            else:
+                lines.append(line)
+                line = token
+        lines.append(line)
+    return lines
+
+
+# --- block rendering ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    width: int
+    direction: str
+
+    @property
+    def inner(self) -> int:
+        return self.width - 2 * MARGIN_DOTS
+
+
+def _new_canvas(width: int, height: int) -> PILImage.Image:
+    return PILImage.new("L", (width, max(1, height)), 255)
+
+
+def _to_1bit(img: PILImage.Image) -> PILImage.Image:
+    # A fixed threshold keeps thin Persian strokes (dots of ب پ ت) that dithering would scatter.
+    return img.point(lambda v: 255 if v >= 150 else 0, mode="1")
+
+
+def _x_for(align: str, text_w: float, ctx: _Ctx) -> int:
+    """Left x of a line of width text_w for a logical alignment in the document direction."""
+    left = MARGIN_DOTS
+    right = ctx.width - MARGIN_DOTS - int(round(text_w))
+    if align == "center":
+        return max(left, (ctx.width - int(round(text_w))) // 2)
+    start_is_right = ctx.direction == "rtl"
+    if align == "end":
+        start_is_right = not start_is_right
+    return max(left, right) if start_is_right else left
+
+
+def _draw_line(draw: ImageDraw.ImageDraw, x: int, y: int, text: str, font: ImageFont.FreeTypeFont,
+               direction: str) -> None:
+    draw.text((x, y), text, font=font, fill=0, direction=direction,
+              language="fa" if direction == "rtl" else None)
+
+
+def _render_paragraph(text: str, size: int, bold: bool, align: str, ctx: _Ctx) -> PILImage.Image:
+    if align not in ("start", "center", "end"):
+        raise ValueError(f"align must be 'start', 'center' or 'end', not {align!r}")
+    font = _font(size, bold)
+    ascent, descent = font.getmetrics()
+    line_h = ascent + descent
+    lines = _wrap(text, font, ctx.inner, ctx.direction)
+    img = _new_canvas(ctx.width, line_h * len(lines))
+    draw = ImageDraw.Draw(img)
+    for i, line in enumerate(lines):
+        w = _text_length(line, font, ctx.direction)
+        _draw_line(draw, _x_for(align, w, ctx), i * line_h, line, font, ctx.direction)
+    return img
+
+
+def _render_row(row: Row, ctx: _Ctx) -> PILImage.Image:
+    font = _font(row.size, row.bold)
+    ascent, descent = font.getmetrics()
+    line_h = ascent + descent
+    value_dir = "rtl" if _has_rtl_letters(row.value) else "ltr"
+    value_w = _text_length(row.value, font, value_dir)
+    gap = row.size  # at least one em between label and value
+    label_lines = _wrap(row.label, font, ctx.inner, ctx.direction)
+    last_label_w = _text_length(label_lines[-1], font, ctx.direction) if label_lines else 0
+    value_on_own_line = last_label_w + gap + value_w > ctx.inner
+    height = line_h * (len(label_lines) + (1 if value_on_own_line else 0))
+    img = _new_canvas(ctx.width, height)
+    draw = ImageDraw.Draw(img)
+    for i, line in enumerate(label_lines):
+        w = _text_length(line, font, ctx.direction)
+        _draw_line(draw, _x_for("start", w, ctx), i * line_h, line, font, ctx.direction)
+    value_y = (len(label_lines) if value_on_own_line else len(label_lines) - 1) * line_h
+    _draw_line(draw, _x_for("end", value_w, ctx), value_y, row.value, font, value_dir)
+    return img
+
+
+def _render_separator(ctx: _Ctx) -> PILImage.Image:
+    img = _new_canvas(ctx.width, 18)
+    draw = ImageDraw.Draw(img)
+    for x in range(MARGIN_DOTS, ctx.width - MARGIN_DOTS, 12):
+        draw.rectangle((x, 8, min(x + 7, ctx.width - MARGIN_DOTS - 1), 9), fill=0)
+    return img
+
+
+def qr_matrix(data: str) -> list[list[bool]]:
+    """The QR modules (with quiet zone) the way printers encode it: model 2, ECC level M."""
+    code = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_M, border=QR_BORDER_MODULES)
+    code.add_data(data.encode("utf-8"))
+    code.make(fit=True)
+    return code.get_matrix()
+
+
+def qr_module_size(data: str, size_dots: int, width_dots: int) -> int:
+    """Dots per module so the whole code (quiet zone included) is about size_dots wide.
+    ESC/POS GS ( k fn 67 allows 1..16."""
+    modules = len(qr_matrix(data))
+    wanted = size_dots or QR_DEFAULT_DOTS
+    wanted = min(wanted, width_dots - 2 * MARGIN_DOTS)
+    return max(1, min(16, wanted // modules))
+
+
+def qr_image(data: str, module_size: int) -> PILImage.Image:
+    """A 1-bit QR image, quiet zone included, each module module_size dots square."""
+    matrix = qr_matrix(data)
+    n = len(matrix)
+    small = PILImage.new("1", (n, n), 1)
+    pixels = small.load()
+    for y, row in enumerate(matrix):
+        for x, dark in enumerate(row):
+            if dark:
+                pixels[x, y] = 0
+    return small.resize((n * module_size, n * module_size), PILImage.Resampling.NEAREST)
+
+
+def _centered(img: PILImage.Image, ctx: _Ctx) -> PILImage.Image:
+    img = img.convert("L")
+    if img.width > ctx.width:
+        height = max(1, round(img.height * ctx.width / img.width))
+        img = img.resize((ctx.width, height), PILImage.Resampling.LANCZOS)
+    canvas = _new_canvas(ctx.width, img.height)
+    canvas.paste(img, ((ctx.width - img.width) // 2, 0))
+    return canvas
+
+
+# A rendered block is a list of parts: ("image", L-mode image) | ("qr", QRPayload) | ("feed", n)
+_Part = tuple[str, Any]
+
+
+def _render_block(block: Any, ctx: _Ctx, native_qr: bool) -> list[_Part]:
+    if isinstance(block, Heading):
+        return [("image", _render_paragraph(block.text, block.size, True, "center", ctx))]
+    if isinstance(block, Text):
+        return [("image", _render_paragraph(block.text, block.size, block.bold, block.align, ctx))]
+    if isinstance(block, Row):
+        return [("image", _render_row(block, ctx))]
+    if isinstance(block, Separator):
+        return [("image", _render_separator(ctx))]
+    if isinstance(block, Feed):
+        if block.lines < 0:
+            raise ValueError(f"Feed lines must be >= 0, not {block.lines}")
+        return [("feed", block.lines)] if block.lines else []
+    if isinstance(block, Image):
+        return [("image", _centered(block.image, ctx))]
+    if isinstance(block, QR):
+        if not block.data:
+            raise ValueError("QR data must not be empty")
+        module = qr_module_size(block.data, block.size_dots, ctx.width)
+        parts: list[_Part]
+        if native_qr:
+            parts = [("qr", QRPayload(block.data, module))]
+        else:
+            parts = [("image", _centered(qr_image(block.data, module), ctx))]
+        if block.caption:
+            parts.append(("image", _render_paragraph(block.caption, 22, False, "center", ctx)))
+        return parts
+    raise TypeError(f"not a layout block: {type(block).__name__}")
+
+
+def _check(doc: Document, width_dots: int) -> None:
+    if doc.direction not in ("rtl", "ltr"):
+        raise ValueError(f"Document.direction must be 'rtl' or 'ltr', not {doc.direction!r}")
+    if width_dots < 64 or width_dots % 8:
+        raise ValueError(f"width_dots must be a multiple of 8 and >= 64, not {width_dots}")
+
+
+def _blank_rows(img: PILImage.Image) -> tuple[int, int]:
+    """(blank rows at the top, blank rows at the bottom) of an L-mode image, ink < 150."""
+    ink = img.point(lambda v: 255 if v < 150 else 0)
+    box = ink.getbbox()
+    if box is None:
+        return img.height, 0
+    return box[1], img.height - box[3]
+
+
+def render(doc: Document, *, width_dots: int = 576, native_qr: bool = True) -> PrintJob:
+    """Lay out a document as a PrintJob: cropped 1-bit raster blocks, ("qr", data) parts when
+    native_qr, and ("feed", n) wherever at least a printer line of paper would be white."""
+    _check(doc, width_dots)
+    ctx = _Ctx(width_dots, doc.direction)
+    parts: list[_Part] = []
+    pending_blank = 0  # white dots owed before the next ink
+
+    def flush_blank() -> int:
+        """Emit whole feed lines for the owed white space; return the leftover dots."""
+        nonlocal pending_blank
+        lines, rest = divmod(pending_blank, FEED_LINE_DOTS)
+        if lines:
+            parts.append(("feed", lines))
+        pending_blank = 0
+        return rest
+
+    for block in doc.blocks:
+        for kind, value in _render_block(block, ctx, native_qr):
+            if kind == "feed":
+                pending_blank += value * FEED_LINE_DOTS
+            elif kind == "qr":
+                flush_blank()
+                parts.append((kind, value))
+            else:
+                top, bottom = _blank_rows(value)
+                if top >= value.height:  # an all-white image is just paper
+                    pending_blank += value.height
+                    continue
+                pending_blank += top
+                rest = flush_blank()
+                cropped = value.crop((0, top, value.width, value.height - bottom))
+                if rest:  # less than a feed line of white: keep it as raster rows
+                    padded = _new_canvas(value.width, cropped.height + rest)
+                    padded.paste(cropped, (0, rest))
+                    cropped = padded
+                parts.append(("image", _to_1bit(cropped)))
+                pending_blank = bottom
+    flush_blank()
+    return PrintJob(parts=_merge_images(parts))
+
+
+def _merge_images(parts: list[_Part]) -> list[_Part]:
+    """Stack adjacent raster parts into one, so the printer gets one GS v 0 per band."""
+    merged: list[_Part] = []
+    for kind, value in parts:
+        if kind == "image" and merged and merged[-1][0] == "image":
+            above = merged[-1][1]
+            both = PILImage.new("1", (above.width, above.height + value.height), 1)
+            both.paste(above, (0, 0))
+            both.paste(value, (0, above.height))
+            merged[-1] = ("image", both)
+        else:
+            merged.append((kind, value))
+    return merged
+
+
+def render_full_raster(doc: Document, *, width_dots: int = 576) -> PILImage.Image:
+    """The whole document as ONE 1-bit image (QR as raster, feeds as white): what a driver
+    without native QR or feeds would send, and what the simulator panel shows."""
+    _check(doc, width_dots)
+    ctx = _Ctx(width_dots, doc.direction)
+    images: list[PILImage.Image] = []
+    for block in doc.blocks:
+        for kind, value in _render_block(block, ctx, native_qr=False):
+            if kind == "feed":
+                images.append(_new_canvas(width_dots, value * FEED_LINE_DOTS))
+            else:
+                images.append(value)
+    height = sum(img.height for img in images) or 1
+    page = _new_canvas(width_dots, height)
+    y = 0
+    for img in images:
+        page.paste(img, (0, y))
+        y += img.height
+    return _to_1bit(page)
+
+
+__all__ = [
+    "Document", "Heading", "Text", "Row", "Separator", "QR", "Feed", "Image", "QRPayload",
+    "render", "render_full_raster", "ltr", "qr_image", "qr_matrix", "qr_module_size",
+    "FONT_REGULAR", "FONT_BOLD", "FEED_LINE_DOTS",
+]
