@@ -1,0 +1,146 @@
+"""CameraScanner over real files: a still image and an MJPG video written with OpenCV,
+decoded in an executor, with repeats dropped inside the window."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+import zxingcpp
+
+from devices.base import CommandTimeout, DeviceOffline, DeviceState, driver_for
+from devices.scanner import CameraScanner
+
+BILL = "77483178001420000001770160"  # bill id 7748317800142 + payment id 1770160, zero-padded
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def _bill_barcode_frame(text: str = BILL, shift: int = 0) -> np.ndarray:
+    code = np.array(zxingcpp.write_barcode_to_image(
+        zxingcpp.create_barcode(text, zxingcpp.BarcodeFormat.Code128), scale=3))
+    frame = np.full((480, 640, 3), 200, np.uint8)
+    cv2.putText(frame, "FISH", (20, 60), cv2.FONT_HERSHEY_SIMPLEX, 1.5, (40, 40, 40), 3)
+    h, w = code.shape
+    y, x = 160, 20 + shift
+    frame[y:y + h, x:x + w] = cv2.cvtColor(code, cv2.COLOR_GRAY2BGR)
+    return frame
+
+
+def _write_video(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (640, 480))
+    assert writer.isOpened(), "OpenCV could not open an MJPG writer"
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+
+
+def test_a_still_image_source_reads_the_bill_barcode_once(tmp_path: Path) -> None:
+    image = tmp_path / "slip.png"
+    cv2.imwrite(str(image), _bill_barcode_frame())
+
+    async def go() -> tuple[Any, dict[str, int]]:
+        cam = CameraScanner("cam", source=str(image), fps=50, repeat_window_s=3.0)
+        await cam.open()
+        code = await cam.read(timeout=2)
+        # the same slip stays in view: it must not be reported again within the window
+        with pytest.raises(CommandTimeout):
+            await cam.read(timeout=0.3)
+        counters = dict(cam.counters)
+        identity = cam.identity
+        await cam.close()
+        return code, counters, identity
+
+    code, counters, identity = run(go())
+    assert (code.format, code.text) == ("Code128", BILL)
+    assert counters["good_scans"] == 1
+    assert counters["duplicates_dropped"] >= 3
+    assert identity.vendor == "zxing" and identity.firmware.startswith("zxing 3.")
+
+
+def test_a_video_source_reads_codes_and_drops_repeats_until_the_window_passes(tmp_path: Path) -> None:
+    video = tmp_path / "clip.avi"
+    blank = np.full((480, 640, 3), 200, np.uint8)
+    frames = [blank] * 3 + [_bill_barcode_frame(shift=s) for s in range(0, 10, 2)] + [blank] * 40
+    _write_video(video, frames)
+
+    async def go() -> tuple[list[str], dict[str, int], float]:
+        cam = CameraScanner("cam", source=str(video), fps=100, repeat_window_s=0.2)
+        await cam.open()
+        loop = asyncio.get_running_loop()
+        first = await cam.read(timeout=3)
+        t0 = loop.time()
+        # while the slip stays in view it is one scan; the clip loops, and after 40 blank frames
+        # (longer than the window) the same bill is a new scan
+        second = await cam.read(timeout=5)
+        gap = loop.time() - t0
+        counters = dict(cam.counters)
+        await cam.close()
+        return [first.text, second.text], counters, gap
+
+    texts, counters, gap = run(go())
+    assert texts == [BILL, BILL]
+    assert counters["duplicates_dropped"] >= 1
+    assert counters["no_reads"] >= 1  # the blank frames
+    assert gap >= 0.2
+
+
+def test_decoding_runs_off_the_event_loop(tmp_path: Path) -> None:
+    image = tmp_path / "slip.png"
+    cv2.imwrite(str(image), _bill_barcode_frame())
+
+    async def go() -> int:
+        cam = CameraScanner("cam", source=str(image), fps=200)
+        await cam.open()
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        t = asyncio.create_task(ticker())
+        await cam.read(timeout=2)
+        with pytest.raises(CommandTimeout):
+            await cam.read(timeout=0.3)
+        t.cancel()
+        await cam.close()
+        return ticks
+
+    assert run(go()) > 20
+
+
+@pytest.mark.parametrize("source", ["/nonexistent/slip.png", "/nonexistent/clip.avi", 57])
+def test_a_missing_source_is_offline_at_open(source: Any) -> None:
+    cam = CameraScanner("cam", source=source)
+    with pytest.raises(DeviceOffline):
+        run(cam.open())
+    assert cam.state == DeviceState.OFFLINE
+
+
+def test_the_zbar_backend_identifies_itself_and_reads_the_bill(tmp_path: Path) -> None:
+    image = tmp_path / "slip.jpg"
+    cv2.imwrite(str(image), _bill_barcode_frame())
+
+    async def go() -> tuple[str, Any]:
+        cam = CameraScanner("cam", source=str(image), backend="zbar", fps=50)
+        await cam.open()
+        code = await cam.read(timeout=2)
+        await cam.close()
+        return code.text, cam
+
+    text, cam = run(go())
+    assert text == BILL
+    assert cam.identity.vendor == "zbar"
+    assert cam.capabilities["unsupported_formats"] == ["DataMatrix", "PDF417"]
+
+
+def test_camera_is_registered_for_config() -> None:
+    assert driver_for("camera") is CameraScanner
