@@ -1,0 +1,116 @@
+"""The FastAPI application of the reference municipal gateway (routes under /api/v1)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Annotated, Any, AsyncIterator, Iterator
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from backoffice import billing, settlement
+from backoffice.auth import kiosk_for_token
+from backoffice.db import make_engine, session_factory, upgrade
+from backoffice.errors import ApiError
+from backoffice.schemas import BillOut, ErrorBody, HealthOut, OwnerSlipsOut, PaymentIn, SettlementOut
+
+log = logging.getLogger("backoffice.api")
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 422: {"model": ErrorBody},
+}
+
+
+def _sessions(request: Request) -> sessionmaker[Session]:
+    return request.app.state.sessions  # type: ignore[no-any-return]
+
+
+def _session(request: Request) -> Iterator[Session]:
+    with _sessions(request)() as session:
+        yield session
+
+
+def _kiosk(request: Request) -> str:
+    """The calling kiosk from `Authorization: Bearer <token>`; 401 otherwise."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        raise ApiError(401, "auth.unauthorized")
+    with _sessions(request)() as session:
+        kiosk_id = kiosk_for_token(session, token.strip())
+    if kiosk_id is None:
+        raise ApiError(401, "auth.unauthorized")
+    return kiosk_id
+
+
+KioskId = Annotated[str, Depends(_kiosk)]
+Db = Annotated[Session, Depends(_session)]
+
+
+def create_app(db_url: str, *, migrate: bool = True, engine: Engine | None = None) -> FastAPI:
+    """The app bound to `db_url`; `migrate` runs `alembic upgrade head` first."""
+    if migrate:
+        upgrade(db_url)
+    engine = engine or make_engine(db_url)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(title="City Kiosk reference back-office", version="1",
+                  description="Municipal gateway: bills, fee slips, payments.", lifespan=lifespan)
+    app.state.engine = engine
+    app.state.sessions = session_factory(engine)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        code = "query.invalid" if request.url.path.endswith("/fee-slips") else "request.invalid"
+        # drop the offending input from the echo: it could be a card number
+        detail = [{k: v for k, v in err.items() if k not in ("input", "ctx", "url")} for err in exc.errors()]
+        return JSONResponse({"error": code, "detail": jsonable_encoder(detail)}, status_code=422)
+
+    @app.get("/healthz", response_model=HealthOut)
+    def healthz() -> HealthOut:
+        return HealthOut(ok=True)
+
+    @app.get("/api/v1/bills/{bill_id}/{payment_id}", response_model=BillOut, responses=_ERRORS)
+    def get_bill(bill_id: str, payment_id: str, kiosk: KioskId, db: Db) -> BillOut:
+        return billing.lookup_bill(db, bill_id, payment_id)
+
+    @app.get("/api/v1/fee-slips", response_model=OwnerSlipsOut, responses=_ERRORS)
+    def get_fee_slips(
+        kiosk: KioskId,
+        db: Db,
+        national_code: Annotated[str | None, Query(max_length=32)] = None,
+        renovation_code: Annotated[str | None, Query(max_length=64)] = None,
+        plate: Annotated[str | None, Query(max_length=64)] = None,
+        business_license: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> OwnerSlipsOut:
+        return billing.fee_slips(db, national_code=national_code, renovation_code=renovation_code,
+                                 plate=plate, business_license=business_license)
+
+    @app.post("/api/v1/payments", status_code=201, response_model=SettlementOut, responses=_ERRORS)
+    def post_payment(
+        body: PaymentIn,
+        request: Request,
+        kiosk: KioskId,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        status, text = settlement.post_payment(_sessions(request), kiosk, idempotency_key or "", body)
+        # the stored text, byte for byte: a replay must be the identical first response
+        return Response(content=text, status_code=status, media_type="application/json")
+
+    @app.get("/api/v1/payments/{transaction_id}", response_model=SettlementOut, responses=_ERRORS)
+    def get_payment(transaction_id: str, kiosk: KioskId, db: Db) -> SettlementOut:
+        return settlement.payment_status(db, transaction_id)
+
+    return app

@@ -1,0 +1,192 @@
+"""Demo data for the reference back-office: Tehran owners with fee slips of the four kinds,
+utility bills, and kiosk credentials. Every bill/payment id pair is built with kiosk.bills
+so it passes the kiosk's own checks. Seeding again adds nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Iterator
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from backoffice.auth import put_kiosk
+from backoffice.db import make_engine, upgrade
+from backoffice.identity import normalize_code, normalize_plate
+from backoffice.models import Bill, BillStatus, Owner, OwnerKind, SlipKind
+from kiosk.bills import make_bill_id, make_payment_id, parse_bill
+
+# The first demo citizen: found by any of these, with >= 40 unpaid slips across all four kinds.
+DEMO_NATIONAL_CODE = "0084137258"
+DEMO_RENOVATION_CODE = "3-178-39-7-0-0-0"
+DEMO_PLATE = "۲۲ ب ۳۶۵ ایران ۱۰"
+DEMO_BUSINESS_LICENSE = "1402-0063918"
+# FIELD-NOTES' worked examples, seeded as unpaid utility bills
+DEMO_PHONE_BILL = ("7748317800142", "1770160")
+DEMO_WATER_BILL = ("2050327604613", "1070189")
+
+MUNICIPALITY_SERVICE = 6
+COMPANY_OF: dict[SlipKind, str] = {
+    SlipKind.RENOVATION_TAX: "201", SlipKind.BUSINESS_TAX: "202",
+    SlipKind.WASTE_CHARGE: "203", SlipKind.VEHICLE_TAX: "204",
+}
+BASE_AMOUNT: dict[SlipKind, int] = {
+    SlipKind.RENOVATION_TAX: 1_850_000, SlipKind.BUSINESS_TAX: 3_200_000,
+    SlipKind.WASTE_CHARGE: 420_000, SlipKind.VEHICLE_TAX: 1_150_000,
+}
+KIND_FA: dict[SlipKind, str] = {
+    SlipKind.RENOVATION_TAX: "عوارض نوسازی", SlipKind.BUSINESS_TAX: "عوارض کسب و پیشه",
+    SlipKind.WASTE_CHARGE: "بهای خدمات پسماند", SlipKind.VEHICLE_TAX: "عوارض خودرو",
+}
+MONTHS_FA = ("فروردین", "اردیبهشت", "خرداد", "تیر", "مرداد", "شهریور",
+             "مهر", "آبان", "آذر", "دی", "بهمن", "اسفند")
+# 1 Farvardin of each Jalali year in the Gregorian calendar
+NOWRUZ = {1403: dt.date(2024, 3, 20), 1404: dt.date(2025, 3, 21), 1405: dt.date(2026, 3, 21)}
+_FA_DIGITS = str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹")
+
+
+@dataclass(frozen=True)
+class SeedSummary:
+    kiosks_changed: int
+    owners_added: int
+    bills_added: int
+    demo_unpaid_slips: int  # unpaid slips of DEMO_NATIONAL_CODE after seeding
+
+
+@dataclass(frozen=True)
+class _DemoOwner:
+    number: int  # part of each slip's subscriber code; unique per owner
+    kind: OwnerKind
+    name_fa: str
+    national_code: str | None
+    renovation_code: str | None
+    plate: str | None
+    business_license: str | None
+    slips: tuple[tuple[SlipKind, int], ...]  # (kind, how many months)
+    paid_first: int = 0  # how many of its oldest slips are already paid
+
+
+OWNERS: tuple[_DemoOwner, ...] = (
+    _DemoOwner(1, OwnerKind.NATIONAL, "علی رضایی", DEMO_NATIONAL_CODE, DEMO_RENOVATION_CODE, DEMO_PLATE,
+               DEMO_BUSINESS_LICENSE, tuple((k, 12) for k in SlipKind)),
+    _DemoOwner(2, OwnerKind.NATIONAL, "زهرا محمدی", "0029163846", "6-2104-17-0-0-0", None, None,
+               ((SlipKind.RENOVATION_TAX, 6), (SlipKind.WASTE_CHARGE, 6))),
+    _DemoOwner(3, OwnerKind.PLATE, "حسین کریمی", "4451270936", None, "۴۵ ج ۷۸۱ ایران ۲۰", None,
+               ((SlipKind.VEHICLE_TAX, 4),)),
+    _DemoOwner(4, OwnerKind.BUSINESS, "نانوایی سنگکی مهدی احمدی", "0075612488", None, None, "1399-0412775",
+               ((SlipKind.BUSINESS_TAX, 4), (SlipKind.WASTE_CHARGE, 4))),
+    _DemoOwner(5, OwnerKind.NATIONAL, "مریم حسینی", "1293847569", "11-305-22-4-0-0-0", None, None,
+               ((SlipKind.RENOVATION_TAX, 4), (SlipKind.WASTE_CHARGE, 4)), paid_first=2),
+)
+
+# (bill_id, payment_id, payer, description) — utility bills that are not municipal fee slips
+UTILITY_BILLS: tuple[tuple[str, str, str, str], ...] = (
+    (*DEMO_PHONE_BILL, "رضا نوری", "قبض تلفن ثابت"),
+    (*DEMO_WATER_BILL, "فاطمه صادقی", "قبض آب و فاضلاب"),
+)
+
+
+def fa_digits(text: str) -> str:
+    return text.translate(_FA_DIGITS)
+
+
+def _months(count: int) -> Iterator[tuple[int, int]]:
+    """`count` Jalali (year, month) pairs ending with Shahrivar 1404, oldest first."""
+    index = 1404 * 12 + 5  # Shahrivar 1404 as a month number
+    for i in range(index - count + 1, index + 1):
+        yield i // 12, i % 12 + 1
+
+
+def _month_start(year: int, month: int) -> dt.date:
+    days = (month - 1) * 31 if month <= 7 else 186 + (month - 7) * 30
+    return NOWRUZ[year] + dt.timedelta(days=days)
+
+
+def _due(year: int, month: int) -> dt.date:
+    """Fees fall due at the end of the month after the period (the start of the one after)."""
+    y, m = (year, month + 2) if month <= 10 else (year + 1, month - 10)
+    return _month_start(y, m) - dt.timedelta(days=1)
+
+
+def _slips_of(owner: _DemoOwner) -> Iterator[dict[str, object]]:
+    for kind_no, (kind, count) in enumerate(owner.slips, start=1):
+        for seq, (jy, jm) in enumerate(_months(count), start=1):
+            label = f"{MONTHS_FA[jm - 1]} {fa_digits(str(jy))}"
+            amount = BASE_AMOUNT[kind] + 10_000 * ((owner.number * 7 + seq) % 9)
+            subscriber = f"{owner.number}{list(SlipKind).index(kind) + 1}{kind_no}{seq:03d}"
+            bill_id = make_bill_id(subscriber, COMPANY_OF[kind], MUNICIPALITY_SERVICE)
+            canonical = parse_bill(bill_id, make_payment_id(bill_id, amount, jy % 10, jm))
+            yield {
+                "bill_id": canonical.bill_id, "payment_id": canonical.payment_id, "service_type": MUNICIPALITY_SERVICE,
+                "company_code": COMPANY_OF[kind], "amount_rials": amount,
+                "status": BillStatus.PAID if (seq <= owner.paid_first and kind_no == 1) else BillStatus.UNPAID,
+                "payer_name": owner.name_fa, "due_date": _due(jy, jm),
+                "description_fa": f"{KIND_FA[kind]} — {label}", "slip_kind": kind, "period_label": label,
+            }
+
+
+def _find_owner(session: Session, spec: _DemoOwner) -> Owner | None:
+    query = select(Owner).where(Owner.name_fa == spec.name_fa)
+    if spec.national_code:
+        query = query.where(Owner.national_code == spec.national_code)
+    return session.scalars(query).first()
+
+
+def _seed(session: Session, kiosks: dict[str, str]) -> SeedSummary:
+    kiosks_changed = sum(put_kiosk(session, kid, token) for kid, token in kiosks.items())
+    existing = {(b, p) for b, p in session.execute(select(Bill.bill_id, Bill.payment_id))}
+    owners_added = bills_added = 0
+    for spec in OWNERS:
+        owner = _find_owner(session, spec)
+        if owner is None:
+            owner = Owner(
+                kind=spec.kind, name_fa=spec.name_fa, national_code=spec.national_code,
+                renovation_code=normalize_code(spec.renovation_code) if spec.renovation_code else None,
+                plate=normalize_plate(spec.plate) if spec.plate else None,
+                business_license=normalize_code(spec.business_license) if spec.business_license else None,
+            )
+            session.add(owner)
+            session.flush()
+            owners_added += 1
+        for slip in _slips_of(spec):
+            if (slip["bill_id"], slip["payment_id"]) in existing:
+                continue
+            session.add(Bill(owner_id=owner.id, **slip))
+            bills_added += 1
+    for bill_id, payment_id, payer, description in UTILITY_BILLS:
+        if (bill_id, payment_id) in existing:
+            continue
+        bill = parse_bill(bill_id, payment_id)
+        session.add(Bill(bill_id=bill.bill_id, payment_id=bill.payment_id, service_type=int(bill.service_type),
+                         company_code=bill.company_code, amount_rials=bill.amount_rials,
+                         status=BillStatus.UNPAID, payer_name=payer, due_date=dt.date(2025, 12, 21),
+                         description_fa=description))
+        bills_added += 1
+    session.flush()
+    demo_owner = _find_owner(session, OWNERS[0])
+    assert demo_owner is not None
+    unpaid = len(session.scalars(select(Bill.id).where(Bill.owner_id == demo_owner.id,
+                                                       Bill.status == BillStatus.UNPAID)).all())
+    return SeedSummary(kiosks_changed, owners_added, bills_added, unpaid)
+
+
+def seed_demo(target: str | Engine | Session, kiosks: dict[str, str]) -> SeedSummary:
+    """Seed the demo data and kiosk credentials ({kiosk_id: token}) and commit.
+
+    `target` is a database URL (migrated first), an Engine, or a Session (committed here)."""
+    if isinstance(target, Session):
+        summary = _seed(target, kiosks)
+        target.commit()
+        return summary
+    engine = target
+    if isinstance(target, str):
+        upgrade(target)
+        engine = make_engine(target)
+    assert isinstance(engine, Engine)
+    try:
+        with Session(engine) as session, session.begin():
+            return _seed(session, kiosks)
+    finally:
+        if isinstance(target, str):
+            engine.dispose()

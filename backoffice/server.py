@@ -1,0 +1,68 @@
+"""Run the back-office in-process: a real uvicorn server on a real loopback socket in a
+daemon thread, for tests and the embedded demo."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from types import TracebackType
+
+import uvicorn
+
+from backoffice.app import create_app
+
+log = logging.getLogger("backoffice.server")
+
+
+class RunningServer:
+    """A started server; `.url` is http://HOST:PORT with the port the OS actually bound."""
+
+    def __init__(self, server: uvicorn.Server, thread: threading.Thread, sock: socket.socket, host: str) -> None:
+        self._server = server
+        self._thread = thread
+        self._sock = sock
+        self.host = host
+        self.port: int = sock.getsockname()[1]
+        self.url = f"http://{host}:{self.port}"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout)
+        if self._thread.is_alive():  # a hung request: stop waiting for it
+            self._server.force_exit = True
+            self._thread.join(timeout)
+        self._sock.close()
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def serve_in_thread(db_url: str, host: str = "127.0.0.1", port: int = 0, *,
+                    startup_timeout: float = 30.0) -> RunningServer:
+    """Migrate `db_url`, bind HOST:PORT (0 = any free port) and serve until `.stop()`."""
+    app = create_app(db_url, migrate=True)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
+                              name=f"backoffice-{sock.getsockname()[1]}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            sock.close()
+            raise RuntimeError("back-office server did not start")
+        time.sleep(0.01)
+    running = RunningServer(server, thread, sock, host)
+    log.info("back-office serving on %s", running.url)
+    return running

@@ -1,0 +1,372 @@
+"""The kiosk's client for the municipal back-office HTTP API: typed results, typed errors a
+citizen can act on, and bounded retries with back-off on idempotent calls only."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import re
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Mapping
+
+import requests
+
+from kiosk.errors import KioskError
+
+log = logging.getLogger("kiosk.backoffice")
+
+API = "/api/v1"
+
+
+# --- values -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BillInfo:
+    bill_id: str
+    payment_id: str
+    service_type: int
+    company_code: str
+    amount_rials: int
+    year: int
+    period: str
+    payer_name: str
+    description_fa: str
+    status: str  # "unpaid" | "paid"
+    due_date: dt.date | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> BillInfo:
+        return cls(
+            bill_id=str(data["bill_id"]), payment_id=str(data["payment_id"]),
+            service_type=int(data["service_type"]), company_code=str(data["company_code"]),
+            amount_rials=int(data["amount_rials"]), year=int(data["year"]), period=str(data["period"]),
+            payer_name=str(data.get("payer_name", "")), description_fa=str(data.get("description_fa", "")),
+            status=str(data["status"]), due_date=_date(data.get("due_date")),
+        )
+
+
+@dataclass(frozen=True)
+class FeeSlip:
+    slip_id: int
+    kind: str  # renovation_tax | business_tax | waste_charge | vehicle_tax
+    bill_id: str
+    payment_id: str
+    amount_rials: int
+    period: str
+    due_date: dt.date | None
+    description_fa: str
+    status: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FeeSlip:
+        return cls(
+            slip_id=int(data["slip_id"]), kind=str(data["kind"]), bill_id=str(data["bill_id"]),
+            payment_id=str(data["payment_id"]), amount_rials=int(data["amount_rials"]),
+            period=str(data.get("period", "")), due_date=_date(data.get("due_date")),
+            description_fa=str(data.get("description_fa", "")), status=str(data["status"]),
+        )
+
+
+@dataclass(frozen=True)
+class OwnerSlips:
+    owner_name: str
+    slips: tuple[FeeSlip, ...]
+
+    @property
+    def unpaid(self) -> tuple[FeeSlip, ...]:
+        return tuple(s for s in self.slips if s.status == "unpaid")
+
+
+@dataclass(frozen=True)
+class PaymentPost:
+    """A settlement to post: what was paid for, and the terminal's references (masked PAN only)."""
+
+    transaction_id: str
+    bill_id: str
+    payment_id: str
+    amount_rials: int
+    paid_at: str  # ISO 8601 UTC
+    rrn: str = ""
+    stan: str = ""
+    poi_reference: str = ""
+    masked_pan: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "transaction_id": self.transaction_id, "bill_id": self.bill_id, "payment_id": self.payment_id,
+            "amount_rials": self.amount_rials, "paid_at": self.paid_at,
+            "terminal": {"rrn": self.rrn, "stan": self.stan, "poi_reference": self.poi_reference,
+                         "masked_pan": self.masked_pan},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PaymentPost:
+        """From `to_dict()`'s shape (terminal refs nested) or a flat one."""
+        terminal = data.get("terminal") or data
+        return cls(
+            transaction_id=str(data["transaction_id"]), bill_id=str(data["bill_id"]),
+            payment_id=str(data["payment_id"]), amount_rials=int(data["amount_rials"]),
+            paid_at=str(data["paid_at"]),
+            **{k: str(terminal.get(k) or "") for k in ("rrn", "stan", "poi_reference", "masked_pan")},
+        )
+
+
+@dataclass(frozen=True)
+class Settlement:
+    transaction_id: str
+    bill_id: str
+    payment_id: str
+    amount_rials: int
+    tracking_code: str
+    status: str  # "settled"
+    settled_at: str  # ISO 8601 UTC
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Settlement:
+        return cls(
+            transaction_id=str(data["transaction_id"]), bill_id=str(data["bill_id"]),
+            payment_id=str(data["payment_id"]), amount_rials=int(data["amount_rials"]),
+            tracking_code=str(data["tracking_code"]), status=str(data["status"]),
+            settled_at=str(data["settled_at"]),
+        )
+
+
+def _date(value: Any) -> dt.date | None:
+    return dt.date.fromisoformat(str(value)) if value else None
+
+
+def mask_national_code(code: str) -> str:
+    """First 3 + last 3 digits, for logs."""
+    return code[:3] + "****" + code[-3:] if len(code) >= 7 else "****"
+
+
+# --- errors -------------------------------------------------------------------------------------
+class BackofficeError(KioskError):
+    """Base of the back-office client's errors."""
+
+
+class BillNotFound(BackofficeError):
+    key = "bill.not_found"
+    fa = "این قبض در سامانه شهرداری پیدا نشد. لطفاً شناسه‌ها را بررسی کنید یا فیش جدید بگیرید."
+    en = "This bill was not found at the municipality. Please check the ids or get a new slip."
+    money = "none"
+
+
+class OwnerNotFound(BackofficeError):
+    key = "owner.not_found"
+    fa = "فیشی با این مشخصات پیدا نشد. لطفاً کد وارد شده را بررسی کنید."
+    en = "No fee slips were found for these details. Please check what you entered."
+    money = "none"
+
+
+class BillAlreadyPaid(BackofficeError):
+    key = "bill.already_paid"
+    fa = "این قبض قبلاً پرداخت شده است و نیازی به پرداخت دوباره نیست."
+    en = "This bill has already been paid; there is nothing to pay."
+    money = "none"
+
+
+class AmountMismatch(BackofficeError):
+    key = "payment.amount_mismatch"
+    fa = "مبلغ این فیش با مبلغ ثبت‌شده در شهرداری ({expected_rials} ریال) یکی نیست. لطفاً فیش جدید دریافت کنید."
+    en = ("The amount on this slip differs from the municipality's record ({expected_rials} rials). "
+          "Please get a new slip.")
+    money = "none"
+
+    def __init__(self, detail: str = "", *, expected_rials: int, **context: Any) -> None:
+        super().__init__(detail, expected_rials=expected_rials, **context)
+        self.expected_rials = expected_rials
+
+
+class BackofficeUnavailable(BackofficeError):
+    key = "backoffice.unavailable"
+    fa = "ارتباط با سامانه شهرداری برقرار نشد. از شما مبلغی کسر نشده است؛ لطفاً کمی بعد دوباره تلاش کنید."
+    en = "The municipality's system cannot be reached. You have not been charged; please try again shortly."
+    money = "not_charged"
+
+    def __init__(self, detail: str = "", *, attempts: int = 0, **context: Any) -> None:
+        super().__init__(detail, attempts=attempts, **context)
+        self.attempts = attempts
+
+
+class SettlementPending(BackofficeUnavailable):
+    """A payment post that could not reach the back-office: the money is taken and the kiosk
+    keeps the settlement queued until it is delivered (same idempotency key)."""
+
+    fa = "پرداخت شما انجام شد و ثبت آن در سامانه شهرداری به‌زودی تکمیل می‌شود. رسید خود را نگه دارید."
+    en = "Your payment went through; it will be recorded at the municipality shortly. Keep your receipt."
+    money = "charged_pending"
+
+
+class BackofficeRejected(BackofficeError):
+    key = "backoffice.rejected"
+    fa = "سامانه شهرداری این درخواست را نپذیرفت. لطفاً با پشتیبانی تماس بگیرید."
+    en = "The municipality's system refused this request. Please contact support."
+    money = "none"
+
+    def __init__(self, detail: str = "", *, status: int, error_code: str, **context: Any) -> None:
+        super().__init__(detail, status=status, error_code=error_code, **context)
+        self.status = status
+        self.error_code = error_code
+
+
+_RETRYABLE_EXC = (requests.ConnectionError, requests.Timeout)
+
+_NATIONAL_IN_URL = re.compile(r"(national_code=)(\d{3})\d+(\d{3})")
+
+
+class _MaskNationalCodeInUrls(logging.Filter):
+    """urllib3 logs every request line at DEBUG, query string included; the fee-slip query
+    carries a national code, which must never reach a log in full."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if "national_code=" in text:
+            record.msg, record.args = _NATIONAL_IN_URL.sub(r"\1\2****\3", text), None
+        return True
+
+
+_URLLIB3_LOG = logging.getLogger("urllib3.connectionpool")
+if not any(isinstance(f, _MaskNationalCodeInUrls) for f in _URLLIB3_LOG.filters):
+    _URLLIB3_LOG.addFilter(_MaskNationalCodeInUrls())
+
+
+# --- client -------------------------------------------------------------------------------------
+@dataclass
+class _Attempts:
+    """Per-client counters, for tests and the health view."""
+
+    requests: int = 0
+    retries: int = 0
+    last_error: str = ""
+
+
+class BackofficeClient:
+    """Blocking client (run it in an executor). Every call is retried at most `retries` times
+    after the first attempt — on connection errors, timeouts and 5xx only, never on a 4xx."""
+
+    RETRY_STATUSES: ClassVar[frozenset[int]] = frozenset(range(500, 600))
+
+    def __init__(self, base_url: str, token: str, *, connect_timeout: float = 2.0, read_timeout: float = 8.0,
+                 retries: int = 3, backoff: float = 0.2, max_backoff: float = 5.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = (connect_timeout, read_timeout)
+        self.retries = max(0, retries)
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.stats = _Attempts()
+        self._session = requests.Session()
+        self._session.headers.update({"Authorization": f"Bearer {token}", "Accept": "application/json"})
+
+    # --- API ------------------------------------------------------------------------------------
+    def lookup_bill(self, bill_id: str, payment_id: str) -> BillInfo:
+        resp = self._call("GET", f"{API}/bills/{bill_id}/{payment_id}")
+        if resp.status_code == 200:
+            return BillInfo.from_json(resp.json())
+        raise self._refusal(resp, bill_id=bill_id)
+
+    def fee_slips(self, *, national_code: str | None = None, renovation_code: str | None = None,
+                  plate: str | None = None, business_license: str | None = None) -> OwnerSlips:
+        params = {k: v for k, v in (("national_code", national_code), ("renovation_code", renovation_code),
+                                    ("plate", plate), ("business_license", business_license)) if v}
+        who = mask_national_code(national_code) if national_code else ("plate" if plate else "business")
+        resp = self._call("GET", f"{API}/fee-slips", params=params, log_as=f"fee-slips for {who}")
+        if resp.status_code == 200:
+            data = resp.json()
+            return OwnerSlips(str(data["owner_name"]), tuple(FeeSlip.from_json(s) for s in data["slips"]))
+        raise self._refusal(resp)
+
+    def post_payment(self, post: PaymentPost, *, idempotency_key: str) -> Settlement:
+        """Safe to retry: the back-office answers a repeated key with the first answer."""
+        try:
+            resp = self._call("POST", f"{API}/payments", json=post.to_dict(),
+                              headers={"Idempotency-Key": idempotency_key}, tx=post.transaction_id)
+        except BackofficeUnavailable as exc:
+            raise SettlementPending(exc.detail, attempts=exc.attempts) from exc
+        if resp.status_code in (200, 201):
+            return Settlement.from_json(resp.json())
+        raise self._refusal(resp, bill_id=post.bill_id, tx=post.transaction_id)
+
+    def payment_status(self, transaction_id: str) -> Settlement | None:
+        resp = self._call("GET", f"{API}/payments/{transaction_id}", tx=transaction_id)
+        if resp.status_code == 200:
+            return Settlement.from_json(resp.json())
+        if resp.status_code == 404:
+            return None
+        raise self._refusal(resp, tx=transaction_id)
+
+    def health(self) -> bool:
+        try:
+            resp = self._session.get(self.base_url + "/healthz", timeout=self.timeout)
+        except requests.RequestException as exc:
+            log.info("back-office health check failed: %s", type(exc).__name__)
+            return False
+        return resp.status_code == 200 and bool(resp.json().get("ok"))
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> BackofficeClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # --- plumbing -------------------------------------------------------------------------------
+    def _delay(self, retry: int) -> float:
+        # exponential with jitter, so a fleet coming back online does not retry in lock-step
+        base = min(self.max_backoff, self.backoff * 2**retry)
+        return float(base * random.uniform(0.5, 1.5))
+
+    def _call(self, method: str, path: str, *, tx: str | None = None, log_as: str | None = None,
+              **kwargs: Any) -> requests.Response:
+        """One logical call with retries; returns a response below 500, or raises
+        BackofficeUnavailable once retries are exhausted."""
+        what = log_as or f"{method} {path}"
+        extra = {"tx": tx} if tx else {}
+        last = ""
+        attempts = 0
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.stats.retries += 1
+                time.sleep(self._delay(attempt - 1))
+            attempts += 1
+            self.stats.requests += 1
+            try:
+                resp = self._session.request(method, self.base_url + path, timeout=self.timeout, **kwargs)
+            except _RETRYABLE_EXC as exc:
+                last = type(exc).__name__
+                log.warning("back-office %s: %s (attempt %d)", what, last, attempts, extra=extra)
+                continue
+            if resp.status_code in self.RETRY_STATUSES:
+                last = f"HTTP {resp.status_code}"
+                log.warning("back-office %s: %s (attempt %d)", what, last, attempts, extra=extra)
+                resp.close()
+                continue
+            return resp
+        self.stats.last_error = last
+        raise BackofficeUnavailable(f"back-office unreachable after {attempts} attempts ({last})", attempts=attempts)
+
+    @staticmethod
+    def _refusal(resp: requests.Response, **context: Any) -> BackofficeError:
+        try:
+            body = resp.json()
+        except ValueError:
+            body = {}
+        code = str(body.get("error", "")) if isinstance(body, dict) else ""
+        context = {k: v for k, v in context.items() if k != "tx"}
+        if resp.status_code == 404 and code in ("bill.not_found", ""):
+            return BillNotFound(f"bill not found ({resp.status_code})", **context)
+        if code == "owner.not_found":
+            return OwnerNotFound("owner not found")
+        if code == "bill.already_paid":
+            return BillAlreadyPaid("bill already paid", **context)
+        if code == "payment.amount_mismatch":
+            return AmountMismatch("amount differs from the bill", expected_rials=int(body["expected_rials"]),
+                                  **context)
+        return BackofficeRejected(f"back-office refused: HTTP {resp.status_code} {code}",
+                                  status=resp.status_code, error_code=code or f"http.{resp.status_code}")
