@@ -1,0 +1,72 @@
+"""`kiosk doctor [--json] [--level internal|external]`: open every configured device, run its
+health check, and print state, identity, consumables and last error per device.
+
+Uses <data_dir>/kiosk.json when present; otherwise the embedded demo configuration, whose
+emulators it starts first (so on embedded defaults every device should be online)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+from devices.base import DeviceState, HealthLevel
+from kiosk.paths import data_dir
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("doctor", parents=[common], help="check every configured device", description=__doc__)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--level", choices=[HealthLevel.INTERNAL.value, HealthLevel.EXTERNAL.value],
+                   default=HealthLevel.EXTERNAL.value, help="external (default) talks to each device")
+    p.set_defaults(func=handle)
+
+
+async def diagnose(data: Path, level: HealthLevel) -> list[dict[str, Any]]:
+    from devices.manager import DeviceManager
+    from kiosk.settings import KioskSettings
+
+    with contextlib.ExitStack() as stack:
+        config = data / "kiosk.json"
+        if config.exists():
+            settings = KioskSettings.load(config)
+        else:
+            from kiosk.demo_env import demo_environment
+
+            settings = stack.enter_context(demo_environment(data)).settings
+        manager = DeviceManager(list(settings.devices))
+        await manager.start()
+        try:
+            reports = {r.device: r for r in await manager.check_health(level)}
+            rows = []
+            for name, status in manager.status_map().items():
+                row = status.to_dict()
+                report = reports.get(name)
+                row["health"] = {"level": str(level), "ok": bool(report and report.ok),
+                                 "detail": report.detail if report else "not checked"}
+                rows.append(row)
+            return rows
+        finally:
+            await manager.stop()
+
+
+def handle(args: argparse.Namespace) -> int:
+    rows = asyncio.run(diagnose(data_dir(args.data_dir), HealthLevel(args.level)))
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False))
+    else:
+        for r in rows:
+            ident = r["identity"]
+            print(f"{r['name']:<10} {r['class']:<15} {r['state']:<14} {ident.get('vendor', '')} "
+                  f"{ident.get('model', '')} {ident.get('serial', '')} fw {ident.get('firmware', '') or '-'}")
+            if r["consumables"]:
+                print(f"{'':<10} consumables: {r['consumables']}")
+            if not r["health"]["ok"]:
+                print(f"{'':<10} health: {r['health']['detail']}")
+            if r["last_error"]:
+                print(f"{'':<10} last error: {r['last_error']['message']}")
+    healthy = all(r["state"] == DeviceState.ONLINE and r["health"]["ok"] for r in rows)
+    return 0 if rows and healthy else 1

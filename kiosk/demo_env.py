@@ -1,0 +1,89 @@
+"""The embedded demo environment: a back-office on SQLite, a nexo payment terminal simulator
+and an ESC/POS network printer emulator, all on loopback, with their state under the data dir
+so a crashed demo is recovered by the next one against the same terminal ledger and back-office.
+
+Used by `kiosk demo`, `kiosk recover` and `kiosk doctor` when the kiosk runs on embedded
+defaults (settings.extra["embedded"] is true).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from backoffice.seed import seed_demo
+from backoffice.server import RunningServer, serve_in_thread
+from devices.contracts import DeviceConfig
+from devices.printer.emulator import NetworkPrinterEmulator
+from devices.scanner.emulator import SerialScannerEmulator
+from devices.terminal.simulator import NexoTerminalSimulator
+from kiosk.settings import KioskSettings
+
+KIOSK_ID = "kiosk-demo-01"
+
+
+@dataclass
+class DemoEnvironment:
+    data_dir: Path
+    settings: KioskSettings
+    backoffice: RunningServer
+    terminal: NexoTerminalSimulator
+    printer: NetworkPrinterEmulator
+    scanner: SerialScannerEmulator
+
+    @property
+    def backoffice_db_url(self) -> str:
+        return _db_url(self.data_dir)
+
+
+def _db_url(data_dir: Path) -> str:
+    return f"sqlite:///{data_dir / 'backoffice.sqlite3'}"
+
+
+def _demo_token(data_dir: Path) -> str:
+    """The demo kiosk's back-office credential, made once and kept (0600) in the data dir."""
+    path = data_dir / "demo-credentials.json"
+    if path.exists():
+        return str(json.loads(path.read_text())["token"])
+    token = secrets.token_urlsafe(24)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"kiosk_id": KIOSK_ID, "token": token}))
+    tmp.chmod(0o600)
+    tmp.replace(path)
+    return token
+
+
+@contextlib.contextmanager
+def demo_environment(data_dir: Path, *, extra_devices: tuple[DeviceConfig, ...] = (),
+                     terminal_mode: str = "approve") -> Iterator[DemoEnvironment]:
+    """Start the embedded servers and emulators; yield settings that point the kiosk at them."""
+    token = _demo_token(data_dir)
+    db_url = _db_url(data_dir)
+    with contextlib.ExitStack() as stack:
+        backoffice = stack.enter_context(serve_in_thread(db_url))
+        seed_demo(db_url, {KIOSK_ID: token})
+        terminal = NexoTerminalSimulator(mode=terminal_mode, state_path=data_dir / "terminal-ledger.sqlite3")
+        terminal_url = terminal.start()
+        stack.callback(terminal.stop)
+        printer = NetworkPrinterEmulator()
+        host, port = printer.start()
+        stack.callback(printer.stop)
+        scanner = SerialScannerEmulator(suffix="\r\n")
+        scanner_port = scanner.start()
+        stack.callback(scanner.stop)
+        devices = (
+            DeviceConfig("terminal", "nexo-http", {"url": terminal_url, "sale_id": KIOSK_ID,
+                                                   "poi_id": "SIM-POI-1"}),
+            DeviceConfig("printer", "escpos", {"connection": "network", "host": host, "port": port}),
+            DeviceConfig("scanner", "serial-scanner", {"port": scanner_port, "suffix": "\r\n"}),
+            *extra_devices,
+        )
+        settings = KioskSettings(
+            kiosk_id=KIOSK_ID, backoffice_url=backoffice.url, backoffice_token=token,
+            devices=devices, pay_timeout_s=10.0, status_timeout_s=3.0, extra={"embedded": True},
+        )
+        yield DemoEnvironment(data_dir, settings, backoffice, terminal, printer, scanner)

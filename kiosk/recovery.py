@@ -1,0 +1,104 @@
+"""Recovery: resolve every open transaction after a restart (and on demand), with the same
+money-path code the flows use. Runs at every start and as `kiosk recover`.
+
+  CREATED     → CANCELLED          nothing was asked of the terminal
+  PAYING      → ask the terminal (TransactionStatus by our reference):
+                approved → PAID and on as below; declined / never seen → DECLINED;
+                terminal unreachable → left PAYING, retried next time
+  PAID        → REVERSING → REVERSED   paid but not fulfilled: the citizen has gone, so the
+                money goes back (REFUND_PENDING if the terminal refuses the reversal)
+  REVERSING   → retry the reversal (idempotent by reference)
+  FULFILLING  → post the queued settlement again with its idempotency key: acknowledged →
+                FULFILLED, POSTED → COMPLETED; refused → reversed; back-office down → stays
+                queued in the outbox (store-and-forward) and is reported as "queued"
+  POSTED      → COMPLETED (the receipt was not printed; it can be reprinted)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+from kiosk.journal import OPEN_STATES, Journal, Transaction, TxState
+from kiosk.money_path import SETTLEMENT, MoneyPath, SettleResult
+
+log = logging.getLogger("kiosk.recovery")
+
+
+@dataclass(frozen=True)
+class Resolution:
+    tx_id: str
+    kind: str
+    amount_rials: int
+    from_state: str
+    to_state: str
+    action: str
+    resolved: bool  # False: still open (a device or the back-office is unreachable)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class Recovery:
+    def __init__(self, journal: Journal, money: MoneyPath) -> None:
+        self.journal = journal
+        self.money = money
+
+    async def run(self) -> list[Resolution]:
+        results = []
+        for tx in self.journal.open_transactions():
+            try:
+                results.append(await self.resolve(tx))
+            except Exception:  # one bad transaction must not stop the others; it stays open
+                log.exception("recovery of %s failed", tx.tx_id, extra={"tx": tx.tx_id})
+                results.append(Resolution(tx.tx_id, tx.kind, tx.amount_rials, tx.state, tx.state, "error", False))
+        return results
+
+    async def resolve(self, tx: Transaction) -> Resolution:
+        start = tx.state
+        action = await self._advance(tx)
+        end = self.journal.state_of(tx.tx_id)
+        resolved = end not in OPEN_STATES or (end == TxState.FULFILLING and action == "queued")
+        log.info("recovered %s: %s → %s (%s)", tx.tx_id, start, end, action, extra={"tx": tx.tx_id})
+        return Resolution(tx.tx_id, tx.kind, tx.amount_rials, str(start), str(end), action, resolved)
+
+    async def _advance(self, tx: Transaction) -> str:
+        state = tx.state
+        if state == TxState.CREATED:
+            self.journal.append(tx.tx_id, TxState.CANCELLED, {"reason": "recovery: never sent to the terminal"})
+            return "cancelled"
+        if state == TxState.PAYING:
+            charge = await self.money.resolve_paying(tx.tx_id)
+            if charge.state == TxState.PAYING:
+                return "terminal_unreachable"
+            if charge.state == TxState.DECLINED:
+                return "declined"
+            state = TxState.PAID
+        if state == TxState.PAID:
+            return _settle_word(await self.money.reverse(tx.tx_id, "recovery: paid but not fulfilled"))
+        if state == TxState.REVERSING:
+            return _settle_word(await self.money.reverse(tx.tx_id, "recovery: reversal retried"))
+        if state == TxState.FULFILLING:
+            items = [i for i in self.journal.outbox_for(tx.tx_id) if i.kind == SETTLEMENT and i.status == "pending"]
+            if not items:
+                return "no_outbox_item"
+            result = await self.money.settle(items[0])
+            if result == SettleResult.PENDING:
+                return "queued"
+            if result != SettleResult.SETTLED:
+                return _settle_word(result)
+            state = TxState.POSTED
+        if state == TxState.POSTED:
+            self.money.complete(tx.tx_id, receipt_printed=False, completed_by="recovery")
+            return "completed"
+        return "left_open"  # UNCERTAIN (card writes) is settled on the card's next tap
+
+
+def _settle_word(result: SettleResult) -> str:
+    return {
+        SettleResult.REVERSED: "reversed",
+        SettleResult.REFUND_PENDING: "refund_pending",
+        SettleResult.REVERSAL_PENDING: "reversal_pending",
+        SettleResult.SETTLED: "completed",
+        SettleResult.PENDING: "queued",
+    }[result]

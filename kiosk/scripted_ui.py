@@ -1,0 +1,89 @@
+"""A UI port driven by a script instead of a touchscreen: used by `kiosk demo --headless` and
+by tests. It answers questions from the script and keeps a transcript of what a citizen would
+have seen, in Persian and English.
+
+A script maps a question key to its answers (a list is consumed in order):
+  {"fee.how_to_enter": "manual" | "wait",   # "wait": don't touch the screen, let the scanner read
+   "fee.enter_bill_id": "7748317800142", "fee.enter_payment_id": "1770160",
+   "fee.confirm": true}
+A question with no answer left means the citizen walked away (CitizenLeft).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from kiosk.fmt import format_rials
+from kiosk.messages import text
+from kiosk.ui_port import Choice, CitizenLeft, Outcome, UIPort
+
+
+@dataclass(frozen=True)
+class Shown:
+    kind: str  # step | choose | digits | confirm | error | outcome
+    key: str
+    params: dict[str, Any] = field(default_factory=dict)
+    answer: Any = None
+
+    def line(self, lang: str = "fa") -> str:
+        params = dict(self.params)
+        if "amount_rials" in params:
+            params["amount"] = format_rials(int(params["amount_rials"]), lang)
+        params.setdefault("service", params.get(f"service_{lang}", ""))
+        words = text(self.key, lang, **params)
+        if self.answer is not None:
+            words += f"  → {self.answer}"
+        return words
+
+
+class ScriptedUI(UIPort):
+    def __init__(self, script: dict[str, Any], *, echo: bool = False, lang: str = "fa") -> None:
+        self._answers = {k: list(v) if isinstance(v, list) else [v] for k, v in script.items()}
+        self.transcript: list[Shown] = []
+        self.echo = echo
+        self.lang = lang
+
+    def _answer(self, key: str) -> Any:
+        queue = self._answers.get(key)
+        if not queue:
+            raise CitizenLeft(f"script has no answer for {key}")
+        return queue.pop(0)
+
+    def _record(self, shown: Shown) -> None:
+        self.transcript.append(shown)
+        if self.echo:
+            print(f"  [{shown.kind}] {shown.line('fa')}\n          {shown.line('en')}", flush=True)
+
+    async def show_step(self, key: str, **params: Any) -> None:
+        self._record(Shown("step", key, params))
+
+    async def choose(self, key: str, options: list[Choice], **params: Any) -> str:
+        answer = self._answer(key)
+        if answer == "wait":  # the citizen uses the scanner, not the screen
+            self._record(Shown("choose", key, params, "(scanner)"))
+            await asyncio.Event().wait()
+        if answer not in {o.id for o in options}:
+            raise CitizenLeft(f"script answered {answer!r} to {key}, not one of the options")
+        self._record(Shown("choose", key, params, answer))
+        return str(answer)
+
+    async def ask_digits(self, key: str, *, min_len: int, max_len: int) -> str:
+        answer = str(self._answer(key))
+        self._record(Shown("digits", key, {}, answer))
+        return answer
+
+    async def confirm(self, key: str, **params: Any) -> bool:
+        answer = bool(self._answer(key))
+        self._record(Shown("confirm", key, params, "✓" if answer else "✗"))
+        return answer
+
+    async def show_error(self, key: str, **params: Any) -> None:
+        self._record(Shown("error", key, params))
+
+    async def show_outcome(self, outcome: Outcome) -> None:
+        self._record(Shown("outcome", outcome.message_key, outcome.params))
+
+    def keys(self, kind: str | None = None) -> list[str]:
+        return [s.key for s in self.transcript if kind is None or s.kind == kind]
