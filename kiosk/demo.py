@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from backoffice.seed import DEMO_NATIONAL_CODE, DEMO_RENOVATION_CODE
+from backoffice.seed import DEMO_NATIONAL_CODE
 from kiosk.backoffice_client import BackofficeClient
 from kiosk.context import KioskContext
 from kiosk.demo_env import demo_environment
@@ -21,7 +21,7 @@ log = logging.getLogger("kiosk.demo")
 
 
 def _pick_unpaid_slip(client: BackofficeClient) -> Any:
-    owner = client.fee_slips(national_code=DEMO_NATIONAL_CODE, renovation_code=DEMO_RENOVATION_CODE)
+    owner = client.fee_slips(national_code=DEMO_NATIONAL_CODE)
     for slip in owner.slips:
         if slip.status == "unpaid":
             return slip

@@ -18,6 +18,7 @@ from typing import Iterator
 from backoffice.seed import seed_demo
 from backoffice.server import RunningServer, serve_in_thread
 from devices.contracts import DeviceConfig
+from devices.pn532.virtual import VirtualPN532, demo_card
 from devices.printer.emulator import NetworkPrinterEmulator
 from devices.scanner.emulator import SerialScannerEmulator
 from devices.terminal.simulator import NexoTerminalSimulator
@@ -34,6 +35,7 @@ class DemoEnvironment:
     terminal: NexoTerminalSimulator
     printer: NetworkPrinterEmulator
     scanner: SerialScannerEmulator
+    card_reader: VirtualPN532
 
     @property
     def backoffice_db_url(self) -> str:
@@ -75,15 +77,21 @@ def demo_environment(data_dir: Path, *, extra_devices: tuple[DeviceConfig, ...] 
         scanner = SerialScannerEmulator(suffix="\r\n")
         scanner_port = scanner.start()
         stack.callback(scanner.stop)
+        card_reader = VirtualPN532(baud=115200)
+        reader_port = card_reader.start()
+        card_reader.place(demo_card())
+        stack.callback(card_reader.stop)
         devices = (
             DeviceConfig("terminal", "nexo-http", {"url": terminal_url, "sale_id": KIOSK_ID,
                                                    "poi_id": "SIM-POI-1"}),
             DeviceConfig("printer", "escpos", {"connection": "network", "host": host, "port": port}),
             DeviceConfig("scanner", "serial-scanner", {"port": scanner_port, "suffix": "\r\n"}),
+            DeviceConfig("card_reader", "pn532-uart", {"port": reader_port}),
+            DeviceConfig("dispenser", "dispenser-sim", {"stacker": 50}),
             *extra_devices,
         )
         settings = KioskSettings(
             kiosk_id=KIOSK_ID, backoffice_url=backoffice.url, backoffice_token=token,
             devices=devices, pay_timeout_s=10.0, status_timeout_s=3.0, extra={"embedded": True},
         )
-        yield DemoEnvironment(data_dir, settings, backoffice, terminal, printer, scanner)
+        yield DemoEnvironment(data_dir, settings, backoffice, terminal, printer, scanner, card_reader)

@@ -90,6 +90,17 @@ class VirtualCard:
         return bytes(self.blocks[n])
 
 
+# The demo card (for `kiosk sim pn532`, the demo environment and `kiosk doctor`). Its master
+# key is demo-only: a deployment's master key lives in the kiosk's secure storage.
+DEMO_MASTER_KEY = b"city-kiosk/demo-only/master-key!"
+DEMO_CARD_UID = "04a1b2c3"
+DEMO_CARD_BALANCE = 250_000
+
+
+def demo_card(uid: str = DEMO_CARD_UID, balance: int = DEMO_CARD_BALANCE) -> VirtualCard:
+    return VirtualCard.blank(uid).personalise(DEMO_MASTER_KEY, balance)
+
+
 @dataclass
 class _Tear:
     at_op: int

@@ -8,6 +8,7 @@ paper sensor (bits 2,3 = near end; bits 5,6 = paper end), as python-escpos reads
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from typing import Any
 
@@ -147,6 +148,10 @@ class EscposPrinter(ReceiptPrinter):
         printer = self._make_printer()
         try:
             printer.open()
+            if self.connection == "network":
+                # A DLE EOT query right after a job is a tiny write behind unacknowledged
+                # data: without TCP_NODELAY it waits out the printer's delayed ACK (~40 ms).
+                printer.device.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (DeviceNotFoundError, OSError) as exc:
             raise DeviceOffline(f"{self.name}: cannot reach printer: {exc}", device=self.name) from exc
         except Exception as exc:  # python-escpos raises its own errors (USBNotFoundError, …)
@@ -282,7 +287,7 @@ class EscposPrinter(ReceiptPrinter):
     async def print_job(self, job: PrintJob, *, timeout: float = 30.0) -> None:
         """Print; refuses (MediaError noMedia / DeviceOffline) when the printer reports paper
         out or off-line right before the job; raises HardwareError/MediaError on a fault."""
-        payload = job_to_escpos_bytes(job, self.profile)
+        payload = await self.run_blocking(job_to_escpos_bytes, job, self.profile)
         if self.state in (DeviceState.HARDWARE_ERROR, DeviceState.USER_ERROR, DeviceState.OFFLINE):
             # The last fault may have cleared (paper loaded, cable back): ask before refusing.
             await self.poll_status()

@@ -1,0 +1,127 @@
+"""`kiosk sim pn532|printer|terminal|scanner`: one emulator on its real wire, until stopped.
+
+Prints one JSON line saying where to reach it (a pseudo-terminal path or a loopback URL/port),
+then runs until SIGINT/SIGTERM, so integrators can point other tools at it:
+  kiosk sim pn532 [--no-card] [--uid HEX] [--balance RIALS] [--baud N|0]
+  kiosk sim printer [--port N] [--paper ok|low|out] [--save-dir DIR]   (decoded receipts as PNG)
+  kiosk sim terminal [--port N] [--mode approve|decline|…] [--state FILE]
+  kiosk sim scanner [--suffix crlf|cr|lf]      (each line typed on stdin is sent as one scan)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from devices.pn532.virtual import DEMO_CARD_BALANCE, DEMO_CARD_UID
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("sim", parents=[common], help="run one device emulator on its real wire",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    kinds = p.add_subparsers(dest="kind", metavar="DEVICE", required=True)
+    pn = kinds.add_parser("pn532", help="virtual PN532 on a pseudo-terminal, with a demo card")
+    pn.add_argument("--no-card", action="store_true", help="start with an empty field")
+    pn.add_argument("--uid", default=DEMO_CARD_UID, help="demo card UID (8 hex digits)")
+    pn.add_argument("--balance", type=int, default=DEMO_CARD_BALANCE, help="demo card balance in rials")
+    pn.add_argument("--baud", type=int, default=115200, help="pace output at this baud rate (0: no pacing)")
+    pr = kinds.add_parser("printer", help="ESC/POS network printer (port 9100 protocol) on loopback")
+    pr.add_argument("--port", type=int, default=0)
+    pr.add_argument("--paper", choices=["ok", "low", "out"], default="ok")
+    pr.add_argument("--save-dir", help="save each received job, decoded, as a PNG here")
+    te = kinds.add_parser("terminal", help="nexo Sale-to-POI payment terminal on loopback HTTP")
+    te.add_argument("--port", type=int, default=0)
+    te.add_argument("--mode", default="approve")
+    te.add_argument("--state", help="ledger file (kept across restarts)")
+    sc = kinds.add_parser("scanner", help="serial barcode scanner on a pseudo-terminal; stdin lines are scans")
+    sc.add_argument("--suffix", choices=["crlf", "cr", "lf"], default="crlf")
+    p.set_defaults(func=handle)
+
+
+def _announce(info: dict[str, Any]) -> None:
+    print(json.dumps(info, ensure_ascii=False), flush=True)
+
+
+def _run_until_stopped(stop: Callable[[], None], work: Callable[[threading.Event], None] | None = None) -> int:
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    try:
+        if work is not None:
+            threading.Thread(target=work, args=(done,), daemon=True).start()
+        while not done.wait(0.5):
+            pass
+    finally:
+        stop()
+    return 0
+
+
+def _pn532(args: argparse.Namespace) -> int:
+    from devices.pn532.virtual import VirtualPN532, demo_card
+
+    reader = VirtualPN532(baud=args.baud or None)
+    path = reader.start()
+    if not args.no_card:
+        reader.place(demo_card(args.uid, args.balance))
+    _announce({"sim": "pn532", "device": path, "baud": args.baud,
+               "card": None if args.no_card else {"uid": args.uid, "balance_rials": args.balance}})
+    return _run_until_stopped(reader.stop)
+
+
+def _printer(args: argparse.Namespace) -> int:
+    from devices.printer.emulator import NetworkPrinterEmulator
+
+    emulator = NetworkPrinterEmulator(port=args.port)
+    host, port = emulator.start()
+    emulator.set_paper(args.paper)
+    _announce({"sim": "printer", "host": host, "port": port, "paper": args.paper})
+
+    def save(done: threading.Event) -> None:
+        saved = 0
+        target = Path(args.save_dir)
+        target.mkdir(parents=True, exist_ok=True)
+        while not done.is_set():
+            receipts = emulator.receipts()
+            for receipt in receipts[saved:]:
+                saved += 1
+                receipt.image.save(target / f"receipt-{saved:04d}.png")
+                _announce({"saved": str(target / f"receipt-{saved:04d}.png"), "qr": receipt.qr_codes})
+            done.wait(0.5)
+
+    return _run_until_stopped(emulator.stop, save if args.save_dir else None)
+
+
+def _terminal(args: argparse.Namespace) -> int:
+    from devices.terminal.simulator import NexoTerminalSimulator
+
+    sim = NexoTerminalSimulator(port=args.port, mode=args.mode, state_path=Path(args.state) if args.state else None)
+    url = sim.start()
+    _announce({"sim": "terminal", "url": url, "mode": sim.mode, "poi_id": sim.poi_id,
+               "control": {"mode": url + "sim/mode", "ledger": url + "sim/ledger"}})
+    return _run_until_stopped(sim.stop)
+
+
+def _scanner(args: argparse.Namespace) -> int:
+    from devices.scanner.emulator import SerialScannerEmulator
+
+    suffix = {"crlf": "\r\n", "cr": "\r", "lf": "\n"}[args.suffix]
+    emulator = SerialScannerEmulator(suffix=suffix)
+    path = emulator.start()
+    _announce({"sim": "scanner", "device": path, "suffix": args.suffix})
+
+    def feed(done: threading.Event) -> None:
+        for line in sys.stdin:
+            if line.strip():
+                emulator.send(line.strip())
+        # stdin closed: keep running until a signal, as the other emulators do
+
+    return _run_until_stopped(emulator.stop, feed)
+
+
+def handle(args: argparse.Namespace) -> int:
+    return {"pn532": _pn532, "printer": _printer, "terminal": _terminal, "scanner": _scanner}[args.kind](args)
