@@ -48,7 +48,7 @@ async def measure_flows(data: Path) -> list[float]:
         try:
             for _ in range(N):
                 slip = _pick_unpaid_slip(ctx.backoffice)
-                ui = ScriptedUI({"fee.enter_bill_id": slip.bill_id, "fee.enter_payment_id": slip.payment_id,
+                ui = ScriptedUI({"fee.how_to_enter": "manual", "fee.enter_bill_id": slip.bill_id, "fee.enter_payment_id": slip.payment_id,
                                  "fee.confirm": True})
                 t0 = time.perf_counter()
                 result = await FeePaymentFlow(ctx, ui).run()
