@@ -4,8 +4,9 @@ build it against real loopback servers and emulators."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -15,6 +16,7 @@ from devices.manager import DeviceManager
 from kiosk.backoffice_client import BackofficeClient
 from kiosk.journal import Journal, journal_path
 from kiosk.money_path import MoneyPath
+from kiosk.outbox_worker import OutboxWorker
 from kiosk.receipt_issuer import ReceiptIssuer
 from kiosk.receipts import load_or_create_key
 from kiosk.settings import KioskSettings
@@ -35,6 +37,7 @@ class KioskContext:
     devices: DeviceManager
     money: MoneyPath
     receipts: ReceiptIssuer
+    background: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
     def kiosk_id(self) -> str:
@@ -60,7 +63,17 @@ class KioskContext:
                                  kiosk_id=settings.kiosk_id, lang=settings.lang)
         return cls(settings, data_dir, journal, backoffice, devices, money, receipts)
 
+    def start_outbox_worker(self, interval_s: float = 5.0) -> asyncio.Task[None]:
+        """Keep re-posting queued settlements while the kiosk runs (store-and-forward)."""
+        task = asyncio.create_task(OutboxWorker(self.journal, self.money, interval_s=interval_s).run(),
+                                   name="outbox-worker")
+        self.background.append(task)
+        return task
+
     async def close(self) -> None:
+        for task in self.background:
+            task.cancel()
+        await asyncio.gather(*self.background, return_exceptions=True)
         await self.devices.stop()
         self.backoffice.close()
         self.journal.close()

@@ -77,6 +77,7 @@ class MoneyPath:
         self.pay_timeout = pay_timeout
         self.status_timeout = status_timeout
         self.status_attempts = status_attempts
+        self._settling: set[int] = set()  # outbox items being posted now (flow vs. worker)
 
     def terminal(self) -> PaymentTerminal:
         term = self._terminal()
@@ -154,6 +155,15 @@ class MoneyPath:
     async def settle(self, item: OutboxItem) -> SettleResult:
         """One attempt to post a queued settlement; the outcome is journaled atomically with
         the outbox row. Unavailable → stays pending with a back-off for the next attempt."""
+        if item.id in self._settling:  # the flow is posting it right now; not twice at once
+            return SettleResult.PENDING
+        self._settling.add(item.id)
+        try:
+            return await self._settle(item)
+        finally:
+            self._settling.discard(item.id)
+
+    async def _settle(self, item: OutboxItem) -> SettleResult:
         post = PaymentPost.from_dict(item.payload)
         try:
             settlement = await asyncio.to_thread(

@@ -279,3 +279,32 @@ def test_scanned_text_that_is_not_a_bill_is_refused_with_its_own_error(kiosk: Ki
     assert ui.keys("error") == ["bill.not_a_bill"]
     assert result.final_state == TxState.COMPLETED  # the second, real slip was then paid
     assert len(kiosk.journal().transactions()) == 1
+
+
+def test_outbox_worker_settles_a_queued_payment_while_the_kiosk_keeps_running(kiosk: Kiosk) -> None:
+    slip = kiosk.unpaid_slip()
+    port = int(kiosk.env.backoffice.url.rsplit(":", 1)[1])
+    ui = StopBackofficeOnConfirm(typed(slip), kiosk)
+
+    async def go() -> tuple[Any, TxState]:
+        ctx = await KioskContext.open(kiosk.env.settings, kiosk.data)
+        try:
+            ctx.start_outbox_worker(interval_s=0.1)
+            result = await FeePaymentFlow(ctx, ui).run()
+            assert result.final_state == TxState.FULFILLING  # queued: the back-office is down
+            with serve_in_thread(kiosk.env.backoffice_db_url, port=port):
+                item = ctx.journal.outbox_for(result.transaction_id)[0]
+                # the failed attempt set a back-off; make it due now rather than waiting minutes
+                ctx.journal.outbox_record_attempt(item.id, "test: due now", 0.0)
+                for _ in range(100):
+                    if ctx.journal.state_of(result.transaction_id) == TxState.COMPLETED:
+                        break
+                    await asyncio.sleep(0.05)
+            return result, ctx.journal.state_of(result.transaction_id)
+        finally:
+            await ctx.close()
+
+    result, state = asyncio.run(go())
+    assert state == TxState.COMPLETED
+    assert kiosk.payments_for(slip.bill_id, slip.payment_id) == 1
+    assert kiosk.env.terminal.net_charged(result.transaction_id) == slip.amount_rials
