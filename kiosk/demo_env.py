@@ -95,3 +95,12 @@ def demo_environment(data_dir: Path, *, extra_devices: tuple[DeviceConfig, ...] 
             devices=devices, pay_timeout_s=10.0, status_timeout_s=3.0, extra={"embedded": True},
         )
         yield DemoEnvironment(data_dir, settings, backoffice, terminal, printer, scanner, card_reader)
+
+
+def kiosk_settings(data_dir: Path, stack: contextlib.ExitStack) -> KioskSettings:
+    """The kiosk's settings for this data dir: <data_dir>/kiosk.json when present; otherwise
+    embedded defaults — the demo environment is started (and stopped with `stack`)."""
+    config = data_dir / "kiosk.json"
+    if config.exists():
+        return KioskSettings.load(config)
+    return stack.enter_context(demo_environment(data_dir)).settings

@@ -27,16 +27,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 async def diagnose(data: Path, level: HealthLevel) -> list[dict[str, Any]]:
     from devices.manager import DeviceManager
-    from kiosk.settings import KioskSettings
+    from kiosk.demo_env import kiosk_settings
 
     with contextlib.ExitStack() as stack:
-        config = data / "kiosk.json"
-        if config.exists():
-            settings = KioskSettings.load(config)
-        else:
-            from kiosk.demo_env import demo_environment
-
-            settings = stack.enter_context(demo_environment(data)).settings
+        settings = kiosk_settings(data, stack)
         manager = DeviceManager(list(settings.devices))
         await manager.start()
         try:

@@ -23,17 +23,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 async def recover(data: Path) -> list[dict[str, Any]]:
     from kiosk.context import KioskContext
+    from kiosk.demo_env import kiosk_settings
     from kiosk.recovery import Recovery
-    from kiosk.settings import KioskSettings
 
     with contextlib.ExitStack() as stack:
-        config = data / "kiosk.json"
-        if config.exists():
-            settings = KioskSettings.load(config)
-        else:
-            from kiosk.demo_env import demo_environment
-
-            settings = stack.enter_context(demo_environment(data)).settings
+        settings = kiosk_settings(data, stack)
         ctx = await KioskContext.open(settings, data)
         try:
             return [r.to_dict() for r in await Recovery(ctx.journal, ctx.money).run()]
