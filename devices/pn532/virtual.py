@@ -14,12 +14,9 @@ from __future__ import annotations
 import logging
 import os
 import select
-import tempfile
 import threading
 import time
-import tty
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Self
 
 from devices.base import InvalidData
@@ -46,6 +43,7 @@ from devices.pn532.mifare import (
     trailer_of,
     trailer_rule,
 )
+from devices.pty import PtyPort
 
 log = logging.getLogger("devices.pn532.virtual")
 
@@ -115,14 +113,12 @@ class VirtualPN532:
 
     def __init__(self, baud: int | None = 115200) -> None:
         self.baud = baud
-        self._dir = Path(tempfile.mkdtemp(prefix="kiosk-pn532-"))
-        self.port = str(self._dir / "pn532")
-        self.pty_path = ""
-        self._master: int | None = None
-        self._slave: int | None = None
+        self._lock = threading.RLock()
+        # the port shares our lock: a plug swaps the fds and resets the session in one step
+        self._port = PtyPort("pn532", prefix="kiosk-pn532-", lock=self._lock)
+        self.port = self._port.path
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._lock = threading.RLock()
         self._reader = FrameReader()
         self._card: VirtualCard | None = None
         self.torn_card: VirtualCard | None = None  # the card a tear took out of the field
@@ -150,12 +146,14 @@ class VirtualPN532:
         self._thread.start()
         return self.port
 
+    @property
+    def pty_path(self) -> str:
+        """The /dev/pts/N behind `port` now ("" while unplugged)."""
+        return self._port.pty_path
+
     def _plug(self) -> None:
-        master, slave = os.openpty()
-        tty.setraw(slave)  # bytes pass untouched; pyserial sets raw too, this covers the gap
         with self._lock:
-            self._master, self._slave = master, slave
-            self.pty_path = os.ttyname(slave)
+            self._port.plug()
             self._reader.clear()
             self._tx_free_at = self._rx_done_at = 0.0
             # a freshly plugged device has no half-done business
@@ -163,37 +161,22 @@ class VirtualPN532:
             self._garbage_next = b""
             self._pending_list = False
             self._pending_baud = None
-        link = Path(self.port)
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(self.pty_path)
-        log.debug("virtual PN532 on %s -> %s", self.port, self.pty_path)
 
     def unplug(self) -> None:
         """Pull the cable: the host's next read or write fails."""
-        with self._lock:
-            for fd in (self._master, self._slave):
-                if fd is not None:
-                    os.close(fd)
-            self._master = self._slave = None
-        link = Path(self.port)
-        if link.is_symlink():
-            link.unlink()
+        self._port.unplug()
 
     def replug(self) -> str:
-        if self._master is None:
-            self._plug()
+        with self._lock:
+            if not self._port.plugged:
+                self._plug()
         return self.port
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
-        self.unplug()
-        try:
-            self._dir.rmdir()
-        except OSError as exc:
-            log.warning("could not remove %s: %s", self._dir, exc)
+        self._port.close()
 
     def __enter__(self) -> Self:
         self.start()
@@ -244,7 +227,7 @@ class VirtualPN532:
     # the wire ----------------------------------------------------------------------------------
     def _serve(self) -> None:
         while not self._stop.is_set():
-            fd = self._master
+            fd = self._port.master_fd
             if fd is None:
                 time.sleep(0.01)
                 continue
@@ -279,7 +262,7 @@ class VirtualPN532:
             self._handle(frame)
 
     def _send(self, data: bytes) -> None:
-        fd = self._master
+        fd = self._port.master_fd
         if fd is None:
             return
         try:

@@ -18,11 +18,11 @@ import socket
 import socketserver
 import threading
 import time
-import tty
 from typing import Any
 
 from devices.printer.decoder import (DecodedReceipt, EscposDecodeError, _Truncated, decode_escpos,
                                      next_command)
+from devices.pty import PtyPort
 
 log = logging.getLogger("devices.printer.emulator")
 
@@ -247,13 +247,13 @@ class NetworkPrinterEmulator(_Controls):
 
 class PtyPrinterEmulator(_Controls):
     """A serial ESC/POS printer behind a pseudo-terminal: the driver opens `devfile` with
-    pyserial, the emulator reads the master side. Jobs are split at ESC @ (initialize)."""
+    pyserial, the emulator reads the master side. Jobs are split at ESC @ (initialize).
+    `devfile` is the stable symlink to the pty, ready from construction."""
 
     def __init__(self, *, width_dots: int = 576) -> None:
         self._model = _PrinterModel(width_dots)
-        self._master, self._slave = os.openpty()
-        tty.setraw(self._slave)
-        self.devfile = os.ttyname(self._slave)
+        self._port = PtyPort("printer", prefix="kiosk-printer-")
+        self.devfile = self._port.plug()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._stream = _Stream(self._model)
@@ -265,17 +265,20 @@ class PtyPrinterEmulator(_Controls):
         return self.devfile
 
     def _run(self) -> None:
+        master = self._port.master_fd
+        if master is None:
+            return
         while not self._stopping.is_set():
-            ready, _, _ = select.select([self._master], [], [], 0.05)
+            ready, _, _ = select.select([master], [], [], 0.05)
             if not ready:
                 continue
             try:
-                chunk = os.read(self._master, 65536)
+                chunk = os.read(master, 65536)
             except OSError:
                 break  # the slave side closed; nothing more will come
             answer = self._stream.feed(chunk)
             if answer:
-                os.write(self._master, answer)
+                os.write(master, answer)
             self._collect_jobs()
 
     def _collect_jobs(self) -> None:
@@ -300,11 +303,7 @@ class PtyPrinterEmulator(_Controls):
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-        for fd in (self._master, self._slave):
-            try:
-                os.close(fd)
-            except OSError:
-                log.debug("pty fd %d already closed", fd)
+        self._port.close()
 
 
 __all__ = ["NetworkPrinterEmulator", "PtyPrinterEmulator"]

@@ -3,13 +3,10 @@ bytes a real scanner sends (prefix + text + suffix), unplug included."""
 
 from __future__ import annotations
 
-import logging
 import os
-import tempfile
-import tty
-from pathlib import Path
+from typing import Self
 
-log = logging.getLogger("devices.scanner.emulator")
+from devices.pty import PtyPort
 
 
 class SerialScannerEmulator:
@@ -22,55 +19,31 @@ class SerialScannerEmulator:
         self.suffix = suffix
         self.prefix = prefix
         self.encoding = encoding
-        self._master: int | None = None
-        self._slave: int | None = None
-        self._dir = Path(tempfile.mkdtemp(prefix="kiosk-scanner-"))
-        self.port = str(self._dir / "scanner")
+        # raw mode (PtyPort): a real scanner's CR must reach the driver as CR, not become LF
+        self._port = PtyPort("scanner", prefix="kiosk-scanner-")
+        self.port = self._port.path
 
     def start(self) -> str:
-        self._plug()
-        return self.port
-
-    def _plug(self) -> None:
-        master, slave = os.openpty()
-        # raw mode: a real scanner's CR must reach the driver as CR, not be turned into LF
-        tty.setraw(slave)
-        self._master, self._slave = master, slave
-        link = Path(self.port)
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(os.ttyname(slave))
-        log.debug("scanner emulator on %s -> %s", self.port, os.ttyname(slave))
+        return self._port.plug()
 
     def send(self, text: str | bytes) -> None:
-        if self._master is None:
+        fd = self._port.master_fd
+        if fd is None:
             raise RuntimeError("emulator is unplugged; call start() or replug() first")
         data = text if isinstance(text, bytes) else (self.prefix + text + self.suffix).encode(self.encoding)
-        os.write(self._master, data)
+        os.write(fd, data)
 
     def unplug(self) -> None:
         """Pull the cable: the pty disappears and the driver's next read fails."""
-        for fd in (self._master, self._slave):
-            if fd is not None:
-                os.close(fd)
-        self._master = self._slave = None
-        link = Path(self.port)
-        if link.is_symlink():
-            link.unlink()
+        self._port.unplug()
 
     def replug(self) -> str:
-        if self._master is None:
-            self._plug()
-        return self.port
+        return self._port.replug()
 
     def stop(self) -> None:
-        self.unplug()
-        try:
-            self._dir.rmdir()
-        except OSError as exc:
-            log.warning("could not remove %s: %s", self._dir, exc)
+        self._port.close()
 
-    def __enter__(self) -> SerialScannerEmulator:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
