@@ -26,6 +26,13 @@ from kiosk.logging_setup import redact
 
 log = logging.getLogger("kiosk.journal")
 
+
+def _info_enabled() -> bool:
+    """Logger.isEnabledFor is cached by logging; asking first skips building `extra` on
+    every append when INFO is off."""
+    return log.isEnabledFor(logging.INFO)
+
+
 JOURNAL_FILENAME = "journal.sqlite3"
 SCHEMA_VERSION = 1
 #: prev_hash of the very first row: a fixed, documented value so any verifier can start.
@@ -61,6 +68,7 @@ class TxState(enum.StrEnum):
 
 
 _S = TxState
+_CREATED = TxState.CREATED
 ALLOWED: dict[TxState, frozenset[TxState]] = {
     _S.CREATED: frozenset({_S.PAYING, _S.CANCELLED}),
     _S.PAYING: frozenset({_S.PAID, _S.DECLINED}),
@@ -225,6 +233,14 @@ class OutboxItem:
 # which is a measurable share of an append.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                               allow_nan=False)
+# The C encoder that JSONEncoder.encode builds per call, built once. It runs without the
+# circular-reference markers (a cycle ends in RecursionError, which _prepare turns into
+# InvalidJournalData like any other unencodable value); the text is byte-for-byte what
+# _CANONICAL.encode gives, which the tests check.
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_C_CANONICAL = (_c_make_encoder(None, _CANONICAL.default, json.encoder.encode_basestring,
+                                None, ":", ",", True, False, False)
+                if _c_make_encoder is not None else None)
 
 
 _decode = json.JSONDecoder().decode
@@ -232,7 +248,9 @@ _decode = json.JSONDecoder().decode
 
 def canonical_json(value: Any) -> str:
     """The one JSON text a value hashes as: sorted keys, no spaces, UTF-8, no NaN."""
-    return _CANONICAL.encode(value)
+    if _C_CANONICAL is None or isinstance(value, str):
+        return _CANONICAL.encode(value)
+    return "".join(_C_CANONICAL(value, 0))
 
 
 _SEP = "\x1f"  # ASCII unit separator: never inside a stored field (see _CONTROL)
@@ -249,7 +267,10 @@ def entry_hash(prev_hash: str, tx_id: str, state: str, at: float, kind: str,
     leaving seq out lets verify() tell an inserted or deleted row apart from an edited one.
     """
     content = _SEP.join((prev_hash, tx_id, state, repr(at), kind, str(amount_rials), data_json))
-    return hashlib.sha256(content.encode("utf-8")).hexdigest()
+    return _sha256(content.encode("utf-8")).hexdigest()
+
+
+_sha256 = hashlib.sha256
 
 
 # 16–19 digits (ISO/IEC 7812 card lengths), optionally grouped by single spaces or dashes as
@@ -281,37 +302,131 @@ def find_card_number(text: str) -> bool:
     return False
 
 
-def _prepare(data: Mapping[str, Any] | None, where: str) -> str:
-    """Validate and canonicalise caller data; the text returned is what is stored and hashed.
+# The cheap superset test run before the regexes above. For ASCII text it maps digits to "0"
+# and capitals to lower case and drops the card separators " " and "-": every text a regex
+# above can match then holds ten "0" in a row (a 10-digit identity run or a 16-19 digit card
+# run, separators gone) or one of the secret key prefixes. Text that passes this test cannot
+# match, so the regexes only run when it fails, and their verdict is the one that counts.
+# Non-ASCII text (Persian digits, case folds of ſ/K) always takes the full scan.
+_PRECHECK = bytes.maketrans(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+                            b"0000000000abcdefghijklmnopqrstuvwxyz")
+_PRECHECK_DROP = b" -"
 
-    The sensitive-data net runs over the canonical JSON text rather than walking the value:
-    one pass of three regexes costs microseconds per append. Canonical JSON separates
-    values with "," and quotes, so a card-shaped run can only come from inside one string or
-    number — a card number stored as an int is refused too.
+
+def _sensitive(text: str) -> str | None:
+    """Why `text` may not be stored, or None when it holds nothing sensitive."""
+    if text.isascii():
+        folded = text.encode("ascii").translate(_PRECHECK, _PRECHECK_DROP)
+        if not (b"0000000000" in folded or b'"pin' in folded or b'"password' in folded
+                or b'"cvv' in folded):
+            return None
+    if _SECRET_KEY.search(text):
+        return "a PIN, password or CVV may never be stored"
+    if _UNMASKED_IDENTITY.search(text):
+        return "a national code or card number must be masked (e.g. first6…last4)"
+    if find_card_number(text):
+        return "data holds a full card number; store a masked form"
+    return None
+
+
+_SCALAR_TYPES = frozenset({str, int, float, bool, type(None)})
+
+
+def _prepare_data(data: Mapping[str, Any] | None, what: str, tx_id: str | int, state: str = ""
+                  ) -> tuple[str, dict[str, Any]]:
+    """Validate and canonicalise caller data for a journal row, once.
+
+    Returns the canonical JSON text (what is stored and hashed) and the entry's own copy of
+    the data, equal to decoding that text. For a flat dict of plain scalars the private copy
+    made before encoding already is that value, so the text is not decoded back. The place
+    named in an error message is only formatted when there is an error.
     """
+    if data is None:
+        return "{}", {}
+    if type(data) is not dict and not isinstance(data, Mapping):
+        raise InvalidJournalData(
+            f"{_where(what, tx_id, state)}: data must be a dict, got {type(data).__name__}")
+    snapshot = dict(data)  # ours alone: the caller may change theirs after we return
+    text = _encode_checked(snapshot, what, tx_id, state)
+    for key, value in snapshot.items():
+        if type(key) is not str or type(value) not in _SCALAR_TYPES:
+            return text, _decode(text)
+    return text, snapshot
+
+
+def _where(what: str, tx_id: str | int, state: str = "") -> str:
+    return f"{what} {tx_id} {state}".rstrip()
+
+
+def _encode_checked(value: dict[str, Any], what: str, tx_id: str | int, state: str) -> str:
+    """Canonical JSON of caller data, or a typed error; runs the sensitive-data net on it.
+
+    The net runs over the canonical JSON text rather than walking the value: canonical JSON
+    separates values with "," and quotes, so a card-shaped run can only come from inside one
+    string or number — a card number stored as an int is refused too.
+    """
+    try:
+        text = canonical_json(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidJournalData(
+            f"{_where(what, tx_id, state)}: data is not plain JSON ({exc})") from exc
+    if not text.isascii():
+        try:  # a lone surrogate could not be hashed or stored as UTF-8
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidJournalData(
+                f"{_where(what, tx_id, state)}: data is not valid Unicode text") from exc
+    reason = _sensitive(text)
+    if reason is not None:
+        raise SensitiveDataRejected(f"{_where(what, tx_id, state)}: {reason}")
+    return text
+
+
+def _prepare(data: Mapping[str, Any] | None, where: str) -> str:
+    """Validate and canonicalise caller data (outbox payloads and responses); the text
+    returned is what is stored."""
     if data is None:
         return "{}"
     if not isinstance(data, Mapping):
         raise InvalidJournalData(f"{where}: data must be a dict, got {type(data).__name__}")
-    try:
-        text = canonical_json(dict(data))
-    except (TypeError, ValueError) as exc:
-        raise InvalidJournalData(f"{where}: data is not plain JSON ({exc})") from exc
-    if _SECRET_KEY.search(text):
-        raise SensitiveDataRejected(f"{where}: a PIN, password or CVV may never be stored")
-    if _UNMASKED_IDENTITY.search(text):
-        raise SensitiveDataRejected(
-            f"{where}: a national code or card number must be masked (e.g. first6…last4)")
-    if find_card_number(text):
-        raise SensitiveDataRejected(f"{where}: data holds a full card number; store a masked form")
-    return text
+    return _encode_checked(dict(data), where, "", "")
+
+
+# state (a TxState or its text) → (the TxState, its plain text): one dict lookup instead of
+# an enum call and a str() per append. TxState members hash and compare as their text.
+_STATES: dict[str, tuple[TxState, str]] = {s.value: (s, s.value) for s in TxState}
 
 
 def _coerce_state(state: TxState | str) -> TxState:
+    return _state_pair(state)[0]
+
+
+def _state_pair(state: TxState | str) -> tuple[TxState, str]:
     try:
-        return TxState(state)
-    except ValueError as exc:
+        return _STATES[state]
+    except (KeyError, TypeError) as exc:  # TypeError: an unhashable value
         raise InvalidJournalData(f"unknown transaction state {state!r}") from exc
+
+
+_new_object = object.__new__
+
+
+def _new_entry(seq: int, tx_id: str, state: TxState, at: float, kind: str, amount: int,
+               data: dict[str, Any], prev_hash: str, digest: str) -> JournalEntry:
+    """A JournalEntry without the frozen dataclass __init__, which pays an
+    object.__setattr__ call per field (a few µs per append). Same fields, same value: the
+    instance is still frozen, equal, hashable and printable as the dataclass defines."""
+    entry = _new_object(JournalEntry)
+    entry.__dict__.update(seq=seq, tx_id=tx_id, state=state, at=at, kind=kind,
+                          amount_rials=amount, data=data, prev_hash=prev_hash, hash=digest)
+    return entry
+
+
+def _now_at() -> float:
+    """Unix seconds to 6 decimals (microseconds), as stored in `at` and hashed via repr().
+    round(t * 1e6) / 1e6 is the float nearest a whole number of µs, so its repr has at most
+    6 decimals, like round(t, 6) but without its decimal conversion."""
+    return round(time.time() * 1_000_000) / 1_000_000
 
 
 # --- the journal ------------------------------------------------------------------------
@@ -406,6 +521,8 @@ class Journal:
         self._heads: dict[str, tuple[TxState, str, int]] = {}
         self._staged: list[JournalEntry] = []  # written in the open transaction, not committed
         self._txn_tail: tuple[int, str] | None = None
+        # (unix second, "<kiosk_id>-<yyyymmdd>-", ms of the day at that second) for new_tx_id
+        self._id_second: tuple[int, str, int] = (-1, "", 0)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(str(self.path), isolation_level=None,
                                      check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
@@ -484,11 +601,16 @@ class Journal:
         clash within one millisecond negligible, and begin() refuses one anyway.
         """
         now = time.time()
-        local = time.localtime(now)
-        ms_of_day = ((local.tm_hour * 60 + local.tm_min) * 60 + local.tm_sec) * 1000 \
-            + int((now % 1) * 1000)
-        return (f"{self.kiosk_id}-{time.strftime('%Y%m%d', local)}-"
-                f"{ms_of_day:08x}{os.urandom(3).hex()}")
+        second = int(now)
+        cached = self._id_second
+        if cached[0] != second:
+            # localtime + strftime cost microseconds; they only change once a second
+            local = time.localtime(second)
+            cached = self._id_second = (
+                second, f"{self.kiosk_id}-{time.strftime('%Y%m%d', local)}-",
+                ((local.tm_hour * 60 + local.tm_min) * 60 + local.tm_sec) * 1000)
+        ms_of_day = cached[2] + int((now % 1) * 1000)
+        return f"{cached[1]}{ms_of_day:08x}{os.urandom(3).hex()}"
 
     def begin(self, kind: str, amount_rials: int, data: Mapping[str, Any] | None = None, *,
               tx_id: str | None = None) -> Transaction:
@@ -497,47 +619,61 @@ class Journal:
             raise InvalidJournalData(f"transaction kind must be a non-empty string, got {kind!r}")
         if isinstance(amount_rials, bool) or not isinstance(amount_rials, int) or amount_rials < 0:
             raise InvalidJournalData(f"amount_rials must be a whole number ≥ 0, got {amount_rials!r}")
-        tx_id = tx_id or self.new_tx_id()
-        if not isinstance(tx_id, str) or not tx_id.strip():
-            raise InvalidJournalData(f"tx_id must be a non-empty string, got {tx_id!r}")
-        if _CONTROL.search(tx_id) or _CONTROL.search(kind):
+        if tx_id is None or tx_id == "":
+            # ours: kiosk_id was checked in __init__, the rest is digits and hex
+            tx_id = self.new_tx_id()
+        else:
+            if not isinstance(tx_id, str) or not tx_id.strip():
+                raise InvalidJournalData(f"tx_id must be a non-empty string, got {tx_id!r}")
+            if _CONTROL.search(tx_id):
+                raise InvalidJournalData("tx_id and kind may not contain control characters")
+        if _CONTROL.search(kind):
             raise InvalidJournalData("tx_id and kind may not contain control characters")
-        data_json = _prepare(data, f"begin {tx_id}")
+        data_json, data_copy = _prepare_data(data, "begin", tx_id)
         try:
             with self._lock:
-                entry = self._fast_insert(tx_id, TxState.CREATED, kind, amount_rials, data_json)
+                entry = self._fast_insert(tx_id, _CREATED, kind, amount_rials, data_json,
+                                          data_copy)
                 if entry is None:
                     with self._write() as conn:
-                        entry = self._insert(conn, tx_id, TxState.CREATED, kind, amount_rials,
-                                             data_json)
+                        entry = self._insert(conn, tx_id, _CREATED, kind, amount_rials,
+                                             data_json, data_copy)
         except sqlite3.IntegrityError as exc:
             # the partial unique index journal_one_begin: one CREATED per tx_id, ever
             if "journal.tx_id" not in str(exc):
                 raise
             raise TransactionExists(f"transaction {tx_id} already exists", tx_id=tx_id) from exc
-        log.info("transaction created", extra={"tx": tx_id, "event": "CREATED"})
-        return _fold([entry])
+        if _info_enabled():
+            log.info("transaction created", extra={"tx": tx_id, "event": "CREATED"})
+        transaction = _new_object(Transaction)  # see _new_entry: same value, no setattr tax
+        transaction.__dict__.update(
+            tx_id=tx_id, kind=kind, amount_rials=amount_rials, state=entry.state,
+            created_at=entry.at, updated_at=entry.at, data=dict(entry.data), entries=(entry,))
+        return transaction
 
     def append(self, tx_id: str, state: TxState | str,
                data: Mapping[str, Any] | None = None) -> JournalEntry:
         """Append the next state of a transaction; refuses a move ALLOWED does not list."""
-        state = _coerce_state(state)
-        data_json = _prepare(data, f"append {tx_id} {state}")
+        new_state, state_text = _state_pair(state)
+        data_json, data_copy = _prepare_data(data, "append", tx_id, state_text)
         with self._lock:
             head = self._heads.get(tx_id)
-            entry = (self._fast_insert(tx_id, state, head[1], head[2], data_json)
-                     if head is not None and state in ALLOWED[head[0]] else None)
+            entry = (self._fast_insert(tx_id, new_state, head[1], head[2], data_json, data_copy)
+                     if head is not None and new_state in ALLOWED[head[0]] else None)
             if entry is None:
                 with self._write() as conn:
-                    entry = self._append_locked(conn, tx_id, [(state, data_json)])[0]
-        log.info("transaction state", extra={"tx": tx_id, "event": str(state)})
+                    entry = self._append_locked(conn, tx_id,
+                                                [(new_state, data_json, data_copy)])[0]
+        if _info_enabled():
+            log.info("transaction state", extra={"tx": tx_id, "event": state_text})
         return entry
 
     def append_many(self, tx_id: str,
                     steps: Sequence[tuple[TxState | str, Mapping[str, Any] | None]]
                     ) -> list[JournalEntry]:
         """Append several states of one transaction in one commit: all of them or none."""
-        prepared = [(_coerce_state(s), _prepare(d, f"append {tx_id} {s}")) for s, d in steps]
+        prepared = [(_coerce_state(s), *_prepare_data(d, "append", tx_id, str(s)))
+                    for s, d in steps]
         if not prepared:
             return []
         with self._write() as conn:
@@ -547,7 +683,8 @@ class Journal:
         return entries
 
     def _append_locked(self, conn: sqlite3.Connection, tx_id: str,
-                       prepared: Sequence[tuple[TxState, str]]) -> list[JournalEntry]:
+                       prepared: Sequence[tuple[TxState, str, dict[str, Any]]]
+                       ) -> list[JournalEntry]:
         """Append inside an open write transaction, checking against the stored state."""
         head = conn.execute("SELECT state, kind, amount_rials FROM journal WHERE tx_id = ? "
                             "ORDER BY seq DESC LIMIT 1", (tx_id,)).fetchone()
@@ -555,16 +692,16 @@ class Journal:
             raise UnknownTransaction(f"no transaction {tx_id}", tx_id=tx_id)
         current, kind, amount = TxState(head[0]), head[1], head[2]
         entries: list[JournalEntry] = []
-        for state, data_json in prepared:
+        for state, data_json, data_copy in prepared:
             if state not in ALLOWED[current]:
                 raise IllegalTransition(f"{tx_id}: {current} → {state} is not allowed",
                                         tx_id=tx_id, current=str(current), requested=str(state))
-            entries.append(self._insert(conn, tx_id, state, kind, amount, data_json))
+            entries.append(self._insert(conn, tx_id, state, kind, amount, data_json, data_copy))
             current = state
         return entries
 
     def _insert(self, conn: sqlite3.Connection, tx_id: str, state: TxState, kind: str,
-                amount: int, data_json: str) -> JournalEntry:
+                amount: int, data_json: str, data_copy: dict[str, Any]) -> JournalEntry:
         """Insert one row inside an open write transaction."""
         if self._txn_tail is None:
             # Read from the file, not the cache: another process may have appended. One
@@ -572,16 +709,19 @@ class Journal:
             tail = conn.execute("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1"
                                 ).fetchone()
             self._txn_tail = (tail[0], tail[1]) if tail else (0, GENESIS_HASH)
-        entry = self._row(self._txn_tail, tx_id, state, kind, amount, data_json)
+        seq, prev_hash = self._txn_tail
+        seq += 1
+        at = _now_at()
+        digest = entry_hash(prev_hash, tx_id, state.value, at, kind, amount, data_json)
         conn.execute(_INSERT_ENTRY,
-                     (entry.seq, tx_id, str(state), entry.at, kind, amount, data_json,
-                      entry.prev_hash, entry.hash))
-        self._txn_tail = (entry.seq, entry.hash)
+                     (seq, tx_id, state.value, at, kind, amount, data_json, prev_hash, digest))
+        entry = _new_entry(seq, tx_id, state, at, kind, amount, data_copy, prev_hash, digest)
+        self._txn_tail = (seq, digest)
         self._staged.append(entry)
         return entry
 
     def _fast_insert(self, tx_id: str, state: TxState, kind: str, amount: int,
-                     data_json: str) -> JournalEntry | None:
+                     data_json: str, data_copy: dict[str, Any]) -> JournalEntry | None:
         """One autocommit INSERT (one statement, one fsync) built from the cached tail.
 
         The cache is proved current by the insert itself: rows are only ever appended, so if
@@ -590,13 +730,19 @@ class Journal:
         BEGIN IMMEDIATE path, which reads everything from the file. Returns None for that.
         Caller holds self._lock and has checked the transition against the cached head.
         """
-        if self._tail is None:
+        tail = self._tail
+        if tail is None:
             return None
-        entry = self._row(self._tail, tx_id, state, kind, amount, data_json)
+        seq = tail[0] + 1
+        prev_hash = tail[1]
+        at = _now_at()
+        state_text = _STATES[state][1]
+        # entry_hash() inlined: this is the hot path, and the formula is the documented one
+        digest = _sha256(_SEP.join((prev_hash, tx_id, state_text, repr(at), kind, str(amount),
+                                    data_json)).encode("utf-8")).hexdigest()
         try:
-            self._conn.execute(_INSERT_ENTRY,
-                               (entry.seq, tx_id, str(state), entry.at, kind, amount, data_json,
-                                entry.prev_hash, entry.hash))
+            self._conn.execute(_INSERT_ENTRY, (seq, tx_id, state_text, at, kind, amount,
+                                               data_json, prev_hash, digest))
         except sqlite3.IntegrityError as exc:
             if "journal.seq" not in str(exc):
                 raise
@@ -604,19 +750,9 @@ class Journal:
             self._tail = None
             self._heads.clear()
             return None
+        entry = _new_entry(seq, tx_id, state, at, kind, amount, data_copy, prev_hash, digest)
         self._remember(entry)
         return entry
-
-    @staticmethod
-    def _row(tail: tuple[int, str], tx_id: str, state: TxState, kind: str, amount: int,
-             data_json: str) -> JournalEntry:
-        at = round(time.time(), 6)
-        digest = entry_hash(tail[1], tx_id, str(state), at, kind, amount, data_json)
-        return JournalEntry(seq=tail[0] + 1, tx_id=tx_id, state=state, at=at, kind=kind,
-                            amount_rials=amount,
-                            data=_decode(data_json) if data_json != "{}" else {},
-                            prev_hash=tail[1],
-                            hash=digest)
 
     # -- reading --
 
@@ -726,7 +862,7 @@ class Journal:
         if not idempotency_key:
             raise InvalidJournalData("an outbox item needs an idempotency key")
         payload_json = _prepare(payload, f"outbox {tx_id} {kind}")
-        prepared = ([(_coerce_state(with_state[0]), _prepare(with_state[1], f"append {tx_id}"))]
+        prepared = ([(_coerce_state(with_state[0]), *_prepare_data(with_state[1], "append", tx_id))]
                     if with_state is not None else [])
         now = time.time()
         with self._write() as conn:
@@ -794,7 +930,7 @@ class Journal:
                 with_state: Sequence[tuple[TxState | str, Mapping[str, Any] | None]] | None
                 ) -> None:
         response_json = _prepare(response, f"outbox {item_id} response")
-        prepared = [(_coerce_state(s), _prepare(d, f"outbox {item_id} state {s}"))
+        prepared = [(_coerce_state(s), *_prepare_data(d, "outbox", item_id, f"state {s}"))
                     for s, d in (with_state or [])]
         with self._write() as conn:
             tx_id = self._pending_row(conn, item_id)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,19 +21,25 @@ from hypothesis import strategies as st
 
 from kiosk.cli import main as kiosk_main
 from kiosk.journal import (
+    _SECRET_KEY,
+    _UNMASKED_IDENTITY,
     ALLOWED,
     GENESIS_HASH,
     OPEN_STATES,
     IllegalTransition,
     InvalidJournalData,
     Journal,
+    JournalEntry,
     OutboxItemClosed,
     OutboxStatus,
     SensitiveDataRejected,
     TransactionExists,
     TxState,
     UnknownTransaction,
+    _sensitive,
+    canonical_json,
     entry_hash,
+    find_card_number,
     journal_path,
 )
 
@@ -496,6 +505,163 @@ def test_fail_marks_failed_and_journals_the_reversal(journal: Journal) -> None:
     assert journal.state_of(tx) is S.REVERSING
     with pytest.raises(OutboxItemClosed):
         journal.outbox_record_attempt(item_id, "late", 0.0)
+
+
+# --- the fast append path stores, hashes and refuses exactly what the slow one did ---------
+
+
+def _documented_hash(prev: str, tx_id: str, state: str, at: float, kind: str, amount: int,
+                     data_json: str) -> str:
+    """docs/journal.md's formula written out again, not via entry_hash: the fleet's view."""
+    content = "\x1f".join([prev, tx_id, state, repr(at), kind, str(amount), data_json])
+    return hashlib.sha256(content.encode("utf-8")).hexdigest()
+
+
+def test_rows_from_both_write_paths_hash_as_the_documented_formula(journal: Journal) -> None:
+    # first write: tail unknown, BEGIN IMMEDIATE path; then the cached-tail fast path
+    a = journal.begin("topup", 50_000, {"card": "603799******7893", "terminal": "T1"}).tx_id
+    returned = [journal.get(a).entries[0], journal.append(a, S.PAYING, {"ref": "R1"})]
+    returned += journal.append_many(a, [(S.PAID, {"n": 1.5}),
+                                        (S.FULFILLING, {"nested": {"k": [1, "دو"]}})])
+    other = Journal(journal.path)  # another writer moves the tail under our cache
+    other.begin("fee", 17_000)
+    other.close()
+    returned.append(journal.append(a, S.FULFILLED, {"واحد": "ریال", "at": None}))
+    conn = sqlite3.connect(str(journal.path))
+    rows = conn.execute("SELECT seq, tx_id, state, at, kind, amount_rials, data, prev_hash, hash "
+                        "FROM journal ORDER BY seq").fetchall()
+    conn.close()
+    prev = GENESIS_HASH
+    for seq, tx_id, state, at, kind, amount, data, stored_prev, digest in rows:
+        assert stored_prev == prev
+        assert data == json.dumps(json.loads(data), sort_keys=True, separators=(",", ":"),
+                                  ensure_ascii=False)
+        assert digest == _documented_hash(prev, tx_id, state, at, kind, amount, data)
+        assert len(repr(at).partition(".")[2]) <= 6  # `at` keeps 6 decimals at most
+        prev = digest
+    by_seq = {r[0]: r for r in rows}
+    for entry in returned:  # what the API handed back is what the file holds
+        _, tx_id, state, at, kind, amount, data, stored_prev, digest = by_seq[entry.seq]
+        assert (entry.tx_id, entry.state, entry.at, entry.kind, entry.amount_rials,
+                entry.prev_hash, entry.hash) == (tx_id, state, at, kind, amount, stored_prev, digest)
+        assert entry.data == json.loads(data) and entry.compute_hash() == digest
+    assert [e.seq for e in returned] == [1, 2, 3, 4, 6] and journal.verify().ok
+
+
+def test_an_entry_keeps_its_own_copy_of_data_equal_to_what_was_stored(journal: Journal) -> None:
+    data = {"ref": "R1", "n": 3, "ok": True, "none": None, "x": 0.1}
+    tx = journal.begin("fee", 1, data)
+    data["ref"] = "changed"
+    flat = {"a": "b", "from": S.PAID}  # a StrEnum value is stored, and handed back, as text
+    paying = journal.append(tx.tx_id, S.PAYING, flat)
+    flat["a"] = "z"
+    nested = {"items": ("a", "b"), "inner": {"k": 1}}
+    paid = journal.append(tx.tx_id, S.PAID, nested)
+    nested["inner"]["k"] = 2  # type: ignore[index]
+    numbered = journal.append(tx.tx_id, S.FULFILLING, {7: "seven", 8: 8})
+    stored = {e.seq: e for e in journal.entries()}
+    for got in (tx.entries[0], paying, paid, numbered):
+        assert got == stored[got.seq]
+    assert tx.data["ref"] == "R1" and tx.entries[0].data["ref"] == "R1"
+    assert paying.data == {"a": "b", "from": "PAID"} and type(paying.data["from"]) is str
+    assert paid.data == {"items": ["a", "b"], "inner": {"k": 1}}
+    assert numbered.data == {"7": "seven", "8": 8}  # JSON object keys are text
+
+
+def test_entries_and_transactions_from_the_write_path_are_frozen_values(journal: Journal) -> None:
+    tx = journal.begin("fee", 1, {"ref": "R1"})
+    assert tx == journal.get(tx.tx_id) and tx.is_open
+    entry = journal.append(tx.tx_id, S.PAYING)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        entry.state = S.PAID  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        tx.state = S.PAID  # type: ignore[misc]
+    assert entry == JournalEntry(**{f.name: getattr(entry, f.name)
+                                    for f in dataclasses.fields(entry)})
+    assert repr(entry).startswith("JournalEntry(seq=2, tx_id=")
+    assert entry.state is S.PAYING and entry.compute_hash() == entry.hash
+
+
+def test_circular_or_unencodable_text_data_is_refused_and_nothing_is_written(
+        journal: Journal) -> None:
+    loop: dict = {}
+    loop["self"] = loop
+    with pytest.raises(InvalidJournalData):
+        journal.begin("fee", 1, loop)
+    with pytest.raises(InvalidJournalData):
+        journal.begin("fee", 1, {"x": "\ud800"})  # a lone surrogate is not UTF-8 text
+    tx = journal.begin("fee", 1).tx_id
+    with pytest.raises(InvalidJournalData):
+        journal.append(tx, ["PAYING"])  # type: ignore[arg-type]
+    with pytest.raises(InvalidJournalData):
+        journal.append(tx, "paying")
+    assert [e.state for e in journal.entries()] == [S.CREATED]
+
+
+def test_tx_id_time_part_is_the_local_day_and_millisecond(journal: Journal) -> None:
+    def ms_of_day(t: float) -> int:
+        lt = time.localtime(t)
+        return ((lt.tm_hour * 60 + lt.tm_min) * 60 + lt.tm_sec) * 1000 + int((t % 1) * 1000)
+
+    checked = 0
+    for _ in range(5):  # across at least one second boundary: the cached part is redone
+        before = time.time()
+        tx_id = journal.new_tx_id()
+        after = time.time()
+        day, stamp = tx_id.split("-")[-2:]
+        if time.strftime("%Y%m%d", time.localtime(before)) != \
+                time.strftime("%Y%m%d", time.localtime(after)):
+            continue  # midnight between the two readings
+        assert day == time.strftime("%Y%m%d", time.localtime(before))
+        assert ms_of_day(before) <= int(stamp[:8], 16) <= ms_of_day(after)
+        checked += 1
+        time.sleep(0.3)
+    assert checked >= 4
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                 max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(_JSON)
+def test_canonical_json_is_exactly_the_documented_json_dumps(value: object) -> None:
+    assert canonical_json(value) == json.dumps(value, sort_keys=True, separators=(",", ":"),
+                                               ensure_ascii=False, allow_nan=False)
+
+
+# Text shaped like canonical JSON with the pieces the net looks for: digits (ASCII and
+# Persian), card separators, quotes, colons, key letters in both cases, Unicode case folds.
+_NET_ALPHABET = "0123456789۰۱۲۳۴۵۶۷۸۹ -\":,{}pinPIN_blockasswordPASSWORDcvCV2nationalcoderdmſKİı"
+_NET_KEYS = ["pin", "PIN", "Pin_Block", "password", "cvv", "CVV2", "national_code",
+             "National_ID", "card_number", "pan", "ref", "card"]
+
+
+@st.composite
+def _net_texts(draw: st.DrawFn) -> str:
+    if draw(st.booleans()):
+        return draw(st.text(alphabet=_NET_ALPHABET, max_size=40))
+    pieces = draw(st.lists(st.one_of(
+        st.sampled_from(_NET_KEYS).map(lambda k: f'"{k}":'),
+        st.sampled_from(_NET_KEYS).map(lambda k: f'"{k}":"'),
+        st.sampled_from([CARD, "6037 9912 3456 7893", "6037-9912-3456-7893", "0012345679",
+                         "603799******7893", "001***5679", "6037991234567898"]),
+        st.text(alphabet="0123456789 -\"", min_size=1, max_size=24),
+        st.text(alphabet=_NET_ALPHABET, max_size=6)), max_size=6))
+    return "".join(pieces)
+
+
+@pytest.mark.slow
+@settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_net_texts())
+def test_sensitive_precheck_never_lets_through_what_the_full_scan_refuses(text: str) -> None:
+    full_scan = bool(_SECRET_KEY.search(text) or _UNMASKED_IDENTITY.search(text)
+                     or find_card_number(text))
+    assert (_sensitive(text) is not None) == full_scan
 
 
 # --- property: random transitions --------------------------------------------------------
