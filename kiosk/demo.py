@@ -49,6 +49,7 @@ async def run_demo(data: Path, script: str, *, echo: bool = True) -> dict[str, A
         ctx = await KioskContext.open(env.settings, data)
         try:
             recovered = await Recovery(ctx.journal, ctx.money).run()
+            ctx.start_outbox_worker()  # store-and-forward for as long as the kiosk runs
             if echo:
                 for r in recovered:
                     print(f"recovered {r.tx_id}: {r.from_state} → {r.to_state} ({r.action})", flush=True)

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import requests
+
 from devices.base import CommandTimeout, DeviceError, DeviceOffline
 from devices.contracts import PaymentOutcome, PaymentResult, PaymentTerminal
 from kiosk.backoffice_client import (
@@ -95,14 +97,21 @@ class MoneyPath:
         try:
             result = await term.pay(tx_id, amount_rials, timeout=self.pay_timeout)
         except asyncio.CancelledError:
-            # the citizen cancelled while the terminal was working: abort, then find out
-            await self._quietly(term.abort(tx_id))
-            await asyncio.shield(self.resolve_paying(tx_id))
+            # the citizen cancelled while the terminal was working: abort, find out, and give
+            # back anything that was approved anyway — shielded, so a second cancel cannot
+            # leave the transaction PAYING or PAID
+            await asyncio.shield(self._undo_cancelled_charge(term, tx_id))
             raise
         except DeviceError as exc:
             log.warning("terminal pay failed, asking its status", extra={"tx": tx_id, "event": exc.code})
             return await self.resolve_paying(tx_id)
         return ChargeResult(self._record_payment(tx_id, result), result)
+
+    async def _undo_cancelled_charge(self, term: PaymentTerminal, tx_id: str) -> None:
+        await self._quietly(term.abort(tx_id))
+        charge = await self.resolve_paying(tx_id)
+        if charge.state == TxState.PAID:
+            await self.reverse(tx_id, "citizen cancelled during payment")
 
     async def resolve_paying(self, tx_id: str) -> ChargeResult:
         """Settle a PAYING transaction by asking the terminal (TransactionStatus)."""
@@ -173,7 +182,15 @@ class MoneyPath:
             delay = min(5.0 * 2 ** min(item.attempts, 6), 600.0)
             self.journal.outbox_record_attempt(item.id, str(exc), time.time() + delay)
             return SettleResult.PENDING
-        except (BillAlreadyPaid, AmountMismatch, BillNotFound, BackofficeRejected) as exc:
+        except (BackofficeRejected, requests.RequestException, ValueError, KeyError) as exc:
+            # not a refusal of this payment (a rotated token, a proxy error, a malformed
+            # answer): never reverse a citizen's fee on that; retry with back-off and alert
+            log.error("settlement not accepted, retried later: %s", exc, extra={"tx": item.tx_id})
+            delay = min(5.0 * 2 ** min(item.attempts, 6), 600.0)
+            self.journal.outbox_record_attempt(item.id, str(exc)[:500], time.time() + delay)
+            return SettleResult.PENDING
+        except (BillAlreadyPaid, AmountMismatch, BillNotFound) as exc:
+            # a definite business refusal: this bill cannot take this payment
             self.journal.outbox_fail(
                 item.id, exc.to_dict(), with_state=[(TxState.REVERSING, {"reason": exc.key})]
             )
@@ -206,7 +223,15 @@ class MoneyPath:
         except DeviceError as exc:
             self.journal.append(tx_id, TxState.REFUND_PENDING, {"error": exc.to_dict()})
             return SettleResult.REFUND_PENDING
-        # REVERSED: returned now or before (idempotent); NOT_FOUND / DECLINED: nothing was held
+        if result.outcome != PaymentOutcome.REVERSED:
+            # The terminal answers a refused reversal and "nothing to reverse" alike, so ask
+            # what it holds now: only a sale that is no longer approved is money returned.
+            try:
+                status = await self.terminal().transaction_status(tx_id, timeout=self.status_timeout)
+            except DeviceError as exc:
+                log.warning("reversal unconfirmed, retried later: %s", exc, extra={"tx": tx_id})
+                return SettleResult.REVERSAL_PENDING
+            result = status  # still APPROVED → the money is held: an operator refunds it
         if result.outcome in (PaymentOutcome.REVERSED, PaymentOutcome.NOT_FOUND, PaymentOutcome.DECLINED):
             self.journal.append(tx_id, TxState.REVERSED, {"reversal_outcome": str(result.outcome)})
             return SettleResult.REVERSED

@@ -308,3 +308,64 @@ def test_outbox_worker_settles_a_queued_payment_while_the_kiosk_keeps_running(ki
     assert state == TxState.COMPLETED
     assert kiosk.payments_for(slip.bill_id, slip.payment_id) == 1
     assert kiosk.env.terminal.net_charged(result.transaction_id) == slip.amount_rials
+
+
+class DisableKioskOnConfirm(ScriptedUI):
+    """The citizen confirms; at that moment the kiosk's back-office credential stops working
+    (a token rotation gone wrong): settlement gets 401."""
+
+    def __init__(self, script: dict[str, Any], kiosk: Kiosk) -> None:
+        super().__init__(script)
+        self.kiosk = kiosk
+
+    async def confirm(self, key: str, **params: Any) -> bool:
+        engine = sa.create_engine(self.kiosk.env.backoffice_db_url)
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE kiosks SET enabled = :off"), {"off": False})
+        engine.dispose()
+        return await super().confirm(key, **params)
+
+
+def test_settlement_refused_for_credentials_keeps_the_payment_queued_and_never_reverses_it(kiosk: Kiosk) -> None:
+    slip = kiosk.unpaid_slip()
+    result, ui, _ = kiosk.run(typed(slip), ui=DisableKioskOnConfirm(typed(slip), kiosk))
+    assert result.final_state == TxState.FULFILLING and result.outcome.message_key == "settle.pending"
+    assert kiosk.env.terminal.net_charged(result.transaction_id) == slip.amount_rials
+    item = kiosk.journal().outbox_for(result.transaction_id)[0]
+    assert item.status == "pending" and item.attempts == 1
+
+
+def test_a_reversal_the_terminal_refuses_is_refund_pending_not_reversed(kiosk: Kiosk) -> None:
+    from devices.terminal import nexo
+
+    slip = kiosk.unpaid_slip()
+    # the acquirer's host refuses reversals today (simulator behaviour, not kiosk code)
+    kiosk.env.terminal._reversal = lambda req: nexo.response_message(  # type: ignore[method-assign]
+        req.header, "ReversalResponse", nexo.failure_body(nexo.REFUSAL))
+    result, ui, _ = kiosk.run(typed(slip), ui=PayElsewhereOnConfirm(typed(slip), kiosk, slip))
+    assert result.final_state == TxState.REFUND_PENDING
+    assert result.outcome.message_key == "settle.refused_refund_pending"
+    assert kiosk.env.terminal.net_charged(result.transaction_id) == slip.amount_rials  # still held: an operator refunds
+
+
+def test_cancel_while_the_terminal_approves_gives_the_money_back(kiosk: Kiosk) -> None:
+    slip = kiosk.unpaid_slip()
+    kiosk.env.terminal.latency_s = 1.0
+
+    async def go() -> tuple[str, TxState]:
+        ctx = await KioskContext.open(kiosk.env.settings, kiosk.data)
+        try:
+            tx = ctx.journal.begin("fee_payment", slip.amount_rials, {"bill_id": slip.bill_id,
+                                                                      "payment_id": slip.payment_id})
+            task = asyncio.create_task(ctx.money.charge(tx.tx_id, slip.amount_rials))
+            await asyncio.sleep(0.3)  # the request is at the terminal
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            return tx.tx_id, ctx.journal.state_of(tx.tx_id)
+        finally:
+            await ctx.close()
+
+    tx_id, state = asyncio.run(go())
+    assert state in (TxState.REVERSED, TxState.DECLINED)
+    assert kiosk.env.terminal.net_charged(tx_id) == 0
