@@ -275,7 +275,10 @@ _sha256 = hashlib.sha256
 
 # 16–19 digits (ISO/IEC 7812 card lengths), optionally grouped by single spaces or dashes as
 # card numbers are printed. Longer runs (a 26-digit bill barcode) are not card numbers.
-_CARD_RUN = re.compile(r"(?<!\d)(?<!\d[ -])\d(?:[ -]?\d){15,18}(?![ -]?\d)")
+# A card number as people write it: 16–19 digits in one run, or in groups of four split by a
+# space or dash. Any digit-dash-digit mix is NOT a card: transaction ids and dates
+# ("…-01-20261128-0349…") would pass Luhn one time in ten and stop a settlement.
+_CARD_RUN = re.compile(r"(?<!\d)(?:\d{16,19}|\d{4}(?:([ -])\d{4})(?:\1\d{4}){2}(?:\1?\d{1,3})?)(?![\d])")
 # Keys whose value may never be stored, whatever it looks like.
 _SECRET_KEY = re.compile(r'"(?:pin|pin_block|password|cvv2?)":', re.IGNORECASE)
 # Identity keys whose value may only be stored masked: a run of 10+ digits means it is not.
@@ -523,6 +526,7 @@ class Journal:
         self._txn_tail: tuple[int, str] | None = None
         # (unix second, "<kiosk_id>-<yyyymmdd>-", ms of the day at that second) for new_tx_id
         self._id_second: tuple[int, str, int] = (-1, "", 0)
+        self._id_last: tuple[int, int] = (-1, 0)  # (ms of day, 24-bit tail) of the last id
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(str(self.path), isolation_level=None,
                                      check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
@@ -610,7 +614,12 @@ class Journal:
                 second, f"{self.kiosk_id}-{time.strftime('%Y%m%d', local)}-",
                 ((local.tm_hour * 60 + local.tm_min) * 60 + local.tm_sec) * 1000)
         ms_of_day = cached[2] + int((now % 1) * 1000)
-        return f"{cached[1]}{ms_of_day:08x}{os.urandom(3).hex()}"
+        # within one millisecond, count up from the last id (as ULID's monotonic mode): random
+        # bits alone collided in a burst of ids; across processes, begin() refuses a clash
+        last_ms, last_tail = self._id_last
+        tail = (last_tail + 1) & 0xFFFFFF if ms_of_day == last_ms else int.from_bytes(os.urandom(3), "big")
+        self._id_last = (ms_of_day, tail)
+        return f"{cached[1]}{ms_of_day:08x}{tail:06x}"
 
     def begin(self, kind: str, amount_rials: int, data: Mapping[str, Any] | None = None, *,
               tx_id: str | None = None) -> Transaction:

@@ -747,3 +747,15 @@ def test_cli_journal_runs_as_a_real_process(tmp_path: Path) -> None:
     bare = subprocess.run([sys.executable, "-m", "kiosk.cli", "journal"], capture_output=True,
                           text=True, env=env, timeout=60)
     assert bare.returncode == 2
+
+
+def test_transaction_ids_and_dates_with_dashes_are_never_taken_for_card_numbers(tmp_path: Path) -> None:
+    # A settlement payload once tripped the net one time in ten: the digits of
+    # "…-01-20261128-0349794…" joined across dashes pass Luhn. Every such id must be stored.
+    journal = Journal(tmp_path / "j.sqlite3", kiosk_id="kiosk-demo-01")
+    for n in range(300):
+        tx_id = f"kiosk-demo-01-20261128-{n:07d}{n % 10}b1daf46"
+        journal.begin("fee_payment", 1000, {"ref": tx_id, "paid_at": "2026-11-28T15:17:11Z"}, tx_id=tx_id)
+    assert len(journal.transactions()) == 300
+    with pytest.raises(SensitiveDataRejected):
+        journal.begin("fee_payment", 1000, {"note": "card 4111-1111-1111-1111"})
