@@ -18,7 +18,9 @@ RENDER_P50_TARGET_MS = 50.0
 RUNS = 40
 
 
-def fee_receipt() -> Document:
+def fee_receipt(n: int = 0) -> Document:
+    """A typical receipt; n varies the per-transaction values, so timing runs never reuse a
+    layout the block cache already holds (labels and titles repeat, as on real receipts)."""
     payload = ("https://verify.kiosk.tehran.ir/r?k=TK-0042&tx=TX-20240611-000123&bill=7748317800142"
                "&pay=1770160&amt=17000&h=9f2c4e7a1b3d5f60")
     payload += "&s=" + "A" * (150 - len(payload) - 3)
@@ -29,9 +31,9 @@ def fee_receipt() -> Document:
         Row("نوع عوارض", "عوارض نوسازی"),
         Row("شناسه قبض", "7748317800142"),
         Row("شناسه پرداخت", "1770160"),
-        Row("مبلغ", "۱۷٬۰۰۰ ریال", bold=True),
-        Row("شماره مرجع", "482913557201"),
-        Row("کد رهگیری", "TX-20240611-000123"),
+        Row("مبلغ", f"{17_000 + 1000 * n:,} ریال", bold=True),
+        Row("شماره مرجع", f"{482913557201 + n}"),
+        Row("کد رهگیری", f"TX-20240611-{n:06d}"),
         Row("کارت", "603799******1234"),
         Row("تاریخ", "1403/03/22 14:05"),
         Row("کیوسک", "TK-0042"),
@@ -53,9 +55,10 @@ def full_raster_bytes(doc: Document, profile_name: str) -> bytes:
 
 def p50_ms(fn) -> float:
     times = []
-    for _ in range(RUNS):
+    docs = [fee_receipt(1000 + len(times) * RUNS + i)[0] for i in range(RUNS)]
+    for doc in docs:
         t = time.perf_counter()
-        fn()
+        fn(doc)
         times.append((time.perf_counter() - t) * 1000)
     return statistics.median(times)
 
@@ -67,9 +70,9 @@ def main() -> None:
     render(doc)  # warm the font cache for both paths alike
     ours = len(job_to_escpos_bytes(render(doc, width_dots=profile.width_dots), profile))
     full = len(full_raster_bytes(doc, profile.name))
-    render_ms = p50_ms(lambda: render(doc, width_dots=profile.width_dots))
-    encode_ms = p50_ms(lambda: job_to_escpos_bytes(render(doc, width_dots=profile.width_dots), profile))
-    full_ms = p50_ms(lambda: render_full_raster(doc, width_dots=profile.width_dots))
+    render_ms = p50_ms(lambda d: render(d, width_dots=profile.width_dots))
+    encode_ms = p50_ms(lambda d: job_to_escpos_bytes(render(d, width_dots=profile.width_dots), profile))
+    full_ms = p50_ms(lambda d: render_full_raster(d, width_dots=profile.width_dots))
     ratio = ours / full
     result = {
         "bench": "print",
