@@ -269,3 +269,18 @@ def test_profile_without_native_qr_gets_a_raster_qr_that_still_scans() -> None:
     assert "GS ( k 2d-code" not in receipt.commands
     assert receipt.qr_codes == []
     assert qr_texts(receipt.image) == [PAYLOAD]
+
+
+def test_our_raster_command_is_byte_identical_to_python_escpos_bit_image_raster() -> None:
+    from escpos.printer import Dummy
+
+    from devices.printer.escpos_driver import raster_command
+    from devices.printer.layout import Document, Row, Text, render
+
+    job = render(Document((Text("رسید پرداخت عوارض", align="center"), Row("شناسه قبض", "7748317800142"))))
+    images = [value for kind, value in job.parts if kind == "image"]
+    assert images
+    for image in images:
+        reference = Dummy(profile="TM-T20II")
+        reference.image(image, impl="bitImageRaster", center=False)
+        assert raster_command(image) == reference.output
