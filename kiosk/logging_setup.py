@@ -9,10 +9,13 @@ import logging
 import re
 
 _LONG_DIGITS = re.compile(r"(?<!\d)(\d{6})\d{4,}(\d{4})(?!\d)")
+# the same number as people write it: four groups of four split by a space or a dash
+_GROUPED_CARD = re.compile(r"(?<!\d)(\d{4})([ -])(\d{2})\d{2}\2\d{4}\2(\d{4})(?!\d)")
 
 
 def redact(text: str) -> str:
-    """Mask any run of 14+ digits (card-number shaped) to first6…last4."""
+    """Mask any run of 14+ digits, or a 4-4-4-4 grouped card number, to first6…last4."""
+    text = _GROUPED_CARD.sub(lambda m: m.group(1) + m.group(3) + "******" + m.group(4), text)
     return _LONG_DIGITS.sub(lambda m: m.group(1) + "******" + m.group(2), text)
 
 

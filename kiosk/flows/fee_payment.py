@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from devices.base import DeviceError
 from devices.contracts import Scanner
-from kiosk.backoffice_client import BillInfo
+from kiosk.backoffice_client import AmountMismatch, BillAlreadyPaid, BillInfo
 from kiosk.bills import Bill, InvalidBill, NotABill, parse_bill, parse_scanned
 from kiosk.context import KioskContext
 from kiosk.errors import KioskError
@@ -23,18 +23,6 @@ from kiosk.ui_port import Choice, CitizenLeft, Outcome, UIPort
 log = logging.getLogger("kiosk.flows.fee")
 
 MAX_INPUT_TRIES = 3
-
-
-class BillAlreadyPaidHere(KioskError):
-    key = "bill.already_paid"
-    fa = "این قبض قبلاً پرداخت شده است و نیازی به پرداخت دوباره نیست."
-    en = "This bill has already been paid; there is nothing to pay."
-
-
-class BillAmountChanged(KioskError):
-    key = "payment.amount_mismatch"
-    fa = "مبلغ این فیش با مبلغ ثبت‌شده در شهرداری یکی نیست. لطفاً فیش جدید دریافت کنید."
-    en = "The amount on this slip differs from the municipality's record. Please get a new slip."
 
 
 @dataclass(frozen=True)
@@ -114,9 +102,9 @@ class FeePaymentFlow:
         await self.ui.show_step("fee.looking_up")
         info = await asyncio.to_thread(self.ctx.backoffice.lookup_bill, bill.bill_id, bill.payment_id)
         if info.status == "paid":
-            raise BillAlreadyPaidHere(bill_id=bill.bill_id)
+            raise BillAlreadyPaid(bill_id=bill.bill_id)
         if info.amount_rials != bill.amount_rials:
-            raise BillAmountChanged(expected=info.amount_rials, slip=bill.amount_rials)
+            raise AmountMismatch(expected_rials=info.amount_rials, slip_rials=bill.amount_rials)
         return info
 
     # --- money -------------------------------------------------------------------------------
