@@ -13,7 +13,7 @@ import zxingcpp
 from devices.base import InvalidData, Unsupported
 from devices.scanner.decode import DEFAULT_FORMATS, FrameDecoder, load_image
 
-DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "zxing-cpp-samples"
+DATASET = Path(__file__).resolve().parent / "data" / "zxing-cpp-samples"
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".webp"}
 
 # (set, zxing floor, pyzbar floor) from the dataset README's baseline table
@@ -32,7 +32,7 @@ FLOORS = [
 
 def _dataset() -> Path:
     if not (DATASET / "README.md").is_file():
-        pytest.fail(f"dataset missing: {DATASET} (shared/ must sit beside the repository clone)")
+        pytest.fail(f"dataset missing: {DATASET} (it ships in the repository under tests/data/)")
     return DATASET
 
 
