@@ -344,7 +344,9 @@ class Device:
         )
 
 
-# --- driver registry ---------------------------------------------------------------------
+# --- driver registration -----------------------------------------------------------------
+# Drivers register themselves here when their module is imported; looking a type up (which
+# imports every built-in driver) is devices.registry's job, so base imports no driver.
 
 _REGISTRY: dict[str, type[Device]] = {}
 
@@ -362,19 +364,17 @@ def register(type_name: str) -> Callable[[type[Device]], type[Device]]:
     return deco
 
 
-def driver_for(type_name: str) -> type[Device]:
-    from devices import drivers  # noqa: F401  (importing registers every built-in driver)
+def __getattr__(name: str) -> Any:
+    """`driver_for`/`registered_types` moved to devices.registry (base must not import the
+    drivers that import it). Old imports keep working until their callers move."""
+    if name in ("driver_for", "registered_types"):
+        import warnings
 
-    try:
-        return _REGISTRY[type_name]
-    except KeyError:
-        raise KeyError(f"unknown device type {type_name!r}; known: {sorted(_REGISTRY)}") from None
+        warnings.warn(f"devices.base.{name} moved to devices.registry.{name}", DeprecationWarning, stacklevel=2)
+        from devices import registry
 
-
-def registered_types() -> list[str]:
-    from devices import drivers  # noqa: F401
-
-    return sorted(_REGISTRY)
+        return getattr(registry, name)
+    raise AttributeError(f"module 'devices.base' has no attribute {name!r}")
 
 
 __all__ = [n for n in dir() if not n.startswith("_")] + ["replace"]

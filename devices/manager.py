@@ -21,9 +21,9 @@ from devices.base import (
     InvalidData,
     Listener,
     StatusEvent,
-    driver_for,
 )
 from devices.contracts import DeviceConfig
+from devices.registry import create
 
 log = logging.getLogger("devices.manager")
 
@@ -75,7 +75,7 @@ class DeviceManager:
                 raise InvalidData(f"device name {cfg.name!r} is used twice", error_code="config")
             self._configs[cfg.name] = cfg
             try:
-                device = driver_for(cfg.type)(cfg.name, **cfg.options)
+                device = create(cfg)
             except (KeyError, DeviceError, TypeError, ValueError) as exc:
                 # one bad entry must not take the whole kiosk down: it shows as offline
                 log.error("device %s (%s) cannot be created: %s", cfg.name, cfg.type, exc, extra={"device": cfg.name})

@@ -192,3 +192,39 @@ def test_stop_cancels_pending_reconnects() -> None:
         return len([t for t in asyncio.all_tasks() if t.get_name().startswith("reconnect-")])
 
     assert run(go()) == 0
+
+
+# --- the driver registry sits above base and the drivers -------------------------------------
+
+
+def test_devices_base_imports_no_driver_and_the_registry_finds_every_builtin() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, devices.base, devices.contracts; "
+            "print(sorted(m for m in sys.modules if m.startswith('devices.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert eval(out) == ["devices.base", "devices.contracts"]  # no driver came in with base
+    from devices.registry import create, driver_for, registered_types
+
+    assert {"escpos", "nexo-http", "dispenser-sim", "pn532-uart", "camera", "serial-scanner"} <= set(
+        registered_types())
+    assert driver_for("dispenser-sim") is SimulatedDispenser
+    assert isinstance(create(DeviceConfig("d", "dispenser-sim", {})), SimulatedDispenser)
+    with pytest.raises(KeyError, match="unknown device type 'nope'"):
+        driver_for("nope")
+
+
+def test_devices_base_has_no_import_of_the_drivers_anywhere_in_its_source() -> None:
+    import ast
+
+    import devices.base
+
+    tree = ast.parse(Path(devices.base.__file__).read_text(encoding="utf-8"))
+    imported: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported |= {f"{node.module}.{a.name}" for a in node.names} | {node.module or ""}
+    assert not {m for m in imported if "drivers" in m}, imported

@@ -1,4 +1,5 @@
-"""Importing this module registers every built-in driver with the registry in devices.base."""
+"""Importing this module imports every built-in driver, which registers it (devices.base.register);
+devices.registry imports this to look drivers up by config `type`."""
 
 import devices.dispenser  # noqa: F401
 import devices.pn532  # noqa: F401
