@@ -27,8 +27,8 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kiosk.context import KioskContext  # noqa: E402
-from kiosk.demo import _pick_unpaid_slip  # noqa: E402
-from kiosk.demo_env import demo_environment  # noqa: E402
+from kiosk_demo.run import _pick_unpaid_slip  # noqa: E402
+from kiosk_demo.environment import demo_environment  # noqa: E402
 from kiosk.flows.fee_payment import FeePaymentFlow  # noqa: E402
 from kiosk.journal import TxState  # noqa: E402
 from kiosk.scripted_ui import ScriptedUI  # noqa: E402

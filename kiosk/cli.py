@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
+import importlib.metadata
 import pkgutil
 import sys
 
 import kiosk.commands
+
+#: entry-point group through which other installed packages add sub-commands (the demo
+#: harness adds `demo`), so the appliance never imports them
+PLUGIN_GROUP = "city_kiosk.commands"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +29,27 @@ def build_parser() -> argparse.ArgumentParser:
     for info in sorted(pkgutil.iter_modules(kiosk.commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"kiosk.commands.{info.name}")
         module.register(sub, common)
+    for entry in sorted(importlib.metadata.entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        try:
+            plugin = entry.load()
+        except ImportError as exc:  # e.g. the demo without the [server] extra installed
+            _register_missing(sub, entry.name, exc)
+            continue
+        plugin.register(sub, common)
     return parser
+
+
+def _register_missing(sub: argparse._SubParsersAction, name: str, exc: ImportError) -> None:
+    def unavailable(_args: argparse.Namespace) -> int:
+        print(f"kiosk {name}: not available in this installation ({exc}); "
+              "install the extra it needs: pip install 'city-kiosk[server]'", file=sys.stderr)
+        return 1
+
+    # no option prefix: every word after the command is taken as is, whatever its options
+    p = sub.add_parser(name, help=f"(unavailable: {exc.name or exc})", prefix_chars="\x00",
+                       add_help=False)
+    p.add_argument("rest", nargs="*")
+    p.set_defaults(func=unavailable)
 
 
 def main(argv: list[str] | None = None) -> int:

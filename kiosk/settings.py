@@ -1,5 +1,6 @@
-"""Kiosk settings: identity, back-office endpoint, devices and timeouts. Loaded from
-<data_dir>/kiosk.json when present; the demo writes its own for the embedded servers."""
+"""Kiosk settings: identity, back-office endpoint, devices and timeouts, loaded from
+<data_dir>/kiosk.json. A data dir without one is not configured: nothing that moves money
+starts there (the demo harness builds its own settings for its embedded servers)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,19 @@ from typing import Any
 
 from devices.contracts import DeviceConfig
 from devices.manager import load_device_configs
+from kiosk.errors import KioskError
+
+CONFIG_FILENAME = "kiosk.json"
+
+
+class NotConfigured(KioskError):
+    """The data dir has no kiosk.json: no terminal, no back-office, so no money may move."""
+
+    key = "settings.not_configured"
+    fa = ("این کیوسک پیکربندی نشده است ({path} وجود ندارد). هیچ پولی جابه‌جا نشد؛ "
+          "تکنسین باید پیکربندی را نصب کند.")
+    en = ("This kiosk is not configured ({path} does not exist). No money was moved; a "
+          "technician must install its configuration (for the simulators: kiosk demo).")
 
 
 @dataclass(frozen=True)
@@ -43,3 +57,11 @@ class KioskSettings:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=2), encoding="utf-8")
         tmp.replace(path)
+
+
+def load_settings(data_dir: Path) -> KioskSettings:
+    """The settings of the kiosk whose data dir this is; NotConfigured when it has none."""
+    path = Path(data_dir) / CONFIG_FILENAME
+    if not path.exists():
+        raise NotConfigured(f"no {path}", path=str(path))
+    return KioskSettings.load(path)

@@ -18,7 +18,7 @@ KIOSK = [sys.executable, "-m", "kiosk.cli"]
 
 
 def test_doctor_on_the_demo_configuration_finds_every_device_class_online(tmp_path: Path) -> None:
-    out = subprocess.run(KIOSK + ["doctor", "--json", "--data-dir", str(tmp_path)],
+    out = subprocess.run(KIOSK + ["demo", "--script", "doctor", "--json", "--data-dir", str(tmp_path)],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = {r["class"]: r for r in json.loads(out.stdout)}

@@ -17,7 +17,7 @@ from backoffice.server import serve_in_thread
 from kiosk.backoffice_client import BackofficeClient, PaymentPost
 from kiosk.bills import make_bill_id, make_payment_id
 from kiosk.context import KioskContext
-from kiosk.demo_env import demo_environment
+from kiosk_demo.environment import demo_environment
 from kiosk.flows.fee_payment import FeePaymentFlow
 from kiosk.journal import TxState
 from kiosk.receipts import verify_payload
@@ -212,7 +212,7 @@ def test_backoffice_down_at_settlement_keeps_the_payment_queued_and_the_outbox_s
     with serve_in_thread(kiosk.env.backoffice_db_url, port=port):  # the back-office is back
         from kiosk.commands.recover import recover
 
-        resolved = asyncio.run(recover(kiosk.data))
+        resolved = asyncio.run(recover(kiosk.data, kiosk.env.settings))
     assert [(r["tx_id"], r["to_state"]) for r in resolved] == [(result.transaction_id, "COMPLETED")]
     assert kiosk.payments_for(slip.bill_id, slip.payment_id) == 1
     assert kiosk.journal().open_transactions() == []

@@ -1,20 +1,20 @@
 """`kiosk doctor [--json] [--level internal|external]`: open every configured device, run its
 health check, and print state, identity, consumables and last error per device.
 
-Uses <data_dir>/kiosk.json when present; otherwise the embedded demo configuration, whose
-emulators it starts first (so on embedded defaults every device should be online)."""
+Uses the kiosk's configuration (<data_dir>/kiosk.json); a data dir without one is refused.
+The demo's simulated devices are checked by `kiosk demo --script doctor`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-from pathlib import Path
+import sys
 from typing import Any
 
 from devices.base import DeviceState, HealthLevel
 from kiosk.paths import data_dir
+from kiosk.settings import KioskSettings, NotConfigured, load_settings
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -25,31 +25,39 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(func=handle)
 
 
-async def diagnose(data: Path, level: HealthLevel) -> list[dict[str, Any]]:
+async def diagnose(settings: KioskSettings, level: HealthLevel) -> list[dict[str, Any]]:
+    """Open every configured device, run its health check at `level`, one row per device."""
     from devices.manager import DeviceManager
-    from kiosk.demo_env import kiosk_settings
 
-    with contextlib.ExitStack() as stack:
-        settings = kiosk_settings(data, stack)
-        manager = DeviceManager(list(settings.devices))
-        await manager.start()
-        try:
-            reports = {r.device: r for r in await manager.check_health(level)}
-            rows = []
-            for name, status in manager.status_map().items():
-                row = status.to_dict()
-                report = reports.get(name)
-                row["health"] = {"level": str(level), "ok": bool(report and report.ok),
-                                 "detail": report.detail if report else "not checked"}
-                rows.append(row)
-            return rows
-        finally:
-            await manager.stop()
+    manager = DeviceManager(list(settings.devices))
+    await manager.start()
+    try:
+        reports = {r.device: r for r in await manager.check_health(level)}
+        rows = []
+        for name, status in manager.status_map().items():
+            row = status.to_dict()
+            report = reports.get(name)
+            row["health"] = {"level": str(level), "ok": bool(report and report.ok),
+                             "detail": report.detail if report else "not checked"}
+            rows.append(row)
+        return rows
+    finally:
+        await manager.stop()
 
 
 def handle(args: argparse.Namespace) -> int:
-    rows = asyncio.run(diagnose(data_dir(args.data_dir), HealthLevel(args.level)))
-    if args.json:
+    try:
+        settings = load_settings(data_dir(args.data_dir))
+    except NotConfigured as exc:
+        print(f"kiosk doctor: {exc.message('en')}", file=sys.stderr)
+        return 1
+    rows = asyncio.run(diagnose(settings, HealthLevel(args.level)))
+    return report(rows, as_json=args.json)
+
+
+def report(rows: list[dict[str, Any]], *, as_json: bool) -> int:
+    """Print the rows (a table or JSON); 0 when every device is online and healthy."""
+    if as_json:
         print(json.dumps(rows, ensure_ascii=False))
     else:
         for r in rows:

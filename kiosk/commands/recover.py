@@ -1,18 +1,20 @@
 """`kiosk recover [--json]`: resolve every open transaction now (it also runs at every start).
 
-With <data_dir>/kiosk.json the kiosk's configured devices and back-office are used; without it
-(embedded defaults) the embedded demo environment is started against the data dir's state."""
+Uses the kiosk's configured devices and back-office (<data_dir>/kiosk.json). A data dir with
+no configuration is refused: recovery never asks a simulator about a real terminal's sales
+(the demo's data dirs are recovered by `kiosk demo --script recover`)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from kiosk.paths import data_dir
+from kiosk.settings import KioskSettings, NotConfigured, load_settings
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -21,23 +23,31 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(func=handle)
 
 
-async def recover(data: Path) -> list[dict[str, Any]]:
+async def recover(data: Path, settings: KioskSettings | None = None) -> list[dict[str, Any]]:
+    """Resolve every open transaction of the kiosk at `data` (settings: its kiosk.json)."""
     from kiosk.context import KioskContext
-    from kiosk.demo_env import kiosk_settings
     from kiosk.recovery import Recovery
 
-    with contextlib.ExitStack() as stack:
-        settings = kiosk_settings(data, stack)
-        ctx = await KioskContext.open(settings, data)
-        try:
-            return [r.to_dict() for r in await Recovery(ctx.journal, ctx.money).run()]
-        finally:
-            await ctx.close()
+    settings = settings or load_settings(data)
+    ctx = await KioskContext.open(settings, data)
+    try:
+        return [r.to_dict() for r in await Recovery(ctx.journal, ctx.money).run()]
+    finally:
+        await ctx.close()
 
 
 def handle(args: argparse.Namespace) -> int:
-    results = asyncio.run(recover(data_dir(args.data_dir)))
-    if args.json:
+    try:
+        results = asyncio.run(recover(data_dir(args.data_dir)))
+    except NotConfigured as exc:
+        print(f"kiosk recover: {exc.message('en')}", file=sys.stderr)
+        return 1
+    return report(results, as_json=args.json)
+
+
+def report(results: list[dict[str, Any]], *, as_json: bool) -> int:
+    """Print what recovery did; 0 when every transaction was resolved."""
+    if as_json:
         print(json.dumps(results, ensure_ascii=False))
     elif not results:
         print("nothing to recover: no open transactions")

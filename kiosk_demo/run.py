@@ -1,5 +1,5 @@
 """The headless demo: recovery first, then one scripted citizen through the fee-payment flow on
-the embedded environment (kiosk.demo_env). Returns the summary `kiosk demo` prints."""
+the embedded environment (kiosk_demo.environment). Returns the summary `kiosk demo` prints."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 from backoffice.seed import DEMO_NATIONAL_CODE
 from kiosk.backoffice_client import BackofficeClient
 from kiosk.context import KioskContext
-from kiosk.demo_env import demo_environment
+from kiosk_demo.environment import demo_environment
 from kiosk.flows.fee_payment import FeePaymentFlow
 from kiosk.journal import TxState
 from kiosk.recovery import Recovery
@@ -90,3 +90,17 @@ def _save_receipt(env: Any, data: Path, tx_id: str | None) -> str | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     receipts[-1].image.save(path)
     return str(path)
+
+
+async def run_tool(data: Path, tool: str, *, as_json: bool) -> int:
+    """`kiosk demo --script recover|doctor`: the technician's command on the embedded
+    environment, whose simulators hold this data dir's terminal ledger and back-office."""
+    from devices.base import HealthLevel
+    from kiosk.commands import doctor, recover
+
+    with demo_environment(data) as env:
+        if tool == "doctor":
+            rows = await doctor.diagnose(env.settings, HealthLevel.EXTERNAL)
+            return doctor.report(rows, as_json=as_json)
+        results = await recover.recover(data, env.settings)
+    return recover.report(results, as_json=as_json)

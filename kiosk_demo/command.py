@@ -19,20 +19,27 @@ SCRIPTS = {
     "pay-fee-declined": "the bank declines the card: nothing is charged",
     "pay-fee-cancel": "the citizen looks the slip up, then cancels: nothing is charged",
 }
+#: not citizens: the technician's commands, run against the embedded simulators
+TOOLS = {
+    "recover": "resolve the data dir's open transactions against the embedded environment",
+    "doctor": "open every simulated device and run its health check",
+}
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("demo", parents=[common], help="run a scripted citizen through a flow",
                        description=__doc__)
     p.add_argument("--headless", action="store_true", help="no screen: a scripted UI (the only mode until the touch UI lands)")
-    p.add_argument("--script", default="pay-fee", choices=sorted(SCRIPTS))
+    p.add_argument("--script", default="pay-fee", choices=sorted({**SCRIPTS, **TOOLS}))
     p.add_argument("--json", action="store_true", help="print only the JSON summary")
     p.set_defaults(func=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
-    from kiosk.demo import run_demo
+    from kiosk_demo.run import run_demo, run_tool
 
+    if args.script in TOOLS:
+        return asyncio.run(run_tool(data_dir(args.data_dir), args.script, as_json=args.json))
     summary = asyncio.run(run_demo(data_dir(args.data_dir), args.script, echo=not args.json))
     if args.json:
         print(json.dumps(summary, ensure_ascii=False))

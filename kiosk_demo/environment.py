@@ -2,8 +2,9 @@
 and an ESC/POS network printer emulator, all on loopback, with their state under the data dir
 so a crashed demo is recovered by the next one against the same terminal ledger and back-office.
 
-Used by `kiosk demo`, `kiosk recover` and `kiosk doctor` when the kiosk runs on embedded
-defaults (settings.extra["embedded"] is true).
+Used by `kiosk demo` (and `make run`) only: the embedded environment is opt-in, so `kiosk
+recover` or `kiosk doctor` on a data dir without kiosk.json never starts simulators that
+would answer for a real terminal.
 """
 
 from __future__ import annotations
@@ -95,12 +96,3 @@ def demo_environment(data_dir: Path, *, extra_devices: tuple[DeviceConfig, ...] 
             devices=devices, pay_timeout_s=10.0, status_timeout_s=3.0, extra={"embedded": True},
         )
         yield DemoEnvironment(data_dir, settings, backoffice, terminal, printer, scanner, card_reader)
-
-
-def kiosk_settings(data_dir: Path, stack: contextlib.ExitStack) -> KioskSettings:
-    """The kiosk's settings for this data dir: <data_dir>/kiosk.json when present; otherwise
-    embedded defaults — the demo environment is started (and stopped with `stack`)."""
-    config = data_dir / "kiosk.json"
-    if config.exists():
-        return KioskSettings.load(config)
-    return stack.enter_context(demo_environment(data_dir)).settings
