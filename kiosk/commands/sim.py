@@ -16,9 +16,64 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
+from devices.pn532.card_layout import MAX_BALANCE_RIALS
 from devices.pn532.virtual import DEMO_CARD_BALANCE, DEMO_CARD_UID
+from kiosk.errors import KioskError
+
+UID_HEX_DIGITS = 8  # a MIFARE Classic 1K single-size UID: 4 bytes
+
+
+class SimStartError(KioskError):
+    """An emulator could not take its wire (a port in use, no pseudo-terminals left)."""
+
+    key = "sim.start"
+    fa = "شبیه‌ساز {kind} راه‌اندازی نشد: {reason}"
+    en = "the {kind} simulator could not start: {reason}"
+
+
+def _uid(text: str) -> str:
+    digits = text.strip().lower()
+    if len(digits) != UID_HEX_DIGITS or any(c not in "0123456789abcdef" for c in digits):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a card UID ({UID_HEX_DIGITS} hex digits, e.g. {DEMO_CARD_UID})")
+    return digits
+
+
+def _balance(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of rials") from None
+    if not 0 <= value <= MAX_BALANCE_RIALS:
+        raise argparse.ArgumentTypeError(f"{value} is outside 0..{MAX_BALANCE_RIALS} rials (a card value block)")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _non_negative(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a TCP port (0..65535; 0 picks a free one)")
+    return value
+
+
+def _terminal_mode(text: str) -> str:
+    # the simulator owns its list of modes; asked only when --mode is given
+    from devices.terminal.simulator import MODES
+
+    if text.removeprefix("once-") not in MODES:
+        raise argparse.ArgumentTypeError(f"unknown mode {text!r} (choose from {', '.join(MODES)}, or once-MODE)")
+    return text
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -27,16 +82,17 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     kinds = p.add_subparsers(dest="kind", metavar="DEVICE", required=True)
     pn = kinds.add_parser("pn532", help="virtual PN532 on a pseudo-terminal, with a demo card")
     pn.add_argument("--no-card", action="store_true", help="start with an empty field")
-    pn.add_argument("--uid", default=DEMO_CARD_UID, help="demo card UID (8 hex digits)")
-    pn.add_argument("--balance", type=int, default=DEMO_CARD_BALANCE, help="demo card balance in rials")
-    pn.add_argument("--baud", type=int, default=115200, help="pace output at this baud rate (0: no pacing)")
+    pn.add_argument("--uid", type=_uid, default=DEMO_CARD_UID, help="demo card UID (8 hex digits)")
+    pn.add_argument("--balance", type=_balance, default=DEMO_CARD_BALANCE, help="demo card balance in rials")
+    pn.add_argument("--baud", type=_non_negative, default=115200, help="pace output at this baud rate (0: no pacing)")
     pr = kinds.add_parser("printer", help="ESC/POS network printer (port 9100 protocol) on loopback")
-    pr.add_argument("--port", type=int, default=0)
+    pr.add_argument("--port", type=_port, default=0, help="TCP port on 127.0.0.1 (default: a free one)")
     pr.add_argument("--paper", choices=["ok", "low", "out"], default="ok")
     pr.add_argument("--save-dir", help="save each received job, decoded, as a PNG here")
     te = kinds.add_parser("terminal", help="nexo Sale-to-POI payment terminal on loopback HTTP")
-    te.add_argument("--port", type=int, default=0)
-    te.add_argument("--mode", default="approve")
+    te.add_argument("--port", type=_port, default=0, help="TCP port on 127.0.0.1 (default: a free one)")
+    te.add_argument("--mode", type=_terminal_mode, default="approve",
+                    help="approve, decline, timeout, lost-response, busy, malformed, or once-MODE")
     te.add_argument("--state", help="ledger file (kept across restarts)")
     sc = kinds.add_parser("scanner", help="serial barcode scanner on a pseudo-terminal; stdin lines are scans")
     sc.add_argument("--suffix", choices=["crlf", "cr", "lf"], default="crlf")
@@ -45,6 +101,18 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def _announce(info: dict[str, Any]) -> None:
     print(json.dumps(info, ensure_ascii=False), flush=True)
+
+
+T = TypeVar("T")
+
+
+def _start(kind: str, start: Callable[[], T], port: int = 0) -> T:
+    """Start an emulator; a wire it cannot take is a one-line failure, not a traceback."""
+    try:
+        return start()
+    except OSError as exc:
+        where = f"port {port}: " if port else ""
+        raise SimStartError(f"{kind}: {exc}", kind=kind, reason=f"{where}{exc.strerror or exc}") from exc
 
 
 def _run_until_stopped(stop: Callable[[], None], work: Callable[[threading.Event], None] | None = None) -> int:
@@ -65,7 +133,7 @@ def _pn532(args: argparse.Namespace) -> int:
     from devices.pn532.virtual import VirtualPN532, demo_card
 
     reader = VirtualPN532(baud=args.baud or None)
-    path = reader.start()
+    path = _start("pn532", reader.start)
     if not args.no_card:
         reader.place(demo_card(args.uid, args.balance))
     _announce({"sim": "pn532", "device": path, "baud": args.baud,
@@ -77,7 +145,7 @@ def _printer(args: argparse.Namespace) -> int:
     from devices.printer.emulator import NetworkPrinterEmulator
 
     emulator = NetworkPrinterEmulator(port=args.port)
-    host, port = emulator.start()
+    host, port = _start("printer", emulator.start, args.port)
     emulator.set_paper(args.paper)
     _announce({"sim": "printer", "host": host, "port": port, "paper": args.paper})
 
@@ -100,7 +168,7 @@ def _terminal(args: argparse.Namespace) -> int:
     from devices.terminal.simulator import NexoTerminalSimulator
 
     sim = NexoTerminalSimulator(port=args.port, mode=args.mode, state_path=Path(args.state) if args.state else None)
-    url = sim.start()
+    url = _start("terminal", sim.start, args.port)
     _announce({"sim": "terminal", "url": url, "mode": sim.mode, "poi_id": sim.poi_id,
                "control": {"mode": url + "sim/mode", "ledger": url + "sim/ledger"}})
     return _run_until_stopped(sim.stop)
@@ -111,7 +179,7 @@ def _scanner(args: argparse.Namespace) -> int:
 
     suffix = {"crlf": "\r\n", "cr": "\r", "lf": "\n"}[args.suffix]
     emulator = SerialScannerEmulator(suffix=suffix)
-    path = emulator.start()
+    path = _start("scanner", emulator.start)
     _announce({"sim": "scanner", "device": path, "suffix": args.suffix})
 
     def feed(done: threading.Event) -> None:
