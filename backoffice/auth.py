@@ -1,14 +1,40 @@
-"""Kiosk credentials: bearer tokens, stored only as their SHA-256."""
+"""Kiosk credentials: bearer tokens, stored only as their SHA-256, with a minimum strength."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backoffice.models import Kiosk, utcnow
+
+# A token is a secret of secrets.token_urlsafe's alphabet, at least 24 characters long (144
+# bits when random) and not a pattern: at least MIN_TOKEN_DISTINCT different characters.
+# new_token() makes 43 characters (256 bits).
+MIN_TOKEN_LENGTH = 24
+MAX_TOKEN_LENGTH = 256
+MIN_TOKEN_DISTINCT = 10
+_TOKEN_ALPHABET = re.compile(r"[A-Za-z0-9_-]+")
+KIOSK_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+class CredentialError(ValueError):
+    """A kiosk credential the back-office refuses; str() is one line for a person."""
+
+
+class WeakToken(CredentialError):
+    pass
+
+
+class TokenInUse(CredentialError):
+    pass
+
+
+class BadKioskId(CredentialError):
+    pass
 
 
 def token_sha256(token: str) -> str:
@@ -17,6 +43,17 @@ def token_sha256(token: str) -> str:
 
 def new_token() -> str:
     return secrets.token_urlsafe(32)
+
+
+def token_problem(token: str) -> str | None:
+    """Why `token` is too weak to be a kiosk credential, or None when it will do."""
+    if not MIN_TOKEN_LENGTH <= len(token) <= MAX_TOKEN_LENGTH:
+        return f"a token needs {MIN_TOKEN_LENGTH} to {MAX_TOKEN_LENGTH} characters (got {len(token)})"
+    if not _TOKEN_ALPHABET.fullmatch(token):
+        return "a token may hold only letters, digits, '-' and '_'"
+    if len(set(token)) < MIN_TOKEN_DISTINCT:
+        return f"a token needs at least {MIN_TOKEN_DISTINCT} different characters"
+    return None
 
 
 def kiosk_for_token(session: Session, token: str) -> str | None:
@@ -30,8 +67,20 @@ def kiosk_for_token(session: Session, token: str) -> str | None:
 
 
 def put_kiosk(session: Session, kiosk_id: str, token: str) -> bool:
-    """Create the kiosk or give it this token (enabled). Returns True when anything changed."""
+    """Create the kiosk or give it this token (enabled). Returns True when anything changed.
+
+    Raises WeakToken for a token below the minimum strength and TokenInUse when another
+    kiosk holds the same token (tokens identify the kiosk, so they must differ)."""
+    if not KIOSK_ID_PATTERN.fullmatch(kiosk_id):
+        raise BadKioskId(f"a kiosk id is 1-64 letters, digits, '.', '_' or '-' (got {kiosk_id[:70]!r})")
+    problem = token_problem(token)
+    if problem:
+        raise WeakToken(problem)
     digest = token_sha256(token)
+    holder = session.scalars(select(Kiosk.kiosk_id).where(Kiosk.token_sha256 == digest)).first()
+    if holder is not None and holder != kiosk_id:
+        # say that it is taken, not by whom: the caller may not know the other kiosk
+        raise TokenInUse("this token is already in use by another kiosk; use a new one")
     kiosk = session.get(Kiosk, kiosk_id)
     if kiosk is None:
         session.add(Kiosk(kiosk_id=kiosk_id, token_sha256=digest, enabled=True, created_at=utcnow()))

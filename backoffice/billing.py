@@ -9,16 +9,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backoffice.errors import ApiError
-from backoffice.identity import (
-    ascii_digits,
-    is_valid_national_code,
-    mask_national_code,
-    normalize_code,
-    normalize_plate,
-)
+from backoffice.identity import normalize_code, normalize_plate
 from backoffice.models import Bill, BillStatus, Owner, SlipKind
 from backoffice.schemas import BillOut, FeeSlipOut, OwnerSlipsOut
 from kiosk.bills import InvalidBill, parse_bill
+from kiosk.sensitive import mask_national_code, national_code_ok
 
 log = logging.getLogger("backoffice.billing")
 
@@ -72,8 +67,8 @@ def fee_slips(
     query = select(Owner)
     kinds: tuple[SlipKind, ...] = tuple(SlipKind)
     if national_code is not None:
-        code = ascii_digits(national_code)
-        if not is_valid_national_code(code):
+        code = normalize_code(national_code)  # ASCII digits; spaces and dashes dropped
+        if not national_code_ok(code):
             raise ApiError(422, "query.invalid", detail="national_code fails its check digit")
         query = query.where(Owner.national_code == code)
         if renovation_code is not None:

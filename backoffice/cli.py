@@ -1,20 +1,73 @@
 """`backoffice` command line: migrate, seed, serve, and manage kiosk credentials.
 
-Exit codes: 0 ok, 1 failed, 2 usage error."""
+Exit codes: 0 ok, 1 failed, 2 usage error. A person's mistake (a bad --db URL, a weak or
+reused token, a port in use) is one line on stderr, never a traceback."""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import socket
 import sys
 from dataclasses import asdict
 
 DEFAULT_DB = "sqlite:///backoffice.sqlite3"
 
 
+class CliError(Exception):
+    """A failure to report as one line; `code` is the exit code (1 failed, 2 usage)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def _db(args: argparse.Namespace) -> str:
     return str(args.db or os.environ.get("BACKOFFICE_DB_URL") or DEFAULT_DB)
+
+
+def _shown(url: str) -> str:
+    """The URL for messages: the password hidden."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL: show only its scheme, if it has one
+        scheme, sep, _ = url.partition("://")
+        return f"{scheme}://…" if sep else "…"
+
+
+def check_db_url(url: str) -> None:
+    """Refuse (CliError, usage) a URL SQLAlchemy cannot parse or has no dialect/driver for."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise CliError(f"--db {_shown(url)!r} is not a database URL "
+                       "(e.g. sqlite:///backoffice.sqlite3 or postgresql+psycopg://user@host/db)", 2) from None
+    try:
+        parsed.get_dialect()
+    except ArgumentError:  # NoSuchModuleError: an unknown database kind
+        raise CliError(f"--db: unknown database kind {parsed.drivername!r} "
+                       "(use sqlite:///PATH or postgresql+psycopg://…)", 2) from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise CliError("--db: the back-office needs a file SQLite database (sqlite:///PATH)", 2)
+    try:
+        parsed.get_dialect().import_dbapi()
+    except ImportError:
+        raise CliError(f"--db: the driver for {parsed.drivername!r} is not installed "
+                       "(for PostgreSQL use postgresql+psycopg://…)", 2) from None
+
+
+def _db_failure(url: str, exc: BaseException) -> CliError:
+    """A database that cannot be reached or used, as one line."""
+    reason = getattr(exc, "orig", None) or exc
+    first = (str(reason).strip().splitlines() or [type(reason).__name__])[0]
+    return CliError(f"database {_shown(url)}: {first[:300]}", 1)
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -29,35 +82,58 @@ def _seed(args: argparse.Namespace) -> int:
     from backoffice.seed import seed_demo
 
     if not args.demo:
-        print("nothing to seed: pass --demo", file=sys.stderr)
-        return 2
+        raise CliError("nothing to seed: pass --demo", 2)
     kiosks: dict[str, str] = {}
     for item in args.kiosk or []:
         kiosk_id, sep, token = item.partition(":")
         if not sep or not kiosk_id or not token:
-            print(f"--kiosk wants ID:TOKEN, got {item!r}", file=sys.stderr)
-            return 2
+            raise CliError("--kiosk wants ID:TOKEN", 2)  # not echoed: it holds a secret
         kiosks[kiosk_id] = token
     summary = seed_demo(_db(args), kiosks)
     print(json.dumps(asdict(summary)))
     return 0
 
 
+def _bind(host: str, port: int) -> socket.socket:
+    from backoffice.server import bind_socket
+
+    try:
+        return bind_socket(host, port)
+    except socket.gaierror:
+        raise CliError(f"--host {host!r}: no such host or address", 2) from None
+    except OSError as exc:
+        where = f"{host}:{port}"
+        if exc.errno == errno.EADDRINUSE:
+            raise CliError(f"cannot listen on {where}: the port is in use (pick another with --port)") from None
+        if exc.errno == errno.EACCES:
+            raise CliError(f"cannot listen on {where}: not allowed (ports below 1024 need privileges)") from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise CliError(f"cannot listen on {where}: this machine has no such address", 2) from None
+        raise CliError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+
+
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from backoffice.server import serve_foreground, url_of
 
-    from backoffice.app import create_app
+    url = _db(args)
+    sock = _bind(args.host, args.port)
+    base = url_of(args.host, sock.getsockname()[1])
 
-    app = create_app(_db(args), migrate=True)
-    # no access log: fee-slip queries carry national codes in the URL
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False)
+    def announce() -> None:
+        print(f"backoffice: serving {base} (API docs: {base}/docs); Ctrl-C stops", flush=True)
+
+    try:
+        serve_foreground(url, sock, log_level=args.log_level.lower(), on_started=announce)
+    finally:
+        sock.close()
     return 0
 
 
 def _kiosk_add(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import IntegrityError
     from sqlalchemy.orm import Session
 
-    from backoffice.auth import new_token, put_kiosk
+    from backoffice.auth import CredentialError, TokenInUse, new_token, put_kiosk
     from backoffice.db import make_engine, upgrade
 
     url = _db(args)
@@ -67,6 +143,12 @@ def _kiosk_add(args: argparse.Namespace) -> int:
     try:
         with Session(engine) as session, session.begin():
             put_kiosk(session, args.kiosk_id, token)
+    except TokenInUse as exc:
+        raise CliError(str(exc), 1) from None
+    except CredentialError as exc:
+        raise CliError(str(exc), 2) from None
+    except IntegrityError:  # another kiosk took the token between our check and our write
+        raise CliError(str(TokenInUse("this token is already in use by another kiosk; use a new one")), 1) from None
     finally:
         engine.dispose()
     print(token)
@@ -84,19 +166,35 @@ def _kiosk_disable(args: argparse.Namespace) -> int:
         with Session(engine) as session, session.begin():
             kiosk = session.get(Kiosk, args.kiosk_id)
             if kiosk is None:
-                print(f"no kiosk {args.kiosk_id!r}", file=sys.stderr)
-                return 1
+                raise CliError(f"no kiosk {args.kiosk_id!r}", 1)
             kiosk.enabled = False
     finally:
         engine.dispose()
     return 0
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535 (0: any free port), got {port}")
+    return port
+
+
+def _level(text: str) -> str:
+    level = text.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise argparse.ArgumentTypeError(f"not a log level: {text!r} (DEBUG, INFO, WARNING, ERROR)")
+    return level
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--db", help=f"database URL (default $BACKOFFICE_DB_URL or {DEFAULT_DB}); "
                         "PostgreSQL: postgresql+psycopg://user:pass@host/dbname")
-    common.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING, ERROR")
+    common.add_argument("--log-level", default="WARNING", type=_level, help="DEBUG, INFO, WARNING, ERROR")
     parser = argparse.ArgumentParser(prog="backoffice", description="City Kiosk reference municipal back-office")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -104,25 +202,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_migrate)
 
     p = sub.add_parser("seed", parents=[common], help="add demo owners, fee slips, bills and kiosks")
-    p.add_argument("--demo", action="store_true", help="seed the demo data set")
+    p.add_argument("--demo", action="store_true", help="seed the demo data set (tops the demo owner up "
+                   "to a few unpaid slips when demos have paid the rest)")
     p.add_argument("--kiosk", action="append", metavar="ID:TOKEN", help="a kiosk credential (repeatable)")
     p.set_defaults(func=_seed)
 
-    p = sub.add_parser("serve", parents=[common], help="migrate, then serve the HTTP API")
+    p = sub.add_parser("serve", parents=[common], help="migrate, then serve the HTTP API (prints its URL)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8700)
+    p.add_argument("--port", type=_port, default=8700, help="TCP port (default 8700; 0 = any free port)")
     p.set_defaults(func=_serve)
 
     kiosk = sub.add_parser("kiosk", help="kiosk credentials")
     ksub = kiosk.add_subparsers(dest="kiosk_command", metavar="ACTION")
     p = ksub.add_parser("add", parents=[common], help="create a kiosk (or rotate its token); prints the token")
     p.add_argument("kiosk_id")
-    p.add_argument("--token", help="use this token instead of a random one")
+    p.add_argument("--token", help="use this token instead of a random one (at least 24 characters of "
+                   "A-Z a-z 0-9 - _, 10 of them different; one per kiosk)")
     p.set_defaults(func=_kiosk_add)
     p = ksub.add_parser("disable", parents=[common], help="revoke a kiosk's access")
     p.add_argument("kiosk_id")
     p.set_defaults(func=_kiosk_disable)
     return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the command, turning the errors a person can cause into CliError."""
+    from alembic.util.exc import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from backoffice.auth import CredentialError
+
+    url = _db(args) if hasattr(args, "db") else ""
+    if url:
+        check_db_url(url)
+    try:
+        return int(args.func(args) or 0)
+    except CredentialError as exc:  # a weak token given to `seed --kiosk`
+        raise CliError(str(exc), 2) from None
+    except (SQLAlchemyError, CommandError) as exc:  # unreachable, refused, not a database, …
+        raise _db_failure(url, exc) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,7 +256,10 @@ def main(argv: list[str] | None = None) -> int:
 
     configure(getattr(args, "log_level", "WARNING"))
     try:
-        return int(args.func(args) or 0)
+        return _run(args)
+    except CliError as exc:
+        print(f"backoffice: {exc}", file=sys.stderr)
+        return exc.code
     except KeyboardInterrupt:
         return 130
 

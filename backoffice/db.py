@@ -10,12 +10,15 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger("backoffice.db")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# PostgreSQL advisory lock keys (any fixed 64-bit numbers, the same in every process)
+_MIGRATE_LOCK = 0x6B696F736B01  # "kiosk" 01
+_SEED_LOCK = 0x6B696F736B02
 
 
 def is_sqlite(url: str) -> bool:
@@ -51,10 +54,25 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
+    # an unreachable server fails in seconds instead of hanging on the OS's TCP timeout
+    kwargs.setdefault("connect_args", {"connect_timeout": 10})
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     return create_engine(url, **kwargs)
+
+
+def _pg_xact_lock(conn: Connection | Session, key: int) -> None:
+    """Serialise with other processes until this transaction ends (PostgreSQL only; SQLite's
+    BEGIN IMMEDIATE already lets one writer in at a time)."""
+    bind = conn.get_bind() if isinstance(conn, Session) else conn
+    if bind.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+def lock_for_seeding(session: Session) -> None:
+    """Hold the seeding lock for the rest of `session`'s transaction."""
+    _pg_xact_lock(session, _SEED_LOCK)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -74,6 +92,9 @@ def upgrade(url: str, revision: str = "head") -> None:
     engine = make_engine(url)
     try:
         with engine.begin() as conn:
+            # two processes migrating a fresh database at once: the second waits, then finds
+            # it at head (without the lock both would CREATE TABLE and one would fail)
+            _pg_xact_lock(conn, _MIGRATE_LOCK)
             cfg = alembic_config(url)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)

@@ -14,6 +14,7 @@ from sqlalchemy import (
     DateTime,
     Enum,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -126,6 +127,7 @@ class Payment(Base):
     __table_args__ = (
         # one settlement per bill: the database, not the code, stops a double settlement
         UniqueConstraint("bill_id", "payment_id", name="uq_payments_bill_payment"),
+        Index("ix_payments_kiosk_journal_seq", "kiosk_id", "journal_seq"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -141,6 +143,9 @@ class Payment(Base):
     masked_pan: Mapped[str] = mapped_column(String(32), default="")
     tracking_code: Mapped[str] = mapped_column(String(32), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # the kiosk journal's (seq, head hash) when the settlement was queued (migration 0002)
+    journal_seq: Mapped[int | None] = mapped_column(BigInteger)
+    journal_head: Mapped[str | None] = mapped_column(String(64))
 
 
 class IdempotencyRecord(Base):

@@ -1,6 +1,7 @@
 """Demo data for the reference back-office: Tehran owners with fee slips of the four kinds,
 utility bills, and kiosk credentials. Every bill/payment id pair is built with kiosk.bills
-so it passes the kiosk's own checks. Seeding again adds nothing."""
+so it passes the kiosk's own checks. Seeding again adds nothing, except that the demo owner
+is topped up to DEMO_MIN_UNPAID unpaid slips when demos have paid the rest."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Iterator
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from backoffice.auth import put_kiosk
-from backoffice.db import make_engine, upgrade
+from backoffice.db import lock_for_seeding, make_engine, upgrade
 from backoffice.identity import normalize_code, normalize_plate
 from backoffice.models import Bill, BillStatus, Owner, OwnerKind, SlipKind
 from kiosk.bills import make_bill_id, make_payment_id, parse_bill
+from kiosk.sensitive import to_persian_digits
 
 # The first demo citizen: found by any of these, with >= 40 unpaid slips across all four kinds.
 DEMO_NATIONAL_CODE = "0084137258"
@@ -43,7 +45,11 @@ MONTHS_FA = ("فروردین", "اردیبهشت", "خرداد", "تیر", "مر
              "مهر", "آبان", "آذر", "دی", "بهمن", "اسفند")
 # 1 Farvardin of each Jalali year in the Gregorian calendar
 NOWRUZ = {1403: dt.date(2024, 3, 20), 1404: dt.date(2025, 3, 21), 1405: dt.date(2026, 3, 21)}
-_FA_DIGITS = str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹")
+# Every demo run pays one of the demo owner's slips; a seed keeps at least this many unpaid by
+# adding top-up batches of this many slips (subscriber codes "<owner>9<batch:04d><i>", a
+# second digit 9 that the base slips, numbered by kind 1-4, never use).
+DEMO_MIN_UNPAID = 5
+MAX_TOPUP_BATCH = 9999
 
 
 @dataclass(frozen=True)
@@ -87,10 +93,6 @@ UTILITY_BILLS: tuple[tuple[str, str, str, str], ...] = (
 )
 
 
-def fa_digits(text: str) -> str:
-    return text.translate(_FA_DIGITS)
-
-
 def _months(count: int) -> Iterator[tuple[int, int]]:
     """`count` Jalali (year, month) pairs ending with Shahrivar 1404, oldest first."""
     index = 1404 * 12 + 5  # Shahrivar 1404 as a month number
@@ -109,21 +111,38 @@ def _due(year: int, month: int) -> dt.date:
     return _month_start(y, m) - dt.timedelta(days=1)
 
 
+def _slip(owner: _DemoOwner, kind: SlipKind, subscriber: str, jy: int, jm: int, amount: int,
+          status: BillStatus) -> dict[str, object]:
+    label = f"{MONTHS_FA[jm - 1]} {to_persian_digits(jy)}"
+    bill_id = make_bill_id(subscriber, COMPANY_OF[kind], MUNICIPALITY_SERVICE)
+    canonical = parse_bill(bill_id, make_payment_id(bill_id, amount, jy % 10, jm))
+    return {
+        "bill_id": canonical.bill_id, "payment_id": canonical.payment_id, "service_type": MUNICIPALITY_SERVICE,
+        "company_code": COMPANY_OF[kind], "amount_rials": amount, "status": status,
+        "payer_name": owner.name_fa, "due_date": _due(jy, jm),
+        "description_fa": f"{KIND_FA[kind]} — {label}", "slip_kind": kind, "period_label": label,
+    }
+
+
 def _slips_of(owner: _DemoOwner) -> Iterator[dict[str, object]]:
     for kind_no, (kind, count) in enumerate(owner.slips, start=1):
         for seq, (jy, jm) in enumerate(_months(count), start=1):
-            label = f"{MONTHS_FA[jm - 1]} {fa_digits(str(jy))}"
             amount = BASE_AMOUNT[kind] + 10_000 * ((owner.number * 7 + seq) % 9)
             subscriber = f"{owner.number}{list(SlipKind).index(kind) + 1}{kind_no}{seq:03d}"
-            bill_id = make_bill_id(subscriber, COMPANY_OF[kind], MUNICIPALITY_SERVICE)
-            canonical = parse_bill(bill_id, make_payment_id(bill_id, amount, jy % 10, jm))
-            yield {
-                "bill_id": canonical.bill_id, "payment_id": canonical.payment_id, "service_type": MUNICIPALITY_SERVICE,
-                "company_code": COMPANY_OF[kind], "amount_rials": amount,
-                "status": BillStatus.PAID if (seq <= owner.paid_first and kind_no == 1) else BillStatus.UNPAID,
-                "payer_name": owner.name_fa, "due_date": _due(jy, jm),
-                "description_fa": f"{KIND_FA[kind]} — {label}", "slip_kind": kind, "period_label": label,
-            }
+            status = BillStatus.PAID if (seq <= owner.paid_first and kind_no == 1) else BillStatus.UNPAID
+            yield _slip(owner, kind, subscriber, jy, jm, amount, status)
+
+
+def _topup_slips(owner: _DemoOwner, batch: int) -> Iterator[dict[str, object]]:
+    """Top-up batch `batch` (1..MAX_TOPUP_BATCH): DEMO_MIN_UNPAID unpaid slips over the four
+    kinds and the last year's months. Deterministic, so two seeders make the same rows."""
+    months = list(_months(12))
+    kinds = tuple(SlipKind)
+    for i in range(DEMO_MIN_UNPAID):
+        kind = kinds[(batch + i) % len(kinds)]
+        jy, jm = months[(batch + i) % len(months)]
+        amount = BASE_AMOUNT[kind] + 10_000 * ((batch + i) % 9)
+        yield _slip(owner, kind, f"{owner.number}9{batch:04d}{i}", jy, jm, amount, BillStatus.UNPAID)
 
 
 def _find_owner(session: Session, spec: _DemoOwner) -> Owner | None:
@@ -133,7 +152,14 @@ def _find_owner(session: Session, spec: _DemoOwner) -> Owner | None:
     return session.scalars(query).first()
 
 
+def _unpaid_of(session: Session, owner: Owner) -> int:
+    return int(session.scalar(select(func.count(Bill.id)).where(
+        Bill.owner_id == owner.id, Bill.status == BillStatus.UNPAID)) or 0)
+
+
 def _seed(session: Session, kiosks: dict[str, str]) -> SeedSummary:
+    # one seeder at a time: a demo and a test may seed the same database at once
+    lock_for_seeding(session)
     kiosks_changed = sum(put_kiosk(session, kid, token) for kid, token in kiosks.items())
     existing = {(b, p) for b, p in session.execute(select(Bill.bill_id, Bill.payment_id))}
     owners_added = bills_added = 0
@@ -166,9 +192,17 @@ def _seed(session: Session, kiosks: dict[str, str]) -> SeedSummary:
     session.flush()
     demo_owner = _find_owner(session, OWNERS[0])
     assert demo_owner is not None
-    unpaid = len(session.scalars(select(Bill.id).where(Bill.owner_id == demo_owner.id,
-                                                       Bill.status == BillStatus.UNPAID)).all())
-    return SeedSummary(kiosks_changed, owners_added, bills_added, unpaid)
+    unpaid = _unpaid_of(session, demo_owner)
+    batch = 1
+    while unpaid < DEMO_MIN_UNPAID and batch <= MAX_TOPUP_BATCH:
+        for slip in _topup_slips(OWNERS[0], batch):
+            if (slip["bill_id"], slip["payment_id"]) not in existing:
+                session.add(Bill(owner_id=demo_owner.id, **slip))
+                bills_added += 1
+                unpaid += 1
+        batch += 1
+    session.flush()
+    return SeedSummary(kiosks_changed, owners_added, bills_added, _unpaid_of(session, demo_owner))
 
 
 def seed_demo(target: str | Engine | Session, kiosks: dict[str, str]) -> SeedSummary:

@@ -19,17 +19,18 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backoffice.billing import canonical_ids
 from backoffice.errors import ApiError
-from backoffice.identity import looks_like_full_pan
 from backoffice.models import Bill, BillStatus, IdempotencyRecord, Payment, utcnow
-from backoffice.schemas import PaymentIn, SettlementOut
+from backoffice.schemas import JournalAnchorOut, JournalAnchorsOut, PaymentIn, SettlementOut
+from kiosk.sensitive import find_card_number, is_masked_pan
 
 log = logging.getLogger("backoffice.settlement")
 
 MAX_KEY_LEN = 128
+MAX_ANCHORS_PAGE = 1000
 
 
 def request_sha256(body: PaymentIn) -> str:
-    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(body.canonical(), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -48,6 +49,16 @@ def settlement_of(payment: Payment) -> SettlementOut:
         amount_rials=payment.amount_rials, tracking_code=payment.tracking_code, status="settled",
         settled_at=iso_utc(payment.created_at),
     )
+
+
+def card_data_in(body: PaymentIn) -> bool:
+    """True when the terminal refs carry more of a card than a masked PAN may show: a masked
+    PAN that is not masked (any grouping: "6037.9912.3456.7893"), or a card number hidden in
+    another field. Empty masked_pan is allowed (a payment without card details)."""
+    refs = body.terminal
+    if refs.masked_pan and not is_masked_pan(refs.masked_pan):
+        return True
+    return any(find_card_number(text) for text in (refs.rrn, refs.stan, refs.poi_reference))
 
 
 def _replay(record: IdempotencyRecord, req_hash: str) -> tuple[int, str]:
@@ -70,8 +81,9 @@ def post_payment(sessions: sessionmaker[Session], kiosk_id: str, key: str, body:
     """
     if not key or len(key) > MAX_KEY_LEN:
         raise ApiError(400, "idempotency.key_required")
-    if looks_like_full_pan(body.terminal.masked_pan):
-        # refuse to store it at all; the kiosk must send the masked form
+    if card_data_in(body):
+        # refuse to store it at all (not even in the idempotency record); the kiosk must
+        # send the masked form. The value is not logged either.
         raise ApiError(422, "payment.unmasked_pan")
     bill_id, payment_id, _, _ = canonical_ids(body.bill_id, body.payment_id)
     req_hash = request_sha256(body)
@@ -97,10 +109,11 @@ def post_payment(sessions: sessionmaker[Session], kiosk_id: str, key: str, body:
                 payment = Payment(
                     transaction_id=body.transaction_id, kiosk_id=kiosk_id, bill_id=bill_id,
                     payment_id=payment_id, amount_rials=body.amount_rials,
-                    paid_at=body.paid_at if body.paid_at.tzinfo else body.paid_at.replace(tzinfo=dt.timezone.utc),
+                    paid_at=body.paid_at,  # zone-aware: the schema refuses naive times
                     rrn=body.terminal.rrn, stan=body.terminal.stan,
                     poi_reference=body.terminal.poi_reference, masked_pan=body.terminal.masked_pan,
                     tracking_code=new_tracking_code(), created_at=utcnow(),
+                    journal_seq=body.journal_seq, journal_head=body.journal_head,
                 )
                 session.add(payment)
                 bill.status = BillStatus.PAID
@@ -127,8 +140,28 @@ def post_payment(sessions: sessionmaker[Session], kiosk_id: str, key: str, body:
     raise ApiError(503, "backoffice.busy")
 
 
-def payment_status(session: Session, transaction_id: str) -> SettlementOut:
-    payment = session.scalars(select(Payment).where(Payment.transaction_id == transaction_id)).one_or_none()
+def payment_status(session: Session, kiosk_id: str, transaction_id: str) -> SettlementOut:
+    """The settlement of `kiosk_id`'s own transaction. Another kiosk's payment answers the
+    same 404 payment.not_found as an unknown id, so its existence does not leak."""
+    payment = session.scalars(select(Payment).where(Payment.transaction_id == transaction_id,
+                                                    Payment.kiosk_id == kiosk_id)).one_or_none()
     if payment is None:
         raise ApiError(404, "payment.not_found")
     return settlement_of(payment)
+
+
+def journal_anchors(session: Session, kiosk_id: str, after_seq: int = 0,
+                    limit: int = MAX_ANCHORS_PAGE) -> JournalAnchorsOut:
+    """`kiosk_id`'s anchored settlements with journal_seq > after_seq, in seq order; at most
+    `limit` (the client pages on by the last seq it got)."""
+    rows = session.scalars(
+        select(Payment)
+        .where(Payment.kiosk_id == kiosk_id, Payment.journal_seq.is_not(None), Payment.journal_seq > after_seq)
+        .order_by(Payment.journal_seq, Payment.id)
+        .limit(min(max(limit, 1), MAX_ANCHORS_PAGE))
+    )
+    return JournalAnchorsOut(anchors=[
+        JournalAnchorOut(transaction_id=p.transaction_id, journal_seq=int(p.journal_seq or 0),
+                         journal_head=str(p.journal_head), received_at=iso_utc(p.created_at))
+        for p in rows
+    ])

@@ -1,5 +1,9 @@
 """The kiosk's client for the municipal back-office HTTP API: typed results, typed errors a
-citizen can act on, and bounded retries with back-off on idempotent calls only."""
+citizen can act on, and bounded retries with back-off on idempotent calls only.
+
+Only an answer that carries the back-office's own error code is a refusal. Anything else — a
+proxy's bare 404, an HTML page, a malformed body — is BackofficeUnavailable (try again later):
+it must never make the kiosk reverse a payment."""
 
 from __future__ import annotations
 
@@ -9,13 +13,17 @@ import random
 import re
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping, TypeVar
+from urllib.parse import unquote_plus
 
 import requests
 
 from kiosk.errors import KioskError
+from kiosk.sensitive import mask_national_code
 
 log = logging.getLogger("kiosk.backoffice")
+
+T = TypeVar("T")
 
 API = "/api/v1"
 
@@ -91,24 +99,34 @@ class PaymentPost:
     stan: str = ""
     poi_reference: str = ""
     masked_pan: str = ""
+    # the journal's tail (seq, head hash) when this settlement was queued; the back-office
+    # keeps them as an outside witness of the chain (see journal_anchors())
+    journal_seq: int | None = None
+    journal_head: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "transaction_id": self.transaction_id, "bill_id": self.bill_id, "payment_id": self.payment_id,
             "amount_rials": self.amount_rials, "paid_at": self.paid_at,
             "terminal": {"rrn": self.rrn, "stan": self.stan, "poi_reference": self.poi_reference,
                          "masked_pan": self.masked_pan},
         }
+        if self.journal_seq is not None:  # absent, not null: the body hashes as before anchors
+            data["journal_seq"], data["journal_head"] = self.journal_seq, self.journal_head
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PaymentPost:
-        """From `to_dict()`'s shape (terminal refs nested) or a flat one."""
+        """From `to_dict()`'s shape (terminal refs nested) or a flat one; the journal's
+        anchor keys (`journal_seq`, `journal_head`) are read at the top level."""
         terminal = data.get("terminal") or data
+        seq, head = data.get("journal_seq"), data.get("journal_head")
         return cls(
             transaction_id=str(data["transaction_id"]), bill_id=str(data["bill_id"]),
             payment_id=str(data["payment_id"]), amount_rials=int(data["amount_rials"]),
             paid_at=str(data["paid_at"]),
             **{k: str(terminal.get(k) or "") for k in ("rrn", "stan", "poi_reference", "masked_pan")},
+            journal_seq=None if seq is None else int(seq), journal_head=None if head is None else str(head),
         )
 
 
@@ -135,13 +153,23 @@ class Settlement:
         )
 
 
+@dataclass(frozen=True)
+class JournalAnchor:
+    """A settlement's journal anchor as the back-office stored it."""
+
+    transaction_id: str
+    journal_seq: int
+    journal_head: str  # 64 lowercase hex
+    received_at: str  # ISO 8601 UTC: when the back-office stored the settlement
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> JournalAnchor:
+        return cls(transaction_id=str(data["transaction_id"]), journal_seq=int(data["journal_seq"]),
+                   journal_head=str(data["journal_head"]), received_at=str(data["received_at"]))
+
+
 def _date(value: Any) -> dt.date | None:
     return dt.date.fromisoformat(str(value)) if value else None
-
-
-def mask_national_code(code: str) -> str:
-    """First 3 + last 3 digits, for logs."""
-    return code[:3] + "****" + code[-3:] if len(code) >= 7 else "****"
 
 
 # --- errors -------------------------------------------------------------------------------------
@@ -182,6 +210,16 @@ class AmountMismatch(BackofficeError):
         self.expected_rials = expected_rials
 
 
+class PaymentNotFound(BackofficeError):
+    """The back-office itself answered that it holds no payment of this kiosk with this
+    transaction id (its `payment.not_found` code; never inferred from a bare 404)."""
+
+    key = "payment.not_found"
+    fa = "پرداختی با این شماره تراکنش در سامانه شهرداری ثبت نشده است."
+    en = "The municipality's system has no payment recorded under this transaction."
+    money = "none"
+
+
 class BackofficeUnavailable(BackofficeError):
     key = "backoffice.unavailable"
     fa = "ارتباط با سامانه شهرداری برقرار نشد. از شما مبلغی کسر نشده است؛ لطفاً کمی بعد دوباره تلاش کنید."
@@ -216,7 +254,12 @@ class BackofficeRejected(BackofficeError):
 
 _RETRYABLE_EXC = (requests.ConnectionError, requests.Timeout)
 
-_NATIONAL_IN_URL = re.compile(r"(national_code=)(\d{3})\d+(\d{3})")
+# the value up to the next parameter, percent-encoded Persian digits included
+_NATIONAL_IN_URL = re.compile(r"(national_code=)([^&\s\"']+)")
+
+
+def _masked_param(match: re.Match[str]) -> str:
+    return match.group(1) + mask_national_code(unquote_plus(match.group(2)))
 
 
 class _MaskNationalCodeInUrls(logging.Filter):
@@ -226,7 +269,7 @@ class _MaskNationalCodeInUrls(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
         if "national_code=" in text:
-            record.msg, record.args = _NATIONAL_IN_URL.sub(r"\1\2****\3", text), None
+            record.msg, record.args = _NATIONAL_IN_URL.sub(_masked_param, text), None
         return True
 
 
@@ -266,7 +309,7 @@ class BackofficeClient:
     def lookup_bill(self, bill_id: str, payment_id: str) -> BillInfo:
         resp = self._call("GET", f"{API}/bills/{bill_id}/{payment_id}")
         if resp.status_code == 200:
-            return BillInfo.from_json(resp.json())
+            return self._parse(resp, BillInfo.from_json)
         raise self._refusal(resp, bill_id=bill_id)
 
     def fee_slips(self, *, national_code: str | None = None, renovation_code: str | None = None,
@@ -276,28 +319,51 @@ class BackofficeClient:
         who = mask_national_code(national_code) if national_code else ("plate" if plate else "business")
         resp = self._call("GET", f"{API}/fee-slips", params=params, log_as=f"fee-slips for {who}")
         if resp.status_code == 200:
-            data = resp.json()
-            return OwnerSlips(str(data["owner_name"]), tuple(FeeSlip.from_json(s) for s in data["slips"]))
+            return self._parse(resp, lambda data: OwnerSlips(
+                str(data["owner_name"]), tuple(FeeSlip.from_json(s) for s in data["slips"])))
         raise self._refusal(resp)
 
     def post_payment(self, post: PaymentPost, *, idempotency_key: str) -> Settlement:
-        """Safe to retry: the back-office answers a repeated key with the first answer."""
+        """Safe to retry: the back-office answers a repeated key with the first answer.
+
+        A refusal of this payment (BillNotFound, BillAlreadyPaid, AmountMismatch) is raised
+        only on the back-office's own error code; an answer that is not the back-office's
+        (a proxy's bare 404, an HTML page) is SettlementPending: keep it queued."""
         try:
             resp = self._call("POST", f"{API}/payments", json=post.to_dict(),
                               headers={"Idempotency-Key": idempotency_key}, tx=post.transaction_id)
+            if resp.status_code in (200, 201):
+                return self._parse(resp, Settlement.from_json)
+            raise self._refusal(resp, bill_id=post.bill_id, tx=post.transaction_id)
+        except SettlementPending:
+            raise
         except BackofficeUnavailable as exc:
             raise SettlementPending(exc.detail, attempts=exc.attempts) from exc
-        if resp.status_code in (200, 201):
-            return Settlement.from_json(resp.json())
-        raise self._refusal(resp, bill_id=post.bill_id, tx=post.transaction_id)
 
-    def payment_status(self, transaction_id: str) -> Settlement | None:
+    def payment_status(self, transaction_id: str) -> Settlement:
+        """This kiosk's settled payment for `transaction_id` (status and tracking code).
+
+        Raises PaymentNotFound only when the back-office answers its own `payment.not_found`
+        (it answers so for another kiosk's payment too); BackofficeUnavailable when it cannot
+        be asked or the answer is not its own (a proxy's bare 404): ask again later."""
         resp = self._call("GET", f"{API}/payments/{transaction_id}", tx=transaction_id)
         if resp.status_code == 200:
-            return Settlement.from_json(resp.json())
-        if resp.status_code == 404:
-            return None
+            return self._parse(resp, Settlement.from_json)
         raise self._refusal(resp, tx=transaction_id)
+
+    def journal_anchors(self, after_seq: int = 0) -> list[JournalAnchor]:
+        """Every journal anchor the back-office holds for this kiosk with seq > `after_seq`,
+        in seq order (fetched page by page)."""
+        anchors: list[JournalAnchor] = []
+        while True:
+            resp = self._call("GET", f"{API}/journal-anchors", params={"after_seq": after_seq})
+            if resp.status_code != 200:
+                raise self._refusal(resp)
+            page = self._parse(resp, lambda data: [JournalAnchor.from_json(a) for a in data["anchors"]])
+            if not page:
+                return anchors
+            anchors.extend(page)
+            after_seq = page[-1].journal_seq
 
     def health(self) -> bool:
         try:
@@ -305,7 +371,10 @@ class BackofficeClient:
         except requests.RequestException as exc:
             log.info("back-office health check failed: %s", type(exc).__name__)
             return False
-        return resp.status_code == 200 and bool(resp.json().get("ok"))
+        try:
+            return resp.status_code == 200 and bool(resp.json().get("ok"))
+        except (ValueError, AttributeError):  # not our JSON: a proxy or captive page
+            return False
 
     def close(self) -> None:
         self._session.close()
@@ -352,21 +421,47 @@ class BackofficeClient:
         raise BackofficeUnavailable(f"back-office unreachable after {attempts} attempts ({last})", attempts=attempts)
 
     @staticmethod
-    def _refusal(resp: requests.Response, **context: Any) -> BackofficeError:
+    def _parse(resp: requests.Response, build: Callable[[Any], T]) -> T:
+        """`build(resp.json())`; an answer that is not the expected JSON is not the
+        back-office's (a proxy, a captive portal): BackofficeUnavailable, try later."""
+        try:
+            return build(resp.json())
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise BackofficeUnavailable(f"malformed answer to HTTP {resp.status_code}: {type(exc).__name__}",
+                                        attempts=1) from exc
+
+    @staticmethod
+    def _error_code(resp: requests.Response) -> str:
+        """The back-office's own error code, or "" when the body does not carry one."""
         try:
             body = resp.json()
         except ValueError:
-            body = {}
-        code = str(body.get("error", "")) if isinstance(body, dict) else ""
+            return ""
+        code = body.get("error") if isinstance(body, dict) else None
+        return code if isinstance(code, str) else ""
+
+    @classmethod
+    def _refusal(cls, resp: requests.Response, **context: Any) -> BackofficeError:
+        code = cls._error_code(resp)
         context = {k: v for k, v in context.items() if k != "tx"}
-        if resp.status_code == 404 and code in ("bill.not_found", ""):
+        if not code:
+            # Not the back-office speaking (a proxy's 404 page, a gateway's 403): no refusal
+            # of anything can be read from it. Try again later; never reverse on it.
+            return BackofficeUnavailable(f"HTTP {resp.status_code} without a back-office error code",
+                                         attempts=1, status=resp.status_code)
+        if code == "bill.not_found":
             return BillNotFound(f"bill not found ({resp.status_code})", **context)
+        if code == "payment.not_found":
+            return PaymentNotFound("payment not found")
         if code == "owner.not_found":
             return OwnerNotFound("owner not found")
         if code == "bill.already_paid":
             return BillAlreadyPaid("bill already paid", **context)
         if code == "payment.amount_mismatch":
-            return AmountMismatch("amount differs from the bill", expected_rials=int(body["expected_rials"]),
-                                  **context)
+            try:
+                expected = int(resp.json()["expected_rials"])
+            except (ValueError, KeyError, TypeError):
+                return BackofficeUnavailable("amount mismatch without the expected amount", attempts=1)
+            return AmountMismatch("amount differs from the bill", expected_rials=expected, **context)
         return BackofficeRejected(f"back-office refused: HTTP {resp.status_code} {code}",
-                                  status=resp.status_code, error_code=code or f"http.{resp.status_code}")
+                                  status=resp.status_code, error_code=code)

@@ -31,6 +31,7 @@ from kiosk.backoffice_client import (
     BillInfo,
     BillNotFound,
     OwnerNotFound,
+    PaymentNotFound,
     PaymentPost,
     Settlement,
     SettlementPending,
@@ -108,7 +109,8 @@ def test_post_payment_settles_and_a_retry_with_the_same_key_gets_the_same_settle
     again = client.post_payment(post_for(slip, "ctx-1"), idempotency_key="ctx-1")
     assert isinstance(first, Settlement) and first == again and first.status == "settled"
     assert client.payment_status("ctx-1") == first
-    assert client.payment_status("ctx-never") is None
+    with pytest.raises(PaymentNotFound):
+        client.payment_status("ctx-never")
     assert PaymentPost.from_dict(post_for(slip, "ctx-1").to_dict()) == post_for(slip, "ctx-1")
 
 
