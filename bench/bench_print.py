@@ -10,7 +10,7 @@ import time
 from escpos.printer import Dummy
 
 from devices.printer.escpos_driver import job_to_escpos_bytes
-from devices.printer.layout import QR, Document, Feed, Heading, Row, Separator, Text, ltr, render, render_full_raster
+from kiosk.receipts.layout import QR, Document, Feed, Heading, Row, Separator, Text, ltr, render, render_full_raster
 from devices.printer.profile import load_profile
 
 BYTES_RATIO_TARGET = 0.75

@@ -1,5 +1,7 @@
-"""Receipt payload size and speed: the compact CK1 payload against a baseline measured in the
-same run — the same fields as short JSON, signed the same way (Ed25519, base64url).
+"""Receipt payload size and speed: the compact CK2 payload against a baseline measured in the
+same run — the same signed fields as short JSON, signed the same way (Ed25519, base64url).
+The journal witness (PAID row seq + 16 hex of its hash) is in both; seqs are those of a
+journal a million rows long.
 
 Target: a typical receipt's payload under 200 characters (a small QR that a worn print head
 and a cheap phone camera still read). Prints one JSON object.
@@ -19,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from devices.printer.layout import qr_matrix
+from devices.printer.qr import qr_matrix
 from kiosk.receipts import ReceiptData, ReceiptSigner, verify_payload
 
 TARGET_CHARS = 200
@@ -32,7 +34,8 @@ def typical(i: int) -> ReceiptData:
         kind="fee_payment", amount_rials=17_000 * (1 + i % 50), at=dt.datetime(2025, 11, 28, 11, 2, tzinfo=dt.UTC),
         bill_id="7748317800142", payment_id="1770160", service_label_fa="عوارض شهرداری",
         service_label_en="Municipal fees", tracking_code=f"1404090{i:05d}", rrn=f"5123456{i:05d}",
-        stan="123456", masked_pan="603799******1234", status="paid")
+        stan="123456", masked_pan="603799******1234", status="paid",
+        journal_seq=1_000_000 + 7 * i, journal_hash=os.urandom(32).hex())
 
 
 def b64(raw: bytes) -> str:
@@ -41,7 +44,7 @@ def b64(raw: bytes) -> str:
 
 def json_payload(key: Ed25519PrivateKey, d: ReceiptData) -> str:
     body = json.dumps({"k": d.kiosk_id, "t": d.tx_id, "a": d.amount_rials, "b": d.bill_id, "p": d.payment_id,
-                       "c": d.tracking_code, "r": d.rrn, "u": int(d.at.timestamp()), "s": d.status},
+                       "r": d.rrn, "u": int(d.at.timestamp()), "q": d.journal_seq, "h": d.journal_hash_prefix},
                       separators=(",", ":")).encode()
     return f"CKJ:{b64(body)}.{b64(key.sign(body))}"
 

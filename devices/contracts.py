@@ -79,11 +79,27 @@ class PaperState(enum.StrEnum):
     UNKNOWN = "unknown"
 
 
+class QRPayload(str):
+    """The data of a ("qr", …) PrintJob part. It *is* the payload string (("qr", str) is the
+    contract) and also carries the module size the layout chose, so the driver prints the
+    size the layout measured (0 = the driver's default)."""
+
+    module_size: int
+
+    def __new__(cls, data: str, module_size: int = 0) -> "QRPayload":
+        obj = super().__new__(cls, data)
+        obj.module_size = module_size
+        return obj
+
+
 @dataclass(frozen=True)
 class PrintJob:
     """A rendered document ready for the printer: raster blocks and native QR codes in order.
+    The caller lays out and renders (fonts, shaping, bidi are the kiosk's); the driver only
+    encodes and sends.
 
-    `parts` is a list of ("image", PIL.Image) | ("qr", str) | ("text", str) | ("feed", int)."""
+    `parts` is a list of ("image", 1-bit PIL.Image, width a multiple of 8, at most the
+    paper's width) | ("qr", str or QRPayload) | ("text", ASCII str) | ("feed", lines)."""
 
     parts: list[tuple[str, Any]]
     cut: bool = True

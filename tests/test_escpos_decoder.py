@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from devices.printer.decoder import EscposDecodeError, decode_escpos
 from devices.printer.escpos_driver import job_to_escpos_bytes
-from devices.printer.layout import QR, Document, Heading, Row, render
+from kiosk.receipts.layout import QR, Document, Heading, Row, render
 
 REAL_JOB = job_to_escpos_bytes(render(Document((
     Heading("رسید"), Row("مبلغ", "170000"), QR("https://verify.example/r?tx=42", caption="اسکن کنید"),

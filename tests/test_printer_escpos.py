@@ -11,12 +11,13 @@ import pytest
 import zxingcpp
 from escpos.printer import Network
 
-from devices.base import DeviceOffline, DeviceState, HardwareError, MediaError, driver_for
+from devices.base import DeviceOffline, DeviceState, HardwareError, MediaError
+from devices.registry import driver_for
 from devices.contracts import PaperState
 from devices.printer.decoder import decode_escpos
 from devices.printer.emulator import NetworkPrinterEmulator, PtyPrinterEmulator
 from devices.printer.escpos_driver import EscposPrinter, job_to_escpos_bytes
-from devices.printer.layout import QR, Document, Feed, Heading, Row, Separator, Text, ltr, render
+from kiosk.receipts.layout import QR, Document, Feed, Heading, Row, Separator, Text, ltr, render
 
 PAYLOAD = "https://verify.kiosk.tehran.ir/r?tx=TX-20240611-000123&amt=170000&sig=" + "Ab3dEf9h" * 8
 
@@ -275,7 +276,7 @@ def test_our_raster_command_is_byte_identical_to_python_escpos_bit_image_raster(
     from escpos.printer import Dummy
 
     from devices.printer.escpos_driver import raster_command
-    from devices.printer.layout import Document, Row, Text, render
+    from kiosk.receipts.layout import Document, Row, Text, render
 
     job = render(Document((Text("رسید پرداخت عوارض", align="center"), Row("شناسه قبض", "7748317800142"))))
     images = [value for kind, value in job.parts if kind == "image"]

@@ -1,5 +1,6 @@
-"""Signed receipts: the key on disk, the CK1 payload (round trip, tampering, wrong key, size),
-the printed Persian/English document, its ESC/POS bytes, and `kiosk receipt` exit codes."""
+"""Signed receipts: the key on disk, the CK2 payload (round trip, tampering, wrong key, size;
+CK1 receipts still verify), the printed Persian/English document, its ESC/POS bytes, and
+`kiosk receipt` exit codes."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devices.printer.decoder import decode_escpos
-from devices.printer.layout import QR, Document, Heading, Row, Text, ltr
 from kiosk.cli import main as kiosk_main
 from kiosk.fmt import to_persian_digits
+from kiosk.receipts.layout import QR, Document, Heading, Row, Text, ltr
 from kiosk.receipts import (
     MAX_PAYLOAD_CHARS,
     InvalidReceipt,
@@ -36,6 +37,7 @@ from kiosk.receipts import (
 
 UTC = dt.UTC
 TX_ID = "kiosk-demo-01-20251128-0312ab45c1d2e3"
+HASH = "9f2c4e7a1b3d5f60" + "ab" * 24
 
 
 def receipt(**changes: object) -> ReceiptData:
@@ -43,7 +45,8 @@ def receipt(**changes: object) -> ReceiptData:
         tx_id=TX_ID, kiosk_id="kiosk-demo-01", kind="fee_payment", amount_rials=17_000,
         at=dt.datetime(2025, 11, 28, 11, 2, 7, tzinfo=UTC), bill_id="7748317800142", payment_id="1770160",
         service_label_fa="عوارض شهرداری", service_label_en="Municipal fees", tracking_code="140409071234",
-        rrn="512345678901", stan="123456", masked_pan="603799******1234", status="paid")
+        rrn="512345678901", stan="123456", masked_pan="603799******1234", status="paid",
+        journal_seq=1234, journal_hash=HASH)
     return dataclasses.replace(base, **changes)
 
 
@@ -57,9 +60,40 @@ def test_signed_receipt_verifies_with_every_field_intact(signer: ReceiptSigner) 
     got = verify_payload(signer.sign(data), signer.public_key)
     assert (got.tx_id, got.kiosk_id, got.kind, got.status) == (TX_ID, "kiosk-demo-01", "fee_payment", "paid")
     assert got.amount_rials == 17_000
-    assert (got.bill_id, got.payment_id, got.tracking_code, got.rrn) == (
-        "7748317800142", "1770160", "140409071234", "512345678901")
+    assert (got.bill_id, got.payment_id, got.rrn) == ("7748317800142", "1770160", "512345678901")
     assert got.at == dt.datetime(2025, 11, 28, 11, 2, 7, tzinfo=UTC)
+    # the journal witness: the PAID row's seq and the first 16 hex of its hash
+    assert (got.version, got.journal_seq, got.journal_hash) == (2, 1234, HASH[:16])
+    # not signed in v2: settled later, printed beside the QR
+    assert got.tracking_code == ""
+
+
+def test_the_payload_holds_only_what_is_fixed_at_payment_time(signer: ReceiptSigner) -> None:
+    """Issue item 9: status, tracking code and anything settled later leave the payload alone."""
+    first = signer.sign(receipt(status="pending_settlement", tracking_code=""))
+    assert signer.sign(receipt(status="paid", tracking_code="140409071234")) == first
+    assert signer.sign(receipt(stan="999999", masked_pan="")) == first
+    assert signer.sign(receipt(journal_seq=1235)) != first
+    assert signer.sign(receipt(journal_hash="0" * 64)) != first
+
+
+def test_receipts_signed_in_version_1_still_verify(signer: ReceiptSigner) -> None:
+    got = verify_payload(signer.sign_v1(receipt()), signer.public_key)
+    assert (got.version, got.tracking_code, got.status, got.journal_seq) == (1, "140409071234", "paid", 0)
+
+
+def test_a_v2_body_relabelled_as_v1_fails_the_signature(signer: ReceiptSigner) -> None:
+    payload = signer.sign(receipt())
+    with pytest.raises(InvalidReceipt) as caught:
+        verify_payload("CK1:" + payload[4:], signer.public_key)
+    assert caught.value.reason == "signature"
+
+
+@pytest.mark.parametrize("changes", [{"journal_seq": 0}, {"journal_hash": "abc"}, {"journal_hash": "Z" * 64},
+                                     {"journal_seq": True}])
+def test_a_receipt_without_its_journal_row_cannot_be_signed(changes: dict) -> None:
+    with pytest.raises(ValueError):
+        receipt(**changes)
 
 
 def test_verify_accepts_the_key_as_object_raw_bytes_or_base64(signer: ReceiptSigner) -> None:
@@ -76,8 +110,9 @@ def test_a_reprint_carries_the_very_same_payload(signer: ReceiptSigner) -> None:
 def test_pending_settlement_and_other_kinds_survive_the_round_trip(signer: ReceiptSigner) -> None:
     data = receipt(status="pending_settlement", tracking_code="", kind="parking_permit", tx_id="T-0001-ff")
     got = verify_payload(signer.sign(data), signer.public_key)
-    assert (got.status, got.tracking_code, got.kind, got.tx_id) == ("pending_settlement", "", "parking_permit",
-                                                                   "T-0001-ff")
+    assert (got.status, got.tracking_code, got.kind, got.tx_id) == ("paid", "", "parking_permit", "T-0001-ff")
+    got = verify_payload(signer.sign_v1(data), signer.public_key)
+    assert (got.status, got.kind) == ("pending_settlement", "parking_permit")
 
 
 def test_a_flipped_bit_anywhere_in_the_payload_is_refused(signer: ReceiptSigner) -> None:
@@ -90,7 +125,7 @@ def test_a_flipped_bit_anywhere_in_the_payload_is_refused(signer: ReceiptSigner)
             with pytest.raises(InvalidReceipt) as caught:
                 verify_payload(mutated.decode("latin-1"), signer.public_key)
             allowed = {"format", "signature"}
-            if i == 2:  # the version digit of "CK1:": CK3 is a version, just not ours
+            if i == 2:  # the version digit of "CK2:": CK3 is a version, just not ours
                 allowed.add("unknown_version")
             assert caught.value.reason in allowed, (i, bit, caught.value.reason)
             reasons.add(caught.value.reason)
@@ -122,9 +157,11 @@ def test_an_altered_amount_with_the_old_signature_fails(signer: ReceiptSigner) -
     ("CK1:AAAA", "format"),
     ("CK1:AAAA.AAAA", "format"),
     ("CK1:AA=A.AAAA", "format"),
-    ("CK2:AAAA.AAAA", "unknown_version"),
+    ("CK3:AAAA.AAAA", "unknown_version"),
     ("CK10:AAAA.AAAA", "unknown_version"),
     ("CK1:" + "A" * 2000, "format"),
+    ("CK2:", "format"),
+    ("CK2:AAAA.AAAA", "format"),
 ])
 def test_text_that_is_not_a_receipt_gets_a_typed_reason(signer: ReceiptSigner, text: str, reason: str) -> None:
     with pytest.raises(InvalidReceipt) as caught:
@@ -134,7 +171,7 @@ def test_text_that_is_not_a_receipt_gets_a_typed_reason(signer: ReceiptSigner, t
 
 def test_a_typical_receipt_payload_stays_under_200_characters(signer: ReceiptSigner) -> None:
     payload = signer.sign(receipt())
-    assert payload.startswith("CK1:")
+    assert payload.startswith("CK2:")
     assert len(payload) < 200, len(payload)
     # 16 random hex ids, longest amounts and codes: still far under the verifier's limit
     worst = receipt(tx_id="x" * 64, kiosk_id="k" * 64, amount_rials=10**15, bill_id="9" * 13,
@@ -149,23 +186,26 @@ _field = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_
 @given(tx_id=_field.filter(bool), kiosk_id=_field.filter(bool), kind=_field.filter(bool),
        amount=st.integers(min_value=0, max_value=10**18), unix=st.integers(min_value=0, max_value=2**32 - 1),
        ids=st.lists(st.one_of(_field, st.from_regex(r"[0-9a-f-]{0,64}", fullmatch=True)), min_size=4, max_size=4),
-       status=st.sampled_from(["paid", "pending_settlement", "reversed"]))
+       status=st.sampled_from(["paid", "pending_settlement", "reversed"]),
+       seq=st.integers(min_value=1, max_value=2**63 - 1), digest=st.from_regex(r"[0-9a-f]{16,64}", fullmatch=True))
 def test_any_receipt_round_trips_exactly(signer: ReceiptSigner, tx_id: str, kiosk_id: str, kind: str, amount: int,
-                                         unix: int, ids: list[str], status: str) -> None:
+                                         unix: int, ids: list[str], status: str, seq: int, digest: str) -> None:
     data = receipt(tx_id=tx_id, kiosk_id=kiosk_id, kind=kind, amount_rials=amount,
                    at=dt.datetime.fromtimestamp(unix, UTC), bill_id=ids[0], payment_id=ids[1],
-                   tracking_code=ids[2], rrn=ids[3], status=status)
+                   tracking_code=ids[2], rrn=ids[3], status=status, journal_seq=seq, journal_hash=digest)
     got = verify_payload(signer.sign(data), signer.public_key)
-    assert (got.tx_id, got.kiosk_id, got.kind, got.amount_rials, got.status) == (tx_id, kiosk_id, kind, amount,
-                                                                               status)
-    assert (got.bill_id, got.payment_id, got.tracking_code, got.rrn) == tuple(ids)
+    assert (got.tx_id, got.kiosk_id, got.kind, got.amount_rials) == (tx_id, kiosk_id, kind, amount)
+    assert (got.bill_id, got.payment_id, got.rrn) == (ids[0], ids[1], ids[3])
+    assert (got.journal_seq, got.journal_hash) == (seq, digest[:16])
     assert int(got.at.timestamp()) == unix
+    old = verify_payload(signer.sign_v1(data), signer.public_key)
+    assert (old.bill_id, old.payment_id, old.tracking_code, old.rrn, old.status) == (*ids, status)
 
 
 def test_digit_runs_longer_than_64_bits_still_round_trip(signer: ReceiptSigner) -> None:
-    data = receipt(rrn="1200000000000000000000", tracking_code="0" * 30, bill_id="9" * 19)
+    data = receipt(rrn="1200000000000000000000", payment_id="0" * 30, bill_id="9" * 19)
     got = verify_payload(signer.sign(data), signer.public_key)
-    assert (got.rrn, got.tracking_code, got.bill_id) == ("1200000000000000000000", "0" * 30, "9" * 19)
+    assert (got.rrn, got.payment_id, got.bill_id) == ("1200000000000000000000", "0" * 30, "9" * 19)
 
 
 _GENUINE = ReceiptSigner(Ed25519PrivateKey.from_private_bytes(bytes(range(32))))
@@ -177,6 +217,7 @@ _GENUINE_PAYLOAD = _GENUINE.sign(receipt())
 @given(st.one_of(
     st.text(max_size=300),
     st.builds(lambda tail: "CK1:" + tail, st.text(alphabet="ABCDEFabcdef0123456789-_.=", max_size=250)),
+    st.builds(lambda tail: "CK2:" + tail, st.text(alphabet="ABCDEFabcdef0123456789-_.=", max_size=250)),
     st.builds(lambda i, ch: _GENUINE_PAYLOAD[:i] + ch + _GENUINE_PAYLOAD[i + 1:],
               st.integers(min_value=0, max_value=len(_GENUINE_PAYLOAD) - 1), st.characters()),
 ))
@@ -318,6 +359,16 @@ def test_english_receipt_reads_left_to_right_with_latin_digits(signer: ReceiptSi
     assert "Payment successful" in _texts(doc)
     with pytest.raises(ValueError):
         build_document(data, "CK1:x.y", lang="de")
+
+
+def test_a_reprint_is_marked_as_a_copy_and_shows_its_journal_row(signer: ReceiptSigner) -> None:
+    data = receipt()
+    payload = signer.sign(data)
+    original, copy = build_document(data, payload), build_document(data, payload, copy=True)
+    assert "المثنی" in _texts(copy) and "المثنی" not in _texts(original)
+    assert "COPY" in _texts(build_document(data, payload, lang="en", copy=True))
+    assert [b.data for b in copy.blocks if isinstance(b, QR)] == [payload]
+    assert _rows(original)["ردیف دفتر"] == f"1234 · {HASH[:16]}"
 
 
 def test_receipt_escpos_bytes_are_init_raster_native_qr_and_a_cut(signer: ReceiptSigner) -> None:

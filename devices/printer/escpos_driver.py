@@ -1,5 +1,7 @@
 """The ESC/POS receipt printer driver (python-escpos transports: usb, serial, network 9100,
-file) and `job_to_escpos_bytes`, the pure PrintJob → bytes encoding it sends.
+file) and `job_to_escpos_bytes`, the pure PrintJob → bytes encoding it sends. The driver takes
+rendered raster images (+ QR data for the printer's native QR): it encodes and sends, and
+knows nothing of fonts or layout.
 
 Status follows Epson's real-time DLE EOT: n=1 printer status (bit 3 = offline) and n=4 roll
 paper sensor (bits 2,3 = near end; bits 5,6 = paper end), as python-escpos reads them.
@@ -12,6 +14,7 @@ import socket
 import threading
 from typing import Any
 
+from devices.printer import escpos_env  # noqa: F401,I001  (before escpos: keeps its cache out of /tmp)
 from escpos.constants import QR_ECLEVEL_M, RT_STATUS_ONLINE, RT_STATUS_PAPER
 from escpos.exceptions import DeviceNotFoundError
 from escpos.escpos import Escpos
@@ -21,7 +24,7 @@ from PIL import Image as PILImage
 from devices.base import (DeviceIdentity, DeviceOffline, DeviceState, HardwareError, InvalidData,
                           MediaError, register)
 from devices.contracts import PaperState, PrintJob, ReceiptPrinter
-from devices.printer.layout import QR_DEFAULT_DOTS, qr_image, qr_module_size
+from devices.printer.qr import QR_DEFAULT_DOTS, qr_image, qr_module_size
 from devices.printer.profile import DEFAULT_PROFILE, PrinterProfile, load_profile
 
 log = logging.getLogger("devices.printer.escpos")

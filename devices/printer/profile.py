@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from devices.printer import escpos_env  # noqa: F401,I001  (before escpos: keeps its cache out of /tmp)
 from escpos.capabilities import NotSupported, get_profile
 
 from devices.base import InvalidData

@@ -1,27 +1,41 @@
 """`kiosk receipt verify PAYLOAD` checks a receipt's signed QR payload against a kiosk's public
-key; `kiosk receipt pubkey` prints this kiosk's receipt public key (base64)."""
+key and shows the journal row it witnesses; `kiosk receipt pubkey` prints this kiosk's receipt
+public key (base64); `kiosk receipt reprint TX` rebuilds a completed transaction's receipt from
+the journal (the same signed payload, marked as a copy) and prints it or writes a PNG."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from devices.base import DeviceError
+from devices.contracts import ReceiptPrinter
+from devices.registry import create, driver_for
+from kiosk.errors import KioskError
 from kiosk.fmt import format_datetime, format_rials, to_persian_digits
+from kiosk.journal import Journal, JournalError, TxState, journal_path
 from kiosk.paths import data_dir
+from kiosk.receipt_issuer import receipt_data, render_for
 from kiosk.receipts import (
     InvalidReceipt,
     VerifiedReceipt,
+    build_document,
+    load_key,
     load_or_create_key,
     load_public_key,
     read_public_key_file,
     verify_payload,
 )
+from kiosk.receipts.layout import render_full_raster
+from kiosk.settings import CONFIG_FILENAME, KioskSettings, load_settings
 
 log = logging.getLogger("kiosk.commands.receipt")
 
@@ -46,6 +60,14 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     verify.set_defaults(func=_verify)
     pubkey = actions.add_parser("pubkey", parents=[common], help="print this kiosk's receipt public key (base64)")
     pubkey.set_defaults(func=_pubkey)
+    reprint = actions.add_parser("reprint", parents=[common], help="reprint a completed transaction's receipt (COPY)",
+                                 description="Rebuild the receipt of a COMPLETED transaction from the journal: "
+                                 "the same signed payload as the original, marked as a copy (المثنی). Prints "
+                                 "to the printer kiosk.json configures, or writes a PNG with --out.")
+    reprint.add_argument("tx", metavar="TX", help="the transaction id (printed on the receipt)")
+    reprint.add_argument("--out", metavar="FILE.png", help="write the receipt as a PNG instead of printing")
+    reprint.add_argument("--lang", choices=("fa", "en"), help="receipt language (default: kiosk.json's, else fa)")
+    reprint.set_defaults(func=_reprint)
     parser.set_defaults(func=_no_action(parser))
 
 
@@ -79,6 +101,12 @@ def _describe(receipt: VerifiedReceipt) -> list[str]:
         ("شماره تراکنش", "Transaction", receipt.tx_id, receipt.tx_id),
         ("کیوسک", "Kiosk", receipt.kiosk_id, receipt.kiosk_id),
     ]
+    if receipt.version >= 2:
+        # v2 signs only what was fixed at payment: the tracking code is printed, not signed
+        rows[4] = ("کد رهگیری", "Tracking code", "امضا نشده؛ با شماره تراکنش از شهرداری بپرسید",
+                   "not signed; ask the municipality with the transaction number")
+        witness = f"#{receipt.journal_seq} · {receipt.journal_hash}"
+        rows.append(("ردیف دفتر تراکنش‌ها", "Journal row", witness, witness))
     lines = ["رسید معتبر است / The receipt is valid"]
     lines += [f"{fa_label} / {en_label}: {fa_value} / {en_value}" for fa_label, en_label, fa_value, en_value in rows]
     return lines
@@ -109,6 +137,100 @@ def _verify(args: argparse.Namespace) -> int:
         print(json.dumps({"valid": True, "receipt": receipt.to_dict()}, ensure_ascii=False))
     else:
         print("\n".join(_describe(receipt)))
+    return 0
+
+
+def _fail(message_fa: str, message_en: str) -> int:
+    print(f"{message_fa} / {message_en}", file=sys.stderr)
+    return 1
+
+
+def _open_journal(path: Path) -> Journal:
+    """Read-only when the journal offers it (a reprint never writes the journal)."""
+    open_readonly = getattr(Journal, "open_readonly", None)
+    return open_readonly(path) if open_readonly is not None else Journal(path)
+
+
+def _settings(root: Path) -> KioskSettings | None:
+    return load_settings(root) if (root / CONFIG_FILENAME).exists() else None
+
+
+def _kiosk_id_from_tx(tx_id: str) -> str:
+    """Without kiosk.json: journal ids are "<kiosk_id>-<yyyymmdd>-<hex>"."""
+    parts = tx_id.rsplit("-", 2)
+    return parts[0] if len(parts) == 3 and parts[0] else tx_id
+
+
+async def _print_on(settings: KioskSettings, document: Any) -> str:
+    """Print on the first configured receipt printer; its name, or "" when none is set up."""
+    for cfg in settings.devices:
+        try:
+            is_printer = issubclass(driver_for(cfg.type), ReceiptPrinter)
+        except KeyError:
+            continue
+        if not is_printer:
+            continue
+        printer = create(cfg)
+        assert isinstance(printer, ReceiptPrinter)
+        await printer.open()
+        try:
+            await printer.print_job(await render_for(printer, document))
+        finally:
+            await printer.close()
+        return cfg.name
+    return ""
+
+
+def _reprint(args: argparse.Namespace) -> int:
+    root = data_dir(args.data_dir)
+    path = journal_path(root)
+    if not path.exists():
+        return _fail(f"دفتر تراکنشی در {root} نیست", f"no journal in {root}")
+    try:
+        journal = _open_journal(path)
+        try:
+            tx = journal.get(args.tx)
+        finally:
+            journal.close()
+    except JournalError as exc:
+        if type(exc).__name__ == "UnknownTransaction":
+            return _fail(f"تراکنش {args.tx} در دفتر نیست", f"no transaction {args.tx} in the journal")
+        return _fail(exc.message("fa"), exc.message("en"))
+    except sqlite3.Error as exc:
+        return _fail("دفتر تراکنش‌ها خوانده نشد", f"cannot read the journal {path}: {exc}")
+    if tx.state != TxState.COMPLETED:
+        return _fail(f"تراکنش {tx.tx_id} کامل نشده است ({tx.state})؛ رسید فقط برای تراکنش کامل چاپ می‌شود",
+                     f"transaction {tx.tx_id} is {tx.state}, not COMPLETED; only a completed one is reprinted")
+    try:
+        settings = _settings(root)
+        signer = load_key(root)
+    except KioskError as exc:
+        return _fail(exc.message("fa"), exc.message("en"))
+    except (OSError, ValueError) as exc:
+        return _fail("پیکربندی کیوسک خوانده نشد", f"cannot read {root / CONFIG_FILENAME}: {exc}")
+    kiosk_id = settings.kiosk_id if settings else _kiosk_id_from_tx(tx.tx_id)
+    lang = args.lang or (settings.lang if settings else "fa")
+    data = receipt_data(tx, kiosk_id=kiosk_id, pending=False)
+    payload = signer.sign(data)
+    document = build_document(data, payload, lang=lang, copy=True)
+    if args.out:
+        try:
+            render_full_raster(document).save(args.out, format="PNG")
+        except (OSError, ValueError) as exc:
+            return _fail(f"فایل {args.out} نوشته نشد", f"cannot write {args.out}: {exc}")
+        print(payload)
+        return 0
+    if settings is None:
+        return _fail("چاپگری پیکربندی نشده است؛ با --out FILE.png تصویر رسید را بنویسید",
+                     "no printer configured (no kiosk.json): pass --out FILE.png")
+    try:
+        printed_on = asyncio.run(_print_on(settings, document))
+    except DeviceError as exc:
+        return _fail("رسید چاپ نشد", f"the receipt was not printed: {exc}")
+    if not printed_on:
+        return _fail("در kiosk.json چاپگر رسید نیست؛ با --out FILE.png تصویر رسید را بنویسید",
+                     "kiosk.json configures no receipt printer: pass --out FILE.png")
+    print(payload)
     return 0
 
 

@@ -1,14 +1,21 @@
-"""Signed receipts: the kiosk's Ed25519 key, the compact "CK1:" payload carried in the receipt's
-QR (anyone with the public key can verify it), and the printed receipt's layout.
+"""The signed receipt payload: what a receipt says (ReceiptData), its compact signed form
+carried in the receipt's QR, and verifying one with the kiosk's public key.
 
-Payload, version 1 (docs/receipts.md has the full description):
+Version 2 (what the kiosk signs today; docs/receipts.md has the full description):
 
-    "CK1:" + base64url(body) + "." + base64url(Ed25519 signature over the body bytes)
+    "CK2:" + base64url(body) + "." + base64url(Ed25519 signature over b"CK2:" + body)
 
-body = flags(1: kind << 4 | status) · unix time (uint32 BE) · amount (varint) · kiosk_id ·
-tx_id (1 byte: 1 if it starts with "<kiosk_id>-", which is then left out) · bill_id ·
-payment_id · tracking_code · rrn — each string as a "compact string" (digits as a number,
-lowercase hex as bytes, dash-joined parts each compact, else UTF-8). base64url has no padding.
+body = flags(1: kind << 4) · unix time of the PAID journal row (uint32 BE) · amount (varint) ·
+kiosk_id · tx_id (1 byte: 1 if it starts with "<kiosk_id>-", which is then left out) · bill_id ·
+payment_id · rrn · journal seq of the PAID row (varint) · first 8 bytes of that row's hash.
+Every field is fixed once the payment is approved and journaled, so every print and reprint
+of a transaction carries the same payload. The tracking code (known only after settlement)
+and the settlement status are printed beside the QR, not signed.
+
+Version 1 ("CK1:", signed over the body alone; also signed the status and the tracking code)
+is still verified, so receipts printed before keep verifying. Strings are "compact strings"
+(digits as a number, lowercase hex as bytes, dash-joined parts each compact, else UTF-8);
+base64url has no padding.
 """
 
 from __future__ import annotations
@@ -17,12 +24,9 @@ import base64
 import binascii
 import datetime as dt
 import enum
-import logging
-import os
 import re
 import struct
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 from cryptography.exceptions import InvalidSignature
@@ -32,38 +36,21 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from devices.printer.escpos_driver import job_to_escpos_bytes
-from devices.printer.layout import (
-    QR,
-    Document,
-    Heading,
-    Row,
-    Separator,
-    Text,
-    ltr,
-    render,
-)
-from devices.printer.profile import DEFAULT_PROFILE
 from kiosk.errors import KioskError
-from kiosk.fmt import (
-    format_datetime,
-    format_number,
-    format_rials,
-    format_toman,
-    to_persian_digits,
-)
 
-log = logging.getLogger("kiosk.receipts")
-
-PREFIX = "CK1:"
-KEY_FILE = "receipt-ed25519.pem"
-PUB_FILE = "receipt-ed25519.pub"
-#: A typical receipt's payload is ~170 characters; anything far longer is not ours and is
+PREFIX = "CK2:"
+PREFIX_V1 = "CK1:"
+#: A typical receipt's payload is ~180 characters; anything far longer is not ours and is
 #: refused before any decoding work (the verifier reads untrusted QR text).
 MAX_PAYLOAD_CHARS = 1024
 #: Longest string field a receipt carries (ids, codes); keeps the QR small and scannable.
 MAX_FIELD_CHARS = 64
 SIGNATURE_BYTES = 64
+#: How much of the PAID row's hash a receipt carries: 8 bytes, printed as 16 hex digits.
+#: Enough that a journal rewritten with recomputed hashes cannot match the receipts already
+#: in citizens' hands, short enough to keep the QR small.
+JOURNAL_HASH_BYTES = 8
+JOURNAL_HASH_HEX = 2 * JOURNAL_HASH_BYTES
 
 _VERSION_PREFIX = re.compile(r"^CK(\d{1,4}):")
 _B64URL = re.compile(r"^[A-Za-z0-9_-]*$")
@@ -117,17 +104,6 @@ class InvalidReceipt(KioskError):
         self.reason = reason
 
 
-class ReceiptKeyError(KioskError):
-    """The kiosk's receipt key exists but cannot be read; receipts cannot be signed."""
-
-    key: ClassVar[str] = "receipt.key_unreadable"
-    fa: ClassVar[str] = ("کلید امضای رسید این کیوسک خوانا نیست. رسید صادر نمی‌شود؛ "
-                         "تکنسین باید کلید را بازیابی یا کیوسک را دوباره ثبت کند.")
-    en: ClassVar[str] = ("This kiosk's receipt signing key cannot be read, so receipts cannot be issued. "
-                         "A technician must restore the key or re-enroll the kiosk.")
-    money: ClassVar[str] = "none"
-
-
 # --- values ---------------------------------------------------------------------------------
 
 
@@ -155,8 +131,11 @@ def check_masked_pan(masked_pan: str) -> None:
 
 @dataclass(frozen=True)
 class ReceiptData:
-    """What one receipt says. `masked_pan` must already be masked (ValueError otherwise);
-    `at` must be an aware datetime; `tracking_code` is "" while settlement is pending."""
+    """What one receipt says. Signed (fixed at payment time): kind, `at` (the PAID row's
+    time), amount, kiosk, tx, bill and payment ids, rrn, `journal_seq` and `journal_hash`
+    (the PAID row's seq and hash: full 64 hex or at least its first 16). Printed beside,
+    not signed: the service labels, `tracking_code` ("" while settlement is pending), stan,
+    `masked_pan` (must already be masked; ValueError otherwise) and `status`."""
 
     tx_id: str
     kiosk_id: str
@@ -172,11 +151,13 @@ class ReceiptData:
     stan: str
     masked_pan: str
     status: str
+    journal_seq: int
+    journal_hash: str
 
     def __post_init__(self) -> None:
         check_masked_pan(self.masked_pan)
         for name in ("tx_id", "kiosk_id", "kind", "bill_id", "payment_id", "tracking_code", "rrn", "stan",
-                     "masked_pan"):
+                     "masked_pan", "journal_hash"):
             _check_text_field(name, getattr(self, name))
         if not self.tx_id or not self.kiosk_id or not self.kind:
             raise ValueError("tx_id, kiosk_id and kind must not be empty")
@@ -191,11 +172,24 @@ class ReceiptData:
             raise ValueError("at must lie between 1970 and 2106")
         if self.status not in _STATUS_CODES:
             raise ValueError(f"status must be one of {[s.value for s in ReceiptStatus]}, not {self.status!r}")
+        if (not isinstance(self.journal_seq, int) or isinstance(self.journal_seq, bool)
+                or not 1 <= self.journal_seq < 2**63):
+            raise ValueError(f"journal_seq must be the PAID row's seq (an int >= 1), not {self.journal_seq!r}")
+        if len(self.journal_hash) < JOURNAL_HASH_HEX or not _HEX.match(self.journal_hash):
+            raise ValueError(f"journal_hash must be the PAID row's hash: at least {JOURNAL_HASH_HEX} lowercase hex")
+
+    @property
+    def journal_hash_prefix(self) -> str:
+        """The part of the PAID row's hash the receipt carries (16 hex)."""
+        return self.journal_hash[:JOURNAL_HASH_HEX]
 
 
 @dataclass(frozen=True)
 class VerifiedReceipt:
-    """The signed fields of a receipt that verified. `at` is UTC, whole seconds."""
+    """The signed fields of a receipt that verified. `at` is UTC, whole seconds. Version 2
+    signs neither status nor tracking code: `status` is "paid" (the signed fact is an
+    approved payment) and `tracking_code` is "". Version 1 has no journal witness
+    (`journal_seq` 0, `journal_hash` "")."""
 
     version: int
     kind: str
@@ -208,6 +202,8 @@ class VerifiedReceipt:
     payment_id: str
     tracking_code: str
     rrn: str
+    journal_seq: int = 0
+    journal_hash: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -301,10 +297,10 @@ def _decode_str(r: _Reader, *, nested: bool = False) -> str:
     return "-".join(_decode_str(r, nested=True) for _ in range(n))
 
 
-def encode_body(data: ReceiptData) -> bytes:
-    """The exact bytes that are signed (version 1)."""
+def _encode_head(data: ReceiptData, low_nibble: int) -> bytearray:
+    """flags · time · amount · kiosk · tx: the start both versions share."""
     kind_code = _KIND_CODES.get(data.kind, _KIND_OTHER)
-    out = bytearray([kind_code << 4 | _STATUS_CODES[ReceiptStatus(data.status)]])
+    out = bytearray([kind_code << 4 | low_nibble])
     if kind_code == _KIND_OTHER:
         out += _encode_str(data.kind)
     out += struct.pack(">I", int(data.at.timestamp()))
@@ -316,17 +312,36 @@ def encode_body(data: ReceiptData) -> bytes:
         out += b"\x01" + _encode_str(data.tx_id[len(prefix):])
     else:
         out += b"\x00" + _encode_str(data.tx_id)
+    return out
+
+
+def encode_body(data: ReceiptData) -> bytes:
+    """The body of a version 2 payload: only what is fixed once the payment was approved."""
+    out = _encode_head(data, 0)
+    for value in (data.bill_id, data.payment_id, data.rrn):
+        out += _encode_str(value)
+    out += _varint(data.journal_seq)
+    out += bytes.fromhex(data.journal_hash_prefix)
+    return bytes(out)
+
+
+def encode_body_v1(data: ReceiptData) -> bytes:
+    """The body of a version 1 payload (status and tracking code signed too). Kept so tests
+    can show that receipts printed before version 2 still verify; the kiosk signs v2."""
+    out = _encode_head(data, _STATUS_CODES[ReceiptStatus(data.status)])
     for value in (data.bill_id, data.payment_id, data.tracking_code, data.rrn):
         out += _encode_str(value)
     return bytes(out)
 
 
-def _decode_body(body: bytes) -> VerifiedReceipt:
+def _decode_body(body: bytes, version: int) -> VerifiedReceipt:
     r = _Reader(body)
     flags = r.take(1)[0]
-    kind_code, status_code = flags >> 4, flags & 0x0F
-    if status_code not in _STATUS_BY_CODE:
+    kind_code, low = flags >> 4, flags & 0x0F
+    if version == 1 and low not in _STATUS_BY_CODE:
         raise InvalidReceipt("format", "unknown status code")
+    if version == 2 and low:
+        raise InvalidReceipt("format", "reserved flag bits set")
     if kind_code == _KIND_OTHER:
         kind = _decode_str(r)
     elif kind_code in _KIND_BY_CODE:
@@ -342,13 +357,23 @@ def _decode_body(body: bytes) -> VerifiedReceipt:
     tx_id = _decode_str(r)
     if tx_form == 1:
         tx_id = f"{kiosk_id}-{tx_id}"
-    bill_id, payment_id, tracking_code, rrn = (_decode_str(r) for _ in range(4))
+    status, seq, journal_hash = ReceiptStatus.PAID.value, 0, ""
+    if version == 1:
+        bill_id, payment_id, tracking_code, rrn = (_decode_str(r) for _ in range(4))
+        status = _STATUS_BY_CODE[low].value
+    else:
+        bill_id, payment_id, rrn = (_decode_str(r) for _ in range(3))
+        tracking_code = ""
+        seq = r.varint()
+        if seq < 1:
+            raise InvalidReceipt("format", "journal seq must be >= 1")
+        journal_hash = r.take(JOURNAL_HASH_BYTES).hex()
     if r.pos != len(body):
         raise InvalidReceipt("format", "trailing bytes after the body")
-    return VerifiedReceipt(version=1, kind=kind, status=_STATUS_BY_CODE[status_code].value, kiosk_id=kiosk_id,
-                           tx_id=tx_id, amount_rials=amount,
-                           at=dt.datetime.fromtimestamp(unix, dt.UTC), bill_id=bill_id,
-                           payment_id=payment_id, tracking_code=tracking_code, rrn=rrn)
+    return VerifiedReceipt(version=version, kind=kind, status=status, kiosk_id=kiosk_id, tx_id=tx_id,
+                           amount_rials=amount, at=dt.datetime.fromtimestamp(unix, dt.UTC), bill_id=bill_id,
+                           payment_id=payment_id, tracking_code=tracking_code, rrn=rrn, journal_seq=seq,
+                           journal_hash=journal_hash)
 
 
 def _b64e(raw: bytes) -> str:
@@ -369,7 +394,7 @@ def _b64d(text: str) -> bytes:
     return raw
 
 
-# --- keys, signing, verifying ---------------------------------------------------------------
+# --- key forms, signing, verifying ---------------------------------------------------------
 
 
 def public_key_b64(public_key: Ed25519PublicKey) -> str:
@@ -395,10 +420,11 @@ def load_public_key(value: str | bytes | Ed25519PublicKey) -> Ed25519PublicKey:
 
 
 class ReceiptSigner:
-    """Signs receipts with the kiosk's Ed25519 key. Ed25519 is deterministic: the same
-    ReceiptData always gives the same payload, so a reprint matches the original."""
+    """Signs receipts with the kiosk's Ed25519 key. Ed25519 is deterministic and the body
+    holds only what is fixed at payment time: every print and reprint of a transaction
+    carries the same payload."""
 
-    def __init__(self, private_key: Ed25519PrivateKey, key_path: Path | None = None) -> None:
+    def __init__(self, private_key: Ed25519PrivateKey, key_path: Any = None) -> None:
         self._private_key = private_key
         self.public_key: Ed25519PublicKey = private_key.public_key()
         self.key_path = key_path
@@ -410,214 +436,49 @@ class ReceiptSigner:
 
     def sign(self, data: ReceiptData) -> str:
         body = encode_body(data)
-        signature = self._private_key.sign(body)
+        # the version prefix is signed too: a CK2 body can never be read as another version
+        signature = self._private_key.sign(PREFIX.encode("ascii") + body)
         return f"{PREFIX}{_b64e(body)}.{_b64e(signature)}"
+
+    def sign_v1(self, data: ReceiptData) -> str:
+        """A version 1 payload, as kiosks signed before version 2 (tests and migration only)."""
+        body = encode_body_v1(data)
+        return f"{PREFIX_V1}{_b64e(body)}.{_b64e(self._private_key.sign(body))}"
 
 
 def verify_payload(payload: str, public_key: str | bytes | Ed25519PublicKey) -> VerifiedReceipt:
-    """Check a receipt payload against a kiosk's public key; the signed fields, or
-    InvalidReceipt with reason "format", "signature" or "unknown_version"."""
+    """Check a receipt payload (CK2, or CK1 printed before) against a kiosk's public key; the
+    signed fields, or InvalidReceipt with reason "format", "signature" or "unknown_version"."""
     key = load_public_key(public_key)
     if not isinstance(payload, str) or len(payload) > MAX_PAYLOAD_CHARS:
         raise InvalidReceipt("format", "not a receipt payload (type or length)")
     payload = payload.strip()
-    if not payload.startswith(PREFIX):
+    if payload.startswith(PREFIX):
+        version, prefix = 2, PREFIX
+    elif payload.startswith(PREFIX_V1):
+        version, prefix = 1, PREFIX_V1
+    else:
         match = _VERSION_PREFIX.match(payload)
         if match:
             raise InvalidReceipt("unknown_version", f"payload version CK{match.group(1)} is not known")
-        raise InvalidReceipt("format", "payload does not start with CK1:")
-    body_b64, dot, sig_b64 = payload[len(PREFIX):].partition(".")
+        raise InvalidReceipt("format", "payload does not start with CK2: or CK1:")
+    body_b64, dot, sig_b64 = payload[len(prefix):].partition(".")
     if not dot or not body_b64:
         raise InvalidReceipt("format", "payload has no body.signature")
     body = _b64d(body_b64)
     signature = _b64d(sig_b64)
     if len(signature) != SIGNATURE_BYTES:
         raise InvalidReceipt("format", "signature is not 64 bytes")
+    signed = body if version == 1 else prefix.encode("ascii") + body
     try:
-        key.verify(signature, body)
+        key.verify(signature, signed)
     except InvalidSignature as exc:
         raise InvalidReceipt("signature", "signature does not match this kiosk's key") from exc
-    receipt = _decode_body(body)
-    return receipt
-
-
-def _write_private(path: Path, data: bytes) -> bool:
-    """Create `path` with mode 0600 holding data, atomically and only if it does not exist
-    (two processes starting at once must not end up with two keys). True if we created it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)  # fails if another process won the race: then its key is the key
-        created = True
-    except FileExistsError:
-        created = False
-    finally:
-        tmp.unlink()
-    _fsync_dir(path.parent)
-    return created
-
-
-def _write_replace(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def load_or_create_key(data_dir: str | os.PathLike[str]) -> ReceiptSigner:
-    """The kiosk's receipt signer from <data_dir>/keys/receipt-ed25519.pem, creating the key
-    (mode 0600) and its public half (receipt-ed25519.pub: raw 32 bytes, base64) on first use."""
-    keys = Path(data_dir) / "keys"
-    keys.mkdir(mode=0o700, parents=True, exist_ok=True)
-    pem_path = keys / KEY_FILE
-    if not pem_path.exists():
-        new_key = Ed25519PrivateKey.generate()
-        pem = new_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
-        if _write_private(pem_path, pem):
-            log.info("created receipt signing key", extra={"event": "receipt_key_created"})
-    mode = pem_path.stat().st_mode & 0o777
-    if mode & 0o077:
-        # Someone copied it in with a loose umask; a key others can read signs forged receipts.
-        log.warning("receipt key was readable by others (mode %o); set to 0600", mode,
-                    extra={"event": "receipt_key_mode_fixed"})
-        os.chmod(pem_path, 0o600)
-    try:
-        key = serialization.load_pem_private_key(pem_path.read_bytes(), password=None)
-    except (ValueError, TypeError, OSError) as exc:
-        raise ReceiptKeyError(f"cannot read {pem_path}: {type(exc).__name__}") from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ReceiptKeyError(f"{pem_path} is not an Ed25519 key")
-    signer = ReceiptSigner(key, pem_path)
-    pub_path = keys / PUB_FILE
-    pub_text = signer.public_key_b64 + "\n"
-    if not pub_path.exists() or pub_path.read_text(encoding="ascii", errors="replace") != pub_text:
-        _write_replace(pub_path, pub_text.encode("ascii"), 0o644)
-    return signer
-
-
-def read_public_key_file(data_dir: str | os.PathLike[str]) -> Ed25519PublicKey:
-    """The public key beside the kiosk's signing key (FileNotFoundError if there is none yet)."""
-    return load_public_key((Path(data_dir) / "keys" / PUB_FILE).read_text(encoding="ascii"))
-
-
-# --- the printed receipt --------------------------------------------------------------------
-
-_TITLES = {
-    "fee_payment": ("رسید پرداخت عوارض", "Municipal fee payment receipt"),
-}
-_STATUS_TEXT = {
-    ReceiptStatus.PAID: ("پرداخت با موفقیت انجام شد", "Payment successful"),
-    ReceiptStatus.PENDING_SETTLEMENT: (
-        ("پرداخت شما ثبت شد. تسویه آن با شهرداری به‌طور خودکار انجام می‌شود و نیازی به پرداخت دوباره نیست. "
-         "این رسید و شماره تراکنش آن را نگه دارید."),
-        ("Your payment is recorded. It will be settled with the municipality automatically; do not pay "
-         "again. Keep this receipt and its transaction number.")),
-    ReceiptStatus.REVERSED: ("پرداخت ناموفق بود. مبلغ به حساب شما بازگشت داده شد",
-                             "Payment failed. Your money has been returned to your card"),
-}
-_PENDING_TRACKING = ("پس از تسویه صادر می‌شود", "issued after settlement")
-_VERIFY_CAPTION = ("برای بررسی اصالت رسید، کد را اسکن کنید", "Scan to verify this receipt")
-
-
-def build_document(data: ReceiptData, payload: str, lang: str = "fa") -> Document:
-    """The printed receipt, Persian (right to left) or English, ending in the signed QR."""
-    if lang not in ("fa", "en"):
-        raise ValueError(f"lang must be 'fa' or 'en', not {lang!r}")
-    fa = lang == "fa"
-    status = ReceiptStatus(data.status)
-
-    def pick(pair: tuple[str, str]) -> str:
-        return pair[0] if fa else pair[1]
-
-    def digits(s: str) -> str:
-        return to_persian_digits(s) if fa else s
-
-    if fa:
-        # the numbers as LTR isolates inside the Persian sentence, the unit words stay RTL
-        amount = (f"{ltr(format_number(data.amount_rials, 'fa'))} ریال "
-                  f"({ltr(format_toman(data.amount_rials, 'fa').rsplit(' ', 1)[0])} تومان)")
-    else:
-        amount = f"{format_rials(data.amount_rials, 'en')} ({format_toman(data.amount_rials, 'en')})"
-    tracking = digits(data.tracking_code) if data.tracking_code else pick(_PENDING_TRACKING)
-    title = pick(_TITLES.get(data.kind, ("رسید", "Receipt")))
-    rows: list[Any] = [
-        Row(pick(("مبلغ", "Amount")), amount, bold=True),
-        Row(pick(("شناسه قبض", "Bill ID")), digits(data.bill_id)),
-        Row(pick(("شناسه پرداخت", "Payment ID")), digits(data.payment_id)),
-        Row(pick(("نوع خدمت", "Service")), data.service_label_fa if fa else data.service_label_en),
-        Row(pick(("کد رهگیری", "Tracking code")), tracking),
-        Row(pick(("شماره مرجع", "Reference number")), digits(data.rrn) if data.rrn else "-"),
-    ]
-    if data.stan:
-        rows.append(Row(pick(("شماره پیگیری", "Trace number")), digits(data.stan)))
-    if data.masked_pan:
-        # Row keeps a digits/latin value left to right; the masked number must read in card order.
-        rows.append(Row(pick(("کارت", "Card")), digits(data.masked_pan)))
-    rows += [
-        Row(pick(("تاریخ", "Date")), format_datetime(data.at, lang)),
-        Row(pick(("شماره تراکنش", "Transaction")), data.tx_id, size=20),
-        Row(pick(("کیوسک", "Kiosk")), data.kiosk_id, size=20),
-    ]
-    blocks: list[Any] = [
-        Heading(pick(("کیوسک شهر", "City Kiosk"))),
-        Text(pick(("شهرداری تهران", "Tehran Municipality")), align="center"),
-        Separator(),
-        Heading(title, size=30),
-        *rows,
-        Separator(),
-        Text(pick(_STATUS_TEXT[status]), align="center" if status == ReceiptStatus.PAID else "start",
-             bold=True),
-    ]
-    if status == ReceiptStatus.PENDING_SETTLEMENT:
-        blocks.append(Text(pick(("پیگیری با شماره تراکنش: ", "Follow up with transaction number: "))
-                           + ltr(data.tx_id), size=20))
-    blocks.append(QR(payload, caption=pick(_VERIFY_CAPTION)))
-    return Document(tuple(blocks), direction="rtl" if fa else "ltr")
-
-
-def print_receipt_bytes(document: Document, *, width_dots: int = 576, profile: str = DEFAULT_PROFILE) -> bytes:
-    """The ESC/POS bytes of a receipt: raster text (GS v 0), the printer's native QR (GS ( k),
-    a cut (GS V). Encoding is the printer driver's own `job_to_escpos_bytes`, so what a test
-    sees here is byte for byte what the driver sends."""
-    job = render(document, width_dots=width_dots, native_qr=True)
-    return job_to_escpos_bytes(job, profile)
+    return _decode_body(body, version)
 
 
 __all__ = [
-    "MAX_PAYLOAD_CHARS",
-    "PREFIX",
-    "InvalidReceipt",
-    "ReceiptData",
-    "ReceiptKeyError",
-    "ReceiptSigner",
-    "ReceiptStatus",
-    "VerifiedReceipt",
-    "build_document",
-    "check_masked_pan",
-    "encode_body",
-    "load_or_create_key",
-    "load_public_key",
-    "print_receipt_bytes",
-    "public_key_b64",
-    "read_public_key_file",
-    "verify_payload",
+    "JOURNAL_HASH_HEX", "MAX_PAYLOAD_CHARS", "PREFIX", "PREFIX_V1", "InvalidReceipt", "ReceiptData",
+    "ReceiptSigner", "ReceiptStatus", "VerifiedReceipt", "check_masked_pan", "encode_body", "encode_body_v1",
+    "load_public_key", "public_key_b64", "verify_payload",
 ]

@@ -1,4 +1,4 @@
-"""Receipt layout: Persian shaped right-to-left, ids kept left-to-right, blank paper sent as
+"""Receipt layout (kiosk.receipts.layout): Persian shaped right-to-left, ids kept left-to-right, blank paper sent as
 feeds, and the native-QR job far smaller on the wire than one full raster."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import zxingcpp
 from PIL import Image as PILImage
 
 from devices.printer.escpos_driver import job_to_escpos_bytes
-from devices.printer.layout import (QR, Document, Feed, Heading, Image, Row, Separator, Text, ltr, render,
+from kiosk.receipts.layout import (QR, Document, Feed, Heading, Image, Row, Separator, Text, ltr, render,
                                     render_full_raster)
 
 
@@ -74,3 +74,26 @@ def test_native_qr_job_is_much_smaller_than_the_full_raster() -> None:
 def test_bad_documents_are_rejected_with_clear_errors(bad: Document) -> None:
     with pytest.raises((ValueError, TypeError)):
         render(bad)
+
+
+def test_devices_never_reaches_into_kiosk_not_even_for_font_files() -> None:
+    """Layout, fonts and shaping are the kiosk's; the printer driver encodes rendered rasters."""
+    import ast
+    from pathlib import Path
+
+    import devices
+
+    root = Path(devices.__file__).parent
+    offenders = []
+    for path in root.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        for node in ast.walk(ast.parse(text)):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            offenders += [f"{path.name}: {n}" for n in names if n == "kiosk" or n.startswith("kiosk.")]
+        if "find_spec" in text or ".ttf" in text:
+            offenders.append(f"{path.name}: looks for kiosk's files")
+    assert offenders == []

@@ -1,59 +1,36 @@
-"""Receipt layout: a small document model (headings, text, rows, QR, …) rendered with Pillow +
-libraqm into 1-bit raster blocks, native QR parts and feeds — a PrintJob for any ESC/POS printer.
+"""Printed-document layout: a small document model (headings, text, rows, QR, …) rendered with
+Pillow + libraqm into 1-bit raster blocks, native QR parts and feeds — a PrintJob any ESC/POS
+printer driver can encode.
 
 ESC/POS code pages cannot print Persian (no پ چ ژ گ), so every line of text is shaped and
-ordered by raqm and sent as a raster image; blank space is sent as feeds, not white rows.
+ordered by raqm (kiosk.text) and sent as a raster image; blank space is sent as feeds, not
+white rows. The printer driver only encodes and sends what this renders.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.util
 import logging
-import unicodedata
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-import zxingcpp
 from PIL import Image as PILImage
-from PIL import ImageDraw, ImageFont
+from PIL import ImageDraw
 
-from devices.contracts import PrintJob
+from devices.contracts import PrintJob, QRPayload
+from devices.printer.qr import QR_DEFAULT_DOTS, SIDE_MARGIN_DOTS, qr_image, qr_matrix, qr_module_size
+from kiosk.paths import FONT_BOLD, FONT_REGULAR
+from kiosk.text.bidi import has_rtl_letters, ltr
+from kiosk.text.shaping import draw_line, font, text_length, wrap
 
-log = logging.getLogger("devices.printer.layout")
-
-LRI = "\u2066"
-PDI = "\u2069"
+log = logging.getLogger("kiosk.receipts.layout")
 
 #: dots left blank at each side of the paper (the print head reaches the edge, the cutter
 #: and the citizen's thumb do not)
-MARGIN_DOTS = 8
+MARGIN_DOTS = SIDE_MARGIN_DOTS
 #: height of one ESC/POS "line" feed in dots: the 1/6 inch default line spacing, taken as
 #: 30 dots, the value Epson TM printers document for ESC 2 in their 180-unit motion grid
 FEED_LINE_DOTS = 30
-#: QR quiet zone in modules (ISO/IEC 18004 asks for 4)
-QR_BORDER_MODULES = 4
-#: default printed QR edge when QR.size_dots is 0
-QR_DEFAULT_DOTS = 256
-
-
-def _font_dir() -> Path:
-    """The Vazirmatn fonts bundled in the `kiosk` package, found without importing kiosk
-    (devices/ must not import kiosk modules; reading its data files is fine)."""
-    spec = importlib.util.find_spec("kiosk")
-    if spec is not None and spec.submodule_search_locations:
-        for location in spec.submodule_search_locations:
-            candidate = Path(location) / "assets" / "fonts"
-            if candidate.is_dir():
-                return candidate
-    return Path(__file__).resolve().parents[2] / "kiosk" / "assets" / "fonts"
-
-
-FONT_DIR = _font_dir()
-FONT_REGULAR = FONT_DIR / "Vazirmatn-Regular.ttf"
-FONT_BOLD = FONT_DIR / "Vazirmatn-Bold.ttf"
 
 
 # --- the document model -------------------------------------------------------------------
@@ -124,81 +101,6 @@ class Document:
     direction: str = "rtl"
 
 
-class QRPayload(str):
-    """The data of a ("qr", …) PrintJob part. It *is* the payload string (the PrintJob
-    contract says ("qr", str)) and also carries the module size the layout chose, so the
-    driver prints the size the layout measured."""
-
-    module_size: int
-
-    def __new__(cls, data: str, module_size: int = 0) -> "QRPayload":
-        obj = super().__new__(cls, data)
-        obj.module_size = module_size
-        return obj
-
-
-def ltr(s: str) -> str:
-    """Wrap s in LRI … PDI so numbers, ids and Latin stay left-to-right inside Persian text."""
-    return f"{LRI}{s}{PDI}"
-
-
-# --- fonts and text measuring -------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=64)
-def _font(size: int, bold: bool) -> ImageFont.FreeTypeFont:
-    path = FONT_BOLD if bold else FONT_REGULAR
-    return ImageFont.truetype(str(path), size, layout_engine=ImageFont.Layout.RAQM)
-
-
-def _has_rtl_letters(s: str) -> bool:
-    return any(unicodedata.bidirectional(ch) in ("R", "AL") for ch in s)
-
-
-def _tokens(text: str) -> list[str]:
-    """Split at spaces, but never inside an LRI…PDI isolate (a wrapped id must stay whole)."""
-    tokens: list[str] = []
-    current: list[str] = []
-    depth = 0
-    for ch in text:
-        if ch in ("\u2066", "\u2067", "\u2068"):
-            depth += 1
-        elif ch == PDI and depth:
-            depth -= 1
-        if ch == " " and depth == 0:
-            if current:
-                tokens.append("".join(current))
-                current = []
-            continue
-        current.append(ch)
-    if current:
-        tokens.append("".join(current))
-    return tokens
-
-
-def _text_length(text: str, font: ImageFont.FreeTypeFont, direction: str) -> float:
-    return font.getlength(text, direction=direction, language="fa" if direction == "rtl" else None)
-
-
-def _wrap(text: str, font: ImageFont.FreeTypeFont, width: int, direction: str) -> list[str]:
-    """Greedy wrap in logical order; raqm reorders each line when it is drawn."""
-    lines: list[str] = []
-    for paragraph in text.split("\n"):
-        if _text_length(paragraph, font, direction) <= width:
-            lines.append(paragraph)
-            continue
-        line = ""
-        for token in _tokens(paragraph):
-            candidate = f"{line} {token}" if line else token
-            if not line or _text_length(candidate, font, direction) <= width:
-                line = candidate
-            else:
-                lines.append(line)
-                line = token
-        lines.append(line)
-    return lines
-
-
 # --- block rendering ----------------------------------------------------------------------
 
 
@@ -239,45 +141,39 @@ def _x_for(align: str, text_w: float, ctx: _Ctx) -> int:
     return max(left, right) if start_is_right else left
 
 
-def _draw_line(draw: ImageDraw.ImageDraw, x: int, y: int, text: str, font: ImageFont.FreeTypeFont,
-               direction: str) -> None:
-    draw.text((x, y), text, font=font, fill=0, direction=direction,
-              language="fa" if direction == "rtl" else None)
-
-
 def _render_paragraph(text: str, size: int, bold: bool, align: str, ctx: _Ctx) -> PILImage.Image:
     if align not in ("start", "center", "end"):
         raise ValueError(f"align must be 'start', 'center' or 'end', not {align!r}")
-    font = _font(size, bold)
-    ascent, descent = font.getmetrics()
+    face = font(size, bold)
+    ascent, descent = face.getmetrics()
     line_h = ascent + descent
-    lines = _wrap(text, font, ctx.inner, ctx.direction)
+    lines = wrap(text, face, ctx.inner, ctx.direction)
     img = _new_canvas(ctx.width, line_h * len(lines))
     draw = ImageDraw.Draw(img)
     for i, line in enumerate(lines):
-        w = _text_length(line, font, ctx.direction)
-        _draw_line(draw, _x_for(align, w, ctx), i * line_h, line, font, ctx.direction)
+        w = text_length(line, face, ctx.direction)
+        draw_line(draw, _x_for(align, w, ctx), i * line_h, line, face, ctx.direction)
     return img
 
 
 def _render_row(row: Row, ctx: _Ctx) -> PILImage.Image:
-    font = _font(row.size, row.bold)
-    ascent, descent = font.getmetrics()
+    face = font(row.size, row.bold)
+    ascent, descent = face.getmetrics()
     line_h = ascent + descent
-    value_dir = "rtl" if _has_rtl_letters(row.value) else "ltr"
-    value_w = _text_length(row.value, font, value_dir)
+    value_dir = "rtl" if has_rtl_letters(row.value) else "ltr"
+    value_w = text_length(row.value, face, value_dir)
     gap = row.size  # at least one em between label and value
-    label_lines = _wrap(row.label, font, ctx.inner, ctx.direction)
-    last_label_w = _text_length(label_lines[-1], font, ctx.direction) if label_lines else 0
+    label_lines = wrap(row.label, face, ctx.inner, ctx.direction)
+    last_label_w = text_length(label_lines[-1], face, ctx.direction) if label_lines else 0
     value_on_own_line = last_label_w + gap + value_w > ctx.inner
     height = line_h * (len(label_lines) + (1 if value_on_own_line else 0))
     img = _new_canvas(ctx.width, height)
     draw = ImageDraw.Draw(img)
     for i, line in enumerate(label_lines):
-        w = _text_length(line, font, ctx.direction)
-        _draw_line(draw, _x_for("start", w, ctx), i * line_h, line, font, ctx.direction)
+        w = text_length(line, face, ctx.direction)
+        draw_line(draw, _x_for("start", w, ctx), i * line_h, line, face, ctx.direction)
     value_y = (len(label_lines) if value_on_own_line else len(label_lines) - 1) * line_h
-    _draw_line(draw, _x_for("end", value_w, ctx), value_y, row.value, font, value_dir)
+    draw_line(draw, _x_for("end", value_w, ctx), value_y, row.value, face, value_dir)
     return img
 
 
@@ -287,37 +183,6 @@ def _render_separator(ctx: _Ctx) -> PILImage.Image:
     for x in range(MARGIN_DOTS, ctx.width - MARGIN_DOTS, 12):
         draw.rectangle((x, 8, min(x + 7, ctx.width - MARGIN_DOTS - 1), 9), fill=0)
     return img
-
-
-@functools.lru_cache(maxsize=64)
-def _qr_modules(data: str) -> np.ndarray:
-    # zxing-cpp's encoder (C++) takes ~1 ms where the pure-Python `qrcode` took ~35 ms per
-    # receipt, most of the fee transaction's software time; same version and ECC level.
-    code = zxingcpp.create_barcode(data, zxingcpp.BarcodeFormat.QRCode, ec_level="M")
-    dark = np.asarray(code.to_image(scale=1, add_quiet_zones=False)) < 128
-    return np.pad(dark, QR_BORDER_MODULES, constant_values=False)
-
-
-def qr_matrix(data: str) -> list[list[bool]]:
-    """The QR modules (with quiet zone) the way printers encode it: model 2, ECC level M."""
-    return _qr_modules(data).tolist()
-
-
-def qr_module_size(data: str, size_dots: int, width_dots: int) -> int:
-    """Dots per module so the whole code (quiet zone included) is about size_dots wide.
-    ESC/POS GS ( k fn 67 allows 1..16."""
-    modules = _qr_modules(data).shape[0]
-    wanted = size_dots or QR_DEFAULT_DOTS
-    wanted = min(wanted, width_dots - 2 * MARGIN_DOTS)
-    return max(1, min(16, wanted // modules))
-
-
-def qr_image(data: str, module_size: int) -> PILImage.Image:
-    """A 1-bit QR image, quiet zone included, each module module_size dots square."""
-    modules = _qr_modules(data)
-    n = modules.shape[0]
-    small = PILImage.fromarray(np.where(modules, 0, 255).astype(np.uint8), "L").convert("1")
-    return small.resize((n * module_size, n * module_size), PILImage.Resampling.NEAREST)
 
 
 def _centered(img: PILImage.Image, ctx: _Ctx) -> PILImage.Image:
@@ -475,5 +340,5 @@ def render_full_raster(doc: Document, *, width_dots: int = 576) -> PILImage.Imag
 __all__ = [
     "Document", "Heading", "Text", "Row", "Separator", "QR", "Feed", "Image", "QRPayload",
     "render", "render_full_raster", "ltr", "qr_image", "qr_matrix", "qr_module_size",
-    "FONT_REGULAR", "FONT_BOLD", "FEED_LINE_DOTS",
+    "FONT_REGULAR", "FONT_BOLD", "FEED_LINE_DOTS", "MARGIN_DOTS", "QR_DEFAULT_DOTS",
 ]

@@ -1,0 +1,106 @@
+"""The printed receipt of a transaction: its blocks in Persian (right to left) or English,
+ending in the signed QR, and the exact ESC/POS bytes the printer driver sends for it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from devices.printer.escpos_driver import job_to_escpos_bytes
+from devices.printer.profile import DEFAULT_PROFILE
+from kiosk.fmt import format_datetime, format_number, format_rials, format_toman, to_persian_digits
+from kiosk.receipts.codec import ReceiptData, ReceiptStatus
+from kiosk.receipts.layout import QR, Document, Heading, Row, Separator, Text, render
+from kiosk.text.bidi import ltr
+
+_TITLES = {
+    "fee_payment": ("رسید پرداخت عوارض", "Municipal fee payment receipt"),
+}
+_STATUS_TEXT = {
+    ReceiptStatus.PAID: ("پرداخت با موفقیت انجام شد", "Payment successful"),
+    ReceiptStatus.PENDING_SETTLEMENT: (
+        ("پرداخت شما ثبت شد. تسویه آن با شهرداری به‌طور خودکار انجام می‌شود و نیازی به پرداخت دوباره نیست. "
+         "این رسید و شماره تراکنش آن را نگه دارید."),
+        ("Your payment is recorded. It will be settled with the municipality automatically; do not pay "
+         "again. Keep this receipt and its transaction number.")),
+    ReceiptStatus.REVERSED: ("پرداخت ناموفق بود. مبلغ به حساب شما بازگشت داده شد",
+                             "Payment failed. Your money has been returned to your card"),
+}
+_PENDING_TRACKING = ("پس از تسویه صادر می‌شود", "issued after settlement")
+_VERIFY_CAPTION = ("برای بررسی اصالت رسید، کد را اسکن کنید", "Scan to verify this receipt")
+_COPY_MARK = ("المثنی", "COPY")
+_COPY_NOTE = ("چاپ دوباره رسید؛ کد امضاشده همان رسید اصلی است",
+              "Reprint; the signed code is the original receipt's")
+
+
+def build_document(data: ReceiptData, payload: str, lang: str = "fa", *, copy: bool = False) -> Document:
+    """The printed receipt, Persian (right to left) or English, ending in the signed QR.
+    `copy` marks a reprint (المثنی / COPY) above the title; the payload is the original's.
+    The journal row (seq and hash prefix) the payload witnesses is printed in clear too."""
+    if lang not in ("fa", "en"):
+        raise ValueError(f"lang must be 'fa' or 'en', not {lang!r}")
+    fa = lang == "fa"
+    status = ReceiptStatus(data.status)
+
+    def pick(pair: tuple[str, str]) -> str:
+        return pair[0] if fa else pair[1]
+
+    def digits(s: str) -> str:
+        return to_persian_digits(s) if fa else s
+
+    if fa:
+        # the numbers as LTR isolates inside the Persian sentence, the unit words stay RTL
+        amount = (f"{ltr(format_number(data.amount_rials, 'fa'))} ریال "
+                  f"({ltr(format_toman(data.amount_rials, 'fa').rsplit(' ', 1)[0])} تومان)")
+    else:
+        amount = f"{format_rials(data.amount_rials, 'en')} ({format_toman(data.amount_rials, 'en')})"
+    tracking = digits(data.tracking_code) if data.tracking_code else pick(_PENDING_TRACKING)
+    title = pick(_TITLES.get(data.kind, ("رسید", "Receipt")))
+    rows: list[Any] = [
+        Row(pick(("مبلغ", "Amount")), amount, bold=True),
+        Row(pick(("شناسه قبض", "Bill ID")), digits(data.bill_id)),
+        Row(pick(("شناسه پرداخت", "Payment ID")), digits(data.payment_id)),
+        Row(pick(("نوع خدمت", "Service")), data.service_label_fa if fa else data.service_label_en),
+        Row(pick(("کد رهگیری", "Tracking code")), tracking),
+        Row(pick(("شماره مرجع", "Reference number")), digits(data.rrn) if data.rrn else "-"),
+    ]
+    if data.stan:
+        rows.append(Row(pick(("شماره پیگیری", "Trace number")), digits(data.stan)))
+    if data.masked_pan:
+        # Row keeps a digits/latin value left to right; the masked number must read in card order.
+        rows.append(Row(pick(("کارت", "Card")), digits(data.masked_pan)))
+    rows += [
+        Row(pick(("تاریخ", "Date")), format_datetime(data.at, lang)),
+        Row(pick(("شماره تراکنش", "Transaction")), data.tx_id, size=20),
+        Row(pick(("کیوسک", "Kiosk")), data.kiosk_id, size=20),
+        Row(pick(("ردیف دفتر", "Journal row")), f"{data.journal_seq} · {data.journal_hash_prefix}", size=20),
+    ]
+    blocks: list[Any] = [
+        Heading(pick(("کیوسک شهر", "City Kiosk"))),
+        Text(pick(("شهرداری تهران", "Tehran Municipality")), align="center"),
+        Separator(),
+    ]
+    if copy:
+        blocks += [Heading(pick(_COPY_MARK), size=30), Text(pick(_COPY_NOTE), size=20, align="center")]
+    blocks += [
+        Heading(title, size=30),
+        *rows,
+        Separator(),
+        Text(pick(_STATUS_TEXT[status]), align="center" if status == ReceiptStatus.PAID else "start",
+             bold=True),
+    ]
+    if status == ReceiptStatus.PENDING_SETTLEMENT:
+        blocks.append(Text(pick(("پیگیری با شماره تراکنش: ", "Follow up with transaction number: "))
+                           + ltr(data.tx_id), size=20))
+    blocks.append(QR(payload, caption=pick(_VERIFY_CAPTION)))
+    return Document(tuple(blocks), direction="rtl" if fa else "ltr")
+
+
+def print_receipt_bytes(document: Document, *, width_dots: int = 576, profile: str = DEFAULT_PROFILE) -> bytes:
+    """The ESC/POS bytes of a receipt: raster text (GS v 0), the printer's native QR (GS ( k),
+    a cut (GS V). Encoding is the printer driver's own `job_to_escpos_bytes`, so what a test
+    sees here is byte for byte what the driver sends."""
+    job = render(document, width_dots=width_dots, native_qr=True)
+    return job_to_escpos_bytes(job, profile)
+
+
+__all__ = ["build_document", "print_receipt_bytes"]
