@@ -44,6 +44,14 @@ CATALOG: dict[str, tuple[str, str]] = {
     "receipt.not_printed": ("رسید چاپ نشد. کد رهگیری: {tracking}", "The receipt could not be printed. Tracking code: {tracking}"),
     "fee.paid": ("پرداخت با موفقیت انجام شد. کد رهگیری: {tracking}", "Payment successful. Tracking code: {tracking}"),
     "service.unavailable": ("این خدمت موقتاً در دسترس نیست", "This service is temporarily unavailable"),
+    "service.storage": ("کیوسک نتوانست مرحلهٔ آخر پرداخت شما را ثبت کند. پرداخت شما به‌طور خودکار بررسی "
+                        "می‌شود و یا تکمیل می‌شود یا مبلغ آن بازمی‌گردد. شماره تراکنش: {tx}",
+                        "The kiosk could not record the last step of your payment. Your payment will be "
+                        "checked and completed or refunded automatically. Transaction: {tx}"),
+    "service.out_of_service": ("این کیوسک از سرویس خارج است و پرداختی نمی‌گیرد؛ تکنسین باید آن را بررسی کند. "
+                               "لطفاً از کیوسک دیگری استفاده کنید",
+                               "This kiosk is out of service and takes no payments until a technician "
+                               "has checked it. Please use another kiosk"),
 }
 
 

@@ -9,22 +9,35 @@ Fee payment, in journal states:
     same commit that queues the settlement in the outbox, and FULFILLED + POSTED in the same
     commit that acknowledges it; the post's idempotency key is the transaction id;
   - a settlement the back-office refuses (already paid elsewhere, amount changed) is
-    reversed on the card: REVERSING → REVERSED, or REFUND_PENDING when the terminal refuses.
+    reversed on the card: REVERSING → REVERSED, or REFUND_PENDING when the terminal refuses
+    or says it never saw the sale (an approved sale it cannot find is not money returned);
+  - before anything paid is reversed, the back-office is asked whether it holds the payment
+    (and the outbox's acknowledged rows are read): a settled payment is completed, never
+    reversed, and when the back-office cannot be asked nothing is reversed yet.
+
+All journal writes go through one AsyncJournal (a writer thread: each write is an fsync),
+so the event loop keeps serving the screen while the journal syncs. A transaction a flow or a
+recovery step is working on is *claimed*: background recovery never touches a claimed one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import requests
 
 from devices.base import CommandTimeout, DeviceError, DeviceOffline
 from devices.contracts import PaymentOutcome, PaymentResult, PaymentTerminal
+from kiosk import backoffice_client as bo
 from kiosk.backoffice_client import (
     AmountMismatch,
     BackofficeClient,
@@ -32,11 +45,14 @@ from kiosk.backoffice_client import (
     BackofficeUnavailable,
     BillAlreadyPaid,
     BillNotFound,
+    PaymentNotFound,
     PaymentPost,
+    Settlement,
 )
 from kiosk.errors import KioskError
 from kiosk.faults import fault_point
-from kiosk.journal import Journal, OutboxItem, TxState
+from kiosk.journal import AsyncJournal, Journal, OutboxItem, OutboxStatus, TxState
+from kiosk.service_guard import DEFAULT_MIN_FREE_BYTES, ChainGuard, check_free_space
 
 log = logging.getLogger("kiosk.money")
 
@@ -49,6 +65,7 @@ class SettleResult(enum.StrEnum):
     REVERSED = "reversed"  # refused by the back-office and the money went back
     REFUND_PENDING = "refund_pending"  # refused, and the reversal needs an operator
     REVERSAL_PENDING = "reversal_pending"  # refused, the terminal is unreachable: retried later
+    CHECK_PENDING = "check_pending"  # paid; the back-office cannot say yet whether it holds it
 
 
 @dataclass(frozen=True)
@@ -71,15 +88,22 @@ class MoneyPath:
         pay_timeout: float = 90.0,
         status_timeout: float = 15.0,
         status_attempts: int = 3,
+        data_dir: Path | None = None,
+        min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
     ) -> None:
-        self.journal = journal
+        self.journal = journal  # reads
+        self.writer = AsyncJournal(journal)  # every write of the money path, flows and workers
         self.backoffice = backoffice
         self._terminal = terminal
         self.kiosk_id = kiosk_id
         self.pay_timeout = pay_timeout
         self.status_timeout = status_timeout
         self.status_attempts = status_attempts
+        self.data_dir = data_dir if data_dir is not None else journal.path.parent
+        self.min_free_bytes = min_free_bytes
+        self.guard = ChainGuard(journal)
         self._settling: set[int] = set()  # outbox items being posted now (flow vs. worker)
+        self._claims: Counter[str] = Counter()  # tx ids a flow or a recovery step works on
 
     def terminal(self) -> PaymentTerminal:
         term = self._terminal()
@@ -87,31 +111,81 @@ class MoneyPath:
             raise DeviceOffline("no payment terminal available", device="terminal")
         return term
 
+    async def aclose(self) -> None:
+        """Finish queued journal writes and close the journal."""
+        await self.writer.aclose()
+
+    # --- ownership ---------------------------------------------------------------------------
+    def claim(self, tx_id: str) -> None:
+        self._claims[tx_id] += 1
+
+    def release(self, tx_id: str) -> None:
+        self._claims[tx_id] -= 1
+        if self._claims[tx_id] <= 0:
+            del self._claims[tx_id]
+
+    def is_claimed(self, tx_id: str) -> bool:
+        return self._claims[tx_id] > 0 if tx_id in self._claims else False
+
+    @contextlib.contextmanager
+    def claimed(self, tx_id: str) -> Iterator[None]:
+        self.claim(tx_id)
+        try:
+            yield
+        finally:
+            self.release(tx_id)
+
+    # --- opening and closing a transaction -----------------------------------------------------
+    async def open_transaction(self, kind: str, amount_rials: int, data: Mapping[str, Any]) -> str:
+        """Journal CREATED for a new transaction, claimed by the caller (who must `release`
+        it). Refused first when the journal fails verification (JournalBroken) or the disk is
+        below its free-space floor (StorageLow): nothing is journaled then."""
+        self.guard.check_since()
+        check_free_space(self.data_dir, self.min_free_bytes)
+        # the id is claimed before CREATED exists, so background recovery never sees it unowned
+        tx_id = self.journal.new_tx_id()
+        self.claim(tx_id)
+        try:
+            await self.writer.begin(kind, amount_rials, data, tx_id=tx_id)
+        except BaseException:
+            self.release(tx_id)
+            raise
+        return tx_id
+
+    async def cancel(self, tx_id: str, data: Mapping[str, Any] | None = None) -> None:
+        """CREATED → CANCELLED: nothing was asked of the terminal."""
+        await self.writer.append(tx_id, TxState.CANCELLED, data)
+
     # --- charging --------------------------------------------------------------------------
     async def charge(self, tx_id: str, amount_rials: int) -> ChargeResult:
         """PAYING is journaled before the terminal is asked; the answer is journaled next.
         When the answer is lost, the terminal is asked what became of the reference."""
         term = self.terminal()
-        self.journal.append(tx_id, TxState.PAYING, {"terminal": term.name})
-        fault_point("after-paying")
-        try:
-            result = await term.pay(tx_id, amount_rials, timeout=self.pay_timeout)
-        except asyncio.CancelledError:
-            # the citizen cancelled while the terminal was working: abort, find out, and give
-            # back anything that was approved anyway — shielded, so a second cancel cannot
-            # leave the transaction PAYING or PAID
-            await asyncio.shield(self._undo_cancelled_charge(term, tx_id))
-            raise
-        except DeviceError as exc:
-            log.warning("terminal pay failed, asking its status", extra={"tx": tx_id, "event": exc.code})
-            return await self.resolve_paying(tx_id)
-        return ChargeResult(self._record_payment(tx_id, result), result)
+        with self.claimed(tx_id):
+            await self.writer.append(tx_id, TxState.PAYING, {"terminal": term.name})
+            fault_point("after-paying")
+            try:
+                result = await term.pay(tx_id, amount_rials, timeout=self.pay_timeout)
+            except asyncio.CancelledError:
+                # the citizen cancelled while the terminal was working: abort, find out, and
+                # give back anything that was approved anyway — shielded, so a second cancel
+                # cannot leave the transaction PAYING or PAID
+                await asyncio.shield(self._undo_cancelled_charge(term, tx_id))
+                raise
+            except DeviceError as exc:
+                log.warning("terminal pay failed, asking its status", extra={"tx": tx_id, "event": exc.code})
+                return await self.resolve_paying(tx_id)
+            if result.outcome == PaymentOutcome.APPROVED:
+                fault_point("after-approved")
+            return ChargeResult(await self._record_payment(tx_id, result), result)
 
     async def _undo_cancelled_charge(self, term: PaymentTerminal, tx_id: str) -> None:
-        await self._quietly(term.abort(tx_id))
-        charge = await self.resolve_paying(tx_id)
-        if charge.state == TxState.PAID:
-            await self.reverse(tx_id, "citizen cancelled during payment")
+        with self.claimed(tx_id):  # outlives the cancelled flow's own claim
+            await self._quietly(term.abort(tx_id))
+            charge = await self.resolve_paying(tx_id)
+            if charge.state == TxState.PAID:
+                # approved this very moment and never queued for settlement: nothing to ask
+                await self.reverse(tx_id, "citizen cancelled during payment", ask_backoffice=False)
 
     async def resolve_paying(self, tx_id: str) -> ChargeResult:
         """Settle a PAYING transaction by asking the terminal (TransactionStatus)."""
@@ -130,22 +204,24 @@ class MoneyPath:
                 await self._quietly(term.abort(tx_id))
                 await asyncio.sleep(min(0.2 * 2**attempt, 2.0))
                 continue
-            return ChargeResult(self._record_payment(tx_id, last), last)
+            return ChargeResult(await self._record_payment(tx_id, last), last)
         return ChargeResult(TxState.PAYING, last)
 
-    def _record_payment(self, tx_id: str, result: PaymentResult) -> TxState:
+    async def _record_payment(self, tx_id: str, result: PaymentResult) -> TxState:
         if result.outcome == PaymentOutcome.APPROVED:
-            self.journal.append(tx_id, TxState.PAID, _payment_data(result))
+            await self.writer.append(tx_id, TxState.PAID, _payment_data(result))
             return TxState.PAID
         # declined, never seen by the terminal (NotFound), or already reversed: no money held
-        self.journal.append(
+        await self.writer.append(
             tx_id, TxState.DECLINED, {"outcome": str(result.outcome), "error_condition": result.error_condition}
         )
         return TxState.DECLINED
 
     # --- settlement --------------------------------------------------------------------------
-    def start_settlement(self, tx_id: str) -> OutboxItem:
-        """Queue the settlement post and journal FULFILLING in one commit."""
+    async def start_settlement(self, tx_id: str) -> OutboxItem:
+        """Queue the settlement post and journal FULFILLING in one commit. The post carries
+        the journal's seq and head hash (anchor): the back-office keeps them, so a journal cut
+        back or rewritten later can be told from what this kiosk once sent."""
         tx = self.journal.get(tx_id)
         data = tx.data
         payload = {
@@ -156,8 +232,9 @@ class MoneyPath:
             "paid_at": data.get("paid_at") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "terminal": {k: data.get(k, "") for k in ("rrn", "stan", "poi_reference", "masked_pan")},
         }
-        item_id = self.journal.outbox_enqueue(
-            tx_id, SETTLEMENT, payload, idempotency_key=tx_id, with_state=(TxState.FULFILLING, None)
+        item_id = await self.writer.outbox_enqueue(
+            tx_id, SETTLEMENT, payload, idempotency_key=tx_id, with_state=(TxState.FULFILLING, None),
+            anchor=True,
         )
         return self.journal.outbox_item(item_id)
 
@@ -168,7 +245,8 @@ class MoneyPath:
             return SettleResult.PENDING
         self._settling.add(item.id)
         try:
-            return await self._settle(item)
+            with self.claimed(item.tx_id):
+                return await self._settle(item)
         finally:
             self._settling.discard(item.id)
 
@@ -179,24 +257,30 @@ class MoneyPath:
                 self.backoffice.post_payment, post, idempotency_key=item.idempotency_key
             )
         except BackofficeUnavailable as exc:
-            delay = min(5.0 * 2 ** min(item.attempts, 6), 600.0)
-            self.journal.outbox_record_attempt(item.id, str(exc), time.time() + delay)
+            await self._retry_later(item, str(exc))
             return SettleResult.PENDING
         except (BackofficeRejected, requests.RequestException, ValueError, KeyError) as exc:
             # not a refusal of this payment (a rotated token, a proxy error, a malformed
             # answer): never reverse a citizen's fee on that; retry with back-off and alert
             log.error("settlement not accepted, retried later: %s", exc, extra={"tx": item.tx_id})
-            delay = min(5.0 * 2 ** min(item.attempts, 6), 600.0)
-            self.journal.outbox_record_attempt(item.id, str(exc)[:500], time.time() + delay)
+            await self._retry_later(item, str(exc)[:500])
             return SettleResult.PENDING
         except (BillAlreadyPaid, AmountMismatch, BillNotFound) as exc:
-            # a definite business refusal: this bill cannot take this payment
-            self.journal.outbox_fail(
+            # a definite business refusal of this bill — unless the payment it holds is ours
+            # (a first post whose answer was lost): ask before giving the money back
+            try:
+                ours = await self.find_settlement(item.tx_id, outbox=False)
+            except BackofficeUnavailable as unknown:
+                await self._retry_later(item, f"refused ({exc.key}); status unknown: {unknown}")
+                return SettleResult.PENDING
+            if ours is not None:
+                return await self.journal_settled(item.tx_id, ours)
+            await self.writer.outbox_fail(
                 item.id, exc.to_dict(), with_state=[(TxState.REVERSING, {"reason": exc.key})]
             )
             return await self._finish_reversal(item.tx_id)
         fault_point("after-post-sent")
-        self.journal.outbox_ack(
+        await self.writer.outbox_ack(
             item.id,
             settlement.to_dict(),
             with_state=[
@@ -206,12 +290,63 @@ class MoneyPath:
         )
         return SettleResult.SETTLED
 
+    async def _retry_later(self, item: OutboxItem, error: str) -> None:
+        delay = min(5.0 * 2 ** min(item.attempts, 6), 600.0)
+        await self.writer.outbox_record_attempt(item.id, error, time.time() + delay)
+
+    # --- is it settled? -------------------------------------------------------------------------
+    async def find_settlement(self, tx_id: str, *, outbox: bool = True) -> Settlement | None:
+        """The back-office's settlement of this transaction, or None when it holds none.
+        Read from the outbox's acknowledged rows first, else asked of the back-office.
+        Raises BackofficeUnavailable when the back-office cannot say (never 'not found')."""
+        if outbox:
+            for item in self.journal.outbox_for(tx_id):
+                if item.kind == SETTLEMENT and item.status == OutboxStatus.ACKED and item.response:
+                    return Settlement.from_json(item.response)
+        try:
+            return await asyncio.to_thread(self.backoffice.payment_status, tx_id)
+        except PaymentNotFound:
+            return None  # the back-office's own answer: it holds no such payment
+        except (bo.BackofficeRejected, requests.RequestException, ValueError, KeyError) as exc:
+            # a refusal or a malformed answer is not "no payment": cannot tell
+            raise BackofficeUnavailable(f"payment status of {tx_id}: {exc}") from exc
+
+    async def journal_settled(self, tx_id: str, settlement: Settlement) -> SettleResult:
+        """Journal a payment the back-office holds: → FULFILLED → POSTED, from PAID (a cut
+        journal tail), FULFILLING or UNCERTAIN; with the pending outbox row acknowledged."""
+        state = self.journal.state_of(tx_id)
+        steps: list[tuple[TxState, dict[str, Any] | None]] = []
+        if state == TxState.PAID:
+            steps.append((TxState.FULFILLING, {"settlement_found": "backoffice"}))
+        steps += [(TxState.FULFILLED, {"tracking_code": settlement.tracking_code}), (TxState.POSTED, None)]
+        pending = [i for i in self.journal.outbox_for(tx_id)
+                   if i.kind == SETTLEMENT and i.status == OutboxStatus.PENDING]
+        log.warning("payment found settled at the back-office: completing, not reversing",
+                    extra={"tx": tx_id})
+        if pending:
+            await self.writer.outbox_ack(pending[0].id, settlement.to_dict(), with_state=steps)
+        else:
+            await self.writer.append_many(tx_id, steps)
+        return SettleResult.SETTLED
+
     # --- reversal -----------------------------------------------------------------------------
-    async def reverse(self, tx_id: str, reason: str) -> SettleResult:
-        """Return the money of a paid, unfulfilled transaction to the card."""
-        if self.journal.state_of(tx_id) != TxState.REVERSING:
-            self.journal.append(tx_id, TxState.REVERSING, {"reason": reason})
-        return await self._finish_reversal(tx_id)
+    async def reverse(self, tx_id: str, reason: str, *, ask_backoffice: bool = True) -> SettleResult:
+        """Return the money of a paid, unfulfilled transaction to the card — after asking the
+        back-office (and the outbox) whether it holds the payment: then it is completed
+        (SETTLED), and when it cannot be asked nothing is reversed (CHECK_PENDING).
+        `ask_backoffice=False` only where this process knows it never queued a settlement."""
+        with self.claimed(tx_id):
+            if self.journal.state_of(tx_id) != TxState.REVERSING:
+                if ask_backoffice:
+                    try:
+                        settled = await self.find_settlement(tx_id)
+                    except BackofficeUnavailable as exc:
+                        log.warning("not reversing: cannot ask the back-office (%s)", exc, extra={"tx": tx_id})
+                        return SettleResult.CHECK_PENDING
+                    if settled is not None:
+                        return await self.journal_settled(tx_id, settled)
+                await self.writer.append(tx_id, TxState.REVERSING, {"reason": reason})
+            return await self._finish_reversal(tx_id)
 
     async def _finish_reversal(self, tx_id: str) -> SettleResult:
         tx = self.journal.get(tx_id)
@@ -221,28 +356,31 @@ class MoneyPath:
             log.warning("reversal deferred: %s", exc, extra={"tx": tx_id})
             return SettleResult.REVERSAL_PENDING  # stays REVERSING; recovery retries (idempotent)
         except DeviceError as exc:
-            self.journal.append(tx_id, TxState.REFUND_PENDING, {"error": exc.to_dict()})
+            await self.writer.append(tx_id, TxState.REFUND_PENDING, {"error": exc.to_dict()})
             return SettleResult.REFUND_PENDING
         if result.outcome != PaymentOutcome.REVERSED:
             # The terminal answers a refused reversal and "nothing to reverse" alike, so ask
-            # what it holds now: only a sale that is no longer approved is money returned.
+            # what it holds now: only a sale it reports reversed is money returned.
             try:
                 status = await self.terminal().transaction_status(tx_id, timeout=self.status_timeout)
             except DeviceError as exc:
                 log.warning("reversal unconfirmed, retried later: %s", exc, extra={"tx": tx_id})
                 return SettleResult.REVERSAL_PENDING
-            result = status  # still APPROVED → the money is held: an operator refunds it
-        if result.outcome in (PaymentOutcome.REVERSED, PaymentOutcome.NOT_FOUND, PaymentOutcome.DECLINED):
-            self.journal.append(tx_id, TxState.REVERSED, {"reversal_outcome": str(result.outcome)})
+            result = status
+        if result.outcome == PaymentOutcome.REVERSED:
+            await self.writer.append(tx_id, TxState.REVERSED, {"reversal_outcome": str(result.outcome)})
             return SettleResult.REVERSED
-        self.journal.append(
+        # Still approved (refused), or NotFound/declined for a sale this journal saw approved
+        # (a terminal that lost or never had it): the money was taken and is not known to be
+        # back, so an operator refunds it — never recorded as returned.
+        await self.writer.append(
             tx_id, TxState.REFUND_PENDING, {"reversal_outcome": str(result.outcome), "error_condition": result.error_condition}
         )
         return SettleResult.REFUND_PENDING
 
     # --- completion ---------------------------------------------------------------------------
-    def complete(self, tx_id: str, **data: Any) -> None:
-        self.journal.append(tx_id, TxState.COMPLETED, data or None)
+    async def complete(self, tx_id: str, **data: Any) -> None:
+        await self.writer.append(tx_id, TxState.COMPLETED, data or None)
 
     @staticmethod
     async def _quietly(coro: Any) -> None:

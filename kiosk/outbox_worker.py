@@ -1,45 +1,74 @@
-"""Store-and-forward while the kiosk runs: settlements queued in the outbox (the back-office
-was unreachable when the citizen paid) are re-posted in the background with their own
-idempotency keys and back-off, and finished once acknowledged. Recovery does the same once
-at start; this keeps doing it."""
+"""The running kiosk's background money work: store-and-forward and recovery, not only at start.
+
+* Settlements queued in the outbox (the back-office was unreachable when the citizen paid) are
+  re-posted with their own idempotency keys and back-off, and finished once acknowledged.
+* Every `recovery_interval_s`, open transactions that no flow has claimed (PAYING after a lost
+  answer or a storage fault, PAID, REVERSING, POSTED, …) are resolved with the same Recovery
+  code that runs at start. Transactions a live flow owns are skipped, so the background never
+  races the flow (kiosk.money_path claims).
+
+Nothing runs while the journal fails verification: the kiosk is then out of service.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from kiosk.journal import Journal, TxState
 from kiosk.money_path import SETTLEMENT, MoneyPath, SettleResult
+from kiosk.recovery import Recovery, Resolution
+from kiosk.service_guard import JournalBroken
 
 log = logging.getLogger("kiosk.outbox")
 
 
 class OutboxWorker:
-    def __init__(self, journal: Journal, money: MoneyPath, *, interval_s: float = 5.0) -> None:
+    def __init__(self, journal: Journal, money: MoneyPath, *, interval_s: float = 5.0,
+                 recovery_interval_s: float | None = 30.0) -> None:
         self.journal = journal
         self.money = money
         self.interval_s = interval_s
+        self.recovery_interval_s = recovery_interval_s  # None: settlements only
+        self._next_recovery = 0.0
 
     async def drain_once(self) -> list[tuple[str, SettleResult]]:
         """Post every due settlement once; returns (tx_id, result) for each attempt."""
         done = []
         for item in self.journal.outbox_pending():
-            if item.kind != SETTLEMENT:
-                continue
+            if item.kind != SETTLEMENT or self.money.is_claimed(item.tx_id):
+                continue  # a flow is settling its own payment right now
             result = await self.money.settle(item)
             if result == SettleResult.SETTLED and self.journal.state_of(item.tx_id) == TxState.POSTED:
                 # the citizen already left with a receipt marked "settlement pending"
-                self.money.complete(item.tx_id, completed_by="outbox")
+                await self.money.complete(item.tx_id, completed_by="outbox")
             done.append((item.tx_id, result))
         return done
+
+    async def recover_once(self) -> list[Resolution]:
+        """One background recovery round over the unclaimed open transactions."""
+        return await Recovery(self.journal, self.money).run(background=True)
+
+    async def run_once(self) -> None:
+        for tx_id, result in await self.drain_once():
+            log.info("outbox settlement %s", result, extra={"tx": tx_id})
+        if self.recovery_interval_s is not None and time.monotonic() >= self._next_recovery:
+            self._next_recovery = time.monotonic() + self.recovery_interval_s
+            for r in await self.recover_once():
+                log.info("background recovery %s: %s → %s (%s)", r.tx_id, r.from_state, r.to_state,
+                         r.action, extra={"tx": r.tx_id})
 
     async def run(self) -> None:
         while True:
             try:
-                for tx_id, result in await self.drain_once():
-                    log.info("outbox settlement %s", result, extra={"tx": tx_id})
+                self.money.guard.require_ok()
+                await self.run_once()
             except asyncio.CancelledError:
                 raise
+            except JournalBroken as exc:
+                log.critical("background money work stopped: %s", exc.detail)
+                return  # out of service until a technician restarts the kiosk
             except Exception:  # the worker must outlive one bad item; it is retried next round
-                log.exception("outbox round failed")
+                log.exception("background round failed")
             await asyncio.sleep(self.interval_s)

@@ -5,13 +5,19 @@ money-path code the flows use. Runs at every start and as `kiosk recover`.
   PAYING      → ask the terminal (TransactionStatus by our reference):
                 approved → PAID and on as below; declined / never seen → DECLINED;
                 terminal unreachable → left PAYING, retried next time
-  PAID        → REVERSING → REVERSED   paid but not fulfilled: the citizen has gone, so the
-                money goes back (REFUND_PENDING if the terminal refuses the reversal)
+  PAID        → first ask whether the back-office holds the payment (the outbox's acknowledged
+                rows, then GET /payments/{tx}): settled → FULFILLED → POSTED → COMPLETED;
+                not there → REVERSING → REVERSED (REFUND_PENDING if the terminal refuses or
+                cannot find the approved sale); back-office unreachable → left PAID, retried
   REVERSING   → retry the reversal (idempotent by reference)
   FULFILLING  → post the queued settlement again with its idempotency key: acknowledged →
-                FULFILLED, POSTED → COMPLETED; refused → reversed; back-office down → stays
-                queued in the outbox (store-and-forward) and is reported as "queued"
+                FULFILLED, POSTED → COMPLETED; refused → reversed (after the same question);
+                back-office down → stays queued in the outbox (store-and-forward), "queued"
   POSTED      → COMPLETED (the receipt was not printed; it can be reprinted)
+
+Nothing is resolved on a journal that fails verification: `run` raises JournalBroken. A
+running kiosk runs this in the background too (kiosk.outbox_worker), over the transactions no
+flow has claimed, so it never races the flow that owns one.
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 
-from kiosk.journal import OPEN_STATES, Journal, Transaction, TxState
+from kiosk.journal import OPEN_STATES, Journal, OutboxStatus, Transaction, TxState
 from kiosk.money_path import SETTLEMENT, MoneyPath, SettleResult
+from kiosk.backoffice_client import BackofficeUnavailable
 
 log = logging.getLogger("kiosk.recovery")
 
@@ -44,11 +51,24 @@ class Recovery:
         self.journal = journal
         self.money = money
 
-    async def run(self) -> list[Resolution]:
+    async def run(self, *, background: bool = False) -> list[Resolution]:
+        """Resolve every open transaction no one else is working on. Raises JournalBroken
+        (and resolves nothing) when the journal fails verification. `background=True`: a
+        round of the running kiosk, which leaves queued settlements to the outbox worker's
+        back-off."""
+        self.money.guard.check_since()
         results = []
         for tx in self.journal.open_transactions():
+            if self.money.is_claimed(tx.tx_id):
+                continue  # a live flow (or another recovery step) owns it
+            if background and tx.state == TxState.FULFILLING and any(
+                    i.kind == SETTLEMENT and i.status == OutboxStatus.PENDING for i in self.journal.outbox_for(tx.tx_id)):
+                continue
             try:
-                results.append(await self.resolve(tx))
+                with self.money.claimed(tx.tx_id):
+                    tx = self.journal.get(tx.tx_id)  # as it is now, not when listed
+                    if tx.state in OPEN_STATES:
+                        results.append(await self.resolve(tx))
             except Exception:  # one bad transaction must not stop the others; it stays open
                 log.exception("recovery of %s failed", tx.tx_id, extra={"tx": tx.tx_id})
                 results.append(Resolution(tx.tx_id, tx.kind, tx.amount_rials, tx.state, tx.state, "error", False))
@@ -65,7 +85,7 @@ class Recovery:
     async def _advance(self, tx: Transaction) -> str:
         state = tx.state
         if state == TxState.CREATED:
-            self.journal.append(tx.tx_id, TxState.CANCELLED, {"reason": "recovery: never sent to the terminal"})
+            await self.money.cancel(tx.tx_id, {"reason": "recovery: never sent to the terminal"})
             return "cancelled"
         if state == TxState.PAYING:
             charge = await self.money.resolve_paying(tx.tx_id)
@@ -75,21 +95,34 @@ class Recovery:
                 return "declined"
             state = TxState.PAID
         if state == TxState.PAID:
-            return _settle_word(await self.money.reverse(tx.tx_id, "recovery: paid but not fulfilled"))
+            # the citizen has gone with no receipt: their money goes back — unless the
+            # back-office holds the payment (a journal cut back after settling)
+            result = await self.money.reverse(tx.tx_id, "recovery: paid but not fulfilled")
+            if result != SettleResult.SETTLED:
+                return _settle_word(result)
+            state = TxState.POSTED
         if state == TxState.REVERSING:
             return _settle_word(await self.money.reverse(tx.tx_id, "recovery: reversal retried"))
         if state == TxState.FULFILLING:
-            items = [i for i in self.journal.outbox_for(tx.tx_id) if i.kind == SETTLEMENT and i.status == "pending"]
-            if not items:
-                return "no_outbox_item"
-            result = await self.money.settle(items[0])
+            items = [i for i in self.journal.outbox_for(tx.tx_id)
+                     if i.kind == SETTLEMENT and i.status == OutboxStatus.PENDING]
+            if items:
+                result = await self.money.settle(items[0])
+            else:  # no queued post (acknowledged, or the journal was cut): is it settled?
+                try:
+                    found = await self.money.find_settlement(tx.tx_id)
+                except BackofficeUnavailable:
+                    return "backoffice_unreachable"
+                if found is None:
+                    return "no_outbox_item"  # an operator looks: nothing proves either way
+                result = await self.money.journal_settled(tx.tx_id, found)
             if result == SettleResult.PENDING:
                 return "queued"
             if result != SettleResult.SETTLED:
                 return _settle_word(result)
             state = TxState.POSTED
         if state == TxState.POSTED:
-            self.money.complete(tx.tx_id, receipt_printed=False, completed_by="recovery")
+            await self.money.complete(tx.tx_id, receipt_printed=False, completed_by="recovery")
             return "completed"
         return "left_open"  # UNCERTAIN (card writes) is settled on the card's next tap
 
@@ -101,4 +134,5 @@ def _settle_word(result: SettleResult) -> str:
         SettleResult.REVERSAL_PENDING: "reversal_pending",
         SettleResult.SETTLED: "completed",
         SettleResult.PENDING: "queued",
+        SettleResult.CHECK_PENDING: "backoffice_unreachable",
     }[result]

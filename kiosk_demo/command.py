@@ -1,6 +1,10 @@
 """`kiosk demo --headless --script NAME`: a scripted citizen through a real flow, against the
 embedded back-office, the nexo terminal simulator and the ESC/POS printer emulator.
-Recovery runs first, so a data dir left by a crashed run is resolved and reported."""
+Recovery runs first, so a data dir left by a crashed run is resolved and reported.
+
+The demo owns its data dir while it runs (kiosk.data_lock): a second demo or a `recover` on
+the same dir is refused with the first one's pid (exit 1). `--terminal-latency 1.5` makes the
+simulated terminal take that long to answer, `--terminal-answer` chooses its answer."""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kiosk.errors import KioskError
+from kiosk.faults import UnknownFaultPoint
 from kiosk.paths import data_dir
 
 SCRIPTS = {
@@ -32,15 +38,40 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--headless", action="store_true", help="no screen: a scripted UI (the only mode until the touch UI lands)")
     p.add_argument("--script", default="pay-fee", choices=sorted({**SCRIPTS, **TOOLS}))
     p.add_argument("--json", action="store_true", help="print only the JSON summary")
+    p.add_argument("--terminal-latency", type=_seconds, default=0.0, metavar="SECONDS",
+                   help="how long the simulated terminal takes to answer a payment (default 0)")
+    p.add_argument("--terminal-answer", choices=TERMINAL_ANSWERS, default="approve",
+                   help="what the simulated terminal answers every payment (default approve)")
     p.set_defaults(func=handle)
 
 
-def handle(args: argparse.Namespace) -> int:
-    from kiosk_demo.run import run_demo, run_tool
+#: the simulated terminal's standing answers a demo user may choose
+TERMINAL_ANSWERS = ("approve", "decline", "timeout")
 
-    if args.script in TOOLS:
-        return asyncio.run(run_tool(data_dir(args.data_dir), args.script, as_json=args.json))
-    summary = asyncio.run(run_demo(data_dir(args.data_dir), args.script, echo=not args.json))
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value <= 120:
+        raise argparse.ArgumentTypeError(f"{value} s is not between 0 and 120")
+    return value
+
+
+def handle(args: argparse.Namespace) -> int:
+    from kiosk_demo.run import DemoOptions, run_demo, run_tool
+
+    options = DemoOptions(terminal_latency_s=args.terminal_latency, terminal_answer=args.terminal_answer)
+    try:
+        if args.script in TOOLS:
+            return asyncio.run(run_tool(data_dir(args.data_dir), args.script, as_json=args.json,
+                                        options=options))
+        summary = asyncio.run(run_demo(data_dir(args.data_dir), args.script, echo=not args.json,
+                                       options=options))
+    except KioskError as exc:
+        print(f"kiosk demo: {exc.message('en')}", file=sys.stderr)
+        return 2 if isinstance(exc, UnknownFaultPoint) else 1
     if args.json:
         print(json.dumps(summary, ensure_ascii=False))
     else:
@@ -53,7 +84,11 @@ def _print_human(s: dict[str, Any]) -> None:
     out.write("\n— نتیجه / Result —\n")
     for r in s["recovered"]:
         out.write(f"  recovered {r['tx_id']}: {r['from_state']} → {r['to_state']} ({r['action']})\n")
-    out.write(f"  transaction   {s['transaction_id']}\n  final state   {s['final_state']}\n"
+    if s["transaction_id"]:
+        out.write(f"  transaction   {s['transaction_id']}\n  final state   {s['final_state']}\n")
+    else:
+        out.write("  transaction   no transaction: nothing charged\n")
+    out.write(f"  outcome       {s['outcome']}\n"
               f"  amount        {s['amount_rials']:,} rials\n  journal chain {'ok' if s['journal_ok'] else 'BROKEN'}\n")
     if s.get("receipt_png"):
         out.write(f"  receipt image {s['receipt_png']}\n")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,22 +55,30 @@ def _demo_token(data_dir: Path) -> str:
         return str(json.loads(path.read_text())["token"])
     token = secrets.token_urlsafe(24)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"kiosk_id": KIOSK_ID, "token": token}))
-    tmp.chmod(0o600)
+    # private from the first byte: made 0600 by open() (O_EXCL: never a leftover file's mode)
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(json.dumps({"kiosk_id": KIOSK_ID, "token": token}))
     tmp.replace(path)
     return token
 
 
 @contextlib.contextmanager
 def demo_environment(data_dir: Path, *, extra_devices: tuple[DeviceConfig, ...] = (),
-                     terminal_mode: str = "approve") -> Iterator[DemoEnvironment]:
-    """Start the embedded servers and emulators; yield settings that point the kiosk at them."""
+                     terminal_mode: str = "approve", terminal_latency_s: float = 0.0
+                     ) -> Iterator[DemoEnvironment]:
+    """Start the embedded servers and emulators; yield settings that point the kiosk at them.
+    `terminal_mode` is the simulator's standing answer (approve, decline, timeout, …) and
+    `terminal_latency_s` how long it takes to answer a payment, so waits can be seen."""
     token = _demo_token(data_dir)
     db_url = _db_url(data_dir)
     with contextlib.ExitStack() as stack:
         backoffice = stack.enter_context(serve_in_thread(db_url))
         seed_demo(db_url, {KIOSK_ID: token})
-        terminal = NexoTerminalSimulator(mode=terminal_mode, state_path=data_dir / "terminal-ledger.sqlite3")
+        terminal = NexoTerminalSimulator(mode=terminal_mode, latency_s=terminal_latency_s,
+                                         state_path=data_dir / "terminal-ledger.sqlite3")
         terminal_url = terminal.start()
         stack.callback(terminal.stop)
         printer = NetworkPrinterEmulator()

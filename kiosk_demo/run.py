@@ -1,23 +1,45 @@
 """The headless demo: recovery first, then one scripted citizen through the fee-payment flow on
-the embedded environment (kiosk_demo.environment). Returns the summary `kiosk demo` prints."""
+the embedded environment (kiosk_demo.environment). Returns the summary `kiosk demo` prints.
+
+The data dir's lock (kiosk.data_lock) is taken before anything starts, so a second demo never
+starts a second terminal simulator on the same ledger, nor seeds the same back-office."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from backoffice.seed import DEMO_NATIONAL_CODE
 from kiosk.backoffice_client import BackofficeClient
 from kiosk.context import KioskContext
-from kiosk_demo.environment import demo_environment
+from kiosk.data_lock import DataLock
+from kiosk.errors import KioskError
+from kiosk.faults import check_fault_env
 from kiosk.flows.fee_payment import FeePaymentFlow
 from kiosk.journal import TxState
-from kiosk.recovery import Recovery
+from kiosk.recovery import Recovery, Resolution
 from kiosk.scripted_ui import ScriptedUI
+from kiosk.service_guard import JournalBroken
+from kiosk_demo.environment import demo_environment
 
 log = logging.getLogger("kiosk.demo")
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    terminal_latency_s: float = 0.0
+    terminal_answer: str = "approve"  # the simulator's standing mode
+
+
+class NoUnpaidSlips(KioskError):
+    """Every demo fee slip is paid (the seed normally tops them up; an old back-office db)."""
+
+    key = "demo.no_unpaid_slips"
+    fa = "همهٔ فیش‌های نمایشی پرداخت شده‌اند؛ با یک --data-dir تازه دوباره اجرا کنید."
+    en = "Every demo fee slip is already paid; run the demo again with a fresh --data-dir."
 
 
 def _pick_unpaid_slip(client: BackofficeClient) -> Any:
@@ -25,7 +47,7 @@ def _pick_unpaid_slip(client: BackofficeClient) -> Any:
     for slip in owner.slips:
         if slip.status == "unpaid":
             return slip
-    raise RuntimeError("the demo owner has no unpaid fee slips left; use a fresh --data-dir")
+    raise NoUnpaidSlips("the demo owner has no unpaid fee slips left")
 
 
 def _script(name: str, slip: Any) -> dict[str, Any]:
@@ -37,8 +59,12 @@ def _script(name: str, slip: Any) -> dict[str, Any]:
     return {"fee.how_to_enter": "manual", **typed, "fee.confirm": True}
 
 
-async def run_demo(data: Path, script: str, *, echo: bool = True) -> dict[str, Any]:
-    with demo_environment(data) as env:
+async def run_demo(data: Path, script: str, *, echo: bool = True,
+                   options: DemoOptions = DemoOptions()) -> dict[str, Any]:
+    """Raises DataDirLocked (another process owns `data`), UnknownFaultPoint, NoUnpaidSlips."""
+    check_fault_env()
+    with DataLock(data) as lock, demo_environment(
+            data, terminal_mode=options.terminal_answer, terminal_latency_s=options.terminal_latency_s) as env:
         probe = BackofficeClient(env.settings.backoffice_url, env.settings.backoffice_token)
         try:
             slip = await asyncio.to_thread(_pick_unpaid_slip, probe)
@@ -46,10 +72,16 @@ async def run_demo(data: Path, script: str, *, echo: bool = True) -> dict[str, A
             probe.close()
         if script == "pay-fee-declined":
             env.terminal.set_mode("once-decline")
-        ctx = await KioskContext.open(env.settings, data)
+        ctx = await KioskContext.open(env.settings, data, lock=lock)
+        broken: JournalBroken | None = None
         try:
-            recovered = await Recovery(ctx.journal, ctx.money).run()
-            ctx.start_outbox_worker()  # store-and-forward for as long as the kiosk runs
+            recovered: list[Resolution] = []
+            try:
+                recovered = await Recovery(ctx.journal, ctx.money).run()
+            except JournalBroken as exc:  # out of service: the citizen is told so below
+                broken = exc
+                print(f"kiosk demo: {exc.message('en')}", flush=True)
+            ctx.start_outbox_worker()  # store-and-forward and background recovery while it runs
             if echo:
                 for r in recovered:
                     print(f"recovered {r.tx_id}: {r.from_state} → {r.to_state} ({r.action})", flush=True)
@@ -64,7 +96,8 @@ async def run_demo(data: Path, script: str, *, echo: bool = True) -> dict[str, A
         finally:
             await ctx.close()
     expected = {"pay-fee-declined": TxState.DECLINED, "pay-fee-cancel": None}.get(script, TxState.COMPLETED)
-    ok = result.final_state == expected and report.ok and all(r.resolved for r in recovered)
+    ok = (broken is None and result.final_state == expected and report.ok
+          and all(r.resolved for r in recovered))
     return {
         "ok": ok,
         "script": script,
@@ -92,15 +125,17 @@ def _save_receipt(env: Any, data: Path, tx_id: str | None) -> str | None:
     return str(path)
 
 
-async def run_tool(data: Path, tool: str, *, as_json: bool) -> int:
+async def run_tool(data: Path, tool: str, *, as_json: bool, options: DemoOptions = DemoOptions()) -> int:
     """`kiosk demo --script recover|doctor`: the technician's command on the embedded
     environment, whose simulators hold this data dir's terminal ledger and back-office."""
     from devices.base import HealthLevel
     from kiosk.commands import doctor, recover
 
-    with demo_environment(data) as env:
+    check_fault_env()
+    with DataLock(data) as lock, demo_environment(
+            data, terminal_mode=options.terminal_answer, terminal_latency_s=options.terminal_latency_s) as env:
         if tool == "doctor":
             rows = await doctor.diagnose(env.settings, HealthLevel.EXTERNAL)
             return doctor.report(rows, as_json=as_json)
-        results = await recover.recover(data, env.settings)
+        results = await recover.recover(data, env.settings, lock=lock)
     return recover.report(results, as_json=as_json)

@@ -141,6 +141,11 @@ class NexoTerminalSimulator:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.requests_seen: list[str] = []  # body names in arrival order ("PaymentRequest", "AbortRequest", …)
+        # hold_approved: an approved sale is recorded, then its answer is held until
+        # release_held() or an Abort for it — a test can act "while the terminal approves"
+        self.hold_approved = False
+        self.held = threading.Event()  # set while an approved answer is held
+        self._release = threading.Event()
         self.identity = {"model": "NexoSim 1", "serial": f"SN-{poi_id}", "vendor": "CityKiosk", "firmware": "1.0"}
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -297,12 +302,28 @@ class NexoTerminalSimulator:
             )
             self.ledger_store.put(sale)  # durable before the answer leaves
             log.info("sim sale %s %s %d rials", reference, sale.status, amount)
+            if self.hold_approved and not declined:
+                self._hold(flight.abort)
             if mode == "lost-response":
                 return None
             return nexo.response_message(h, "PaymentResponse", nexo.payment_response_body(sale))
         finally:
             with self._inflight_lock:
                 self._inflight.pop((h.sale_id, h.service_id), None)
+
+    def release_held(self) -> None:
+        """Let a held approved answer go (see hold_approved)."""
+        self._release.set()
+
+    def _hold(self, abort: threading.Event) -> None:
+        self._release.clear()
+        self.held.set()
+        try:
+            # an Abort that arrives now is too late to stop the sale: the approval is answered
+            while not (self._release.is_set() or abort.is_set() or self._stopping.is_set()):
+                self._release.wait(0.02)
+        finally:
+            self.held.clear()
 
     def _wait(self, abort: threading.Event, seconds: float) -> bool:
         """Sleep up to `seconds`; True when aborted (or the simulator is stopping)."""

@@ -2,7 +2,11 @@
 
 Uses the kiosk's configured devices and back-office (<data_dir>/kiosk.json). A data dir with
 no configuration is refused: recovery never asks a simulator about a real terminal's sales
-(the demo's data dirs are recovered by `kiosk demo --script recover`)."""
+(the demo's data dirs are recovered by `kiosk demo --script recover`).
+
+Refused with one line on stderr and exit 1: another process holds the data dir (its pid is
+named), no kiosk.json, or a journal that fails verification (nothing is resolved then: money
+moved on a falsified record could pay a bill for free). Exit 2: an unknown $KIOSK_FAULT."""
 
 from __future__ import annotations
 
@@ -11,10 +15,15 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from kiosk.errors import KioskError
+from kiosk.faults import UnknownFaultPoint
 from kiosk.paths import data_dir
-from kiosk.settings import KioskSettings, NotConfigured, load_settings
+from kiosk.settings import KioskSettings, load_settings
+
+if TYPE_CHECKING:  # the lock is taken by the caller or by KioskContext.open
+    from kiosk.data_lock import DataLock
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -23,13 +32,15 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(func=handle)
 
 
-async def recover(data: Path, settings: KioskSettings | None = None) -> list[dict[str, Any]]:
-    """Resolve every open transaction of the kiosk at `data` (settings: its kiosk.json)."""
+async def recover(data: Path, settings: KioskSettings | None = None, *,
+                  lock: "DataLock | None" = None) -> list[dict[str, Any]]:
+    """Resolve every open transaction of the kiosk at `data` (settings: its kiosk.json).
+    Raises NotConfigured, DataDirLocked, JournalBroken, UnknownFaultPoint."""
     from kiosk.context import KioskContext
     from kiosk.recovery import Recovery
 
     settings = settings or load_settings(data)
-    ctx = await KioskContext.open(settings, data)
+    ctx = await KioskContext.open(settings, data, lock=lock)
     try:
         return [r.to_dict() for r in await Recovery(ctx.journal, ctx.money).run()]
     finally:
@@ -39,9 +50,9 @@ async def recover(data: Path, settings: KioskSettings | None = None) -> list[dic
 def handle(args: argparse.Namespace) -> int:
     try:
         results = asyncio.run(recover(data_dir(args.data_dir)))
-    except NotConfigured as exc:
+    except KioskError as exc:
         print(f"kiosk recover: {exc.message('en')}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, UnknownFaultPoint) else 1
     return report(results, as_json=args.json)
 
 

@@ -16,8 +16,9 @@ from kiosk.bills import Bill, InvalidBill, NotABill, parse_bill, parse_scanned
 from kiosk.context import KioskContext
 from kiosk.errors import KioskError
 from kiosk.faults import fault_point
-from kiosk.journal import TxState
+from kiosk.journal import JournalError, TxState
 from kiosk.money_path import SettleResult
+from kiosk.service_guard import STORAGE_ERRORS, JournalBroken, StorageLow
 from kiosk.ui_port import Choice, CitizenLeft, Outcome, UIPort
 
 log = logging.getLogger("kiosk.flows.fee")
@@ -40,6 +41,8 @@ class FeePaymentFlow:
         self.ui = ui
 
     async def run(self) -> FeePaymentResult:
+        if self.ctx.out_of_service is not None:  # a journal that failed verification
+            return await self._out_of_service()
         try:
             bill = await self._obtain_bill()
             info = await self._look_up(bill)
@@ -110,20 +113,46 @@ class FeePaymentFlow:
     # --- money -------------------------------------------------------------------------------
     async def _pay(self, bill: Bill, info: BillInfo) -> FeePaymentResult:
         money = self.ctx.money
-        tx = self.ctx.journal.begin(
-            "fee_payment",
-            info.amount_rials,
-            {"bill_id": bill.bill_id, "payment_id": bill.payment_id,
-             "service_type": int(bill.service_type), "description_fa": info.description_fa,
-             "kiosk_id": self.ctx.kiosk_id},
-        )
-        tx_id = tx.tx_id
+        try:
+            tx_id = await money.open_transaction(
+                "fee_payment",
+                info.amount_rials,
+                {"bill_id": bill.bill_id, "payment_id": bill.payment_id,
+                 "service_type": int(bill.service_type), "description_fa": info.description_fa,
+                 "kiosk_id": self.ctx.kiosk_id},
+            )
+        except JournalBroken:
+            return await self._out_of_service()
+        except StorageLow as exc:
+            log.error("new transaction refused: %s", exc.detail)
+            await self.ui.show_error(exc.key)
+            return await self._end(Outcome(False, exc.key), None, info.amount_rials)
+        except (JournalError, *STORAGE_ERRORS) as exc:  # CREATED not written: nothing charged
+            log.error("new transaction could not be journaled: %s", exc)
+            await self.ui.show_error("service.unavailable")
+            return await self._end(Outcome(False, "service.unavailable"), None, info.amount_rials)
+        try:
+            return await self._pay_claimed(tx_id, info)
+        except (JournalError, *STORAGE_ERRORS) as exc:
+            # a journal write failed inside the money path (disk full, read-only, I/O): the
+            # journal still holds the last state written, and background recovery (or the next
+            # start) finishes it from there, asking the terminal what happened to the money
+            log.error("journal write failed mid-payment, left for recovery: %s", exc, extra={"tx": tx_id})
+            state = self._state_or_none(tx_id)
+            await self.ui.show_error("service.storage", tx=tx_id)
+            return await self._end(Outcome(False, "service.storage", {"tx": tx_id}, tx_id), state,
+                                   info.amount_rials, tx_id)
+        finally:
+            money.release(tx_id)
+
+    async def _pay_claimed(self, tx_id: str, info: BillInfo) -> FeePaymentResult:
+        money = self.ctx.money
         fault_point("after-created")
         await self.ui.show_step("pay.insert_card", amount_rials=info.amount_rials)
         try:
             charge = await money.charge(tx_id, info.amount_rials)
         except DeviceError as exc:  # no terminal at all: nothing was asked, nothing charged
-            self.ctx.journal.append(tx_id, TxState.CANCELLED, {"reason": exc.to_dict()})
+            await money.cancel(tx_id, {"reason": exc.to_dict()})
             await self.ui.show_error("service.unavailable")
             return await self._end(Outcome(False, "service.unavailable", transaction_id=tx_id), TxState.CANCELLED,
                                    info.amount_rials, tx_id)
@@ -136,7 +165,7 @@ class FeePaymentFlow:
         fault_point("after-paid")
 
         await self.ui.show_step("settle.posting")
-        item = money.start_settlement(tx_id)
+        item = await money.start_settlement(tx_id)
         settled = await money.settle(item)
         if settled in (SettleResult.REVERSED, SettleResult.REFUND_PENDING, SettleResult.REVERSAL_PENDING):
             key = "settle.refused_reversed" if settled == SettleResult.REVERSED else "settle.refused_refund_pending"
@@ -146,12 +175,23 @@ class FeePaymentFlow:
         fault_point("before-receipt")
         payload, printed = await self._print_receipt(tx_id, settled)
         if settled == SettleResult.SETTLED:
-            money.complete(tx_id, receipt_printed=printed)
+            await money.complete(tx_id, receipt_printed=printed)
             tracking = self.ctx.journal.get(tx_id).data.get("tracking_code", "")
             outcome = Outcome(True, "fee.paid", {"tracking": tracking}, tx_id, payload)
         else:  # paid; settlement waits in the outbox and completes when acknowledged
             outcome = Outcome(True, "settle.pending", {"tx": tx_id}, tx_id, payload)
         return await self._end(outcome, self.ctx.journal.state_of(tx_id), info.amount_rials, tx_id, payload)
+
+    def _state_or_none(self, tx_id: str) -> TxState | None:
+        try:
+            return self.ctx.journal.state_of(tx_id)
+        except (JournalError, *STORAGE_ERRORS):
+            return None
+
+    async def _out_of_service(self) -> FeePaymentResult:
+        """The journal failed verification: no money moves until a technician has looked."""
+        await self.ui.show_error("service.out_of_service")
+        return await self._end(Outcome(False, "service.out_of_service"), None, 0)
 
     async def _print_receipt(self, tx_id: str, settled: SettleResult) -> tuple[str, bool]:
         """Sign and print; a printer fault never undoes a payment — the outcome screen shows
