@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from kiosk.errors import KioskError
+from kiosk.sensitive import to_ascii_digits
 
 log = logging.getLogger("kiosk.bills")
 
@@ -216,7 +217,6 @@ def parse_barcode(digits: str) -> Bill:
     return parse_bill(code[:13], code[13:])
 
 
-_TO_ASCII = str.maketrans("۰۱۲۳۴۵۶۷۸۹٠١٢٣٤٥٦٧٨٩", "01234567890123456789")
 _BILL_KEYS = ("bill_id", "billid", "bill")
 _PAYMENT_KEYS = ("payment_id", "payid", "payment", "pay_id", "paymentid")
 _SEPARATORS = ",-;|/\u060c"  # \u060c is the Arabic comma a Persian keyboard types
@@ -228,7 +228,7 @@ def parse_scanned(text: str) -> Bill:
     URL's query; keys billid/payid/payment accepted). Persian/Arabic-Indic digits are read as
     ASCII. Raises NotABill when the text is none of these, InvalidBill when it is one that
     fails its checks."""
-    body = text.translate(_TO_ASCII).strip().strip("\x00\ufeff").strip()
+    body = to_ascii_digits(text).strip().strip("\x00\ufeff").strip()
     if not body:
         raise NotABill("empty scan")
     if "=" in body:

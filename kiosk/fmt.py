@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
+from kiosk.sensitive import to_ascii_digits, to_persian_digits
+
 TEHRAN = ZoneInfo("Asia/Tehran")
 
 #: U+066C ARABIC THOUSANDS SEPARATOR and U+066B ARABIC DECIMAL SEPARATOR, what Persian print uses
@@ -14,10 +16,9 @@ FA_DECIMAL = "\u066b"
 
 LANGS = ("fa", "en")
 
-_PERSIAN_DIGITS = "۰۱۲۳۴۵۶۷۸۹"
-_ARABIC_INDIC_DIGITS = "٠١٢٣٤٥٦٧٨٩"
-_TO_PERSIAN = str.maketrans("0123456789" + _ARABIC_INDIC_DIGITS, _PERSIAN_DIGITS * 2)
-_TO_LATIN = str.maketrans(_PERSIAN_DIGITS + _ARABIC_INDIC_DIGITS, "0123456789" * 2)
+#: Persian and Arabic-Indic digits to ASCII (kiosk.sensitive.to_ascii_digits, which owns the
+#: digit tables; to_persian_digits is re-exported from there too)
+to_latin_digits = to_ascii_digits
 
 
 def _check_lang(lang: str) -> None:
@@ -29,16 +30,6 @@ def _check_int(n: int, what: str) -> None:
     # bool is an int subclass; True rials is a bug, not an amount.
     if not isinstance(n, int) or isinstance(n, bool):
         raise TypeError(f"{what} must be an int, not {type(n).__name__}")
-
-
-def to_persian_digits(s: str | int) -> str:
-    """Latin (and Arabic-Indic) digits → Persian digits ۰–۹; everything else unchanged."""
-    return str(s).translate(_TO_PERSIAN)
-
-
-def to_latin_digits(s: str) -> str:
-    """Persian and Arabic-Indic digits → ASCII 0–9 (keypads and scanners may give either)."""
-    return s.translate(_TO_LATIN)
 
 
 def format_number(n: int, lang: str = "fa") -> str:

@@ -1,33 +1,45 @@
-"""Citizen identifiers on the kiosk: national code and bank card checks, the masked forms that
-are safe to log or print, and Persian/ASCII digit conversion."""
+"""Citizen identifiers on the kiosk: validating a national code or bank card a citizen typed
+(typed errors with Persian and English text) and naming the card's bank. The rules themselves
+(checks, masking, digit conversion) live in kiosk.sensitive and are re-exported here."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from kiosk.errors import KioskError
+from kiosk.sensitive import (
+    luhn_ok,
+    mask_card,
+    mask_national_code,
+    national_code_ok,
+    to_ascii_digits,
+    to_persian_digits,
+)
 
-_TO_ASCII = str.maketrans("۰۱۲۳۴۵۶۷۸۹٠١٢٣٤٥٦٧٨٩", "01234567890123456789")
-_TO_PERSIAN = str.maketrans("0123456789٠١٢٣٤٥٦٧٨٩", "۰۱۲۳۴۵۶۷۸۹۰۱۲۳۴۵۶۷۸۹")
+__all__ = [
+    "BANKS",
+    "Bank",
+    "InvalidCardNumber",
+    "InvalidNationalCode",
+    "bank_name",
+    "bank_of",
+    "is_valid_national_code",
+    "luhn_valid",
+    "mask_card",
+    "mask_national_code",
+    "to_ascii_digits",
+    "to_persian_digits",
+    "validate_card_number",
+    "validate_national_code",
+]
 
-
-def to_ascii_digits(text: str) -> str:
-    """Persian (۰-۹) and Arabic-Indic (٠-٩) digits to ASCII; everything else unchanged."""
-    return text.translate(_TO_ASCII)
-
-
-def to_persian_digits(text: str) -> str:
-    """ASCII and Arabic-Indic digits to Persian (۰-۹), as a Persian screen or receipt shows them."""
-    return text.translate(_TO_PERSIAN)
+#: the national-code check (kiosk.sensitive.national_code_ok), under its older name
+is_valid_national_code = national_code_ok
 
 
 def _digits_only(text: str) -> str:
     """ASCII digits of what a keypad or card gave, without spaces and dashes."""
     return to_ascii_digits(text).strip().replace(" ", "").replace("-", "")
-
-
-def _is_ascii_digits(text: str) -> bool:
-    return text.isascii() and text.isdigit()
 
 
 # --- national code (کد ملی) ------------------------------------------------------------------
@@ -38,27 +50,11 @@ class InvalidNationalCode(KioskError):
     money = "not_charged"
 
 
-def is_valid_national_code(code: str) -> bool:
-    """FIELD-NOTES: 10 digits; s = sum(d_i * (10 - i)) over the first 9, r = s mod 11, the last
-    digit is r if r < 2 else 11 - r. A single repeated digit passes that sum but is refused."""
-    digits = _digits_only(code)
-    if len(digits) != 10 or not _is_ascii_digits(digits) or len(set(digits)) == 1:
-        return False
-    r = sum(int(d) * (10 - i) for i, d in enumerate(digits[:9])) % 11
-    return int(digits[9]) == (r if r < 2 else 11 - r)
-
-
 def validate_national_code(code: str) -> str:
     """The code as 10 ASCII digits, or InvalidNationalCode (whose text never holds the code)."""
     if not is_valid_national_code(code):
         raise InvalidNationalCode("national code failed its check")
     return _digits_only(code)
-
-
-def mask_national_code(code: str) -> str:
-    """First 3 + last 3 digits ("0012345679" -> "001****679"): tells logs apart, identifies no one."""
-    digits = _digits_only(code)
-    return digits[:3] + "****" + digits[-3:] if len(digits) >= 7 else "****"
 
 
 # --- bank card ------------------------------------------------------------------------------------
@@ -94,16 +90,7 @@ BANKS: dict[str, Bank] = {b.bin: b for b in (
 
 def luhn_valid(number: str) -> bool:
     """ISO/IEC 7812 Luhn check over ASCII/Persian digits (spaces and dashes ignored)."""
-    digits = _digits_only(number)
-    if not digits or not _is_ascii_digits(digits):
-        return False
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
+    return luhn_ok(_digits_only(number))
 
 
 def validate_card_number(number: str) -> str:
@@ -112,14 +99,6 @@ def validate_card_number(number: str) -> str:
     if len(digits) != 16 or not luhn_valid(digits):
         raise InvalidCardNumber("card number failed its length or Luhn check")
     return digits
-
-
-def mask_card(number: str) -> str:
-    """First 6 + last 4 ("6037991234561234" -> "603799******1234"), the PCI DSS display limit."""
-    digits = _digits_only(number)
-    if len(digits) < 10:
-        return "*" * len(digits)
-    return digits[:6] + "*" * (len(digits) - 10) + digits[-4:]
 
 
 def bank_of(card: str) -> Bank | None:

@@ -144,7 +144,8 @@ def _mask_grouped(m: re.Match[str]) -> str:
 
 def _mask_ten(m: re.Match[str]) -> str:
     run = m.group(0)
-    return mask_national_code(run) if national_code_ok(run) else run
+    # masked in the digits it was written in, as _mask_run does for cards
+    return run[:3] + "****" + run[-3:] if national_code_ok(run) else run
 
 
 def redact(text: str) -> str:
