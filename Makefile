@@ -5,7 +5,12 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # libzbar0: pyzbar's decoder; libfribidi0 + libharfbuzz0b: Pillow's raqm layout for Persian;
 # libgl1/libglib2.0-0: OpenCV; socat is handy for poking the emulators by hand.
-DEB_PACKAGES := libzbar0 libfribidi0 libharfbuzz0b libglib2.0-0
+# postgresql-15: the server binaries the PostgreSQL tests start a throwaway cluster from
+# (initdb in a temp dir, Unix socket only) when KIOSK_TEST_PG_URL is unset.
+DEB_PACKAGES := libzbar0 libfribidi0 libharfbuzz0b libglib2.0-0 postgresql-15
+# Debian creates and starts a "main" cluster on port 5432 when PostgreSQL is first installed;
+# the tests do not need one, so while we install it this drop-in says not to (then it goes).
+PG_NO_CLUSTER := /etc/postgresql-common/createcluster.d/city-kiosk-no-main-cluster.conf
 
 .PHONY: run test bench deps venv clean
 
@@ -14,8 +19,15 @@ deps:
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$$missing"; \
+	    dropin=""; \
+	    if ! dpkg -s postgresql-common >/dev/null 2>&1 && [ ! -e $(PG_NO_CLUSTER) ]; then \
+	      mkdir -p $(dir $(PG_NO_CLUSTER)) && echo "create_main_cluster = false" > $(PG_NO_CLUSTER) && dropin=1; \
+	    fi; \
+	    export DEBIAN_FRONTEND=noninteractive; \
 	    (apt-get install -y -qq --no-install-recommends $$missing >/dev/null 2>&1 || \
-	     (apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing)); \
+	     (apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing)); status=$$?; \
+	    if [ -n "$$dropin" ]; then rm -f $(PG_NO_CLUSTER); fi; \
+	    exit $$status; \
 	  else echo "warning: missing Debian packages:$$missing (run as root or install them)"; fi; \
 	fi
 
