@@ -34,7 +34,9 @@ def test_text_feeds_styles_and_every_cut_form_are_decoded() -> None:
     assert out.cuts == 4
     for name in ("ESC @ init", "ESC a align", "ESC E bold", "GS ! size", "ESC J feed-dots", "GS V cut"):
         assert name in out.commands
-    assert out.image.height == 30 + 2 * 30 + 16 + 6 * 30 * 2 + 3
+    # the double-height line is 2 x 24 dots, taller than the 30-dot line spacing
+    assert out.image.height == 48 + 2 * 30 + 16 + 6 * 30 * 2 + 3
+    assert out.unhandled == []
 
 
 def test_status_queries_inside_a_job_are_ignored_by_the_decoder() -> None:
