@@ -20,6 +20,9 @@ EXPECTED = {
     # point: (state the crashed transaction ends in, charged and settled?)
     "after-created": ("CANCELLED", False),
     "after-paying": ("DECLINED", False),
+    # approved at the terminal, PAID not journaled: found PAYING, the terminal says approved,
+    # the back-office holds no payment → the money goes back
+    "after-approved": ("REVERSED", False),
     "after-paid": ("REVERSED", False),
     "after-post-sent": ("COMPLETED", True),
     "before-receipt": ("COMPLETED", True),
@@ -78,3 +81,15 @@ def test_crash_at_point_then_recovery_leaves_fee_paid_once_or_not_charged(tmp_pa
     verify = subprocess.run([sys.executable, "-m", "kiosk.cli", "journal", "show", "--open", "--json",
                              "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert verify.returncode == 0 and json.loads(verify.stdout) == []
+
+
+@pytest.mark.parametrize("command", [["demo", "--headless", "--script", "pay-fee-manual"], ["recover"]])
+def test_an_unknown_fault_name_refuses_to_start(tmp_path: Path, command: list[str]) -> None:
+    env = {**os.environ, "KIOSK_FAULT": "after-payed"}  # misspelt: would silently never crash
+    (tmp_path / "kiosk.json").write_text("{}")
+    out = subprocess.run([sys.executable, "-m", "kiosk.cli", *command, "--data-dir", str(tmp_path)],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("\n") == 1 and "after-payed" in out.stderr and "after-approved" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "journal.sqlite3").exists()  # nothing started, nothing journaled

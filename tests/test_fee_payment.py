@@ -349,23 +349,28 @@ def test_a_reversal_the_terminal_refuses_is_refund_pending_not_reversed(kiosk: K
 
 
 def test_cancel_while_the_terminal_approves_gives_the_money_back(kiosk: Kiosk) -> None:
+    """Deterministic: the terminal approves and holds its answer until the citizen's cancel
+    (the Abort) arrives, so the approved-then-reversed branch runs every time."""
     slip = kiosk.unpaid_slip()
-    kiosk.env.terminal.latency_s = 1.0
+    kiosk.env.terminal.hold_approved = True
 
-    async def go() -> tuple[str, TxState]:
+    async def go() -> tuple[str, TxState, list[TxState]]:
         ctx = await KioskContext.open(kiosk.env.settings, kiosk.data)
         try:
-            tx = ctx.journal.begin("fee_payment", slip.amount_rials, {"bill_id": slip.bill_id,
-                                                                      "payment_id": slip.payment_id})
-            task = asyncio.create_task(ctx.money.charge(tx.tx_id, slip.amount_rials))
-            await asyncio.sleep(0.3)  # the request is at the terminal
+            tx_id = await ctx.money.open_transaction("fee_payment", slip.amount_rials,
+                                                     {"bill_id": slip.bill_id, "payment_id": slip.payment_id})
+            task = asyncio.create_task(ctx.money.charge(tx_id, slip.amount_rials))
+            # the sale is approved at the terminal, its answer not yet sent: cancel now
+            assert await asyncio.to_thread(kiosk.env.terminal.held.wait, 10)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            return tx.tx_id, ctx.journal.state_of(tx.tx_id)
+            ctx.money.release(tx_id)
+            return tx_id, ctx.journal.state_of(tx_id), [e.state for e in ctx.journal.get(tx_id).entries]
         finally:
             await ctx.close()
 
-    tx_id, state = asyncio.run(go())
-    assert state in (TxState.REVERSED, TxState.DECLINED)
+    tx_id, state, states = asyncio.run(go())
+    assert states == [TxState.CREATED, TxState.PAYING, TxState.PAID, TxState.REVERSING, TxState.REVERSED]
+    assert [s["status"] for s in kiosk.env.terminal.ledger()] == ["reversed"]
     assert kiosk.env.terminal.net_charged(tx_id) == 0

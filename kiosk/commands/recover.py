@@ -15,15 +15,13 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from kiosk.data_lock import DataLock
 from kiosk.errors import KioskError
-from kiosk.faults import UnknownFaultPoint
+from kiosk.faults import UnknownFaultPoint, check_fault_env
 from kiosk.paths import data_dir
 from kiosk.settings import KioskSettings, load_settings
-
-if TYPE_CHECKING:  # the lock is taken by the caller or by KioskContext.open
-    from kiosk.data_lock import DataLock
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -33,18 +31,27 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 async def recover(data: Path, settings: KioskSettings | None = None, *,
-                  lock: "DataLock | None" = None) -> list[dict[str, Any]]:
+                  lock: DataLock | None = None) -> list[dict[str, Any]]:
     """Resolve every open transaction of the kiosk at `data` (settings: its kiosk.json).
-    Raises NotConfigured, DataDirLocked, JournalBroken, UnknownFaultPoint."""
+    The data dir's lock is taken first (unless the caller holds it): a dir another process
+    is moving money in is refused as such. Raises DataDirLocked, NotConfigured,
+    JournalBroken, UnknownFaultPoint."""
     from kiosk.context import KioskContext
     from kiosk.recovery import Recovery
 
-    settings = settings or load_settings(data)
-    ctx = await KioskContext.open(settings, data, lock=lock)
+    check_fault_env()
+    own_lock = lock is None
+    lock = lock if lock is not None else DataLock(data).acquire()
     try:
-        return [r.to_dict() for r in await Recovery(ctx.journal, ctx.money).run()]
+        settings = settings or load_settings(data)
+        ctx = await KioskContext.open(settings, data, lock=lock)
+        try:
+            return [r.to_dict() for r in await Recovery(ctx.journal, ctx.money).run()]
+        finally:
+            await ctx.close()
     finally:
-        await ctx.close()
+        if own_lock:
+            lock.release()
 
 
 def handle(args: argparse.Namespace) -> int:
