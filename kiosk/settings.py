@@ -18,6 +18,7 @@ from typing import Any
 from devices.contracts import DeviceConfig
 from devices.manager import load_device_configs
 from kiosk.errors import KioskError
+from kiosk.service_guard import DEFAULT_MIN_FREE_BYTES
 
 CONFIG_FILENAME = "kiosk.json"
 
@@ -54,7 +55,7 @@ class KioskSettings:
     status_timeout_s: float = 15.0
     #: below this much free space on the data dir's disk a new transaction is refused, so
     #: the journal always has room to finish the ones already under way
-    min_free_bytes: int = 50 * 2**20
+    min_free_bytes: int = DEFAULT_MIN_FREE_BYTES  # 50 MiB
     #: how often a running kiosk resolves its own open transactions (not only at start)
     background_recovery_interval_s: float = 30.0
     extra: dict[str, Any] = field(default_factory=dict)
