@@ -1,14 +1,25 @@
-"""`kiosk journal verify|show`: check the journal's hash chain and list its transactions."""
+"""`kiosk journal verify|show`: check the journal's hash chain (optionally against the
+back-office's anchors) and list its transactions. Both open the journal read-only, so an
+auditor can run them on a copy on read-only media."""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
-import time
+from pathlib import Path
 from typing import Any
 
-from kiosk.journal import Journal, Transaction, journal_path
+from kiosk.journal import (
+    AnchorReport,
+    Journal,
+    JournalError,
+    Transaction,
+    VerifyReport,
+    compare_anchors,
+    journal_path,
+)
 from kiosk.paths import data_dir
 
 
@@ -20,6 +31,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     verify = actions.add_parser("verify", parents=[common],
                                 help="check the hash chain; exit 1 naming each bad row")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.add_argument("--against-backoffice", action="store_true",
+                        help="also compare the chain with the anchors the back-office kept "
+                        "(catches a cut tail or a rewritten chain); uses the data dir's kiosk.json")
+    verify.add_argument("--backoffice-url", metavar="URL",
+                        help="with --against-backoffice: this back-office instead of kiosk.json's")
+    verify.add_argument("--token", metavar="T",
+                        help="with --against-backoffice: this kiosk token instead of kiosk.json's")
     verify.set_defaults(func=_verify)
     show = actions.add_parser("show", parents=[common], help="list transactions, newest first")
     show.add_argument("--open", action="store_true", help="only transactions recover must resolve")
@@ -34,18 +52,72 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
+def _fail(action: str, message: str, code: int = 1) -> int:
+    print(f"kiosk journal {action}: {message}", file=sys.stderr)
+    return code
+
+
+def _fetch_anchors(args: argparse.Namespace, directory: Path) -> list[Any]:
+    """The back-office's anchors for this kiosk, from kiosk.json's back-office (or the URL
+    and token given on the command line)."""
+    from kiosk.backoffice_client import BackofficeClient
+    from kiosk.settings import CONFIG_FILENAME, KioskSettings
+
+    url, token = args.backoffice_url, args.token
+    if url is None or token is None:
+        settings = KioskSettings.load(directory / CONFIG_FILENAME)
+        url = url or settings.backoffice_url
+        token = token or settings.backoffice_token
+    with BackofficeClient(url, token, retries=1) as client:
+        return client.journal_anchors()
+
+
 def _verify(args: argparse.Namespace) -> int:
-    path = journal_path(data_dir(args.data_dir))
+    if (args.backoffice_url or args.token) and not args.against_backoffice:
+        return _fail("verify", "--backoffice-url and --token only go with --against-backoffice", 2)
+    directory = data_dir(args.data_dir)
+    path = journal_path(directory)
     if not path.exists():
         print(f"no journal at {path}", file=sys.stderr)
         return 1
-    with Journal(path) as journal:
-        report = journal.verify()
+    try:
+        with Journal.open_readonly(path) as journal:
+            report = journal.verify()
+            rows = journal.entries() if args.against_backoffice and report.ok else None
+    except JournalError as exc:
+        return _fail("verify", exc.detail)
+    anchors: AnchorReport | None = None
+    if args.against_backoffice:
+        if rows is None:
+            # entries() cannot even be read back from a chain that failed: say so, do not guess
+            return _print_verify(args, path, report, None,
+                                 "anchors not checked: the local chain is broken")
+        if not (directory / "kiosk.json").exists() and (args.backoffice_url is None
+                                                         or args.token is None):
+            return _fail("verify", f"--against-backoffice needs {directory / 'kiosk.json'} "
+                         "or both --backoffice-url and --token", 2)
+        anchors = compare_anchors(rows, _fetch_anchors(args, directory))
+    return _print_verify(args, path, report, anchors, None)
+
+
+def _print_verify(args: argparse.Namespace, path: Path, report: VerifyReport,
+                  anchors: AnchorReport | None, note: str | None) -> int:
+    ok = report.ok and (anchors is None or anchors.ok) and note is None
     if args.json:
-        print(json.dumps({"ok": report.ok, "checked": report.checked, "path": str(path),
-                          "problems": [{"seq": p.seq, "kind": p.kind, "detail": p.detail}
-                                       for p in report.problems]}, ensure_ascii=False))
-    elif report.ok:
+        out: dict[str, Any] = {
+            "ok": ok, "checked": report.checked, "path": str(path),
+            "problems": [{"seq": p.seq, "kind": p.kind, "detail": p.detail}
+                         for p in report.problems]}
+        if anchors is not None:
+            out["anchors"] = {"ok": anchors.ok, "checked": anchors.checked,
+                              "problems": [{"seq": f.seq, "kind": str(f.verdict),
+                                            "transaction_id": f.transaction_id,
+                                            "detail": f.detail} for f in anchors.problems]}
+        if note:
+            out["note"] = note
+        print(json.dumps(out, ensure_ascii=False))
+        return 0 if ok else 1
+    if report.ok:
         print(f"journal ok: {report.checked} entries, chain intact ({path})")
     else:
         print(f"journal BROKEN: {len(report.problems)} problem(s) in {report.checked} entries "
@@ -53,13 +125,30 @@ def _verify(args: argparse.Namespace) -> int:
         for p in report.problems:
             where = f"seq {p.seq}" if p.seq is not None else "seq ?"
             print(f"  {where}: {p.kind}: {p.detail}")
-    return 0 if report.ok else 1
+    if anchors is not None:
+        if anchors.ok:
+            print(f"back-office anchors ok: {anchors.checked} checked, local head at row "
+                  f"{anchors.local_head_seq}")
+        else:
+            print(f"back-office anchors BROKEN: {len(anchors.problems)} of {anchors.checked}")
+            for f in anchors.problems:
+                print(f"  seq {f.seq}: {f.verdict}: {f.detail}")
+    if note:
+        print(note)
+    return 0 if ok else 1
+
+
+def _when(unix: float) -> str:
+    """A moment in this machine's local zone, with its offset and name, e.g.
+    "2026-11-30 12:01:02 +0330 (+0330)" under TZ=Asia/Tehran, "... +0000 (UTC)" in UTC."""
+    local = dt.datetime.fromtimestamp(unix).astimezone()
+    return f"{local:%Y-%m-%d %H:%M:%S %z} ({local.tzname()})"
 
 
 def _as_dict(tx: Transaction) -> dict[str, Any]:
     return {"tx_id": tx.tx_id, "kind": tx.kind, "amount_rials": tx.amount_rials,
             "state": str(tx.state), "created_at": tx.created_at, "updated_at": tx.updated_at,
-            "entries": len(tx.entries), "data": tx.data}
+            "updated": _when(tx.updated_at), "entries": len(tx.entries), "data": tx.data}
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -67,11 +156,13 @@ def _show(args: argparse.Namespace) -> int:
         print("--limit must be 0 or more", file=sys.stderr)
         return 2
     path = journal_path(data_dir(args.data_dir))
-    if not path.exists():
-        txs: list[Transaction] = []
-    else:
-        with Journal(path) as journal:
-            txs = journal.open_transactions() if args.open else journal.transactions(args.limit)
+    txs: list[Transaction] = []
+    if path.exists():
+        try:
+            with Journal.open_readonly(path) as journal:
+                txs = journal.open_transactions() if args.open else journal.transactions(args.limit)
+        except JournalError as exc:
+            return _fail("show", exc.detail)
     if args.open:
         txs = txs[: args.limit]
     if args.json:
@@ -80,9 +171,9 @@ def _show(args: argparse.Namespace) -> int:
     if not txs:
         print("no transactions")
         return 0
-    rows = [(t.tx_id, t.kind, f"{t.amount_rials:,}", str(t.state),
-             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t.updated_at))) for t in txs]
-    header = ("id", "kind", "amount (rials)", "state", "updated")
+    rows = [(t.tx_id, t.kind, f"{t.amount_rials:,}", str(t.state), _when(t.updated_at))
+            for t in txs]
+    header = ("id", "kind", "amount (rials)", "state", "updated (local time)")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, *rows]:
         print("  ".join(c.rjust(w) if i == 2 else c.ljust(w)

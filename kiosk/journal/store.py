@@ -107,6 +107,9 @@ CREATE INDEX IF NOT EXISTS outbox_by_tx ON outbox (tx_id);
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 
+#: every table, index and trigger _SCHEMA makes (a tamperer may have dropped a trigger)
+_SCHEMA_OBJECTS = frozenset({"journal", "journal_by_tx", "journal_one_begin", "journal_no_update",
+                             "journal_no_delete", "outbox", "outbox_due", "outbox_by_tx"})
 _ENTRY_COLS = "seq, tx_id, state, at, kind, amount_rials, data, prev_hash, hash"
 _INSERT_ENTRY = f"INSERT INTO journal ({_ENTRY_COLS}) VALUES (?,?,?,?,?,?,?,?,?)"
 _KIOSK_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -215,9 +218,14 @@ class Journal(OutboxMixin):
             # FULL: the WAL is fsynced at every commit, so a committed append survives a
             # power cut (NORMAL would only keep the database consistent, not the last rows).
             conn.execute("PRAGMA synchronous = FULL")
-            with self._write() as c:
-                for statement in _split_sql(_SCHEMA):
-                    c.execute(statement)
+            # Only write the schema when something is missing: a journal on a read-only file
+            # still opens for reading (its writes then raise JournalStorageError).
+            present = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if not (_SCHEMA_OBJECTS <= present and version == SCHEMA_VERSION):
+                with self._write() as c:
+                    for statement in _split_sql(_SCHEMA):
+                        c.execute(statement)
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise (as_journal_error(exc, f"opening {self.path}")
