@@ -63,7 +63,7 @@ class KioskSettings:
     @classmethod
     def from_dict(cls, raw: Any, *, source: str = CONFIG_FILENAME) -> "KioskSettings":
         """Settings from a kiosk.json object; InvalidSettings naming the first bad key."""
-        problem = schema_problem(raw)
+        problem = schema_problem(raw, cls)
         if problem:
             raise InvalidSettings(f"{source}: {problem}", path=source, problem=problem)
         try:
@@ -95,9 +95,9 @@ class KioskSettings:
         tmp.replace(path)
 
 
-def allowed_keys() -> tuple[str, ...]:
+def allowed_keys(cls: type[KioskSettings] = KioskSettings) -> tuple[str, ...]:
     """The top-level keys kiosk.json may hold: the KioskSettings fields, nothing else."""
-    return tuple(f.name for f in fields(KioskSettings))
+    return tuple(f.name for f in fields(cls))
 
 
 def _type_problem(key: str, value: Any, expected: Any) -> str | None:
@@ -139,17 +139,19 @@ def _device_problem(i: int, entry: Any) -> str | None:
     return None
 
 
-def schema_problem(raw: Any) -> str | None:
-    """What is wrong with a kiosk.json object, in one phrase naming the key; None when valid."""
+def schema_problem(raw: Any, cls: type[KioskSettings] | None = None) -> str | None:
+    """What is wrong with a kiosk.json object, in one phrase naming the key; None when valid.
+    `cls`: the settings class whose fields make the schema (KioskSettings or a subclass)."""
+    cls = cls or KioskSettings
     if not isinstance(raw, dict):
         return "the file must hold one JSON object"
-    allowed = allowed_keys()
+    allowed = allowed_keys(cls)
     for key in raw:
         if key not in allowed:
             hint = difflib.get_close_matches(str(key), allowed, n=1)
             return (f"unknown key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
                     + f"; allowed: {', '.join(allowed)}")
-    hints = typing.get_type_hints(KioskSettings)
+    hints = typing.get_type_hints(cls)
     for key, value in raw.items():
         problem = _type_problem(key, value, hints[key])
         if problem:
