@@ -433,3 +433,26 @@ def test_cli_pubkey_prints_the_data_dirs_public_key(tmp_path: Path, capsys: pyte
     printed = capsys.readouterr().out.strip()
     assert printed == load_or_create_key(tmp_path).public_key_b64
     assert (tmp_path / "keys" / "receipt-ed25519.pub").read_text().strip() == printed
+
+
+def test_key_is_0600_and_its_dir_0700_from_creation_even_under_a_loose_umask(tmp_path: Path) -> None:
+    code = ("import os, sys; os.umask(0); from kiosk.receipts import load_or_create_key; "
+            "load_or_create_key(sys.argv[1])")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "kiosk")], check=True, timeout=60)
+    keys = tmp_path / "kiosk" / "keys"
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o700
+    assert stat.S_IMODE((keys / "receipt-ed25519.pem").stat().st_mode) == 0o600
+    # a keys dir an older install left open is closed again
+    os.chmod(keys, 0o755)
+    load_or_create_key(tmp_path / "kiosk")
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o700
+
+
+def test_the_documented_example_payload_verifies() -> None:
+    """docs/receipts.md's example: a published test vector must keep verifying."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "receipts.md").read_text(encoding="utf-8")
+    example = next(line for line in doc.splitlines() if line.startswith("CK2:") and "<" not in line)
+    got = verify_payload(example, "A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg=")
+    assert (got.tx_id, got.amount_rials, got.journal_seq, got.journal_hash) == (
+        TX_ID, 17_000, 1234, "9f2c4e7a1b3d5f60")
+    assert _GENUINE.sign(receipt()) == example
