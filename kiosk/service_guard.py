@@ -5,7 +5,6 @@ the kiosk opens, and cheaply before every new transaction and every background r
 
 from __future__ import annotations
 
-import logging
 import shutil
 import sqlite3
 from pathlib import Path
@@ -14,7 +13,6 @@ from typing import NoReturn
 from kiosk.errors import KioskError
 from kiosk.journal import GENESIS_HASH, Journal, JournalError, JournalStorageError
 
-log = logging.getLogger("kiosk.guard")
 
 #: the free-space floor when the settings name none (KioskSettings.min_free_bytes)
 DEFAULT_MIN_FREE_BYTES = 50 * 2**20
@@ -96,8 +94,9 @@ class ChainGuard:
             raise self.broken
 
     def _fail(self, problem: str) -> NoReturn:
+        # not logged here: the caller reports it once (the CLI's one line, the flow's screen,
+        # the background worker's critical log)
         self.broken = JournalBroken(f"journal verification failed: {problem}", problem=problem)
-        log.critical("journal failed verification, out of service: %s", problem)
         raise self.broken
 
 

@@ -190,6 +190,8 @@ class FeePaymentFlow:
 
     async def _out_of_service(self) -> FeePaymentResult:
         """The journal failed verification: no money moves until a technician has looked."""
+        if self.ctx.out_of_service is not None:
+            log.critical("out of service: %s", self.ctx.out_of_service.detail)
         await self.ui.show_error("service.out_of_service")
         return await self._end(Outcome(False, "service.out_of_service"), None, 0)
 
