@@ -141,3 +141,31 @@ def test_cli_reprint_without_a_printer_or_out_says_so(tmp_path: Path, capsys: py
     load_or_create_key(tmp_path)
     assert kiosk_main(["receipt", "reprint", tx_id, "--data-dir", str(tmp_path)]) == 1
     assert "--out FILE.png" in capsys.readouterr().err
+
+
+def test_cli_verify_check_journal_catches_a_cut_or_rewritten_journal(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    kiosk_dir = tmp_path / "kiosk"
+    journal, tx_id = _paid_tx(kiosk_dir, complete=True)
+    payload = _issue(kiosk_dir, journal.get(tx_id), pending=False)
+    journal.close()
+    assert kiosk_main(["receipt", "verify", payload, "--data-dir", str(kiosk_dir), "--check-journal"]) == 0
+    assert "is this receipt's PAID row" in capsys.readouterr().out
+    # the same key beside a journal rewritten from scratch: row 3 is another payment now
+    forged = tmp_path / "forged"
+    (forged / "keys").mkdir(parents=True)
+    for f in (kiosk_dir / "keys").iterdir():
+        (forged / "keys" / f.name).write_bytes(f.read_bytes())
+    other, _ = _paid_tx(forged, complete=True)
+    other.close()
+    assert kiosk_main(["receipt", "verify", payload, "--data-dir", str(forged), "--check-journal", "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["valid"] is True and out["journal_matches"] is False and "rewritten" in out["journal_detail"]
+    # a journal cut back before the receipt's row
+    cut = tmp_path / "cut"
+    (cut / "keys").mkdir(parents=True)
+    for f in (kiosk_dir / "keys").iterdir():
+        (cut / "keys" / f.name).write_bytes(f.read_bytes())
+    Journal(journal_path(cut), kiosk_id=KIOSK).close()
+    assert kiosk_main(["receipt", "verify", payload, "--data-dir", str(cut), "--check-journal"]) == 1
+    assert "cut back" in capsys.readouterr().out

@@ -57,6 +57,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     verify.add_argument("--pubkey", help="the kiosk's public key: a .pub file or its base64 "
                         "(default: this data dir's receipt key)")
     verify.add_argument("--json", action="store_true", help="print one JSON object")
+    verify.add_argument("--check-journal", action="store_true",
+                        help="also check that this data dir's journal still holds the PAID row the receipt "
+                        "witnesses (exit 1 when it does not: the journal was cut or rewritten)")
     verify.set_defaults(func=_verify)
     pubkey = actions.add_parser("pubkey", parents=[common], help="print this kiosk's receipt public key (base64)")
     pubkey.set_defaults(func=_pubkey)
@@ -133,11 +136,45 @@ def _verify(args: argparse.Namespace) -> int:
             print(exc.message("en"))
             print(f"reason: {exc.reason}")
         return 1
+    witness = _check_witness(receipt, data_dir(args.data_dir)) if args.check_journal else None
     if args.json:
-        print(json.dumps({"valid": True, "receipt": receipt.to_dict()}, ensure_ascii=False))
+        out: dict[str, Any] = {"valid": True, "receipt": receipt.to_dict()}
+        if witness is not None:
+            out["journal_matches"], out["journal_detail"] = witness
+        print(json.dumps(out, ensure_ascii=False))
     else:
         print("\n".join(_describe(receipt)))
-    return 0
+        if witness is not None:
+            print(("دفتر تراکنش‌ها با رسید می‌خواند / " if witness[0] else
+                   "دفتر تراکنش‌ها با رسید نمی‌خواند / ") + witness[1])
+    return 0 if witness is None or witness[0] else 1
+
+
+def _check_witness(receipt: VerifiedReceipt, root: Path) -> tuple[bool, str]:
+    """Does the journal here still hold the row this receipt witnesses: same seq, the same
+    transaction's PAID row, amount, and a hash that begins with the receipt's prefix?"""
+    if receipt.version < 2:
+        return False, "a version 1 receipt carries no journal row to check"
+    path = journal_path(root)
+    if not path.exists():
+        return False, f"no journal in {root}"
+    try:
+        journal = _open_journal(path)
+        try:
+            rows = [e for e in journal.entries(after_seq=receipt.journal_seq - 1, limit=1)
+                    if e.seq == receipt.journal_seq]
+        finally:
+            journal.close()
+    except (JournalError, sqlite3.Error) as exc:
+        return False, f"cannot read the journal: {exc}"
+    seq = receipt.journal_seq
+    if not rows:
+        return False, f"the journal has no row #{seq}: it was cut back after this receipt was printed"
+    row = rows[0]
+    if (row.tx_id, str(row.state), row.amount_rials) != (receipt.tx_id, "PAID", receipt.amount_rials) \
+            or not row.hash.startswith(receipt.journal_hash):
+        return False, f"journal row #{seq} is not this receipt's payment: the journal was rewritten"
+    return True, f"journal row #{seq} is this receipt's PAID row (hash {row.hash[:16]}…)"
 
 
 def _fail(message_fa: str, message_en: str) -> int:
