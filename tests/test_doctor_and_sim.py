@@ -25,6 +25,7 @@ def test_doctor_on_the_demo_configuration_finds_every_device_class_online(tmp_pa
     assert set(rows) == {"PaymentTerminal", "ReceiptPrinter", "Scanner", "CardReader", "CardDispenser"}
     for row in rows.values():
         assert row["state"] == "online" and row["health"]["ok"], row
+        assert row["simulated"] is True, row  # the demo's devices are all simulators
     assert rows["CardReader"]["identity"]["firmware"] == "1.6"
     assert rows["ReceiptPrinter"]["consumables"]["paper"] == "ok"
 
@@ -41,6 +42,27 @@ def test_doctor_reports_a_device_that_is_not_there_and_exits_1(tmp_path: Path) -
     rows = {r["name"]: r for r in json.loads(out.stdout)}
     assert rows["printer"]["state"] == "offline" and rows["printer"]["last_error"]
     assert rows["dispenser"]["state"] == "online"
+
+
+def test_doctor_says_which_devices_are_simulators_in_the_table_and_json(tmp_path: Path) -> None:
+    # a simulator by its driver type, one marked in its entry (a real driver aimed at
+    # `kiosk sim`), and real hardware: only the first two may be called simulators
+    (tmp_path / "kiosk.json").write_text(json.dumps({
+        "kiosk_id": "kiosk-t", "devices": [
+            {"name": "dispenser", "type": "dispenser-sim"},
+            {"name": "sim_printer", "type": "escpos", "connection": "network", "host": "127.0.0.1",
+             "port": 9, "simulator": True},
+            {"name": "printer", "type": "escpos", "connection": "network", "host": "127.0.0.1", "port": 9},
+        ]}))
+    out = subprocess.run(KIOSK + ["doctor", "--json", "--data-dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    rows = {r["name"]: r for r in json.loads(out.stdout)}
+    assert {n: r["simulated"] for n, r in rows.items()} == {"dispenser": True, "sim_printer": True, "printer": False}
+    table = subprocess.run(KIOSK + ["doctor", "--data-dir", str(tmp_path)],
+                           capture_output=True, text=True, timeout=120)
+    lines = {line.split()[0]: line for line in table.stdout.splitlines() if line and not line.startswith(" ")}
+    assert "simulator" in lines["dispenser"] and "simulator" in lines["sim_printer"]
+    assert "simulator" not in lines["printer"]
 
 
 class Sim:
