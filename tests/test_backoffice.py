@@ -4,7 +4,10 @@ auth, bill lookup, fee slips, idempotent atomic payment posts, migrations and th
 from __future__ import annotations
 
 import concurrent.futures
+import datetime as dt
 import json
+import logging
+import re
 import secrets
 import threading
 from typing import Any, Iterator
@@ -16,17 +19,21 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from backoffice import cli as backoffice_cli
-from backoffice.db import current_revision, make_engine, upgrade
+from alembic import command
+
+from backoffice.db import alembic_config, current_revision, make_engine, upgrade
 from backoffice.models import TABLE_NAMES
 from backoffice.seed import (
     DEMO_BUSINESS_LICENSE,
     DEMO_NATIONAL_CODE,
     DEMO_PLATE,
     DEMO_RENOVATION_CODE,
+    DEMO_MIN_UNPAID,
     DEMO_WATER_BILL,
     OWNERS,
     seed_demo,
 )
+from backoffice.schemas import MAX_AMOUNT_RIALS
 from backoffice.server import RunningServer, serve_in_thread
 from kiosk.bills import InvalidBill, make_bill_id, make_payment_id, parse_bill
 from kiosk.sensitive import national_code_ok
@@ -410,3 +417,316 @@ def test_seed_cli_adds_kiosks_and_prints_a_summary(db_url: str, capsys: pytest.C
     summary = json.loads(capsys.readouterr().out)
     assert summary["kiosks_changed"] == 1 and summary["demo_unpaid_slips"] >= 40
     assert backoffice_cli.main(["seed", "--demo", "--db", db_url, "--kiosk", "no-colon"]) == 2
+
+
+# --- issue 6: one kiosk's payments are its own ---------------------------------------------------
+def test_another_kiosks_payment_reads_exactly_like_an_unknown_one(server: RunningServer) -> None:
+    slip = demo_slips(server)[0]
+    assert post(server, payment_body(slip, "tx-own"), "tx-own", token=TOKEN_A).status_code == 201
+    assert api(server, "GET", "/api/v1/payments/tx-own", token=TOKEN_A).status_code == 200
+    theirs = api(server, "GET", "/api/v1/payments/tx-own", token=TOKEN_B)
+    unknown = api(server, "GET", "/api/v1/payments/tx-nobody-made", token=TOKEN_B)
+    assert theirs.status_code == unknown.status_code == 404
+    assert theirs.content == unknown.content == b'{"error":"payment.not_found"}'
+    assert slip["bill_id"] not in theirs.text
+
+
+# --- issue 6: strict request bodies --------------------------------------------------------------
+def _no_payment_stored(db_url: str) -> None:
+    assert count(db_url, "SELECT count(*) FROM payments") == 0
+    assert count(db_url, "SELECT count(*) FROM idempotency") == 0
+
+
+# Each of these tests walks its cases against one server: a server per case costs ~0.6 s.
+BAD_AMOUNTS: tuple[Any, ...] = ("as-string", "as-float", True, 0, -1000, MAX_AMOUNT_RIALS + 1000, 2**70)
+
+
+def test_amount_must_be_a_json_integer_in_range(server: RunningServer, db_url: str) -> None:
+    slip = demo_slips(server)[0]
+    for amount in BAD_AMOUNTS:  # "420000", 1150000.0 and true used to settle
+        value = {"as-string": str(slip["amount_rials"]), "as-float": float(slip["amount_rials"])}.get(amount, amount)
+        resp = post(server, payment_body(slip, "tx-s", amount_rials=value), "tx-s")
+        assert resp.status_code == 422, (amount, resp.text)
+        assert resp.json()["error"] == "request.invalid"
+        assert [d["loc"][-1] for d in resp.json()["detail"]] == ["amount_rials"]
+        _no_payment_stored(db_url)
+    # the same body with the amount as a JSON integer settles
+    assert post(server, payment_body(slip, "tx-s"), "tx-s").status_code == 201
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.isoformat()
+
+
+BAD_PAID_AT: tuple[Any, ...] = (
+    "0001-01-01T00:00:00Z",  # year 1
+    "2019-12-31T23:59:59Z",  # before the window
+    "in-ten-days",  # too far in the future
+    "2025-11-28T09:15:00",  # no zone
+    "2025-11-28",  # a date, not a date-time
+    1764321300,  # Unix seconds, not an ISO string
+    "yesterday",
+)
+
+
+def test_paid_at_must_be_a_zoned_iso_time_in_the_window(server: RunningServer, db_url: str) -> None:
+    slip = demo_slips(server)[0]
+    for paid_at in BAD_PAID_AT:
+        if paid_at == "in-ten-days":
+            paid_at = _iso(dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=10))
+        resp = post(server, payment_body(slip, "tx-t", paid_at=paid_at), "tx-t")
+        assert resp.status_code == 422, (paid_at, resp.text)
+        assert [d["loc"][-1] for d in resp.json()["detail"]] == ["paid_at"]
+        _no_payment_stored(db_url)
+
+
+def test_paid_at_with_a_tehran_offset_is_stored_as_that_instant(server: RunningServer, db_url: str) -> None:
+    slip = demo_slips(server)[0]
+    tehran = dt.timezone(dt.timedelta(hours=3, minutes=30))
+    moment = (dt.datetime.now(tehran) - dt.timedelta(hours=2)).replace(microsecond=0)
+    assert post(server, payment_body(slip, "tx-z", paid_at=_iso(moment)), "tx-z").status_code == 201
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            stored = conn.execute(sa.text("SELECT paid_at FROM payments")).scalar_one()
+    finally:
+        engine.dispose()
+    if isinstance(stored, str):  # SQLite returns text
+        stored = dt.datetime.fromisoformat(stored)
+    assert stored.replace(tzinfo=dt.timezone.utc) == moment.astimezone(dt.timezone.utc)
+
+
+BAD_FIELDS: tuple[tuple[str, Any], ...] = (
+    ("transaction_id", 12345), ("transaction_id", "tx with spaces"), ("transaction_id", "x" * 65),
+    ("bill_id", 2050327604613), ("terminal", {"rrn": 512345678901}), ("extra_field", 1),
+)
+
+
+def test_other_fields_have_strict_types_too(server: RunningServer, db_url: str) -> None:
+    slip = demo_slips(server)[0]
+    for field, value in BAD_FIELDS:
+        resp = post(server, payment_body(slip, "tx-f", **{field: value}), "tx-f")
+        assert resp.status_code == 422 and resp.json()["error"] == "request.invalid", field
+        _no_payment_stored(db_url)
+
+
+FULL_PAN = "6037991234567893"  # passes Luhn
+
+
+UNMASKED_PANS = ("6037.9912.3456.7893", "6037-9912-3456-7893", "6037 9912 3456 7893", FULL_PAN,
+                 "603799123456****", "60379912****7893", "۶۰۳۷.۹۹۱۲.۳۴۵۶.۷۸۹۳", "not a card")
+
+
+def test_anything_but_a_masked_pan_is_refused_never_stored_never_logged(
+        server: RunningServer, db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    slip = demo_slips(server)[0]
+    for pan in UNMASKED_PANS:
+        body = payment_body(slip, "tx-p")
+        body["terminal"]["masked_pan"] = pan
+        resp = post(server, body, "tx-p")
+        assert resp.status_code == 422 and resp.json() == {"error": "payment.unmasked_pan"}, pan
+        assert pan not in resp.text
+        _no_payment_stored(db_url)
+    for pan in UNMASKED_PANS:
+        digits = "".join(ch for ch in pan if ch.isdigit())
+        assert pan not in caplog.text and (len(digits) < 8 or digits not in caplog.text)
+
+
+def test_a_card_number_in_another_terminal_field_is_refused(server: RunningServer, db_url: str) -> None:
+    slip = demo_slips(server)[0]
+    body = payment_body(slip, "tx-q")
+    body["terminal"]["poi_reference"] = f"POI/{FULL_PAN}"
+    assert post(server, body, "tx-q").json() == {"error": "payment.unmasked_pan"}
+    _no_payment_stored(db_url)
+
+
+def test_masked_pans_in_any_grouping_are_accepted(server: RunningServer, db_url: str) -> None:
+    pans = ("6037 99** **** 7893", "603799******7893", "6037.99XX.XXXX.7893", "")
+    for slip, pan in zip(demo_slips(server), pans):
+        body = payment_body(slip, f"tx-ok-{len(pan)}-{pan[:7]}".replace(" ", "_").replace("*", "x"))
+        body["terminal"]["masked_pan"] = pan
+        assert post(server, body, body["transaction_id"]).status_code == 201, pan
+    assert count(db_url, "SELECT count(*) FROM payments") == len(pans)
+
+
+# --- issue 6: journal anchors --------------------------------------------------------------------
+def _head(n: int) -> str:
+    return f"{n:064x}"
+
+
+def test_journal_anchors_are_stored_and_listed_per_kiosk_in_seq_order(server: RunningServer) -> None:
+    slips = demo_slips(server)
+    for i, seq in enumerate((12, 5, 9)):
+        body = payment_body(slips[i], f"a-{seq}", journal_seq=seq, journal_head=_head(seq))
+        assert post(server, body, f"a-{seq}").status_code == 201
+    assert post(server, payment_body(slips[3], "a-none"), "a-none").status_code == 201  # no anchor
+    body = payment_body(slips[4], "b-7", journal_seq=7, journal_head=_head(7))
+    assert post(server, body, "b-7", token=TOKEN_B).status_code == 201
+
+    resp = api(server, "GET", "/api/v1/journal-anchors")
+    assert resp.status_code == 200
+    anchors = resp.json()["anchors"]
+    assert [(a["transaction_id"], a["journal_seq"], a["journal_head"]) for a in anchors] == [
+        ("a-5", 5, _head(5)), ("a-9", 9, _head(9)), ("a-12", 12, _head(12))]
+    assert all(a["received_at"].endswith("Z") for a in anchors)
+    later = api(server, "GET", "/api/v1/journal-anchors", params={"after_seq": 5}).json()["anchors"]
+    assert [a["journal_seq"] for a in later] == [9, 12]
+    page = api(server, "GET", "/api/v1/journal-anchors", params={"after_seq": 5, "limit": 1}).json()["anchors"]
+    assert [a["journal_seq"] for a in page] == [9]
+    theirs = api(server, "GET", "/api/v1/journal-anchors", token=TOKEN_B).json()["anchors"]
+    assert [a["transaction_id"] for a in theirs] == ["b-7"]
+    assert api(server, "GET", "/api/v1/journal-anchors", token=None).status_code == 401
+    bad = api(server, "GET", "/api/v1/journal-anchors", params={"after_seq": -1})
+    assert bad.status_code == 422 and bad.json()["error"] == "query.invalid"
+
+
+BAD_ANCHORS: tuple[dict[str, Any], ...] = (
+    {"journal_seq": 0, "journal_head": "a" * 64},
+    {"journal_seq": "5", "journal_head": "a" * 64},
+    {"journal_seq": 5.0, "journal_head": "a" * 64},
+    {"journal_seq": 5, "journal_head": "A" * 64},
+    {"journal_seq": 5, "journal_head": "a" * 63},
+    {"journal_seq": 5},
+    {"journal_head": "a" * 64},
+)
+
+
+def test_malformed_anchors_are_refused(server: RunningServer, db_url: str) -> None:
+    slip = demo_slips(server)[0]
+    for anchor in BAD_ANCHORS:
+        resp = post(server, payment_body(slip, "tx-a", **anchor), "tx-a")
+        assert resp.status_code == 422 and resp.json()["error"] == "request.invalid", anchor
+        _no_payment_stored(db_url)
+
+
+def test_a_replay_with_the_same_anchor_is_identical_and_another_anchor_conflicts(server: RunningServer) -> None:
+    slip = demo_slips(server)[0]
+    body = payment_body(slip, "tx-ra", journal_seq=3, journal_head=_head(3))
+    first = post(server, body, "tx-ra")
+    assert first.status_code == 201 and post(server, body, "tx-ra").content == first.content
+    other = post(server, dict(body, journal_seq=4, journal_head=_head(4)), "tx-ra")
+    assert other.status_code == 409 and other.json() == {"error": "idempotency.conflict"}
+
+
+def test_migration_0002_keeps_existing_payments(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            cfg = alembic_config(db_url)
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0001_initial")
+        assert current_revision(db_url) == "0001_initial"
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO kiosks VALUES ('k-old', :d, true, '2025-01-01 00:00:00')"),
+                         {"d": "0" * 64})
+            conn.execute(sa.text(
+                "INSERT INTO payments (transaction_id, kiosk_id, bill_id, payment_id, amount_rials, paid_at, rrn,"
+                " stan, poi_reference, masked_pan, tracking_code, created_at) VALUES ('old-1', 'k-old', '1', '2',"
+                " 1000, '2025-01-01 00:00:00', '', '', '', '', '000000000001', '2025-01-01 00:00:00')"))
+    finally:
+        engine.dispose()
+        upgrade(db_url)
+    assert current_revision(db_url) == "0002_journal_anchors"
+    assert count(db_url, "SELECT count(*) FROM payments WHERE transaction_id = 'old-1' "
+                         "AND journal_seq IS NULL AND journal_head IS NULL") == 1
+
+
+# --- issue 6: demo slips do not run out ----------------------------------------------------------
+def _pay_all_demo_slips(server: RunningServer) -> int:
+    slips = demo_slips(server)
+    for i, slip in enumerate(slips):
+        tx = f"drain-{secrets.token_hex(4)}-{i}"
+        assert post(server, payment_body(slip, tx), tx).status_code == 201
+    assert demo_slips(server) == []
+    return len(slips)
+
+
+def test_seeding_tops_the_demo_owner_up_when_every_slip_is_paid(server: RunningServer, db_url: str) -> None:
+    assert _pay_all_demo_slips(server) >= 40
+    summary = seed_demo(db_url, KIOSKS)
+    assert summary.bills_added == summary.demo_unpaid_slips == DEMO_MIN_UNPAID
+    fresh = demo_slips(server)
+    assert len(fresh) == DEMO_MIN_UNPAID
+    for slip in fresh:
+        assert parse_bill(slip["bill_id"], slip["payment_id"]).amount_rials == slip["amount_rials"]
+    assert seed_demo(db_url, KIOSKS).bills_added == 0  # enough unpaid: nothing more
+    # and again after those are paid too: new ids, never one already paid
+    paid = {(s["bill_id"], s["payment_id"]) for s in fresh}
+    _pay_all_demo_slips(server)
+    assert seed_demo(db_url, KIOSKS).demo_unpaid_slips == DEMO_MIN_UNPAID
+    assert not paid & {(s["bill_id"], s["payment_id"]) for s in demo_slips(server)}
+
+
+def test_concurrent_seeders_top_up_once_and_add_no_duplicate_owners(server: RunningServer, db_url: str) -> None:
+    _pay_all_demo_slips(server)
+    barrier = threading.Barrier(6)
+
+    def seed(_: int) -> int:
+        barrier.wait()
+        return seed_demo(db_url, KIOSKS).bills_added
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        added = list(pool.map(seed, range(6)))
+    assert sorted(added) == [0] * 5 + [DEMO_MIN_UNPAID]
+    assert len(demo_slips(server)) == DEMO_MIN_UNPAID
+    assert count(db_url, "SELECT count(*) FROM owners") == len(OWNERS)
+
+
+def test_concurrent_first_seeds_of_an_empty_database_make_one_data_set(db_url: str) -> None:
+    barrier = threading.Barrier(4)
+
+    def seed(_: int) -> int:
+        barrier.wait()
+        return seed_demo(db_url, KIOSKS).owners_added
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        added = list(pool.map(seed, range(4)))
+    assert sorted(added) == [0, 0, 0, len(OWNERS)]
+    assert count(db_url, "SELECT count(*) FROM owners") == len(OWNERS)
+
+
+# --- issue 6: /docs without the internet ---------------------------------------------------------
+def test_docs_page_loads_every_asset_from_the_app_itself(server: RunningServer) -> None:
+    resp = requests.get(server.url + "/docs", timeout=10)
+    assert resp.status_code == 200 and "swagger-ui" in resp.text
+    refs = re.findall(r'(?:src|href)="([^"]+)"', resp.text) + re.findall(r"url: '([^']+)'", resp.text)
+    assert len(refs) >= 4  # css, favicon, bundle js, the OpenAPI document
+    assert "http://" not in resp.text and "https://" not in resp.text
+    for ref in refs:
+        assert ref.startswith("/") and not ref.startswith("//"), ref
+        asset = requests.get(server.url + ref, timeout=10)
+        assert asset.status_code == 200, ref
+        assert len(asset.content) > 500, ref
+    assert requests.get(server.url + "/redoc", timeout=10).status_code == 404  # its page would use a CDN
+
+
+# --- issue 6: the CLI answers a person's mistakes in one line ------------------------------------
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_kiosk_add_refuses_a_weak_token_in_one_line(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    for token in ("x", "short-token-123", "a" * 30, "abababababababababababab",
+                  "has spaces in it 0123456789abc", "ümlaut-token-0123456789abcdef"):
+        assert backoffice_cli.main(["kiosk", "add", "k-weak", "--db", db_url, "--token", token]) == 2, token
+        assert "token" in _one_line_error(capsys)
+        assert count(db_url, "SELECT count(*) FROM kiosks WHERE kiosk_id = 'k-weak'") == 0
+
+
+def test_kiosk_add_refuses_a_token_another_kiosk_holds(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    seed_demo(db_url, KIOSKS)
+    assert backoffice_cli.main(["kiosk", "add", "k-copy", "--db", db_url, "--token", TOKEN_A]) == 1
+    err = _one_line_error(capsys)
+    assert "in use" in err and TOKEN_A not in err
+    assert count(db_url, "SELECT count(*) FROM kiosks WHERE kiosk_id = 'k-copy'") == 0
+    # the holder itself may be given its own token again (a no-op), and a strong new one works
+    assert backoffice_cli.main(["kiosk", "add", "kiosk-a", "--db", db_url, "--token", TOKEN_A]) == 0
+    assert backoffice_cli.main(["kiosk", "add", "k-copy", "--db", db_url]) == 0
+
+
+def test_seed_refuses_a_weak_kiosk_token_in_one_line(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert backoffice_cli.main(["seed", "--demo", "--db", db_url, "--kiosk", "k1:weak"]) == 2
+    assert "token" in _one_line_error(capsys)
