@@ -24,6 +24,7 @@ from backoffice.seed import (
 from backoffice.server import RunningServer, serve_in_thread
 from kiosk.backoffice_client import (
     AmountMismatch,
+    JournalAnchor,
     BackofficeClient,
     BackofficeRejected,
     BackofficeUnavailable,
@@ -39,13 +40,14 @@ from kiosk.backoffice_client import (
 from kiosk.errors import KioskError
 
 TOKEN = "client-test-token-0123456789"
+OTHER_TOKEN = "client-test-token-other-kiosk-42"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     url = f"sqlite:///{tmp_path_factory.mktemp('bo') / 'backoffice.sqlite3'}"
     with serve_in_thread(url) as running:
-        seed_demo(url, {"kiosk-c": TOKEN})
+        seed_demo(url, {"kiosk-c": TOKEN, "kiosk-other": OTHER_TOKEN})
         yield running
 
 
@@ -148,9 +150,10 @@ def test_bad_token_is_rejected_once_without_retries(server: RunningServer) -> No
 # --- retries against servers that fail on purpose ---------------------------------------------------
 class ScriptedServer:
     """A real HTTP server on loopback answering from a script of (status, body) per request;
-    the last entry repeats. Records every request's method, path and Idempotency-Key."""
+    the last entry repeats. A dict body is sent as JSON, a str as an HTML page (what a proxy
+    answers). Records every request's method, path and Idempotency-Key."""
 
-    def __init__(self, script: list[tuple[int, dict[str, Any]]], delay: float = 0.0) -> None:
+    def __init__(self, script: list[tuple[int, Any]], delay: float = 0.0) -> None:
         self.script = script
         self.seen: list[tuple[str, str, str | None]] = []
         outer = self
@@ -163,10 +166,11 @@ class ScriptedServer:
                 status, body = outer.script[min(len(outer.seen) - 1, len(outer.script) - 1)]
                 if delay:
                     time.sleep(delay)
-                data = json.dumps(body).encode()
+                is_page = isinstance(body, str)
+                data = body.encode() if is_page else json.dumps(body).encode()
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", "text/html" if is_page else "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)
@@ -267,3 +271,98 @@ def test_back_off_grows_exponentially_with_bounded_jitter() -> None:
         assert all(0.5 * base <= d <= 1.5 * base for d in delays)
         assert max(delays) - min(delays) > 0.1 * base  # jittered, not lock-step
     c.close()
+
+
+# --- issue 6: only the back-office's own error code is a refusal -----------------------------------
+PROXY_404 = "<html><head><title>404 Not Found</title></head><body><h1>Not Found</h1><hr>nginx</body></html>"
+NOT_OURS: list[tuple[int, Any]] = [
+    (404, PROXY_404),  # a proxy's bare 404 page
+    (404, {"detail": "Not Found"}),  # a web framework's 404 for a wrong base path
+    (404, {}),
+    (403, PROXY_404),
+    (200, PROXY_404),  # a captive portal's page
+    (201, {"unexpected": True}),
+]
+
+
+@pytest.mark.parametrize("status,body", NOT_OURS)
+def test_an_answer_without_our_error_code_never_refuses_a_payment(status: int, body: Any) -> None:
+    """A bare 404 used to map to BillNotFound, and the kiosk then reversed a paid fee."""
+    with ScriptedServer([(status, body)]) as fake:
+        with BackofficeClient(fake.url, TOKEN, retries=1, backoff=0.01) as c:
+            with pytest.raises(SettlementPending) as err:
+                c.post_payment(POST, idempotency_key="t1")
+    assert not isinstance(err.value, (BillNotFound, BillAlreadyPaid, AmountMismatch, BackofficeRejected))
+    assert err.value.money == "charged_pending"
+
+
+@pytest.mark.parametrize("status,body", NOT_OURS)
+def test_payment_status_on_an_answer_without_our_error_code_is_unavailable_not_not_found(
+        status: int, body: Any) -> None:
+    with ScriptedServer([(status, body)]) as fake:
+        with BackofficeClient(fake.url, TOKEN, retries=1, backoff=0.01) as c:
+            with pytest.raises(BackofficeUnavailable) as err:
+                c.payment_status("t1")
+            with pytest.raises(BackofficeUnavailable):
+                c.lookup_bill(*DEMO_WATER_BILL)
+            with pytest.raises(BackofficeUnavailable):
+                c.journal_anchors()
+    assert not isinstance(err.value, PaymentNotFound)
+
+
+def test_our_own_not_found_codes_are_typed() -> None:
+    with ScriptedServer([(404, {"error": "payment.not_found"})]) as fake:
+        with BackofficeClient(fake.url, TOKEN, retries=1, backoff=0.01) as c:
+            with pytest.raises(PaymentNotFound) as err:
+                c.payment_status("t1")
+    assert err.value.key == "payment.not_found" and err.value.message("fa") and len(fake.seen) == 1
+    with ScriptedServer([(404, {"error": "bill.not_found"})]) as fake:
+        with BackofficeClient(fake.url, TOKEN, retries=1, backoff=0.01) as c:
+            with pytest.raises(BillNotFound):
+                c.post_payment(POST, idempotency_key="t1")
+
+
+def test_payment_status_answers_only_the_kiosk_that_paid(server: RunningServer, client: BackofficeClient) -> None:
+    slip = unpaid(client, 0)
+    settled = client.post_payment(post_for(slip, "own-1"), idempotency_key="own-1")
+    assert client.payment_status("own-1") == settled and settled.tracking_code.isdigit()
+    with BackofficeClient(server.url, OTHER_TOKEN, backoff=0.01) as other:
+        with pytest.raises(PaymentNotFound):
+            other.payment_status("own-1")
+
+
+def test_anchors_posted_with_payments_come_back_in_seq_order(client: BackofficeClient) -> None:
+    before = client.journal_anchors()
+    base = max((a.journal_seq for a in before), default=0)
+    for i in range(3):
+        seq = base + 10 * (3 - i)
+        post = post_for(unpaid(client, 0), f"anc-{i}", journal_seq=seq, journal_head=f"{seq:064x}")
+        assert PaymentPost.from_dict(post.to_dict()) == post
+        client.post_payment(post, idempotency_key=post.transaction_id)
+    got = client.journal_anchors(after_seq=base)
+    assert [a.journal_seq for a in got] == [base + 10, base + 20, base + 30]
+    assert all(isinstance(a, JournalAnchor) and a.journal_head == f"{a.journal_seq:064x}" for a in got)
+    assert [a.transaction_id for a in got] == ["anc-2", "anc-1", "anc-0"]
+    assert client.journal_anchors(after_seq=base + 20) == got[2:]
+
+
+def test_a_post_without_anchor_sends_no_anchor_keys() -> None:
+    assert "journal_seq" not in POST.to_dict() and "journal_head" not in POST.to_dict()
+    anchored = PaymentPost.from_dict({**POST.to_dict(), "journal_seq": 7, "journal_head": "ab" * 32})
+    assert (anchored.journal_seq, anchored.journal_head) == (7, "ab" * 32)
+    assert anchored.to_dict()["journal_seq"] == 7
+
+
+def test_journal_anchors_pages_on_by_the_last_seq() -> None:
+    def anchor(seq: int) -> dict[str, Any]:
+        return {"transaction_id": f"t{seq}", "journal_seq": seq, "journal_head": f"{seq:064x}",
+                "received_at": "2026-11-30T09:00:00.000Z"}
+
+    with ScriptedServer([(200, {"anchors": [anchor(3), anchor(8)]}), (200, {"anchors": [anchor(11)]}),
+                         (200, {"anchors": []})]) as fake:
+        with BackofficeClient(fake.url, TOKEN, retries=0) as c:
+            got = c.journal_anchors(after_seq=1)
+    assert [a.journal_seq for a in got] == [3, 8, 11]
+    assert [path for _m, path, _k in fake.seen] == [
+        "/api/v1/journal-anchors?after_seq=1", "/api/v1/journal-anchors?after_seq=8",
+        "/api/v1/journal-anchors?after_seq=11"]
