@@ -16,7 +16,10 @@ import importlib.metadata
 import logging
 import os
 import pkgutil
+import shlex
+import shutil
 import sys
+from pathlib import Path
 from typing import Iterator
 
 import kiosk.commands
@@ -34,6 +37,24 @@ DEFAULT_LOG_LEVEL = "WARNING"
 UMASK = 0o077
 
 log = logging.getLogger("kiosk.cli")
+
+
+def kiosk_command(argv0: str | None = None) -> str:
+    """How the person at this shell can run `kiosk` again, to print in hints they can paste:
+    `kiosk` when the PATH finds this very script, else its path (`.venv/bin/kiosk` after
+    `make run`), else `python -m kiosk.cli` with this interpreter."""
+    script = Path(argv0 if argv0 is not None else sys.argv[0])
+    if script.name != "kiosk":
+        return f"{shlex.quote(sys.executable)} -m kiosk.cli"
+    found = shutil.which("kiosk")
+    if found and Path(found).resolve() == script.resolve():
+        return "kiosk"
+    full = script.absolute()
+    try:
+        shown = str(full.relative_to(Path.cwd()))  # has a slash, so the shell takes it as a path
+    except ValueError:
+        shown = str(full)
+    return shlex.quote(shown if "/" in shown else f"./{shown}")
 
 
 def log_level(text: str) -> str:

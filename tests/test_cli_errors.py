@@ -173,3 +173,24 @@ def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     assert out.stdout.count("\n") == 1 and out.stdout.split()[:2] == ["id", "kind"]  # the header
     assert out.stderr == ""  # no "BrokenPipeError", no "Exception ignored"
     assert out.returncode == 0
+
+
+# --- hints a person can paste ----------------------------------------------------------------
+def test_kiosk_command_is_what_the_shell_can_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kiosk.cli import kiosk_command
+
+    bin_dir = tmp_path / "venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    script = bin_dir / "kiosk"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert kiosk_command(str(script)) == "venv/bin/kiosk"  # not on the PATH: its path
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    assert kiosk_command(str(script)) == "kiosk"  # on the PATH: the bare name
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert kiosk_command(str(script)) == str(script)  # outside the cwd: the full path
+    assert kiosk_command("/x/kiosk/cli.py").endswith(" -m kiosk.cli")  # python -m kiosk.cli
