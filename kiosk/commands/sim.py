@@ -6,6 +6,9 @@ then runs until SIGINT/SIGTERM, so integrators can point other tools at it:
   kiosk sim printer [--port N] [--paper ok|low|out] [--save-dir DIR]   (decoded receipts as PNG)
   kiosk sim terminal [--port N] [--mode approve|decline|…] [--state FILE]
   kiosk sim scanner [--suffix crlf|cr|lf]      (each line typed on stdin is sent as one scan)
+
+A bad value (an unknown mode, a UID that is not 8 hex digits, a negative balance, a port out
+of range) is a usage error (exit 2); a port already in use is one line and exit 1.
 """
 
 from __future__ import annotations
