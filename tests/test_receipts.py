@@ -279,7 +279,8 @@ def test_kiosk_processes_starting_at_once_end_up_with_one_key(tmp_path: Path) ->
 # --- what a receipt may hold ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("pan", ["6037991234561234", "6037 9912 3456 1234", "603799123456****", "60379912345612"])
+@pytest.mark.parametrize("pan", ["6037991234561234", "6037 9912 3456 1234", "603799123456****", "60379912345612",
+                                 "6037.9912.3456.1234"])
 def test_an_unmasked_card_number_is_refused_without_repeating_it(pan: str) -> None:
     with pytest.raises(ValueError) as caught:
         receipt(masked_pan=pan)

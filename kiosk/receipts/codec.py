@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from kiosk.errors import KioskError
+from kiosk.sensitive import is_masked_pan
 
 PREFIX = "CK2:"
 PREFIX_V1 = "CK1:"
@@ -57,8 +58,6 @@ _B64URL = re.compile(r"^[A-Za-z0-9_-]*$")
 _DIGITS = re.compile(r"^[0-9]+$")
 _HEX = re.compile(r"^[0-9a-f]+$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-#: Mask characters a masked PAN may use between its visible digits.
-_MASK_CHARS = frozenset("*Xx•")
 
 
 class ReceiptStatus(enum.StrEnum):
@@ -117,15 +116,13 @@ def _check_text_field(name: str, value: str) -> None:
 
 
 def check_masked_pan(masked_pan: str) -> None:
-    """Refuse a card number that is not masked. PCI DSS lets a receipt show at most the first
-    six and last four digits, so a masked PAN has a mask character and at most 10 digits.
-    The message never repeats the value: it may be a full card number."""
+    """Refuse a card number that is not masked (the project's one rule: kiosk.sensitive's
+    `is_masked_pan`, at most first 6 and last 4 visible). The message never repeats the
+    value: it may be a full card number."""
     if not isinstance(masked_pan, str):
         raise TypeError("masked_pan must be a str")
-    if not masked_pan:
-        return
-    digits = sum(ch.isdigit() for ch in masked_pan)
-    if digits > 10 or not any(ch in _MASK_CHARS for ch in masked_pan):
+    if masked_pan and not is_masked_pan(masked_pan):
+        digits = sum(ch.isdigit() for ch in masked_pan)
         raise ValueError(f"masked_pan is not masked ({digits} digits visible); pass first6******last4")
 
 
