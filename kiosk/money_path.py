@@ -37,7 +37,6 @@ import requests
 
 from devices.base import CommandTimeout, DeviceError, DeviceOffline
 from devices.contracts import PaymentOutcome, PaymentResult, PaymentTerminal
-from kiosk import backoffice_client as bo
 from kiosk.backoffice_client import (
     AmountMismatch,
     BackofficeClient,
@@ -307,7 +306,7 @@ class MoneyPath:
             return await asyncio.to_thread(self.backoffice.payment_status, tx_id)
         except PaymentNotFound:
             return None  # the back-office's own answer: it holds no such payment
-        except (bo.BackofficeRejected, requests.RequestException, ValueError, KeyError) as exc:
+        except (BackofficeRejected, requests.RequestException, ValueError, KeyError) as exc:
             # a refusal or a malformed answer is not "no payment": cannot tell
             raise BackofficeUnavailable(f"payment status of {tx_id}: {exc}") from exc
 

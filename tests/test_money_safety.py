@@ -336,3 +336,24 @@ def test_the_demo_summary_names_the_outcome_when_no_transaction_was_made(tmp_pat
     token = tmp_path / "demo-credentials.json"
     assert token.stat().st_mode & 0o777 == 0o600
     assert json.loads(token.read_text())["token"]
+
+
+def test_a_row_edited_while_the_kiosk_runs_stops_the_next_transaction(env: DemoEnvironment) -> None:
+    first_slip, second_slip = unpaid_slip(env, 0), unpaid_slip(env, 1)
+    second_ui = ScriptedUI(typed(second_slip))
+
+    async def go() -> tuple[FeePaymentResult, FeePaymentResult]:
+        ctx = await KioskContext.open(env.settings, env.data_dir)
+        try:
+            first = await FeePaymentFlow(ctx, ScriptedUI(typed(first_slip))).run()
+            # someone with the file rewrites the payment just made (its RRN)
+            tamper(env, ("UPDATE journal SET data = replace(data, '\"rrn\"', '\"rrX\"') "
+                         "WHERE tx_id = ? AND state = 'PAID'", (first.transaction_id,)))
+            return first, await FeePaymentFlow(ctx, second_ui).run()
+        finally:
+            await ctx.close()
+
+    first, second = asyncio.run(go())
+    assert first.final_state == TxState.COMPLETED
+    assert second_ui.keys("error") == ["service.out_of_service"] and second.transaction_id is None
+    assert len(env.terminal.ledger()) == 1  # the second citizen's card was never asked
