@@ -93,6 +93,7 @@ def test_configure_removes_handlers_it_did_not_install_and_is_idempotent() -> No
     from kiosk.logging_setup import configure
     root = logging.getLogger()
     saved = list(root.handlers), root.level
+    factory = logging.getLogRecordFactory()
     try:
         foreign = logging.StreamHandler()
         root.addHandler(foreign)
@@ -104,6 +105,7 @@ def test_configure_removes_handlers_it_did_not_install_and_is_idempotent() -> No
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+        logging.setLogRecordFactory(factory)  # the rest of the session keeps its own
 
 
 def test_redaction_masks_national_codes_but_leaves_other_ten_digit_numbers() -> None:
