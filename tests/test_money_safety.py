@@ -357,3 +357,28 @@ def test_a_row_edited_while_the_kiosk_runs_stops_the_next_transaction(env: DemoE
     assert first.final_state == TxState.COMPLETED
     assert second_ui.keys("error") == ["service.out_of_service"] and second.transaction_id is None
     assert len(env.terminal.ledger()) == 1  # the second citizen's card was never asked
+
+
+def test_the_demo_terminal_answers_and_waits_as_asked(tmp_path: Path) -> None:
+    bad = subprocess.run(KIOSK + ["demo", "--terminal-latency", "-1", "--data-dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "between 0 and 120" in bad.stderr and "Traceback" not in bad.stderr
+    out = subprocess.run(KIOSK + ["demo", "--headless", "--script", "pay-fee-manual", "--terminal-answer", "decline",
+                                  "--terminal-latency", "0.5", "--json", "--data-dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert out.returncode == 1  # the scripted citizen did not get the fee paid
+    assert summary["final_state"] == "DECLINED" and summary["outcome"] == "pay.declined"
+
+
+def test_no_unpaid_demo_slip_is_a_typed_error_not_a_traceback(env: DemoEnvironment) -> None:
+    from kiosk_demo.run import NoUnpaidSlips, _pick_unpaid_slip
+
+    engine = sa.create_engine(env.backoffice_db_url)
+    with engine.begin() as conn:  # every slip paid (an old back-office db the seed cannot top up)
+        conn.execute(sa.text("UPDATE bills SET status = 'paid'"))
+    engine.dispose()
+    with BackofficeClient(env.settings.backoffice_url, env.settings.backoffice_token, retries=0) as client:
+        with pytest.raises(NoUnpaidSlips) as refused:
+            _pick_unpaid_slip(client)
+    assert "fresh --data-dir" in refused.value.message("en") and refused.value.message("fa")
