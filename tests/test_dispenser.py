@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from devices.base import DeviceState, InvalidData, MediaError, StatusEvent, driver_for
+from devices.base import DeviceState, InvalidData, MediaError, StatusEvent
+from devices.registry import driver_for
 from devices.dispenser.simulator import SimulatedDispenser
 
 

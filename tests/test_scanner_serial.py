@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices.base import DeviceOffline, DeviceState, InvalidData, driver_for
+from devices.base import DeviceOffline, DeviceState, InvalidData
+from devices.registry import driver_for
 from devices.scanner import SerialScanner, SerialScannerEmulator
 
 
