@@ -96,14 +96,15 @@ class KioskContext:
         return cls(settings, data_dir, journal, money.backoffice, devices, money, receipts,
                    lock=lock if own_lock else None)
 
-    def start_outbox_worker(self, interval_s: float = 5.0,
-                            recovery_interval_s: float | None = None) -> asyncio.Task[None]:
+    def start_outbox_worker(self, interval_s: float = 5.0, recovery_interval_s: float | None = None,
+                            full_verify_interval_s: float = 3600.0) -> asyncio.Task[None]:
         """Keep re-posting queued settlements and resolving unclaimed open transactions while
         the kiosk runs (store-and-forward, background recovery)."""
         if recovery_interval_s is None:
             recovery_interval_s = float(getattr(self.settings, "background_recovery_interval_s", 30.0))
         worker = OutboxWorker(self.journal, self.money, interval_s=interval_s,
-                              recovery_interval_s=recovery_interval_s)
+                              recovery_interval_s=recovery_interval_s,
+                              full_verify_interval_s=full_verify_interval_s)
         task = asyncio.create_task(worker.run(), name="outbox-worker")
         self.background.append(task)
         return task

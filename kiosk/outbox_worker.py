@@ -7,6 +7,10 @@
   code that runs at start. Transactions a live flow owns are skipped, so the background never
   races the flow (kiosk.money_path claims).
 
+* Every `full_verify_interval_s` (hourly), the whole chain is verified again: a row edited
+  behind the running kiosk's back is caught even when it is older than the rows checked
+  before each new transaction.
+
 Nothing runs while the journal fails verification: the kiosk is then out of service.
 """
 
@@ -26,12 +30,15 @@ log = logging.getLogger("kiosk.outbox")
 
 class OutboxWorker:
     def __init__(self, journal: Journal, money: MoneyPath, *, interval_s: float = 5.0,
-                 recovery_interval_s: float | None = 30.0) -> None:
+                 recovery_interval_s: float | None = 30.0, full_verify_interval_s: float = 3600.0) -> None:
         self.journal = journal
         self.money = money
         self.interval_s = interval_s
         self.recovery_interval_s = recovery_interval_s  # None: settlements only
+        self.full_verify_interval_s = full_verify_interval_s
         self._next_recovery = 0.0
+        # the context verified the whole chain when it opened
+        self._next_full_verify = time.monotonic() + full_verify_interval_s
 
     async def drain_once(self) -> list[tuple[str, SettleResult]]:
         """Post every due settlement once; returns (tx_id, result) for each attempt."""
@@ -51,6 +58,9 @@ class OutboxWorker:
         return await Recovery(self.journal, self.money).run(background=True)
 
     async def run_once(self) -> None:
+        if time.monotonic() >= self._next_full_verify:
+            self._next_full_verify = time.monotonic() + self.full_verify_interval_s
+            await asyncio.to_thread(self.money.guard.verify_full)  # raises JournalBroken
         for tx_id, result in await self.drain_once():
             log.info("outbox settlement %s", result, extra={"tx": tx_id})
         if self.recovery_interval_s is not None and time.monotonic() >= self._next_recovery:

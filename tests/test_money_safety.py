@@ -382,3 +382,31 @@ def test_no_unpaid_demo_slip_is_a_typed_error_not_a_traceback(env: DemoEnvironme
         with pytest.raises(NoUnpaidSlips) as refused:
             _pick_unpaid_slip(client)
     assert "fresh --data-dir" in refused.value.message("en") and refused.value.message("fa")
+
+
+def test_an_older_row_edited_behind_a_running_kiosk_is_caught_by_the_periodic_full_verify(
+        env: DemoEnvironment) -> None:
+    slips = [unpaid_slip(env, i) for i in range(3)]
+    third_ui = ScriptedUI(typed(slips[2]))
+
+    async def go() -> tuple[str, FeePaymentResult]:
+        ctx = await KioskContext.open(env.settings, env.data_dir)
+        try:
+            first = await FeePaymentFlow(ctx, ScriptedUI(typed(slips[0]))).run()
+            await FeePaymentFlow(ctx, ScriptedUI(typed(slips[1]))).run()
+            # a row of the first payment, older than what the next transaction re-checks
+            tamper(env, ("UPDATE journal SET data = replace(data, '\"rrn\"', '\"rrX\"') "
+                         "WHERE tx_id = ? AND state = 'PAID'", (first.transaction_id,)))
+            ctx.start_outbox_worker(interval_s=0.02, full_verify_interval_s=0.0)
+            for _ in range(200):
+                if ctx.out_of_service is not None:
+                    break
+                await asyncio.sleep(0.02)
+            return str(ctx.out_of_service), await FeePaymentFlow(ctx, third_ui).run()
+        finally:
+            await ctx.close()
+
+    why, third = asyncio.run(go())
+    assert "edited" in why
+    assert third_ui.keys("error") == ["service.out_of_service"] and third.transaction_id is None
+    assert len(env.terminal.ledger()) == 2
