@@ -49,8 +49,8 @@ def test_an_unreadable_file_is_reported_and_the_exit_code_is_1_after_the_rest(tm
     done = _kiosk("decode", "--json", str(bad), str(missing), str(good))
     assert done.returncode == 1
     lines = [json.loads(line) for line in done.stdout.splitlines()]
-    assert set(lines[0]) == {"file", "error"} and lines[0]["file"] == str(bad)
-    assert set(lines[1]) == {"file", "error"}
+    assert set(lines[0]) == {"file", "error", "error_code"} and lines[0]["file"] == str(bad)
+    assert set(lines[1]) == {"file", "error", "error_code"}
     assert lines[2]["codes"] == [{"format": "Code128", "text": BILL}]
 
 

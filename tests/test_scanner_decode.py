@@ -56,7 +56,7 @@ def _passes(decoder: FrameDecoder, image: Path) -> bool:
 @pytest.mark.parametrize(("name", "floor"), [(n, z) for n, z, _ in FLOORS])
 def test_project_decoder_reads_at_least_the_zxing_baseline_of_each_sample_set(name: str, floor: int) -> None:
     # files, not a live camera: a generous budget so rescues run even on large photos
-    decoder = FrameDecoder("zxing", rescue_budget_ms=1000)
+    decoder = FrameDecoder("zxing", frame_budget_ms=None)
     passed = [p.name for p in _images(name) if _passes(decoder, p)]
     assert len(passed) >= floor, f"{name}: {len(passed)} < {floor}"
 
@@ -71,7 +71,7 @@ def test_pyzbar_backend_reads_at_least_its_own_baseline(name: str, floor: int) -
 @pytest.mark.parametrize("backend", ["zxing", "zbar"])
 @pytest.mark.parametrize("name", ["falsepositives-1", "falsepositives-2"])
 def test_photos_without_a_barcode_decode_to_nothing(backend: str, name: str) -> None:
-    decoder = FrameDecoder(backend, rescue_budget_ms=1000)
+    decoder = FrameDecoder(backend, frame_budget_ms=None)
     false_reads = {}
     for image in _images(name):
         codes = decoder.decode(load_image(image))
@@ -117,7 +117,7 @@ def test_pyzbar_capabilities_say_it_lacks_datamatrix_and_pdf417() -> None:
 
 
 def test_a_bill_barcode_turned_upright_is_read_by_the_rotated_rescue() -> None:
-    decoder = FrameDecoder("zxing")
+    decoder = FrameDecoder("zxing", frame_budget_ms=None)
     vertical = cv2.rotate(_bill_code128("77483178001420000001770160"), cv2.ROTATE_90_CLOCKWISE)
     codes = decoder.decode(vertical)
     assert [c.text for c in codes] == ["77483178001420000001770160"]
@@ -125,13 +125,13 @@ def test_a_bill_barcode_turned_upright_is_read_by_the_rotated_rescue() -> None:
 
 
 def test_a_light_on_dark_qr_is_read_by_the_inverted_rescue() -> None:
-    decoder = FrameDecoder("zxing", rescue_budget_ms=1000)
+    decoder = FrameDecoder("zxing", frame_budget_ms=None)
     dark = cv2.bitwise_not(_code("inverted-slip-7", zxingcpp.BarcodeFormat.QRCode))
     assert [c.text for c in decoder.decode(dark)] == ["inverted-slip-7"]
     assert decoder.last_stats.stage == "inverted"
 
 
-def test_a_blurred_qr_missed_by_the_fast_path_is_rescued() -> None:
+def test_hard_frames_missed_by_the_fast_path_are_rescued() -> None:
     rng = np.random.default_rng(7)
     import importlib.util
     import sys
@@ -142,8 +142,8 @@ def test_a_blurred_qr_missed_by_the_fast_path_is_rescued() -> None:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     plain = FrameDecoder("zxing", rescues=False)
-    rescued = FrameDecoder("zxing", rescue_budget_ms=1000)
-    frames = [module.make_frame(rng) for _ in range(120)]
+    rescued = FrameDecoder("zxing", frame_budget_ms=None)
+    frames = [f for f in (module.make_frame(rng) for _ in range(120)) if f.text is not None]
     missed = [f for f in frames if f.text not in [c.text for c in plain.decode(f.image)]]
     assert missed, "the generator should produce frames the fast path misses"
     saved = [f for f in missed if f.text in [c.text for c in rescued.decode(f.image)]]

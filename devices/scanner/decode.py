@@ -1,5 +1,6 @@
 """Barcode decoding of camera frames: one `FrameDecoder` over zxing-cpp (default) or pyzbar,
-with format names normalised across backends and a time-boxed rescue cascade for hard frames."""
+with format names normalised across backends and rescues for hard frames spread over a
+camera stream within a per-frame time budget; `load_image` reads files with a pixel limit."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import enum
 import importlib.metadata
 import logging
 import os
+import re
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +40,25 @@ _ZBAR_TO_NAME: dict[str, str] = {v: k for k, v in _ZBAR_SYMBOLS.items()}
 _ZXING_SUPPORTED: frozenset[str] = frozenset(DEFAULT_FORMATS)
 
 
+#: default time one camera frame may take, plain decode and rescues together (ms). A 30 fps
+#: camera gives a frame 33 ms; the rest is headroom for a rescue that runs past its estimate
+#: (zxing-cpp cannot be interrupted once a call has started).
+DEFAULT_FRAME_BUDGET_MS = 24.0
+
+#: `load_image` refuses files whose header declares more pixels than this: 50 MP holds any
+#: phone or document-camera photo (8160x6120), while a 40000x40000 PNG of a few hundred KB
+#: would otherwise take gigabytes to decode.
+MAX_IMAGE_PIXELS = 50_000_000
+
+#: a rescue's first cost estimate, as a multiple of the plain decode's time on the same
+#: frame (measured 1-2x on the bench); replaced by what it really costs after its first run
+_PRIOR_COST_RATIO = 2.0
+
+
+class ImageTooLarge(InvalidData):
+    """An image file whose declared size is over the pixel limit: refused before decoding."""
+
+
 @dataclass(frozen=True)
 class DecodeStats:
     """How the last frame was decoded: which stage read it and how long it took."""
@@ -44,6 +66,8 @@ class DecodeStats:
     stage: str  # "fast", a rescue name, or "none"
     ms: float
     stages_tried: int
+    #: the rescues tried on this frame, in order (empty when the plain decode read it)
+    rescues_tried: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -55,6 +79,8 @@ class Rescue:
     options: tuple[tuple[str, Any], ...] = ()
     #: restrict this attempt to these formats (of those the decoder reads); () = all
     only: tuple[str, ...] = ()
+    #: the library that reads the prepared image (zxing-cpp unless said otherwise)
+    engine: DecoderBackend = DecoderBackend.ZXING
 
 
 def _unsharp(gray: np.ndarray) -> np.ndarray:
@@ -68,6 +94,13 @@ def _upscale(gray: np.ndarray) -> np.ndarray:
     # Small modules (< ~3 px after perspective) fall under the detector's sampling grid;
     # 1.5x cubic upsampling gives it room. Reads a different set of frames than unsharp.
     return cv2.resize(gray, None, fx=1.5, fy=1.5, interpolation=cv2.INTER_CUBIC)
+
+
+def _bar_rows(gray: np.ndarray) -> np.ndarray:
+    # For zbar's line scanner: each output row is the mean of 4 input rows. Along the bars
+    # of a level 1D code that averages away sensor noise and JPEG blocks without touching
+    # the bar edges, and zbar has a quarter of the rows to scan (cost ~ a zxing rescue).
+    return cv2.resize(gray, (gray.shape[1], max(1, gray.shape[0] // 4)), interpolation=cv2.INTER_AREA)
 
 
 def _invert(gray: np.ndarray) -> np.ndarray:
@@ -84,19 +117,25 @@ FAST_OPTIONS: tuple[tuple[str, Any], ...] = (("try_rotate", False), ("try_invert
 
 #: formats whose readers need try_rotate to find a symbol turned by ~90 degrees
 _ROTATION_SENSITIVE = ("Code128", "ITF", "PDF417")
+#: the bill barcodes: 1D formats both libraries read
+_LINEAR = ("Code128", "ITF")
 
 
 def _build_rescues() -> tuple[Rescue, ...]:
     import zxingcpp
 
-    # Order and choice measured with `bench/bench_decode.py --stages` on two seeds (300
-    # frames each, ~33 fast-path misses): unsharp reads 13-18 of them at ~6 ms, 1.5x
-    # upsampling adds 3-4 more, the global-histogram binarizer 1-2. CLAHE, adaptive
-    # threshold and x0.5 downscaling read fewer per millisecond and were left out.
-    # "rotated" and "inverted" read nothing on the bench (QR only) but keep what the fast
-    # path gave up: vertical bill barcodes and light-on-dark codes.
+    # Order and choice measured with `bench/bench_decode.py --stages` (QR frames at first,
+    # then with bill barcodes, damaged and empty frames): unsharp reads the most misses per
+    # millisecond; zbar's line scanner on row-averaged frames reads blurred or smudged bill
+    # barcodes no zxing rescue reads (7 of 30 such frames on held-out seeds, at a quarter
+    # of a full pyzbar call); "rotated" keeps what the fast path gave up (bill barcodes held
+    # upright); 1.5x upsampling reads small modules; the global-histogram binarizer a few
+    # more. "inverted" keeps light-on-dark codes. CLAHE, adaptive threshold, x0.5
+    # downscaling and deskewing 1D codes read fewer per millisecond and were left out.
+    # In a camera stream the rescues take turns, one or two per frame (see FrameDecoder).
     return (
         Rescue("unsharp", _unsharp, FAST_OPTIONS),
+        Rescue("zbar-rows", _bar_rows, (), _LINEAR, DecoderBackend.ZBAR),
         Rescue("rotated", _identity, (("try_rotate", True), ("try_invert", False),
                                       ("try_downscale", False)), _ROTATION_SENSITIVE),
         Rescue("upscale", _upscale, FAST_OPTIONS + (("try_downscale", False),)),
@@ -132,28 +171,75 @@ def to_gray(frame: np.ndarray) -> np.ndarray:
     raise InvalidData(f"frame shape {frame.shape} is not gray, BGR or BGRA", error_code="badFrame")
 
 
-def load_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image file as a gray uint8 array. OpenCV first; Pillow for what OpenCV's
-    codecs refuse (tiny WebP files, for one). Raises InvalidData when neither can."""
-    frame = cv2.imread(os.fspath(path), cv2.IMREAD_GRAYSCALE)
+def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Read an image file as a gray uint8 array.
+
+    The header comes first (Pillow opens lazily): a file declaring more than `max_pixels`
+    pixels raises ImageTooLarge before a single pixel is decoded, and a file Pillow does not
+    recognise as an image raises InvalidData, so OpenCV, which has no header-only read, only
+    ever decodes a checked file. OpenCV decodes (it applies EXIF orientation); Pillow does
+    what OpenCV's codecs refuse (tiny WebP files, for one). Every failure is InvalidData
+    with a one-line message naming the file; `max_pixels=None` lifts the limit.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    name = os.fspath(path)
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns (on stderr) past its own ~89 MP bomb threshold; ours is the limit
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(name) as img:
+                width, height = img.size
+    except FileNotFoundError:
+        raise InvalidData(f"{name}: no such file", error_code="noFile") from None
+    except IsADirectoryError:
+        raise InvalidData(f"{name}: is a directory, not an image", error_code="badImage") from None
+    except PermissionError:
+        raise InvalidData(f"{name}: permission denied", error_code="noFile") from None
+    except Image.DecompressionBombError as exc:
+        # Pillow refuses at open past twice its threshold (~179 MP), which is over ours too
+        declared = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(declared.group(1)):,} pixels" if declared else "too many pixels"
+        raise ImageTooLarge(f"{name}: image declares {size}, over the limit of "
+                            f"{max_pixels or MAX_IMAGE_PIXELS:,}; not decoded",
+                            error_code="imageTooLarge") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        # SyntaxError: some Pillow plugins raise it for a malformed header
+        reason = "not an image file" if isinstance(exc, UnidentifiedImageError) else _one_line(exc)
+        raise InvalidData(f"{name}: {reason}", error_code="badImage") from None
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageTooLarge(f"{name}: image is {width}x{height} ({width * height:,} pixels), over "
+                            f"the limit of {max_pixels:,}; not decoded", error_code="imageTooLarge")
+    frame = cv2.imread(name, cv2.IMREAD_GRAYSCALE)
     if frame is not None:
         return frame
     try:
-        from PIL import Image, UnidentifiedImageError
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(name) as img:
+                return np.asarray(img.convert("L"))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise InvalidData(f"{name}: cannot decode the image: {_one_line(exc)}",
+                          error_code="badImage") from None
 
-        with Image.open(path) as img:
-            return np.asarray(img.convert("L"))
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise InvalidData(f"cannot read image {os.fspath(path)!r}: {exc}",
-                          error_code="badImage") from exc
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 class FrameDecoder:
     """Decode every barcode in a frame.
 
-    zxing backend: one plain zxing-cpp call on the gray frame (most frames end here); on a
-    miss, rescues run in order until one reads or `rescue_budget_ms` is spent, so a frame
-    never costs much more than a 30 fps camera allows. zbar backend: one pyzbar call.
+    zxing backend: one plain zxing-cpp call on the gray frame (most frames end there). On a
+    miss, rescues run:
+      - `frame_budget_ms` set (a camera stream; default DEFAULT_FRAME_BUDGET_MS): rescues
+        follow a rotating schedule across frames. Each missed frame continues where the last
+        one stopped and runs the next rescues while each is expected to finish inside the
+        frame's budget (a per-rescue cost estimate, scaled by this frame's plain decode
+        time). Over R successive frames of the same slip every rescue gets its turn; a hit
+        (plain or rescued) starts the schedule again at the first, most useful rescue.
+      - `frame_budget_ms=None` (a file, a still): every rescue in order until one reads.
+    zbar backend: one pyzbar call. Not thread-safe: one decoder per camera loop.
     """
 
     def __init__(
@@ -161,7 +247,7 @@ class FrameDecoder:
         backend: DecoderBackend | str = DecoderBackend.ZXING,
         formats: Iterable[str] = DEFAULT_FORMATS,
         *,
-        rescue_budget_ms: float = 26.0,
+        frame_budget_ms: float | None = DEFAULT_FRAME_BUDGET_MS,
         rescues: bool = True,
     ) -> None:
         try:
@@ -169,6 +255,10 @@ class FrameDecoder:
         except ValueError:
             raise Unsupported(f"unknown decoder backend {backend!r}; use 'zxing' or 'zbar'",
                               error_code="badBackend") from None
+        if frame_budget_ms is not None and not (isinstance(frame_budget_ms, int | float)
+                                                and frame_budget_ms > 0):
+            raise InvalidData(f"frame_budget_ms must be a positive number of ms or None, got "
+                              f"{frame_budget_ms!r}", error_code="badBudget")
         wanted = tuple(dict.fromkeys(formats))
         unknown = [f for f in wanted if f not in _ZXING_SUPPORTED]
         if unknown:
@@ -186,12 +276,15 @@ class FrameDecoder:
         if not self.formats:
             raise Unsupported(f"backend {self.backend} reads none of {list(wanted)}",
                               error_code="badFormat")
-        self.rescue_budget_ms = rescue_budget_ms
+        self.frame_budget_ms = float(frame_budget_ms) if frame_budget_ms is not None else None
         self.version = backend_version(self.backend)
         self.last_stats = DecodeStats("none", 0.0, 0)
         self._rescues: tuple[Rescue, ...] = ()
-        # per-rescue running cost estimate (ms): a rescue starts only if it is expected to
-        # finish inside the budget, so the slowest frames stay within a 30 fps frame time
+        # the rotating schedule: index of the rescue the next missed frame starts with
+        self._next_rescue = 0
+        # per-rescue running cost estimate (ms). Measured on the bench, a rescue's cost is
+        # barely correlated with the plain decode's on the same frame (r ~ 0.3), so a plain
+        # running average predicts it better than a ratio to the plain decode would.
         self._cost_ms: dict[str, float] = {}
         if self.backend == DecoderBackend.ZXING:
             import zxingcpp
@@ -202,8 +295,15 @@ class FrameDecoder:
             kept = []
             for rescue in (_build_rescues() if rescues else ()):
                 subset = [f for f in rescue.only if f in self.formats] if rescue.only else list(self.formats)
-                if subset:
-                    kept.append(rescue)
+                if not subset:
+                    continue
+                kept.append(rescue)
+                if rescue.engine == DecoderBackend.ZBAR:
+                    from pyzbar import pyzbar
+
+                    self._zbar = pyzbar
+                    self._rescue_formats[rescue.name] = [pyzbar.ZBarSymbol[_ZBAR_SYMBOLS[f]] for f in subset]
+                else:
                     self._rescue_formats[rescue.name] = zxingcpp.barcode_formats_from_str(",".join(subset))
             self._rescues = tuple(kept)
         else:
@@ -223,8 +323,18 @@ class FrameDecoder:
             "supported_formats": supported,
             "unsupported_formats": [f for f in all_known if f not in supported],
             "rescues": [r.name for r in self._rescues],
-            "rescue_budget_ms": self.rescue_budget_ms,
+            "frame_budget_ms": self.frame_budget_ms,
         }
+
+    @property
+    def rescue_count(self) -> int:
+        """R: how many frames of one slip it takes, at most, for every rescue to get a turn
+        (when each frame's budget fits at least one)."""
+        return len(self._rescues)
+
+    def reset_schedule(self) -> None:
+        """Start the rotating schedule again at the first rescue (a new camera session)."""
+        self._next_rescue = 0
 
     def decode(self, frame: np.ndarray) -> list[ScannedCode]:
         """Every code found in `frame` (BGR or gray, uint8), de-duplicated, in reading order."""
@@ -236,27 +346,71 @@ class FrameDecoder:
                                           (time.perf_counter() - start) * 1000, 1)
             return codes
         codes = self._read_zxing(gray, self._zx_formats, FAST_OPTIONS)
-        tried = 1
+        plain_ms = (time.perf_counter() - start) * 1000
         stage = "fast" if codes else "none"
-        if not codes:
-            deadline = start + self.rescue_budget_ms / 1000
-            for rescue in self._rescues:
-                began = time.perf_counter()
-                if began + self._cost_ms.get(rescue.name, 0.0) / 1000 > deadline:
-                    continue  # a cheaper rescue further down may still fit
-                tried += 1
-                codes = self._read_zxing(rescue.prepare(gray), self._rescue_formats[rescue.name],
-                                         rescue.options)
-                spent = (time.perf_counter() - began) * 1000
-                old = self._cost_ms.get(rescue.name)
-                self._cost_ms[rescue.name] = spent if old is None else 0.8 * old + 0.2 * spent
-                if codes:
-                    stage = rescue.name
-                    break
-        self.last_stats = DecodeStats(stage, (time.perf_counter() - start) * 1000, tried)
+        tried: list[str] = []
+        if codes:
+            self._next_rescue = 0
+        elif self._rescues:
+            if self.frame_budget_ms is None:
+                codes, stage = self._rescue_all(gray, tried)
+            else:
+                codes, stage = self._rescue_within_budget(gray, start, plain_ms, tried)
+        self.last_stats = DecodeStats(stage, (time.perf_counter() - start) * 1000, 1 + len(tried),
+                                      tuple(tried))
         if stage not in ("fast", "none"):
             log.debug("rescued by %s", stage, extra={"event": "decode_rescue"})
         return codes
+
+    def _rescue_all(self, gray: np.ndarray, tried: list[str]) -> tuple[list[ScannedCode], str]:
+        for rescue in self._rescues:
+            tried.append(rescue.name)
+            codes = self._run_rescue(rescue, gray)
+            if codes:
+                return codes, rescue.name
+        return [], "none"
+
+    def _rescue_within_budget(self, gray: np.ndarray, start: float, plain_ms: float,
+                              tried: list[str]) -> tuple[list[ScannedCode], str]:
+        assert self.frame_budget_ms is not None
+        deadline = start + self.frame_budget_ms / 1000
+        count = len(self._rescues)
+        first = self._next_rescue % count
+        for step in range(count):
+            index = (first + step) % count
+            rescue = self._rescues[index]
+            predicted_s = self._cost_ms.get(rescue.name, _PRIOR_COST_RATIO * plain_ms) / 1000
+            if time.perf_counter() + predicted_s > deadline:
+                if step == 0:
+                    # it does not fit this frame: pass its turn on, so one costly rescue
+                    # never starves the others; it runs on a frame with room to spare. Its
+                    # estimate shrinks a little each time, so one slow run (a busy machine)
+                    # cannot bar it for good: it is tried again and re-measured.
+                    self._next_rescue = index + 1
+                    if rescue.name in self._cost_ms:
+                        self._cost_ms[rescue.name] *= 0.9
+                    continue
+                break
+            tried.append(rescue.name)
+            began = time.perf_counter()
+            codes = self._run_rescue(rescue, gray)
+            spent = (time.perf_counter() - began) * 1000
+            old = self._cost_ms.get(rescue.name)
+            # moving average, quicker to rise than to fall: an overrun costs the frame rate,
+            # an overestimate only postpones a rescue to a frame with more room
+            weight = 0.5 if old is None or spent > old else 0.2
+            self._cost_ms[rescue.name] = spent if old is None else (1 - weight) * old + weight * spent
+            if codes:
+                self._next_rescue = 0
+                return codes, rescue.name
+            self._next_rescue = index + 1
+        return [], "none"
+
+    def _run_rescue(self, rescue: Rescue, gray: np.ndarray) -> list[ScannedCode]:
+        prepared = np.ascontiguousarray(rescue.prepare(gray))
+        if rescue.engine == DecoderBackend.ZBAR:
+            return self._read_zbar(prepared, self._rescue_formats[rescue.name])
+        return self._read_zxing(prepared, self._rescue_formats[rescue.name], rescue.options)
 
     def _read_zxing(self, gray: np.ndarray, formats: Any,
                     options: tuple[tuple[str, Any], ...]) -> list[ScannedCode]:
@@ -266,8 +420,8 @@ class FrameDecoder:
                                        **dict(options))
         return _unique(ScannedCode(b.format.name, b.text) for b in found if b.valid)
 
-    def _read_zbar(self, gray: np.ndarray) -> list[ScannedCode]:
-        found = self._zbar.decode(gray, symbols=self._zbar_symbols)
+    def _read_zbar(self, gray: np.ndarray, symbols: list[Any] | None = None) -> list[ScannedCode]:
+        found = self._zbar.decode(gray, symbols=symbols or self._zbar_symbols)
         out = []
         for sym in found:
             try:
@@ -284,5 +438,6 @@ def _unique(codes: Iterable[ScannedCode]) -> list[ScannedCode]:
     return list(dict.fromkeys(codes))
 
 
-__all__ = ["DEFAULT_FORMATS", "DecodeStats", "DecoderBackend", "FrameDecoder", "Rescue",
-           "backend_version", "load_image", "to_gray"]
+__all__ = ["DEFAULT_FORMATS", "DEFAULT_FRAME_BUDGET_MS", "MAX_IMAGE_PIXELS", "DecodeStats",
+           "DecoderBackend", "FrameDecoder", "ImageTooLarge", "Rescue", "backend_version",
+           "load_image", "to_gray"]
