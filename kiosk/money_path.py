@@ -124,7 +124,7 @@ class MoneyPath:
             del self._claims[tx_id]
 
     def is_claimed(self, tx_id: str) -> bool:
-        return self._claims[tx_id] > 0 if tx_id in self._claims else False
+        return self._claims.get(tx_id, 0) > 0
 
     @contextlib.contextmanager
     def claimed(self, tx_id: str) -> Iterator[None]:
