@@ -4,6 +4,8 @@ never a traceback."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import re
 import signal
@@ -142,3 +144,14 @@ def test_kiosk_add_without_token_generates_a_strong_one(sqlite_url: str, capsys:
     assert backoffice_cli.main(["kiosk", "add", "kiosk-x", "--db", sqlite_url]) == 0
     token = capsys.readouterr().out.strip()
     assert token_problem(token) is None and len(token) >= 40
+
+
+def test_the_servers_log_lines_mask_card_numbers_and_national_codes() -> None:
+    from backoffice.logs import JsonLines
+
+    record = logging.LogRecord("backoffice.x", logging.WARNING, __file__, 1,
+                               "card %s, dotted %s, citizen %s", ("6037991234567893", "6037.9912.3456.7893",
+                                                                  "0084137258"), None)
+    line = JsonLines().format(record)
+    assert "6037991234567893" not in line and "6037.9912.3456.7893" not in line and "0084137258" not in line
+    assert json.loads(line)["msg"].startswith("card 603799")
