@@ -210,8 +210,8 @@ class _Scene:
     motion_deg: float
 
 
-def _make_scene(rng: np.random.Generator) -> _Scene:
-    kinds = GEN["kinds"]
+def _make_scene(rng: np.random.Generator, kinds: dict[str, float] | None = None) -> _Scene:
+    kinds = kinds or GEN["kinds"]
     kind = str(rng.choice(list(kinds), p=np.array(list(kinds.values())) / sum(kinds.values())))
     text: str | None = None
     card: np.ndarray | None = None
@@ -300,9 +300,10 @@ def _render(rng: np.random.Generator, scene: _Scene) -> np.ndarray:
     return cv2.imdecode(jpg, cv2.IMREAD_GRAYSCALE)
 
 
-def make_scene_frames(rng: np.random.Generator, n_frames: int, scene_no: int = 0) -> list[Frame]:
-    """The successive frames of one scene, in camera order."""
-    scene = _make_scene(rng)
+def make_scene_frames(rng: np.random.Generator, n_frames: int, scene_no: int = 0,
+                      kinds: dict[str, float] | None = None) -> list[Frame]:
+    """The successive frames of one scene, in camera order (`kinds`: weights, GEN's default)."""
+    scene = _make_scene(rng, kinds)
     return [Frame(_render(rng, scene), scene.text, scene.kind, scene_no) for _ in range(n_frames)]
 
 
@@ -311,9 +312,10 @@ def make_frame(rng: np.random.Generator) -> Frame:
     return make_scene_frames(rng, 1)[0]
 
 
-def generate_stream(seed: int, scenes: int, scene_frames: int) -> list[Frame]:
+def generate_stream(seed: int, scenes: int, scene_frames: int,
+                    kinds: dict[str, float] | None = None) -> list[Frame]:
     rng = np.random.default_rng(seed)
-    return [f for s in range(scenes) for f in make_scene_frames(rng, scene_frames, s)]
+    return [f for s in range(scenes) for f in make_scene_frames(rng, scene_frames, s, kinds)]
 
 
 def _pct(times: list[float], q: float) -> float:

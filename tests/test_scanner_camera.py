@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import zxingcpp
 
-from devices.base import CommandTimeout, DeviceOffline, DeviceState, driver_for
+from devices.base import CommandTimeout, DeviceOffline, DeviceState
+from devices.registry import driver_for
 from devices.scanner import CameraScanner
 
 BILL = "77483178001420000001770160"  # bill id 7748317800142 + payment id 1770160, zero-padded

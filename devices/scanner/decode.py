@@ -172,16 +172,16 @@ def to_gray(frame: np.ndarray) -> np.ndarray:
 
 
 def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = MAX_IMAGE_PIXELS) -> np.ndarray:
-    """Read an image file as a gray uint8 array.
+    """Read an image file as a gray uint8 array, upright as its EXIF orientation says.
 
     The header comes first (Pillow opens lazily): a file declaring more than `max_pixels`
-    pixels raises ImageTooLarge before a single pixel is decoded, and a file Pillow does not
-    recognise as an image raises InvalidData, so OpenCV, which has no header-only read, only
-    ever decodes a checked file. OpenCV decodes (it applies EXIF orientation); Pillow does
-    what OpenCV's codecs refuse (tiny WebP files, for one). Every failure is InvalidData
-    with a one-line message naming the file; `max_pixels=None` lifts the limit.
+    pixels raises ImageTooLarge before a single pixel is decoded. Pillow then decodes it
+    (JPEG straight to gray, as OpenCV's IMREAD_GRAYSCALE did). Not OpenCV: its imread has no
+    header-only read to check first, and its codecs print to stderr (libpng, libjpeg) on a
+    broken file. Every failure is InvalidData with a one-line message naming the file;
+    `max_pixels=None` lifts the limit.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     name = os.fspath(path)
     try:
@@ -190,6 +190,14 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = MAX_IMA
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(name) as img:
                 width, height = img.size
+                if max_pixels is not None and width * height > max_pixels:
+                    raise ImageTooLarge(
+                        f"{name}: image is {width}x{height} ({width * height:,} pixels), over the "
+                        f"limit of {max_pixels:,}; not decoded", error_code="imageTooLarge")
+                if img.format == "JPEG":
+                    img.draft("L", img.size)  # libjpeg's own gray output: no RGB round trip
+                gray = ImageOps.exif_transpose(img).convert("L")
+                return np.asarray(gray)
     except FileNotFoundError:
         raise InvalidData(f"{name}: no such file", error_code="noFile") from None
     except IsADirectoryError:
@@ -197,28 +205,16 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = MAX_IMA
     except PermissionError:
         raise InvalidData(f"{name}: permission denied", error_code="noFile") from None
     except Image.DecompressionBombError as exc:
-        # Pillow refuses at open past twice its threshold (~179 MP), which is over ours too
+        # Pillow refuses at open past twice its threshold (~179 MP), before telling the size
         declared = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{int(declared.group(1)):,} pixels" if declared else "too many pixels"
         raise ImageTooLarge(f"{name}: image declares {size}, over the limit of "
                             f"{max_pixels or MAX_IMAGE_PIXELS:,}; not decoded",
                             error_code="imageTooLarge") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        # SyntaxError: some Pillow plugins raise it for a malformed header
-        reason = "not an image file" if isinstance(exc, UnidentifiedImageError) else _one_line(exc)
-        raise InvalidData(f"{name}: {reason}", error_code="badImage") from None
-    if max_pixels is not None and width * height > max_pixels:
-        raise ImageTooLarge(f"{name}: image is {width}x{height} ({width * height:,} pixels), over "
-                            f"the limit of {max_pixels:,}; not decoded", error_code="imageTooLarge")
-    frame = cv2.imread(name, cv2.IMREAD_GRAYSCALE)
-    if frame is not None:
-        return frame
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(name) as img:
-                return np.asarray(img.convert("L"))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError:
+        raise InvalidData(f"{name}: not an image file", error_code="badImage") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        # a truncated or corrupt file (some Pillow plugins raise SyntaxError or EOFError)
         raise InvalidData(f"{name}: cannot decode the image: {_one_line(exc)}",
                           error_code="badImage") from None
 
@@ -331,6 +327,11 @@ class FrameDecoder:
         """R: how many frames of one slip it takes, at most, for every rescue to get a turn
         (when each frame's budget fits at least one)."""
         return len(self._rescues)
+
+    @property
+    def next_rescue(self) -> str | None:
+        """The rescue the next missed frame starts with (None without rescues)."""
+        return self._rescues[self._next_rescue % len(self._rescues)].name if self._rescues else None
 
     def reset_schedule(self) -> None:
         """Start the rotating schedule again at the first rescue (a new camera session)."""
