@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import zxingcpp
 
-from devices.base import CommandTimeout, DeviceOffline, DeviceState
+from devices.base import CommandTimeout, DeviceOffline, DeviceState, InvalidData
 from devices.registry import driver_for
 from devices.scanner import CameraScanner
 
@@ -145,3 +145,53 @@ def test_the_zbar_backend_identifies_itself_and_reads_the_bill(tmp_path: Path) -
 
 def test_camera_is_registered_for_config() -> None:
     assert driver_for("camera") is CameraScanner
+
+
+def _light_on_dark_qr_frame(text: str) -> np.ndarray:
+    qr = np.array(zxingcpp.write_barcode_to_image(
+        zxingcpp.create_barcode(text, zxingcpp.BarcodeFormat.QRCode), scale=5))
+    frame = np.full((720, 1280), 170, np.uint8)
+    cv2.putText(frame, "FISH 1405", (40, 80), cv2.FONT_HERSHEY_SIMPLEX, 2.0, 40, 4)
+    frame[200:200 + qr.shape[0], 500:500 + qr.shape[1]] = cv2.bitwise_not(qr)
+    return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+
+
+def test_a_still_that_needs_the_last_rescue_is_read_within_r_frames(tmp_path: Path) -> None:
+    image = tmp_path / "dark-slip.png"
+    cv2.imwrite(str(image), _light_on_dark_qr_frame("slip-dark-42"))
+
+    async def go() -> tuple[str, int, int]:
+        cam = CameraScanner("cam", source=str(image), fps=200, frame_budget_ms=30)
+        await cam.open()
+        code = await cam.read(timeout=5)
+        await cam.close()
+        return code.text, cam.counters["no_reads"], cam.decoder.rescue_count
+
+    text, misses, rescues = run(go())
+    assert text == "slip-dark-42"
+    # the budget spreads the rescues over frames, yet none is starved: read by frame R
+    assert misses < rescues
+
+
+def test_the_frame_budget_is_a_camera_option() -> None:
+    cam = CameraScanner("cam", source="/nonexistent/slip.png", frame_budget_ms=15)
+    assert cam.capabilities["frame_budget_ms"] == 15.0
+    assert CameraScanner("cam", source="/nonexistent/slip.png").capabilities["frame_budget_ms"] > 0
+    with pytest.raises(InvalidData):
+        CameraScanner("cam", source="/nonexistent/slip.png", frame_budget_ms=-1)
+
+
+def test_a_still_image_over_the_pixel_limit_is_offline_at_open(tmp_path: Path) -> None:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    # the header of a 30000 x 30000 PNG (900 MP) and a few rows: only the header is read
+    huge = tmp_path / "poster.png"
+    huge.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\x00" + b"\xff" * 30000)) + chunk(b"IEND", b""))
+    cam = CameraScanner("cam", source=str(huge))
+    with pytest.raises(DeviceOffline, match="over the limit"):
+        run(cam.open())

@@ -21,7 +21,7 @@ from devices.base import (
     register,
 )
 from devices.contracts import ScannedCode, Scanner
-from devices.scanner.decode import DEFAULT_FORMATS, FrameDecoder, load_image
+from devices.scanner.decode import DEFAULT_FORMATS, DEFAULT_FRAME_BUDGET_MS, FrameDecoder, load_image
 from devices.scanner.repeat import RepeatFilter
 
 log = logging.getLogger("devices.scanner.camera")
@@ -32,8 +32,9 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 @register("camera")
 class CameraScanner(Scanner):
     """Options: source (int device index | image path | video path), backend="zxing",
-    repeat_window_s=3.0, fps=15 (frames looked at per second), formats (default all five).
-    A video file loops, so a recorded clip behaves like a camera that keeps looking."""
+    repeat_window_s=3.0, fps=15 (frames looked at per second), formats (default all five),
+    frame_budget_ms (time one frame's decode may take; DEFAULT_FRAME_BUDGET_MS). A video file
+    loops, so a recorded clip behaves like a camera that keeps looking."""
 
     def __init__(self, name: str, **options: Any) -> None:
         super().__init__(name, **options)
@@ -45,8 +46,12 @@ class CameraScanner(Scanner):
         self.fps = float(options.get("fps", 15.0))
         if self.fps <= 0:
             raise InvalidData(f"{name}: fps must be > 0", device=name, error_code="badFps")
+        # a live stream: rescues take turns across frames within each frame's budget, and
+        # a still image shown for R frames gets every rescue, as a file decode would
         self.decoder = FrameDecoder(options.get("backend", "zxing"),
-                                    options.get("formats", DEFAULT_FORMATS))
+                                    options.get("formats", DEFAULT_FORMATS),
+                                    frame_budget_ms=options.get("frame_budget_ms",
+                                                                DEFAULT_FRAME_BUDGET_MS))
         self._repeats = RepeatFilter(float(options.get("repeat_window_s", 3.0)))
         self._capture: cv2.VideoCapture | None = None
         self._still: np.ndarray | None = None
