@@ -51,6 +51,7 @@ from kiosk.backoffice_client import (
 from kiosk.errors import KioskError
 from kiosk.faults import fault_point
 from kiosk.journal import AsyncJournal, Journal, OutboxItem, OutboxStatus, TxState
+from kiosk.sensitive import find_card_number, is_masked_pan, mask_card, to_ascii_digits
 from kiosk.service_guard import DEFAULT_MIN_FREE_BYTES, ChainGuard, check_free_space
 
 log = logging.getLogger("kiosk.money")
@@ -390,10 +391,20 @@ class MoneyPath:
 
 
 def _payment_data(result: PaymentResult) -> dict[str, Any]:
-    return {
-        "poi_reference": result.poi_reference,
-        "rrn": result.rrn,
-        "stan": result.stan,
-        "masked_pan": result.masked_pan,
-        "paid_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    """What PAID records of the terminal's answer, cleaned by the kiosk's one card-number rule
+    (kiosk.sensitive). The money has moved by now, so this never refuses: a terminal that
+    wrote a full card number where a masked one belongs gets it masked here, and an
+    identifier that holds a card number is dropped (the journal would refuse it, and PAID
+    must be recorded)."""
+    pan = result.masked_pan
+    if pan and not is_masked_pan(pan):
+        digits = "".join(ch for ch in to_ascii_digits(pan) if ch.isdigit())
+        log.warning("terminal sent an unmasked card number; stored masked")
+        pan = mask_card(digits) if 12 <= len(digits) <= 19 else ""
+    data = {"poi_reference": result.poi_reference, "rrn": result.rrn, "stan": result.stan}
+    for key, value in data.items():
+        if find_card_number(value):
+            log.warning("terminal sent a card number in %s; not stored", key)
+            data[key] = ""
+    return {**data, "masked_pan": pan,
+            "paid_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -60,19 +60,19 @@ def test_service_ids_are_unique_and_at_most_ten_characters() -> None:
     assert len(ids) == 2000 and max(map(len, ids)) <= 10
 
 
-def test_full_card_number_in_masked_pan_is_rejected() -> None:
+def test_masked_pan_is_passed_on_as_the_terminal_wrote_it_for_the_kiosk_to_judge() -> None:
+    # Whether a MaskedPan is masked enough to keep is kiosk.sensitive's one rule, applied by
+    # the money path before anything is stored (tests/test_money_safety.py); the protocol
+    # layer must not drop an approved sale over it, or the sale would sit in PAYING.
     msg = approved()
-    msg["SaleToPOIResponse"]["PaymentResponse"]["PaymentResult"]["PaymentInstrumentData"]["CardData"]["MaskedPan"] = "6037991234561234"
-    with pytest.raises(nexo.UnmaskedCardNumber) as err:
-        parse_payment(msg)
-    assert isinstance(err.value, ProtocolError)
-    assert "6037991234561234" not in str(err.value)
+    msg["SaleToPOIResponse"]["PaymentResponse"]["PaymentResult"]["PaymentInstrumentData"]["CardData"]["MaskedPan"] = "411111 **** 1111"
+    assert parse_payment(msg).masked_pan == "411111 **** 1111"
 
 
-def test_full_card_number_hidden_in_additional_response_is_rejected() -> None:
+def test_an_absurdly_long_masked_pan_is_a_protocol_error() -> None:
     msg = approved()
-    msg["SaleToPOIResponse"]["PaymentResponse"]["Response"]["AdditionalResponse"] = "rrn=123456789012&stan=000042&pan=6037991234561234"
-    with pytest.raises(nexo.UnmaskedCardNumber):
+    msg["SaleToPOIResponse"]["PaymentResponse"]["PaymentResult"]["PaymentInstrumentData"]["CardData"]["MaskedPan"] = "*" * 33
+    with pytest.raises(nexo.NexoParseError):
         parse_payment(msg)
 
 
@@ -173,7 +173,7 @@ def _mutate(template: dict[str, Any], edits: list[tuple[tuple[Any, ...], Any]]) 
 
 
 def _parse_any(raw: bytes | str) -> None:
-    """Every parse entry point the driver uses; a result must never hold an unmasked PAN."""
+    """Every parse entry point the driver uses: a result or a NexoParseError, nothing else."""
     for header, reader in (
         (REQ, lambda b: nexo.parse_payment_body(b, "tx-1")),
         (STATUS_REQ, lambda b: nexo.parse_transaction_status_body(b, "tx-1", STATUS_REQ)),
@@ -182,7 +182,7 @@ def _parse_any(raw: bytes | str) -> None:
             result = reader(nexo.parse_response(raw, header))
         except nexo.NexoParseError:
             continue
-        assert result.masked_pan == "" or nexo.MASKED_PAN.match(result.masked_pan)
+        assert isinstance(result.masked_pan, str) and len(result.masked_pan) <= nexo.MAX_MASKED_PAN
 
 
 @pytest.mark.slow

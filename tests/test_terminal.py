@@ -20,9 +20,9 @@ from devices.base import (
     HealthLevel,
     InvalidData,
     ProtocolError,
-    driver_for,
 )
 from devices.contracts import PaymentOutcome
+from devices.registry import driver_for
 from devices.terminal.driver import NexoTerminal, NoResponse
 from devices.terminal.simulator import NexoTerminalSimulator, SimulatorModeError
 
