@@ -43,8 +43,8 @@ _ZXING_SUPPORTED: frozenset[str] = frozenset(DEFAULT_FORMATS)
 #: default time one camera frame may take, plain decode and rescues together (ms). A 30 fps
 #: camera gives a frame 33 ms; the rest is headroom for a rescue that runs past its estimate
 #: (zxing-cpp cannot be interrupted once a call has started). On held-out bench seeds 26 ms
-#: reads as many scenes as no budget at all (every rescue on every miss) with p95 ~25 ms;
-#: 20 ms reads 4-8% fewer.
+#: reads as many scenes as no budget at all (every rescue on every miss), or one fewer in
+#: 80, with p95 ~25 ms; 20 ms reads 5-10% fewer.
 DEFAULT_FRAME_BUDGET_MS = 26.0
 
 #: `load_image` refuses files whose header declares more pixels than this: 50 MP holds any
