@@ -141,7 +141,7 @@ def test_the_schedule_moves_on_every_missed_frame(no_code_frames) -> None:
             assert decoder.next_rescue != before
 
 
-@pytest.mark.parametrize("budget", [0, -5.0, "fast", float("nan")])
+@pytest.mark.parametrize("budget", [0, -5.0, "fast", float("nan"), float("inf"), True])
 def test_a_budget_that_is_not_a_positive_number_is_refused(budget) -> None:
     with pytest.raises(InvalidData):
         FrameDecoder(frame_budget_ms=budget)

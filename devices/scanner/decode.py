@@ -253,8 +253,10 @@ class FrameDecoder:
         except ValueError:
             raise Unsupported(f"unknown decoder backend {backend!r}; use 'zxing' or 'zbar'",
                               error_code="badBackend") from None
-        if frame_budget_ms is not None and not (isinstance(frame_budget_ms, int | float)
-                                                and frame_budget_ms > 0):
+        if frame_budget_ms is not None and (isinstance(frame_budget_ms, bool)
+                                            or not isinstance(frame_budget_ms, int | float)
+                                            or not frame_budget_ms > 0
+                                            or frame_budget_ms == float("inf")):
             raise InvalidData(f"frame_budget_ms must be a positive number of ms or None, got "
                               f"{frame_budget_ms!r}", error_code="badBudget")
         wanted = tuple(dict.fromkeys(formats))
