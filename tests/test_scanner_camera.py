@@ -195,3 +195,27 @@ def test_a_still_image_over_the_pixel_limit_is_offline_at_open(tmp_path: Path) -
     cam = CameraScanner("cam", source=str(huge))
     with pytest.raises(DeviceOffline, match="over the limit"):
         run(cam.open())
+
+
+def test_a_video_of_frames_over_the_pixel_limit_is_offline_before_any_frame_is_read(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.avi"
+    _write_video(clip, [_bill_barcode_frame()] * 3)
+    cam = CameraScanner("cam", source=str(clip), max_pixels=640 * 480 - 1)
+    with pytest.raises(DeviceOffline, match="640x480"):
+        run(cam.open())
+    assert cam.state == DeviceState.OFFLINE
+    # at the limit it opens and reads
+    async def go() -> str:
+        ok = CameraScanner("cam", source=str(clip), fps=50, max_pixels=640 * 480)
+        await ok.open()
+        code = await ok.read(timeout=3)
+        await ok.close()
+        return code.text
+
+    assert run(go()) == BILL
+
+
+@pytest.mark.parametrize("bad", [0, -1, "many", 2.5, True])
+def test_a_bad_max_pixels_option_is_invalid_data(bad: Any) -> None:
+    with pytest.raises(InvalidData):
+        CameraScanner("cam", source="/nonexistent/slip.png", max_pixels=bad)

@@ -4,6 +4,7 @@ decoded off the event loop by FrameDecoder, with repeats within the window dropp
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -21,7 +22,13 @@ from devices.base import (
     register,
 )
 from devices.contracts import ScannedCode, Scanner
-from devices.scanner.decode import DEFAULT_FORMATS, DEFAULT_FRAME_BUDGET_MS, FrameDecoder, load_image
+from devices.scanner.decode import (
+    DEFAULT_FORMATS,
+    DEFAULT_FRAME_BUDGET_MS,
+    MAX_IMAGE_PIXELS,
+    FrameDecoder,
+    load_image,
+)
 from devices.scanner.repeat import RepeatFilter
 
 log = logging.getLogger("devices.scanner.camera")
@@ -33,8 +40,9 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 class CameraScanner(Scanner):
     """Options: source (int device index | image path | video path), backend="zxing",
     repeat_window_s=3.0, fps=15 (frames looked at per second), formats (default all five),
-    frame_budget_ms (time one frame's decode may take; DEFAULT_FRAME_BUDGET_MS). A video file
-    loops, so a recorded clip behaves like a camera that keeps looking."""
+    frame_budget_ms (time one frame's decode may take; DEFAULT_FRAME_BUDGET_MS), max_pixels
+    (largest still or video frame accepted; MAX_IMAGE_PIXELS). A video file loops, so a
+    recorded clip behaves like a camera that keeps looking."""
 
     def __init__(self, name: str, **options: Any) -> None:
         super().__init__(name, **options)
@@ -52,6 +60,10 @@ class CameraScanner(Scanner):
                                     options.get("formats", DEFAULT_FORMATS),
                                     frame_budget_ms=options.get("frame_budget_ms",
                                                                 DEFAULT_FRAME_BUDGET_MS))
+        self.max_pixels = options.get("max_pixels", MAX_IMAGE_PIXELS)
+        if isinstance(self.max_pixels, bool) or not isinstance(self.max_pixels, int) or self.max_pixels <= 0:
+            raise InvalidData(f"{name}: max_pixels must be a whole number > 0", device=name,
+                              error_code="badMaxPixels")
         self._repeats = RepeatFilter(float(options.get("repeat_window_s", 3.0)))
         self._capture: cv2.VideoCapture | None = None
         self._still: np.ndarray | None = None
@@ -69,7 +81,8 @@ class CameraScanner(Scanner):
                                     error_code="noSource")
             if path.suffix.lower() in IMAGE_SUFFIXES:
                 try:
-                    self._still = await self.run_blocking(load_image, path)
+                    self._still = await self.run_blocking(
+                        functools.partial(load_image, path, max_pixels=self.max_pixels))
                 except InvalidData as exc:
                     raise DeviceOffline(f"{self.name}: {exc}", device=self.name,
                                         error_code="noSource") from exc
@@ -91,6 +104,15 @@ class CameraScanner(Scanner):
             capture.release()
             raise DeviceOffline(f"{self.name}: OpenCV cannot open {source!r}", device=self.name,
                                 error_code="noSource")
+        # the container says the frame size before any frame is decoded: a clip of huge
+        # frames is refused here, as load_image refuses a huge still
+        width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+        height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if width * height > self.max_pixels:
+            capture.release()
+            raise DeviceOffline(f"{self.name}: frames of {width}x{height} in {source!r} are over "
+                                f"the limit of {self.max_pixels:,} pixels", device=self.name,
+                                error_code="frameTooLarge")
         return capture
 
     async def _close(self) -> None:
