@@ -255,17 +255,16 @@ def _make_scene(rng: np.random.Generator, kinds: dict[str, float] | None = None)
                   float(rng.uniform(0, 180)))
 
 
-_NOISE_BANK: dict[int, np.ndarray] = {}
+_NOISE_BANK: list[np.ndarray] = []
 
 
 def _noise(rng: np.random.Generator) -> np.ndarray:
-    """Unit Gaussian noise for one frame: a random shift of one of a few fields drawn once
-    (drawing 0.9 M normals per frame would cost more than decoding it)."""
-    key = id(rng)
-    if key not in _NOISE_BANK:
-        _NOISE_BANK.clear()
-        _NOISE_BANK[key] = rng.standard_normal((3, H, W), dtype=np.float32)
-    bank = _NOISE_BANK[key]
+    """Unit Gaussian noise for one frame: a random shift, drawn from `rng`, of one of a few
+    fields drawn once from a fixed seed (drawing 0.9 M normals per frame would cost more
+    than decoding it; a fixed seed keeps every stream reproducible whatever ran before)."""
+    if not _NOISE_BANK:
+        _NOISE_BANK.append(np.random.default_rng(20261130).standard_normal((3, H, W), dtype=np.float32))
+    bank = _NOISE_BANK[0]
     field = bank[int(rng.integers(0, len(bank)))]
     return np.roll(field, (int(rng.integers(0, H)), int(rng.integers(0, W))), axis=(0, 1))
 
