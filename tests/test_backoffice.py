@@ -730,3 +730,28 @@ def test_kiosk_add_refuses_a_token_another_kiosk_holds(db_url: str, capsys: pyte
 def test_seed_refuses_a_weak_kiosk_token_in_one_line(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert backoffice_cli.main(["seed", "--demo", "--db", db_url, "--kiosk", "k1:weak"]) == 2
     assert "token" in _one_line_error(capsys)
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(60)  # without the lock the migrations deadlock rather than fail
+def test_concurrent_migrations_of_a_fresh_postgres_database_all_succeed(pg_url: str) -> None:
+    """Two processes starting on a new database (a demo and a test) both run `upgrade`; the
+    advisory lock makes the second wait and find the schema at head."""
+    admin = make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    name = f"kiosk_test_mig_{secrets.token_hex(4)}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(pg_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        barrier = threading.Barrier(4)
+
+        def migrate(_: int) -> None:
+            barrier.wait()
+            upgrade(url)
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            list(pool.map(migrate, range(4)))  # re-raises any failure
+        assert current_revision(url) == "0002_journal_anchors"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
