@@ -362,6 +362,11 @@ class BackofficeClient:
             page = self._parse(resp, lambda data: [JournalAnchor.from_json(a) for a in data["anchors"]])
             if not page:
                 return anchors
+            seqs = [after_seq] + [a.journal_seq for a in page]
+            if page[0].journal_seq <= after_seq or any(b < a for a, b in zip(seqs, seqs[1:])):
+                # not in seq order after `after_seq`: not the back-office's contract, and paging
+                # on would loop; the caller cannot compare anything against such a list
+                raise BackofficeUnavailable("journal anchors out of order", attempts=1)
             anchors.extend(page)
             after_seq = page[-1].journal_seq
 

@@ -366,3 +366,13 @@ def test_journal_anchors_pages_on_by_the_last_seq() -> None:
     assert [path for _m, path, _k in fake.seen] == [
         "/api/v1/journal-anchors?after_seq=1", "/api/v1/journal-anchors?after_seq=8",
         "/api/v1/journal-anchors?after_seq=11"]
+
+
+def test_journal_anchors_out_of_order_never_loop() -> None:
+    page = {"anchors": [{"transaction_id": "t5", "journal_seq": 5, "journal_head": "a" * 64,
+                         "received_at": "2026-11-30T09:00:00.000Z"}]}
+    with ScriptedServer([(200, page)]) as fake:  # the same page forever
+        with BackofficeClient(fake.url, TOKEN, retries=0) as c:
+            with pytest.raises(BackofficeUnavailable):
+                c.journal_anchors(after_seq=5)
+    assert len(fake.seen) == 1
