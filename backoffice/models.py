@@ -127,11 +127,14 @@ class Payment(Base):
     __table_args__ = (
         # one settlement per bill: the database, not the code, stops a double settlement
         UniqueConstraint("bill_id", "payment_id", name="uq_payments_bill_payment"),
+        # kiosks make their own transaction ids: unique per kiosk (migration 0003), so one
+        # kiosk's id never collides with, nor reveals, another's
+        UniqueConstraint("kiosk_id", "transaction_id", name="uq_payments_kiosk_transaction"),
         Index("ix_payments_kiosk_journal_seq", "kiosk_id", "journal_seq"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    transaction_id: Mapped[str] = mapped_column(String(64), unique=True)
+    transaction_id: Mapped[str] = mapped_column(String(64))
     kiosk_id: Mapped[str] = mapped_column(ForeignKey("kiosks.kiosk_id"), index=True)
     bill_id: Mapped[str] = mapped_column(String(13))
     payment_id: Mapped[str] = mapped_column(String(13))

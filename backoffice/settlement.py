@@ -2,7 +2,7 @@
 
 The idempotency record, the payment row and the bill's paid status are written in one
 database transaction. Duplicates are stopped by unique constraints — (kiosk_id, key) on
-idempotency, (bill_id, payment_id) and transaction_id on payments — and a loser of a race
+idempotency, (bill_id, payment_id) and (kiosk_id, transaction_id) on payments — and a loser of a race
 gets the winner's stored answer instead of an error."""
 
 from __future__ import annotations
@@ -135,7 +135,8 @@ def post_payment(sessions: sessionmaker[Session], kiosk_id: str, key: str, body:
                     Payment.bill_id == bill_id, Payment.payment_id == payment_id)).first()
                 if taken is not None:
                     raise ApiError(409, "bill.already_paid") from None
-                if session.scalars(select(Payment).where(Payment.transaction_id == body.transaction_id)).first():
+                if session.scalars(select(Payment).where(Payment.transaction_id == body.transaction_id,
+                                                         Payment.kiosk_id == kiosk_id)).first():
                     raise ApiError(409, "payment.duplicate_transaction") from None
     raise ApiError(503, "backoffice.busy")
 

@@ -41,6 +41,7 @@ from kiosk.sensitive import national_code_ok
 TOKEN_A = "token-a-Qm7Vx2Lp9Rt4Wz8Kc3Nd"
 TOKEN_B = "token-b-Hs5Jy1Fg6Ub0Ea7Mo2Pi"
 KIOSKS = {"kiosk-a": TOKEN_A, "kiosk-b": TOKEN_B}
+HEAD_REVISION = "0003_payment_tx_per_kiosk"
 DATA_TABLES = ("idempotency", "payments", "bills", "owners", "kiosks", "transit_accounts")
 
 
@@ -374,7 +375,7 @@ def test_migrations_create_every_table(db_url: str) -> None:
     finally:
         engine.dispose()
     assert set(TABLE_NAMES) | {"alembic_version"} <= tables
-    assert current_revision(db_url) == "0002_journal_anchors"
+    assert current_revision(db_url) == HEAD_REVISION
 
 
 def test_seed_bills_pass_the_kiosk_checks_and_reseeding_adds_nothing(db_url: str) -> None:
@@ -420,6 +421,20 @@ def test_seed_cli_adds_kiosks_and_prints_a_summary(db_url: str, capsys: pytest.C
 
 
 # --- issue 6: one kiosk's payments are its own ---------------------------------------------------
+def test_transaction_ids_are_per_kiosk_so_reuse_reveals_nothing(server: RunningServer, db_url: str) -> None:
+    slips = demo_slips(server)
+    assert post(server, payment_body(slips[0], "tx-same"), "k-a", token=TOKEN_A).status_code == 201
+    # kiosk B picking the same id settles its own payment: no "duplicate" that would reveal A's
+    theirs = post(server, payment_body(slips[1], "tx-same"), "k-b", token=TOKEN_B)
+    assert theirs.status_code == 201 and theirs.json()["bill_id"] == slips[1]["bill_id"]
+    assert api(server, "GET", "/api/v1/payments/tx-same", token=TOKEN_A).json()["bill_id"] == slips[0]["bill_id"]
+    assert api(server, "GET", "/api/v1/payments/tx-same", token=TOKEN_B).json()["bill_id"] == slips[1]["bill_id"]
+    # within one kiosk an id is still used once
+    again = post(server, payment_body(slips[2], "tx-same"), "k-a2", token=TOKEN_A)
+    assert again.status_code == 409 and again.json() == {"error": "payment.duplicate_transaction"}
+    assert count(db_url, "SELECT count(*) FROM payments") == 2
+
+
 def test_another_kiosks_payment_reads_exactly_like_an_unknown_one(server: RunningServer) -> None:
     slip = demo_slips(server)[0]
     assert post(server, payment_body(slip, "tx-own"), "tx-own", token=TOKEN_A).status_code == 201
@@ -609,7 +624,8 @@ def test_a_replay_with_the_same_anchor_is_identical_and_another_anchor_conflicts
     assert other.status_code == 409 and other.json() == {"error": "idempotency.conflict"}
 
 
-def test_migration_0002_keeps_existing_payments(db_url: str) -> None:
+def test_migrations_from_0001_keep_existing_payments(db_url: str) -> None:
+    """Down to 0001 and up again (0002 anchors, 0003 per-kiosk transaction ids) with a row."""
     engine = make_engine(db_url)
     try:
         with engine.begin() as conn:
@@ -627,9 +643,19 @@ def test_migration_0002_keeps_existing_payments(db_url: str) -> None:
     finally:
         engine.dispose()
         upgrade(db_url)
-    assert current_revision(db_url) == "0002_journal_anchors"
+    assert current_revision(db_url) == HEAD_REVISION
     assert count(db_url, "SELECT count(*) FROM payments WHERE transaction_id = 'old-1' "
                          "AND journal_seq IS NULL AND journal_head IS NULL") == 1
+    engine = make_engine(db_url)
+    try:
+        inspector = sa.inspect(engine)
+        uniques = {tuple(uc["column_names"]) for uc in inspector.get_unique_constraints("payments")}
+        indexes = {ix["name"] for ix in inspector.get_indexes("payments")}
+    finally:
+        engine.dispose()
+    assert ("kiosk_id", "transaction_id") in uniques and ("transaction_id",) not in uniques
+    assert {("bill_id", "payment_id"), ("tracking_code",)} <= uniques
+    assert {"ix_payments_kiosk_id", "ix_payments_kiosk_journal_seq"} <= indexes
 
 
 # --- issue 6: demo slips do not run out ----------------------------------------------------------
@@ -751,7 +777,7 @@ def test_concurrent_migrations_of_a_fresh_postgres_database_all_succeed(pg_url: 
 
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             list(pool.map(migrate, range(4)))  # re-raises any failure
-        assert current_revision(url) == "0002_journal_anchors"
+        assert current_revision(url) == HEAD_REVISION
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
