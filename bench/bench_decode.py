@@ -29,7 +29,7 @@ Rates count *scenes* read (the expected text in any of the scene's frames: what 
 waits for), per decoder, on the same frames; per-frame rates are reported too. Times are per
 frame over ALL frames, misses and no-code frames included.
 
-Usage: .venv/bin/python bench/bench_decode.py [--scenes 100] [--scene-frames 4] [--seed 1]
+Usage: .venv/bin/python bench/bench_decode.py [--scenes 150] [--scene-frames 4] [--seed 1]
        [--seed2 2] [--stages]
 """
 
@@ -457,7 +457,7 @@ def _verdict(r: dict) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scenes", type=int, default=100, help="scenes per seed")
+    ap.add_argument("--scenes", type=int, default=150, help="scenes per seed")
     ap.add_argument("--scene-frames", type=int, default=4, help="frames per scene")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--seed2", type=int, default=2, help="second seed, against overfitting")

@@ -181,3 +181,23 @@ def test_an_unreadable_image_file_is_invalid_data(tmp_path: Path) -> None:
     bogus.write_bytes(b"not a png at all")
     with pytest.raises(InvalidData):
         load_image(bogus)
+
+
+def test_the_zbar_rescue_drops_a_code_128_read_by_a_single_scan_line() -> None:
+    # bench_decode seed 2, scene 120: a smudged bill barcode that zbar, on the row-averaged
+    # frame, misreads as "$/%{" on one scan line; a true read agrees on two or more
+    import importlib.util
+    import sys
+
+    bench = Path(__file__).resolve().parents[1] / "bench" / "bench_decode.py"
+    spec = importlib.util.spec_from_file_location("bench_decode_for_test", bench)
+    module = sys.modules.get(spec.name) or importlib.util.module_from_spec(spec)
+    if spec.name not in sys.modules:
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    frame = module.generate_stream(2, 121, 4)[480]
+    assert frame.kind == "damaged"
+    decoder = FrameDecoder("zxing", frame_budget_ms=None)
+    zbar_rows = next(r for r in decoder._rescues if r.name == "zbar-rows")
+    assert all(c.text == frame.text for c in decoder._run_rescue(zbar_rows, frame.image))
+    assert all(c.text == frame.text for c in decoder.decode(frame.image))
