@@ -426,7 +426,10 @@ class FrameDecoder:
         # kept), which is what payload parsers need; HRI mode would rewrite them for display.
         found = self._zx.read_barcodes(gray, formats=formats, text_mode=self._zx.TextMode.Plain,
                                        **dict(options))
-        return _unique(ScannedCode(b.format.name, b.text) for b in found if b.valid)
+        # zxing-cpp 3 reads format families: "QRCode" also finds Micro QR and rMQR, and the
+        # bench caught a Micro QR "read" inside a real QR code. Only the formats asked for.
+        return _unique(ScannedCode(b.format.name, b.text) for b in found
+                       if b.valid and b.format.name in self.formats)
 
     def _read_zbar(self, gray: np.ndarray, symbols: list[Any] | None = None,
                    min_quality: int = 0) -> list[ScannedCode]:
