@@ -364,17 +364,4 @@ def register(type_name: str) -> Callable[[type[Device]], type[Device]]:
     return deco
 
 
-def __getattr__(name: str) -> Any:
-    """`driver_for`/`registered_types` moved to devices.registry (base must not import the
-    drivers that import it). Old imports keep working until their callers move."""
-    if name in ("driver_for", "registered_types"):
-        import warnings
-
-        warnings.warn(f"devices.base.{name} moved to devices.registry.{name}", DeprecationWarning, stacklevel=2)
-        from devices import registry
-
-        return getattr(registry, name)
-    raise AttributeError(f"module 'devices.base' has no attribute {name!r}")
-
-
 __all__ = [n for n in dir() if not n.startswith("_")] + ["replace"]
