@@ -244,6 +244,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.umask(0o077)  # databases and logs readable by their owner only, from creation
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 from kiosk.errors import KioskError
 from kiosk.faults import UnknownFaultPoint
+from kiosk.cli import kiosk_command
 from kiosk.paths import data_dir
 
 SCRIPTS = {
@@ -65,9 +67,9 @@ def handle(args: argparse.Namespace) -> int:
     options = DemoOptions(terminal_latency_s=args.terminal_latency, terminal_answer=args.terminal_answer)
     try:
         if args.script in TOOLS:
-            return asyncio.run(run_tool(data_dir(args.data_dir), args.script, as_json=args.json,
+            return asyncio.run(run_tool(data_dir(args.data_dir, writable=True), args.script, as_json=args.json,
                                         options=options))
-        summary = asyncio.run(run_demo(data_dir(args.data_dir), args.script, echo=not args.json,
+        summary = asyncio.run(run_demo(data_dir(args.data_dir, writable=True), args.script, echo=not args.json,
                                        options=options))
     except KioskError as exc:
         print(f"kiosk demo: {exc.message('en')}", file=sys.stderr)
@@ -93,4 +95,6 @@ def _print_human(s: dict[str, Any]) -> None:
     if s.get("receipt_png"):
         out.write(f"  receipt image {s['receipt_png']}\n")
     if s.get("receipt_payload"):
-        out.write(f"  verify with   kiosk receipt verify '{s['receipt_payload']}' --data-dir {Path(s['data_dir'])}\n")
+        # a command the person can paste: `kiosk` is not on the PATH after `make run`
+        out.write(f"  verify with   {kiosk_command()} receipt verify {shlex.quote(s['receipt_payload'])} "
+                  f"--data-dir {shlex.quote(str(Path(s['data_dir'])))}\n")

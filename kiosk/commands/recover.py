@@ -56,7 +56,7 @@ async def recover(data: Path, settings: KioskSettings | None = None, *,
 
 def handle(args: argparse.Namespace) -> int:
     try:
-        results = asyncio.run(recover(data_dir(args.data_dir)))
+        results = asyncio.run(recover(data_dir(args.data_dir, writable=True)))
     except KioskError as exc:
         print(f"kiosk recover: {exc.message('en')}", file=sys.stderr)
         return 2 if isinstance(exc, UnknownFaultPoint) else 1
