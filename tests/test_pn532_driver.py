@@ -16,13 +16,13 @@ from devices.base import (
     DeviceState,
     HealthLevel,
     StatusEvent,
-    driver_for,
 )
 from devices.pn532 import frames
 from devices.pn532.driver import AuthenticationError, CardRemoved, NoCard, PN532Reader
 from devices.pn532.keys import CardKeys, KeyType
 from devices.pn532.mifare import decode_value, encode_value
 from devices.pn532.virtual import VirtualCard, VirtualPN532
+from devices.registry import driver_for
 
 MASTER = bytes(range(32))
 KEYS = CardKeys(MASTER)
