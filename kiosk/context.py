@@ -83,8 +83,10 @@ class KioskContext:
             )
             try:
                 money.guard.verify_full()
-            except JournalBroken:
-                pass  # kept in money.guard: out of service, shown by the flows
+            except JournalBroken as exc:  # kept in money.guard: out of service, shown by the flows
+                # INFO here: whoever acts on it says it once, loudly (the CLI's one line, the
+                # flow's and the background worker's CRITICAL log)
+                log.info("journal fails verification, out of service: %s", exc.detail)
             devices = DeviceManager(list(settings.devices))
             await devices.start()
             receipts = ReceiptIssuer(load_or_create_key(data_dir), lambda: devices.first(ReceiptPrinter),

@@ -40,7 +40,7 @@ from devices.contracts import PaymentOutcome, PaymentResult, PaymentTerminal
 from kiosk.backoffice_client import (
     AmountMismatch,
     BackofficeClient,
-    BackofficeRejected,
+    BackofficeError,
     BackofficeUnavailable,
     BillAlreadyPaid,
     BillNotFound,
@@ -257,13 +257,7 @@ class MoneyPath:
                 self.backoffice.post_payment, post, idempotency_key=item.idempotency_key
             )
         except BackofficeUnavailable as exc:
-            await self._retry_later(item, str(exc))
-            return SettleResult.PENDING
-        except (BackofficeRejected, requests.RequestException, ValueError, KeyError) as exc:
-            # not a refusal of this payment (a rotated token, a proxy error, a malformed
-            # answer): never reverse a citizen's fee on that; retry with back-off and alert
-            log.error("settlement not accepted, retried later: %s", exc, extra={"tx": item.tx_id})
-            await self._retry_later(item, str(exc)[:500])
+            await self.retry_later(item, str(exc))
             return SettleResult.PENDING
         except (BillAlreadyPaid, AmountMismatch, BillNotFound) as exc:
             # a definite business refusal of this bill — unless the payment it holds is ours
@@ -271,7 +265,7 @@ class MoneyPath:
             try:
                 ours = await self.find_settlement(item.tx_id, outbox=False)
             except BackofficeUnavailable as unknown:
-                await self._retry_later(item, f"refused ({exc.key}); status unknown: {unknown}")
+                await self.retry_later(item, f"refused ({exc.key}); status unknown: {unknown}")
                 return SettleResult.PENDING
             if ours is not None:
                 return await self.journal_settled(item.tx_id, ours)
@@ -279,6 +273,13 @@ class MoneyPath:
                 item.id, exc.to_dict(), with_state=[(TxState.REVERSING, {"reason": exc.key})]
             )
             return await self._finish_reversal(item.tx_id)
+        except (BackofficeError, requests.RequestException, ValueError, KeyError) as exc:
+            # not a refusal of this bill (a rotated token, a proxy error, an error code this
+            # kiosk does not know, a malformed answer): never reverse a citizen's fee on that;
+            # retry with back-off and alert
+            log.error("settlement not accepted, retried later: %s", exc, extra={"tx": item.tx_id})
+            await self.retry_later(item, str(exc)[:500])
+            return SettleResult.PENDING
         fault_point("after-post-sent")
         await self.writer.outbox_ack(
             item.id,
@@ -290,7 +291,8 @@ class MoneyPath:
         )
         return SettleResult.SETTLED
 
-    async def _retry_later(self, item: OutboxItem, error: str) -> None:
+    async def retry_later(self, item: OutboxItem, error: str) -> None:
+        """Record a failed attempt; the item is due again after a growing back-off."""
         delay = min(5.0 * 2 ** min(item.attempts, 6), 600.0)
         await self.writer.outbox_record_attempt(item.id, error, time.time() + delay)
 
@@ -307,7 +309,9 @@ class MoneyPath:
             return await asyncio.to_thread(self.backoffice.payment_status, tx_id)
         except PaymentNotFound:
             return None  # the back-office's own answer: it holds no such payment
-        except (BackofficeRejected, requests.RequestException, ValueError, KeyError) as exc:
+        except BackofficeUnavailable:
+            raise
+        except (BackofficeError, requests.RequestException, ValueError, KeyError) as exc:
             # a refusal or a malformed answer is not "no payment": cannot tell
             raise BackofficeUnavailable(f"payment status of {tx_id}: {exc}") from exc
 
@@ -336,7 +340,18 @@ class MoneyPath:
         (SETTLED), and when it cannot be asked nothing is reversed (CHECK_PENDING).
         `ask_backoffice=False` only where this process knows it never queued a settlement."""
         with self.claimed(tx_id):
-            if self.journal.state_of(tx_id) != TxState.REVERSING:
+            state = self.journal.state_of(tx_id)
+            queued = [i for i in self.journal.outbox_for(tx_id)
+                      if i.kind == SETTLEMENT and i.status == OutboxStatus.PENDING]
+            if state in (TxState.PAID, TxState.FULFILLING) and queued:
+                # This kiosk committed to settling (a FULFILLING row cut from the journal's tail
+                # leaves the queued post behind): post it — idempotent by key — rather than
+                # reverse money the outbox would then settle anyway.
+                log.warning("settlement still queued: posting it, not reversing", extra={"tx": tx_id})
+                if state == TxState.PAID:
+                    await self.writer.append(tx_id, TxState.FULFILLING, {"settlement_found": "outbox"})
+                return await self.settle(queued[0])
+            if state != TxState.REVERSING:
                 if ask_backoffice:
                     try:
                         settled = await self.find_settlement(tx_id)
@@ -350,15 +365,18 @@ class MoneyPath:
 
     async def _finish_reversal(self, tx_id: str) -> SettleResult:
         tx = self.journal.get(tx_id)
+        result: PaymentResult | None
         try:
             result = await self.terminal().reverse(tx_id, tx.amount_rials, timeout=self.status_timeout * 2)
         except (DeviceOffline, CommandTimeout) as exc:
             log.warning("reversal deferred: %s", exc, extra={"tx": tx_id})
             return SettleResult.REVERSAL_PENDING  # stays REVERSING; recovery retries (idempotent)
         except DeviceError as exc:
-            await self.writer.append(tx_id, TxState.REFUND_PENDING, {"error": exc.to_dict()})
-            return SettleResult.REFUND_PENDING
-        if result.outcome != PaymentOutcome.REVERSED:
+            # an error or a garbled answer says nothing of whether the terminal reversed: ask,
+            # or an operator could refund money the terminal already gave back
+            log.warning("reversal answer unusable (%s); asking the terminal", exc, extra={"tx": tx_id})
+            result = None
+        if result is None or result.outcome != PaymentOutcome.REVERSED:
             # The terminal answers a refused reversal and "nothing to reverse" alike, so ask
             # what it holds now: only a sale it reports reversed is money returned.
             try:

@@ -28,6 +28,10 @@ from kiosk.service_guard import JournalBroken
 log = logging.getLogger("kiosk.outbox")
 
 
+#: states in which a queued settlement is posted by the worker
+_SETTLING = frozenset({TxState.FULFILLING, TxState.UNCERTAIN})
+
+
 class OutboxWorker:
     def __init__(self, journal: Journal, money: MoneyPath, *, interval_s: float = 5.0,
                  recovery_interval_s: float | None = 30.0, full_verify_interval_s: float = 3600.0) -> None:
@@ -46,10 +50,28 @@ class OutboxWorker:
         for item in self.journal.outbox_pending():
             if item.kind != SETTLEMENT or self.money.is_claimed(item.tx_id):
                 continue  # a flow is settling its own payment right now
-            result = await self.money.settle(item)
-            if result == SettleResult.SETTLED and self.journal.state_of(item.tx_id) == TxState.POSTED:
-                # the citizen already left with a receipt marked "settlement pending"
-                await self.money.complete(item.tx_id, completed_by="outbox")
+            state = self.journal.state_of(item.tx_id)
+            if state not in _SETTLING:
+                # PAID (a cut tail) is recovery's: it restores FULFILLING first. Anything else
+                # (already reversed or completed) must never be posted: an operator looks.
+                if state != TxState.PAID:
+                    log.error("queued settlement for a %s transaction not posted", state,
+                              extra={"tx": item.tx_id})
+                continue
+            try:
+                result = await self.money.settle(item)
+                if result == SettleResult.SETTLED and self.journal.state_of(item.tx_id) == TxState.POSTED:
+                    # the citizen already left with a receipt marked "settlement pending"
+                    await self.money.complete(item.tx_id, completed_by="outbox")
+            except (asyncio.CancelledError, JournalBroken):
+                raise
+            except Exception as exc:  # one bad item must not starve the others or the recovery round
+                log.exception("settlement of a queued item failed", extra={"tx": item.tx_id})
+                try:
+                    await self.money.retry_later(item, f"{type(exc).__name__}: {exc}"[:500])
+                except Exception:  # noqa: BLE001 — the item stays due; logged above
+                    log.exception("could not record the failed attempt", extra={"tx": item.tx_id})
+                continue
             done.append((item.tx_id, result))
         return done
 

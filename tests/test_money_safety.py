@@ -221,6 +221,36 @@ def test_a_settled_payment_whose_journal_tail_was_cut_is_completed_not_reversed(
         assert TxState.REVERSING not in [e.state for e in tx.entries]
 
 
+def test_a_queued_settlement_whose_fulfilling_row_was_cut_is_posted_not_reversed(env: DemoEnvironment) -> None:
+    # the kiosk queued the settlement (FULFILLING + outbox row in one commit) and the FULFILLING
+    # row was then cut from the journal: the back-office holds nothing yet, but the outbox
+    # would post it — reversing now would give the money back AND settle the bill
+    slip = unpaid_slip(env)
+    tx_id = charge_only(env, slip)
+
+    async def queue() -> None:
+        ctx = await KioskContext.open(env.settings, env.data_dir)
+        try:
+            await ctx.money.start_settlement(tx_id)
+        finally:
+            await ctx.close()
+
+    asyncio.run(queue())
+    tamper(env, ("DELETE FROM journal WHERE tx_id = ? AND state = 'FULFILLING'", (tx_id,)))
+    with journal(env) as j:
+        assert j.state_of(tx_id) == TxState.PAID and j.verify().ok
+        assert [i.status for i in j.outbox_for(tx_id)] == [OutboxStatus.PENDING]
+
+    resolved = recover_now(env)
+    assert resolved[tx_id]["to_state"] == "COMPLETED" and resolved[tx_id]["resolved"]
+    assert env.terminal.net_charged(tx_id) == slip.amount_rials  # no reversal
+    assert len(payments(env, tx_id)) == 1
+    with journal(env) as j:
+        assert [i.status for i in j.outbox_for(tx_id)] == [OutboxStatus.ACKED]
+        assert TxState.REVERSING not in [e.state for e in j.get(tx_id).entries]
+        assert j.verify().ok
+
+
 def test_a_paid_transaction_is_not_reversed_while_the_backoffice_cannot_be_asked(env: DemoEnvironment) -> None:
     slip = unpaid_slip(env)
     tx_id = charge_only(env, slip)

@@ -142,6 +142,18 @@ class FeePaymentFlow:
             await self.ui.show_error("service.storage", tx=tx_id)
             return await self._end(Outcome(False, "service.storage", {"tx": tx_id}, tx_id), state,
                                    info.amount_rials, tx_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Anything else past CREATED (a malformed back-office answer, a receipt field out of
+            # range): the journal holds the last state written and recovery finishes it from
+            # there; the citizen is told the payment will be checked, never left on a blank
+            # screen after their card may have been charged.
+            log.exception("unexpected failure mid-payment, left for recovery", extra={"tx": tx_id})
+            state = self._state_or_none(tx_id)
+            await self.ui.show_error("pay.unknown", tx=tx_id)
+            return await self._end(Outcome(False, "pay.unknown", {"tx": tx_id}, tx_id), state,
+                                   info.amount_rials, tx_id)
         finally:
             money.release(tx_id)
 
