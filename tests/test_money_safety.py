@@ -21,11 +21,13 @@ import requests
 import sqlalchemy as sa
 
 from backoffice.seed import DEMO_NATIONAL_CODE
+from devices.base import ProtocolError
 from kiosk.backoffice_client import BackofficeClient
 from kiosk.commands.recover import recover
 from kiosk.context import KioskContext
 from kiosk.flows.fee_payment import FeePaymentFlow, FeePaymentResult
 from kiosk.journal import Journal, OutboxStatus, TxState, journal_path
+from kiosk.money_path import SettleResult
 from kiosk.scripted_ui import ScriptedUI
 from kiosk.settings import KioskSettings
 from kiosk_demo.environment import DemoEnvironment, demo_environment
@@ -440,3 +442,38 @@ def test_an_older_row_edited_behind_a_running_kiosk_is_caught_by_the_periodic_fu
     assert "edited" in why
     assert third_ui.keys("error") == ["service.out_of_service"] and third.transaction_id is None
     assert len(env.terminal.ledger()) == 2
+
+
+class GarbledReversalAnswer:
+    """The real nexo driver, but its reversal's answer is lost in a garbled frame after the
+    terminal has reversed the sale (a ProtocolError that says nothing of the outcome)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    async def reverse(self, *args: Any, **kwargs: Any) -> Any:
+        await self.real.reverse(*args, **kwargs)
+        raise ProtocolError("reversal response did not parse", device="terminal")
+
+
+def test_a_garbled_reversal_answer_is_checked_with_the_terminal_not_sent_to_an_operator(
+        env: DemoEnvironment) -> None:
+    slip = unpaid_slip(env)
+    tx_id = charge_only(env, slip)
+
+    async def go() -> SettleResult:
+        ctx = await KioskContext.open(env.settings, env.data_dir)
+        try:
+            real = ctx.money.terminal()
+            ctx.money._terminal = lambda: GarbledReversalAnswer(real)
+            return await ctx.money.reverse(tx_id, "test: citizen gone", ask_backoffice=False)
+        finally:
+            await ctx.close()
+
+    assert asyncio.run(go()) == SettleResult.REVERSED  # not REFUND_PENDING: no second refund
+    assert env.terminal.net_charged(tx_id) == 0
+    with journal(env) as j:
+        assert j.state_of(tx_id) == TxState.REVERSED
