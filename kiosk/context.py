@@ -1,6 +1,7 @@
 """Everything a flow needs for one kiosk, wired once: settings, journal, back-office client,
-devices, the money path and the receipt issuer. Built by `kiosk run`/`kiosk demo`/`kiosk
-recover`; tests build it against real loopback servers and emulators.
+devices, the money path and the receipt issuer. Built by `kiosk demo` and `kiosk recover`
+(and `kiosk run` when the touch UI lands); tests build it against real loopback servers and
+emulators.
 
 Opening a context takes the data dir's lock (kiosk.data_lock: one process owns a data dir's
 money), refuses an unknown $KIOSK_FAULT, and verifies the whole journal once: a journal that
