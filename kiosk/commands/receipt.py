@@ -52,7 +52,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser("receipt", help="verify signed receipts; show the receipt key",
                                    description="Signed receipt tools (رسید).")
     actions = parser.add_subparsers(dest="receipt_action", metavar="ACTION")
-    verify = actions.add_parser("verify", parents=[common], help="check a receipt's QR payload (CK1:…)")
+    verify = actions.add_parser("verify", parents=[common], help="check a receipt's QR payload (CK2:… or the older CK1:…)")
     verify.add_argument("payload", help="the text of the receipt's QR code")
     verify.add_argument("--pubkey", help="the kiosk's public key: a .pub file or its base64 "
                         "(default: this data dir's receipt key)")
