@@ -22,8 +22,10 @@ def _language(direction: str) -> str | None:
     return "fa" if direction == "rtl" else None
 
 
+@functools.lru_cache(maxsize=4096)
 def text_length(text: str, face: ImageFont.FreeTypeFont, direction: str) -> float:
-    """Advance width of one line in pixels, as `draw_line` will draw it."""
+    """Advance width of one line in pixels, as `draw_line` will draw it. Cached: wrapping and
+    aligning measure the same line two or three times, and each measure shapes it anew."""
     return face.getlength(text, direction=direction, language=_language(direction))
 
 
