@@ -167,3 +167,21 @@ def test_in_process_verify_against_backoffice_flags_a_rewrite(
     out = capsys.readouterr().out
     assert "journal ok:" in out and "back-office anchors BROKEN" in out
     assert out.count(": rewritten:") == 1 and ": cut:" not in out and ": fork:" not in out
+
+
+def test_show_by_state_lists_the_refunds_an_operator_owes(tmp_path: Path) -> None:
+    from kiosk.journal import Journal, TxState, journal_path
+
+    with Journal(journal_path(tmp_path), kiosk_id="kiosk-t") as journal:
+        owed = journal.begin("fee_payment", 420_000).tx_id
+        for state in (TxState.PAYING, TxState.PAID, TxState.REVERSING, TxState.REFUND_PENDING):
+            journal.append(owed, state)
+        done = journal.begin("fee_payment", 150_000).tx_id
+        journal.append(done, TxState.CANCELLED)
+    out = subprocess.run([sys.executable, "-m", "kiosk.cli", "journal", "show", "--state", "refund_pending", "--json",
+                                  "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert [t["tx_id"] for t in json.loads(out.stdout)] == [owed]
+    bad = subprocess.run([sys.executable, "-m", "kiosk.cli", "journal", "show", "--state", "LOST", "--data-dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown state" in bad.stderr and "Traceback" not in bad.stderr

@@ -16,6 +16,7 @@ from kiosk.journal import (
     Journal,
     JournalError,
     Transaction,
+    TxState,
     VerifyReport,
     compare_anchors,
     journal_path,
@@ -41,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     verify.set_defaults(func=_verify)
     show = actions.add_parser("show", parents=[common], help="list transactions, newest first")
     show.add_argument("--open", action="store_true", help="only transactions recover must resolve")
+    show.add_argument("--state", type=_state_arg, metavar="STATE",
+                      help="only transactions now in STATE (e.g. REFUND_PENDING: an operator "
+                           "must refund them; recover does not)")
     show.add_argument("--json", action="store_true", help="print a JSON list")
     show.add_argument("--limit", type=int, default=50, help="at most N transactions (default 50)")
     show.set_defaults(func=_show)
@@ -151,6 +155,15 @@ def _as_dict(tx: Transaction) -> dict[str, Any]:
             "updated": _when(tx.updated_at), "entries": len(tx.entries), "data": tx.data}
 
 
+def _state_arg(text: str) -> TxState:
+    """argparse type for --state: a journal state by name, any case; a usage error otherwise."""
+    try:
+        return TxState(text.strip().upper())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"unknown state {text!r} (one of {', '.join(s.value for s in TxState)})") from None
+
+
 def _show(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 0:
         print("--limit must be 0 or more", file=sys.stderr)
@@ -160,11 +173,16 @@ def _show(args: argparse.Namespace) -> int:
     if path.exists():
         try:
             with Journal.open_readonly(path) as journal:
-                txs = journal.open_transactions() if args.open else journal.transactions(args.limit)
+                if args.open:
+                    txs = journal.open_transactions()
+                elif args.state is not None:
+                    txs = [t for t in journal.transactions() if t.state == args.state]
+                else:
+                    txs = journal.transactions(args.limit)
         except JournalError as exc:
             return _fail("show", exc.detail)
-    if args.open:
-        txs = txs[: args.limit]
+    if args.open or args.state is not None:
+        txs = [t for t in txs if args.state is None or t.state == args.state][: args.limit]
     if args.json:
         print(json.dumps([_as_dict(t) for t in txs], ensure_ascii=False))
         return 0

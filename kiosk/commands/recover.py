@@ -72,5 +72,7 @@ def report(results: list[dict[str, Any]], *, as_json: bool) -> int:
     else:
         for r in results:
             print(f"{r['tx_id']}: {r['from_state']} → {r['to_state']} ({r['action']})"
-                  + ("" if r["resolved"] else "  [still open: will retry]"))
+                  + ("" if r["resolved"] else "  [still open: will retry]")
+                  + ("  [an operator must refund it: kiosk journal show --state REFUND_PENDING]"
+                     if r["to_state"] == "REFUND_PENDING" else ""))
     return 0 if all(r["resolved"] for r in results) else 1
