@@ -18,7 +18,7 @@ from devices.base import (
     StatusEvent,
 )
 from devices.pn532 import frames
-from devices.pn532.driver import AuthenticationError, CardRemoved, NoCard, PN532Reader
+from devices.pn532.driver import AccessDenied, AuthenticationError, CardRemoved, NoCard, PN532Reader
 from devices.pn532.keys import CardKeys, KeyType
 from devices.pn532.mifare import decode_value, encode_value
 from devices.pn532.virtual import VirtualCard, VirtualPN532
@@ -215,7 +215,7 @@ def test_transfer_into_a_block_whose_access_bits_forbid_it_is_refused(virtual: V
         await reader.select()
         await reader.authenticate(4, KeyType.B, KEYS.key(UID, 1, KeyType.B), UID)
         await reader.restore(4)
-        with pytest.raises(AuthenticationError):
+        with pytest.raises(AccessDenied):
             await reader.transfer(6)  # block 6 is a data block (C1C2C3 = 100): no value ops
         await reader.close()
 
@@ -234,11 +234,11 @@ def test_key_a_may_decrement_but_not_increment_or_write_the_purse(virtual: Virtu
         await reader.authenticate(4, KeyType.A, key_a, UID)
         await reader.decrement(4, 1)
         await reader.transfer(4)
-        with pytest.raises(AuthenticationError):
+        with pytest.raises(AccessDenied):
             await reader.increment(4, 1)
         await reader.select()
         await reader.authenticate(4, KeyType.A, key_a, UID)
-        with pytest.raises(AuthenticationError):
+        with pytest.raises(AccessDenied):
             await reader.write_block(4, encode_value(10**6, 4))
         await reader.close()
 

@@ -9,10 +9,10 @@ from devices.pn532.card_layout import (
            TransitCard,
            TxType,
 )
-from devices.pn532.driver import AuthenticationError, CardRemoved, NoCard, PN532Reader
+from devices.pn532.driver import AccessDenied, AuthenticationError, CardRemoved, NoCard, PN532Reader
 from devices.pn532.keys import CardKeys, KeyType
 from devices.pn532.virtual import VirtualCard, VirtualPN532
 
-__all__ = ["AuthenticationError", "CardBalance", "CardCorrupt", "CardKeys", "CardRemoved",
+__all__ = ["AccessDenied", "AuthenticationError", "CardBalance", "CardCorrupt", "CardKeys", "CardRemoved",
            "KeyType", "LogEntry", "NoCard", "PN532Reader", "TransitCard", "TxType",
            "VirtualCard", "VirtualPN532"]

@@ -49,9 +49,15 @@ CMD_IN_LIST_PASSIVE_TARGET = 0x4A
 CMD_IN_DATA_EXCHANGE = 0x40
 CMD_IN_RELEASE = 0x52
 
+# InDataExchange status byte (PN532 user manual UM0701-02 §7.1 error table; libnfc
+# pn53x-internal.h ETIMEOUT 0x01, ECRC 0x02, EPARITY 0x03, EFRAMING 0x05, EINVRXFRAM 0x13,
+# EMFAUTH 0x14; nfcpy nfc/clf/pn53x.py has the same table)
 STATUS_OK = 0x00
 STATUS_TIMEOUT = 0x01  # the target did not answer: it left the field
-STATUS_AUTH_ERROR = 0x14  # MIFARE authentication failed or the card refused the access
+STATUS_INVALID_FRAME = 0x13  # the card's answer was no valid frame: a NAK (refused) or a tear
+STATUS_AUTH_ERROR = 0x14  # MIFARE authentication failed (only AUTH answers this)
+# RF errors of a card leaving the field mid-frame: timeout, CRC, parity, framing
+RF_ERRORS = frozenset({0x01, 0x02, 0x03, 0x05})
 
 # HSU wake-up (UM0701 §7.2.11): a long 0x55 preamble then zeros while the PN532 wakes
 WAKEUP = b"\x55\x55" + b"\x00" * 14
@@ -62,10 +68,19 @@ IDLE_GAP_S = 0.04
 
 
 class AuthenticationError(MediaError):
-    """The card refused the key (wrong key, another card's key) or the access."""
+    """The card refused the key (wrong key, another card's key): PN532 status 0x14."""
 
     def __init__(self, message: str, *, device: str = "") -> None:
         super().__init__(message, device=device, error_code="authFailed")
+
+
+class AccessDenied(MediaError):
+    """The card (still on the reader) refused a READ, WRITE, value op or TRANSFER: its access
+    bits forbid it with the key used. The PN532 reports the card's NAK as status 0x13; the card
+    is selected again afterwards, without authentication."""
+
+    def __init__(self, message: str, *, device: str = "") -> None:
+        super().__init__(message, device=device, error_code="accessDenied")
 
 
 class NoCard(MediaError):
@@ -345,10 +360,21 @@ class PN532Reader(CardReader):
         if status == STATUS_AUTH_ERROR:
             raise AuthenticationError(f"{self.name}: card refused {op.name} on block {block}",
                                       device=self.name)
-        if status == STATUS_TIMEOUT:
+        if status == STATUS_INVALID_FRAME:
+            # a NAK (access bits) and a card leaving mid-answer both show as 0x13: ask the
+            # field. A card still there (same UID) refused; otherwise it left, and a torn write
+            # takes the "settle on the next tap" path like any other tear.
+            card = self._list_target(self.timeout)
+            if card is not None and (self._card is None or card.uid == self._card.uid):
+                raise AccessDenied(f"{self.name}: card refused {op.name} on block {block} "
+                                   f"(access bits)", device=self.name)
+            self._note_card(card)
+            raise CardRemoved(f"{self.name}: card left the reader during {op.name} on block {block}"
+                              f" (status {status:#04x})", device=self.name)
+        if status in RF_ERRORS:
             self._note_card(None)
-            raise CardRemoved(f"{self.name}: card left the reader during {op.name} on block {block}",
-                              device=self.name)
+            raise CardRemoved(f"{self.name}: card left the reader during {op.name} on block {block}"
+                              f" (status {status:#04x})", device=self.name)
         raise ChipError(f"{self.name}: PN532 status {status:#04x} on {op.name}", device=self.name,
                         error_code=f"status{status:02x}")
 

@@ -4,9 +4,18 @@ frames with the same frames.py and answers byte for byte as a PN532 in HSU mode 
 Tear model (card leaving the field mid-write): MIFARE Classic writes EEPROM one 16-byte block
 per WRITE or TRANSFER. `tear_next_write(at_op=n, after_bytes=k)` lets n-1 block writes land;
 the n-th lands only its first k bytes (k=0: nothing) over the old block — the torn block a
-power loss mid-programming leaves — then the card is gone and the PN532 reports a target
-timeout (status 0x01). Value ops (INCREMENT/DECREMENT/RESTORE) only fill the card's transfer
-buffer and never tear memory.
+power loss mid-programming leaves — then the card is gone and the PN532 reports an RF error
+(status 0x01 timeout by default; `status=` picks 0x02 CRC, 0x03 parity, 0x05 framing or 0x13
+invalid frame, the other codes a real PN532 shows when the card leaves mid-frame). Value ops
+(INCREMENT/DECREMENT/RESTORE) only fill the card's transfer buffer and never tear memory.
+
+Status bytes (PN532 user manual UM0701-02 §7.1 error table; the same codes as libnfc's
+pn53x-internal.h ETIMEOUT/ECRC/EPARITY/EFRAMING/EINVRXFRAM/EMFAUTH and nfcpy's
+`nfc/clf/pn53x.py` error table): only a failed AUTH answers 0x14 (EMFAUTH) and leaves the card
+halted; a READ/WRITE/value op/TRANSFER the card refuses is a 4-bit NAK, which the PN532 reports
+as 0x13 (EINVRXFRAM: the answer is not a valid frame), and the card is halted too (MF1S50 §9:
+after a NAK the card drops its authentication and must be selected again). A halted card answers nothing:
+later commands get 0x01 (timeout) until InListPassiveTarget selects it again.
 """
 
 from __future__ import annotations
@@ -49,7 +58,10 @@ log = logging.getLogger("devices.pn532.virtual")
 
 FIRMWARE = bytes([0x32, 0x01, 0x06, 0x07])  # IC PN532, version 1.6, supports ISO A/B + ISO 18092
 BAUD_RATES = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600, 1288000)
-STATUS_OK, STATUS_TIMEOUT, STATUS_MIFARE = 0x00, 0x01, 0x14
+# UM0701-02 §7.1 / libnfc ETIMEOUT, EINVRXFRAM, EMFAUTH
+STATUS_OK, STATUS_TIMEOUT, STATUS_INVALID_FRAME, STATUS_MIFARE = 0x00, 0x01, 0x13, 0x14
+# the RF errors a card leaving the field mid-command shows (timeout, CRC, parity, framing, invalid frame)
+TEAR_STATUSES = (0x01, 0x02, 0x03, 0x05, 0x13)
 REG_CIU_FIFO_DATA = 0x6309
 SENS_REQ = 0x26
 
@@ -103,6 +115,7 @@ def demo_card(uid: str = DEMO_CARD_UID, balance: int = DEMO_CARD_BALANCE) -> Vir
 class _Tear:
     at_op: int
     after_bytes: int
+    status: int = STATUS_TIMEOUT
 
 
 class VirtualPN532:
@@ -200,17 +213,20 @@ class VirtualPN532:
     def card(self) -> VirtualCard | None:
         return self._card
 
-    def tear_next_write(self, *, after_bytes: int = 0, at_op: int = 1) -> None:
+    def tear_next_write(self, *, after_bytes: int = 0, at_op: int = 1,
+                        status: int = STATUS_TIMEOUT) -> None:
         """The card leaves the field during the `at_op`-th block write from now (WRITE or
-        TRANSFER); that block keeps its first `after_bytes` new bytes over the old ones."""
-        if at_op < 1 or not 0 <= after_bytes <= 16:
-            raise ValueError("at_op >= 1 and 0 <= after_bytes <= 16")
+        TRANSFER); that block keeps its first `after_bytes` new bytes over the old ones, and the
+        PN532 answers `status` (one of TEAR_STATUSES)."""
+        if at_op < 1 or not 0 <= after_bytes <= 16 or status not in TEAR_STATUSES:
+            raise ValueError("at_op >= 1, 0 <= after_bytes <= 16, status in TEAR_STATUSES")
         with self._lock:
-            self._tear = _Tear(at_op, after_bytes)
+            self._tear = _Tear(at_op, after_bytes, status)
 
     # fault injection ---------------------------------------------------------------------------
     def nack_next(self, count: int = 1) -> None:
-        """Answer the next `count` host commands with NACK, as if they arrived corrupted."""
+        """Answer the next `count` host commands with NACK (fault injection for the driver's
+        resend path; a frame that really arrives corrupted gets no answer at all)."""
         self._nack_next = count
 
     def garbage_before_next_response(self, data: bytes) -> None:
@@ -254,8 +270,10 @@ class VirtualPN532:
             try:
                 frame = self._reader.pop()
             except FrameError as exc:
-                log.debug("virtual PN532: bad host frame (%s), NACK", exc)
-                self._send(frames.NACK)
+                # UM0701-02 §6.2.1.3: the PN532 acknowledges only a frame whose LCS and DCS
+                # check; a corrupted host frame gets no ACK, NACK or answer. The host notices
+                # the missing ACK and sends again.
+                log.debug("virtual PN532: bad host frame (%s), ignored", exc)
                 continue
             if frame is None:
                 return
@@ -389,7 +407,7 @@ class VirtualPN532:
 
     def _reset_session(self) -> None:
         self._selected = False
-        self._auth: tuple[int, str] | None = None
+        self._auth: tuple[int, str, bool] | None = None  # sector, key, may access memory
         self._tbuf: bytes | None = None
         self._halted = False
 
@@ -404,25 +422,43 @@ class VirtualPN532:
         return bytes([1, 1]) + card.atqa + bytes([card.sak, len(card.uid)]) + card.uid
 
     # MIFARE Classic (MF1S50) ------------------------------------------------------------------
-    def _nak(self) -> bytes:
-        """The card NAKs: it drops its authentication and stops answering until reselected."""
+    def _halt(self) -> None:
         self._auth = None
         self._tbuf = None
         self._halted = True
+
+    def _auth_failed(self) -> bytes:
+        """A failed AUTH: status 0x14 (UM0701-02 §7.1, libnfc EMFAUTH) and the card halts."""
+        self._halt()
         return bytes([STATUS_MIFARE])
+
+    def _nak(self) -> bytes:
+        """The card NAKs a command (MF1S50 §9: a 4-bit NAK); the PN532 reports 0x13, an invalid
+        received frame (UM0701-02 §7.1, libnfc EINVRXFRAM). The card drops its authentication
+        and stops answering until selected again."""
+        self._halt()
+        return bytes([STATUS_INVALID_FRAME])
 
     def _mifare(self, cmd: int, args: bytes) -> bytes:
         card = self._card
         if card is None or self._halted:
             return bytes([STATUS_TIMEOUT])
+        # MF1S50 §9 (value operations): TRANSFER takes the transfer buffer filled by the
+        # command just before it (INCREMENT, DECREMENT or RESTORE); any other command between
+        # them leaves nothing to transfer.
+        tbuf, self._tbuf = self._tbuf, None
         if not args or args[0] >= BLOCKS_1K:
-            return self._nak()
+            return self._auth_failed() if cmd in (MifareCmd.AUTH_A, MifareCmd.AUTH_B) else self._nak()
         block, payload = args[0], args[1:]
         if cmd in (MifareCmd.AUTH_A, MifareCmd.AUTH_B):
             return self._authenticate(card, block, "A" if cmd == MifareCmd.AUTH_A else "B", payload)
         if self._auth is None or self._auth[0] != sector_of(block):
             return self._nak()
-        key = self._auth[1]
+        _, key, usable = self._auth
+        if not usable:
+            # MF1S50 §8.7.3 (note [1] to tables 7 and 8): where key B is readable it cannot serve for
+            # authentication; an AUTH with it succeeds but the card refuses every later access
+            return self._nak()
         try:
             bits = AccessBits.decode(bytes(card.blocks[trailer_of(sector_of(block))][6:9]))
         except InvalidData:
@@ -435,13 +471,12 @@ class VirtualPN532:
                 return self._nak()
             return bytes([STATUS_OK]) + bytes(card.blocks[block])
         if cmd == MifareCmd.WRITE:
+            # MF1S50 §8.6.1 and §8.7.3: block 0 (manufacturer block) is read-only whatever the access bits
             if len(payload) != 16 or block == 0:
                 return self._nak()
             if is_trailer(block):
-                allowed = trailer_rule(mine, "acc_w", key) or trailer_rule(mine, "keyA_w", key)
-            else:
-                allowed = data_allowed(mine, Op.WRITE, key)
-            if not allowed:
+                return self._write_trailer(card, block, payload, mine, key)
+            if not data_allowed(mine, Op.WRITE, key):
                 return self._nak()
             return self._land(card, block, payload)
         if cmd in (MifareCmd.INCREMENT, MifareCmd.DECREMENT, MifareCmd.RESTORE):
@@ -464,26 +499,46 @@ class VirtualPN532:
             self._tbuf = encode_value(value, addr)
             return bytes([STATUS_OK])
         if cmd == MifareCmd.TRANSFER:
-            if self._tbuf is None or is_trailer(block) or not data_allowed(mine, Op.DECREMENT, key):
+            # block 0 is read-only by any command (MF1S50 §8.6.1), RESTORE + TRANSFER included
+            if tbuf is None or block == 0 or is_trailer(block) or not data_allowed(mine, Op.DECREMENT, key):
                 return self._nak()
-            data, self._tbuf = self._tbuf, None
-            return self._land(card, block, data)
+            return self._land(card, block, tbuf)
         return self._nak()
+
+    def _write_trailer(self, card: VirtualCard, block: int, payload: bytes,
+                       rule: tuple[int, int, int], key: str) -> bytes:
+        """MF1S50 §8.7.2 table 7, as the Flipper Zero MIFARE Classic emulator applies it
+        (lib/nfc/protocols/mifare_classic.c, write to a sector trailer): key A, the access bits
+        (bytes 6..9 with the GPB) and key B each change only where their own permission allows;
+        the rest of the trailer keeps its old bytes. No permission at all: the card NAKs."""
+        keya_w = trailer_rule(rule, "keyA_w", key)
+        acc_w = trailer_rule(rule, "acc_w", key)
+        keyb_w = trailer_rule(rule, "keyB_w", key)
+        if not (keya_w or acc_w or keyb_w):
+            return self._nak()
+        data = bytearray(card.blocks[block])
+        if keya_w:
+            data[0:6] = payload[0:6]
+        if acc_w:
+            data[6:10] = payload[6:10]
+        if keyb_w:
+            data[10:16] = payload[10:16]
+        return self._land(card, block, bytes(data))
 
     def _authenticate(self, card: VirtualCard, block: int, key: str, payload: bytes) -> bytes:
         if len(payload) != 10 or payload[6:10] != card.uid[-4:]:
-            return self._nak()
+            return self._auth_failed()
         trailer = card.blocks[trailer_of(sector_of(block))]
         try:
             bits = AccessBits.decode(bytes(trailer[6:9]))
         except InvalidData:
-            return self._nak()
-        if key == "B" and key_b_readable(bits.blocks[3]):
-            return self._nak()  # a readable key B is data, not a key
+            return self._auth_failed()
         expected = trailer[0:6] if key == "A" else trailer[10:16]
         if bytes(payload[:6]) != bytes(expected):
-            return self._nak()
-        self._auth = (sector_of(block), key)
+            return self._auth_failed()
+        # a readable key B authenticates, but no memory access follows (MF1S50 §8.7.3 note [1])
+        usable = not (key == "B" and key_b_readable(bits.blocks[3]))
+        self._auth = (sector_of(block), key, usable)
         self._tbuf = None
         return bytes([STATUS_OK])
 
@@ -495,6 +550,8 @@ class VirtualPN532:
         return bytes(6) + access + key_b  # key A never reads back
 
     def _land(self, card: VirtualCard, block: int, data: bytes) -> bytes:
+        if block == 0:  # MF1S50 §8.6.1: the manufacturer block never changes
+            return self._nak()
         tear = self._tear
         if tear is not None:
             tear.at_op -= 1
@@ -506,7 +563,7 @@ class VirtualPN532:
                 self._card = None
                 self._reset_session()
                 log.info("virtual card torn at block %d after %d bytes", block, k)
-                return bytes([STATUS_TIMEOUT])
+                return bytes([tear.status])
         card.blocks[block] = bytearray(data)
         return bytes([STATUS_OK])
 
