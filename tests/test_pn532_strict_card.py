@@ -263,3 +263,40 @@ def test_a_corrupted_host_frame_gets_no_answer_at_all() -> None:
     assert sent == []
     v._receive(good)
     assert sent[0] == frames.ACK and sent[1] == frames.build_response(0x02, bytes([0x32, 1, 6, 7]))
+
+
+# --- 7-byte UIDs ---------------------------------------------------------------------------------
+
+UID7 = bytes.fromhex("04112233445566")
+
+
+def test_a_7_byte_uid_card_is_listed_with_its_7_bytes_and_double_size_atqa() -> None:
+    """Source: ISO/IEC 14443-3 anticollision (cascade level 2 for double-size UIDs, ATQA UID-size
+    bits: 0x0044); NXP AN10927; UM0701-02 §7.3.5 (InListPassiveTarget answers NFCIDLength
+    and the whole UID)."""
+    v = VirtualPN532(baud=None)
+    v.place(VirtualCard.blank(UID7))
+    assert v._dispatch(0x4A, b"\x01\x00") == bytes([1, 1, 0x00, 0x44, 0x08, 7]) + UID7
+
+
+def test_a_7_byte_uid_card_authenticates_with_the_last_4_uid_bytes(virtual: VirtualPN532) -> None:
+    """Source: NXP AN10927 (MIFARE and handling of UIDs): Crypto1 authentication of a 7-byte
+    UID card uses the last 4 UID bytes; libnfc nfc-mfclassic.c copies abtUid + szUidLen - 4."""
+    master = b"city-kiosk test master key 32 B!"
+    card = VirtualCard.blank(UID7).personalise(master, 1234)
+    virtual.place(card)
+
+    async def go() -> Any:
+        reader = PN532Reader("reader", port=virtual.port, timeout=0.5)
+        await reader.open()
+        try:
+            info = await reader.select()
+            assert info.uid == UID7.hex() and info.card_type == "mifare-classic-1k"
+            with pytest.raises(AuthenticationError):  # the first 4 bytes are not the key's salt
+                await reader.authenticate(4, KeyType.A, FF, UID7[:4] + bytes(3))
+            tc = TransitCard(reader, CardKeys(master), terminal_id=42, clock=lambda: 1_790_000_000)
+            return await tc.read_balance()
+        finally:
+            await reader.close()
+
+    assert run(go()).balance == 1234

@@ -68,20 +68,32 @@ SENS_REQ = 0x26
 
 @dataclass
 class VirtualCard:
-    """A MIFARE Classic 1K card: 4-byte UID, 64 blocks of 16 bytes."""
+    """A MIFARE Classic 1K card, 64 blocks of 16 bytes, with a 4-byte NUID or a 7-byte UID.
+
+    A 7-byte UID card (NXP AN10927, MIFARE and handling of UIDs) answers ATQA 0x0044 and is
+    selected in two cascade levels (ISO/IEC 14443-3 anticollision, cascade level 2); the PN532
+    hands the host all 7 bytes, and Crypto1 authentication uses the last 4 (AN10927; libnfc
+    nfc-mfclassic.c copies abtUid + szUidLen - 4). Block 0 holds the 7 UID bytes, SAK, ATQA
+    and manufacturer data (no BCC)."""
 
     uid: bytes
     blocks: list[bytearray] = field(default_factory=list)
-    atqa: bytes = b"\x00\x04"
+    atqa: bytes = b""
     sak: int = 0x08
 
     def __post_init__(self) -> None:
-        if len(self.uid) != 4:
-            raise ValueError("the virtual card models 4-byte UIDs (MIFARE Classic 1K NUID)")
+        if len(self.uid) not in (4, 7):
+            raise ValueError("the virtual card models 4-byte NUIDs and 7-byte UIDs")
+        if not self.atqa:
+            self.atqa = b"\x00\x04" if len(self.uid) == 4 else b"\x00\x44"
         if not self.blocks:
             self.blocks = [bytearray(16) for _ in range(BLOCKS_1K)]
-            bcc = self.uid[0] ^ self.uid[1] ^ self.uid[2] ^ self.uid[3]
-            self.blocks[0] = bytearray(self.uid + bytes([bcc, self.sak]) + self.atqa[::-1] + bytes(8))
+            if len(self.uid) == 4:
+                bcc = self.uid[0] ^ self.uid[1] ^ self.uid[2] ^ self.uid[3]
+                head = self.uid + bytes([bcc, self.sak]) + self.atqa[::-1]
+            else:
+                head = self.uid + bytes([self.sak]) + self.atqa[::-1]
+            self.blocks[0] = bytearray(head + bytes(16 - len(head)))
             for sector in range(16):
                 self.blocks[trailer_of(sector)] = bytearray(DEFAULT_KEY + TRANSPORT_ACCESS + b"\x69" + DEFAULT_KEY)
 
