@@ -82,3 +82,26 @@ def test_the_storage_net_refuses_secrets_and_full_identities_only() -> None:
     assert unstorable_reason('{"national_code":"0012345679"}') is not None
     assert unstorable_reason(f'{{"note":"{CARD}"}}') is not None
     assert unstorable_reason('{"card":"603799******7893","national_code":"001****679"}') is None
+
+
+def test_a_digit_run_inside_a_hex_digest_is_not_a_card_number() -> None:
+    # found by CI: a settlement carries the journal's head hash, and a sha256 hex digest holds
+    # a Luhn-valid run of 16+ digits often enough to stop a settlement after the charge
+    import hashlib
+    import json
+
+    from kiosk.sensitive import find_card_number, luhn_ok, unstorable_reason
+
+    card = "6037991234561235"
+    assert luhn_ok(card)
+    digest = "ab" + card + "cdef" + "0" * (64 - 6 - len(card))
+    assert not find_card_number(digest)
+    assert unstorable_reason(json.dumps({"journal_head": digest})) is None
+    # real digests: none is refused, whatever digit runs they hold
+    refused = [h for h in (hashlib.sha256(str(i).encode()).hexdigest() for i in range(20_000))
+               if unstorable_reason(json.dumps({"journal_head": h}, separators=(",", ":")))]
+    assert refused == []
+    # a card number as people write it is still found, in text and in JSON
+    for text in (card, f"card {card}", f"pan:{card}", " ".join(card[k:k + 4] for k in range(0, 16, 4)), f'{{"x":"{card}"}}',
+                 card.translate(str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹"))):
+        assert find_card_number(text), text
