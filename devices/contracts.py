@@ -11,7 +11,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from devices.base import Device
+from devices.base import Device, InvalidData
 
 # --- payment terminal ---------------------------------------------------------------------
 
@@ -25,10 +25,19 @@ class PaymentOutcome(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class PoiTransaction:
+    """The terminal's own id of a sale (nexo POITransactionID): its TransactionID and the
+    TimeStamp the terminal gave it. A reversal names the original sale by both."""
+
+    transaction_id: str
+    timestamp: str
+
+
+@dataclass(frozen=True)
 class PaymentResult:
     """What a terminal said about one sale. `reference` is our transaction id (the nexo
-    SaleTransactionID); `poi_reference` is the terminal's own (POITransactionID);
-    `rrn`/`stan` are the acquirer's reference numbers shown on receipts."""
+    SaleTransactionID); `poi_reference`/`poi_timestamp` are the terminal's own
+    (POITransactionID); `rrn`/`stan` are the acquirer's reference numbers shown on receipts."""
 
     outcome: PaymentOutcome
     reference: str
@@ -39,33 +48,97 @@ class PaymentResult:
     masked_pan: str = ""  # e.g. 603799******1234, never the full number
     error_condition: str = ""  # nexo ErrorCondition on failure (Refusal, Aborted, Busy, …)
     message: str = ""
+    poi_timestamp: str = ""
 
     @property
     def approved(self) -> bool:
         return self.outcome == PaymentOutcome.APPROVED
+
+    @property
+    def poi_transaction(self) -> PoiTransaction | None:
+        if not self.poi_reference or not self.poi_timestamp:
+            return None
+        return PoiTransaction(self.poi_reference, self.poi_timestamp)
+
+
+class AmountTooLarge(InvalidData):
+    """An amount over what the terminal accepts (the Terminal API schema's RequestedAmount
+    maximum, or the acquirer's lower limit): refused before the terminal is asked."""
+
+    def __init__(self, message: str, *, device: str = "", error_code: str = "amountTooLarge") -> None:
+        super().__init__(message, device=device, error_code=error_code)
+
+
+class MessageRefError(ValueError):
+    """A journaled message reference that cannot be read back."""
+
+
+@dataclass(frozen=True)
+class MessageRef:
+    """How a terminal finds one request again: nexo keys a transaction by the message
+    reference (SaleID, ServiceID, MessageCategory), never by our own sale reference. It is made
+    *before* the request leaves (`PaymentTerminal.new_ref`) so the caller can journal it: after
+    a restart the journal is the only place the ServiceID lives, and a terminal asked without
+    it cannot say what became of the sale.
+
+    `category` is "Payment" or "Reversal"; `reference` and `timestamp` are the
+    SaleTransactionID we send; `poi_id` names the terminal that was asked, so a replaced
+    terminal is never asked about another terminal's sale."""
+
+    category: str
+    reference: str
+    service_id: str
+    sale_id: str
+    poi_id: str
+    timestamp: str
+
+    CATEGORIES = ("Payment", "Reversal")
+
+    def to_dict(self) -> dict[str, str]:
+        return {"category": self.category, "reference": self.reference, "service_id": self.service_id,
+                "sale_id": self.sale_id, "poi_id": self.poi_id, "timestamp": self.timestamp}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> MessageRef:
+        keys = ("category", "reference", "service_id", "sale_id", "poi_id", "timestamp")
+        if not isinstance(data, dict) or not all(isinstance(data.get(k), str) and data.get(k) for k in keys):
+            raise MessageRefError(f"not a message reference: {data!r}"[:200])
+        if data["category"] not in cls.CATEGORIES:
+            raise MessageRefError(f"message reference of unknown category {data['category']!r}")
+        return cls(*(data[k] for k in keys))
 
 
 class PaymentTerminal(Device, abc.ABC):
     device_class = "PaymentTerminal"
 
     @abc.abstractmethod
-    async def pay(self, reference: str, amount_rials: int, *, timeout: float = 90.0) -> PaymentResult:
-        """Ask for a card payment. `reference` must be unique per sale and is what
-        `transaction_status` and `reverse` look up later. Raises CommandTimeout when the
-        terminal does not answer in time (the outcome is then unknown: ask
-        `transaction_status`)."""
+    def new_ref(self, reference: str, category: str = "Payment") -> MessageRef:
+        """A fresh message reference for the next Payment or Reversal of `reference`. No I/O:
+        the caller journals it, then passes it to `pay` or `reverse`. Each request needs its
+        own (terminals refuse a ServiceID used again)."""
 
     @abc.abstractmethod
-    async def transaction_status(self, reference: str, *, timeout: float = 15.0) -> PaymentResult:
-        """What became of the sale with this reference (after a lost response or a restart)."""
+    async def pay(self, ref: MessageRef, amount_rials: int, *, timeout: float = 90.0) -> PaymentResult:
+        """Ask for a card payment under `ref` (category Payment). Raises CommandTimeout when
+        the terminal does not answer in time (the outcome is then unknown: ask
+        `transaction_status(ref)`)."""
 
     @abc.abstractmethod
-    async def reverse(self, reference: str, amount_rials: int, *, timeout: float = 30.0) -> PaymentResult:
-        """Return the money of an approved sale to the card. Idempotent by reference."""
+    async def transaction_status(self, ref: MessageRef, *, timeout: float = 15.0) -> PaymentResult:
+        """What became of the request `ref` names. For a Payment: APPROVED or DECLINED as the
+        terminal first answered it — a payment reversed later still reads APPROVED, as on a
+        real terminal; for a Reversal: REVERSED (done) or DECLINED (refused). NOT_FOUND when
+        the request never reached the terminal, IN_PROGRESS while it runs."""
 
     @abc.abstractmethod
-    async def abort(self, reference: str) -> None:
-        """Abort a sale in progress (the citizen pressed cancel)."""
+    async def reverse(self, ref: MessageRef, amount_rials: int, original: PoiTransaction, *,
+                      timeout: float = 30.0) -> PaymentResult:
+        """Return the money of the approved sale `original` to the card, under `ref` (category
+        Reversal): REVERSED, or DECLINED / NOT_FOUND when the terminal refuses."""
+
+    @abc.abstractmethod
+    async def abort(self, ref: MessageRef) -> None:
+        """Abort the payment `ref` while it is in progress (the citizen pressed cancel)."""
 
 
 # --- receipt printer -------------------------------------------------------------------------

@@ -27,6 +27,10 @@ CATALOG: dict[str, tuple[str, str]] = {
                         "Insert or tap your bank card on the terminal and enter your PIN there"),
     "pay.checking": ("در حال بررسی نتیجه پرداخت… لطفاً صبر کنید", "Checking the payment result… Please wait"),
     "pay.declined": ("پرداخت ناموفق بود. مبلغی از حساب شما کم نشد", "Payment declined. Nothing was charged"),
+    "pay.amount_over_limit": ("مبلغ این فیش بیشتر از سقف پرداخت با کارت در این کیوسک است. مبلغی از حساب شما کم نشد. "
+                              "لطفاً آن را از درگاه اینترنتی شهرداری یا در شعبهٔ بانک پرداخت کنید",
+                              "This slip's amount is over the card-payment limit of this kiosk. Nothing was charged. "
+                              "Please pay it on the municipality's website or at a bank branch"),
     "pay.unknown": ("نتیجه پرداخت هنوز مشخص نیست. اگر مبلغی کم شده باشد، به‌طور خودکار بازگشت داده می‌شود. "
                     "شماره تراکنش: {tx}",
                     "The payment result is not known yet. If you were charged, the money is returned "

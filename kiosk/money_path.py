@@ -35,8 +35,16 @@ from typing import Any, Callable, Mapping
 
 import requests
 
-from devices.base import CommandTimeout, DeviceError, DeviceOffline
-from devices.contracts import PaymentOutcome, PaymentResult, PaymentTerminal
+from devices.base import DeviceError, DeviceOffline, InvalidData
+from devices.contracts import (
+    AmountTooLarge,
+    MessageRef,
+    MessageRefError,
+    PaymentOutcome,
+    PaymentResult,
+    PaymentTerminal,
+    PoiTransaction,
+)
 from kiosk.backoffice_client import (
     AmountMismatch,
     BackofficeClient,
@@ -158,19 +166,25 @@ class MoneyPath:
 
     # --- charging --------------------------------------------------------------------------
     async def charge(self, tx_id: str, amount_rials: int) -> ChargeResult:
-        """PAYING is journaled before the terminal is asked; the answer is journaled next.
-        When the answer is lost, the terminal is asked what became of the reference."""
+        """PAYING is journaled — with the message reference the terminal will know the sale
+        by — before the terminal is asked; the answer is journaled next. When the answer is
+        lost, the terminal is asked what became of that message reference. Raises
+        AmountTooLarge (nothing journaled) for an amount over the terminal's maximum."""
         term = self.terminal()
+        limit = term.capabilities.get("max_amount_rials")
+        if isinstance(limit, int) and amount_rials > limit:
+            raise AmountTooLarge(f"{amount_rials} rials is over the terminal's maximum of {limit}", device=term.name)
         with self.claimed(tx_id):
-            await self.writer.append(tx_id, TxState.PAYING, {"terminal": term.name})
+            ref = term.new_ref(tx_id, "Payment")
+            await self.writer.append(tx_id, TxState.PAYING, {"terminal": term.name, "message_ref": ref.to_dict()})
             fault_point("after-paying")
             try:
-                result = await term.pay(tx_id, amount_rials, timeout=self.pay_timeout)
+                result = await term.pay(ref, amount_rials, timeout=self.pay_timeout)
             except asyncio.CancelledError:
                 # the citizen cancelled while the terminal was working: abort, find out, and
                 # give back anything that was approved anyway — shielded, so a second cancel
                 # cannot leave the transaction PAYING or PAID
-                await asyncio.shield(self._undo_cancelled_charge(term, tx_id))
+                await asyncio.shield(self._undo_cancelled_charge(term, tx_id, ref))
                 raise
             except DeviceError as exc:
                 log.warning("terminal pay failed, asking its status", extra={"tx": tx_id, "event": exc.code})
@@ -179,29 +193,58 @@ class MoneyPath:
                 fault_point("after-approved")
             return ChargeResult(await self._record_payment(tx_id, result), result)
 
-    async def _undo_cancelled_charge(self, term: PaymentTerminal, tx_id: str) -> None:
+    async def _undo_cancelled_charge(self, term: PaymentTerminal, tx_id: str, ref: MessageRef) -> None:
         with self.claimed(tx_id):  # outlives the cancelled flow's own claim
-            await self._quietly(term.abort(tx_id))
+            await self._quietly(term.abort(ref))
             charge = await self.resolve_paying(tx_id)
             if charge.state == TxState.PAID:
                 # approved this very moment and never queued for settlement: nothing to ask
                 await self.reverse(tx_id, "citizen cancelled during payment", ask_backoffice=False)
 
+    def payment_ref(self, tx_id: str) -> MessageRef | None:
+        """The message reference PAYING journaled for this transaction's payment, or None (a
+        journal written before references were journaled, or a damaged one)."""
+        for entry in self.journal.get(tx_id).entries:
+            if entry.state == TxState.PAYING:
+                try:
+                    return MessageRef.from_dict(entry.data.get("message_ref"))
+                except MessageRefError:
+                    return None
+        return None
+
+    def reversal_refs(self, tx_id: str) -> list[MessageRef]:
+        """Every reversal request journaled for this transaction, newest first."""
+        refs = []
+        for entry in reversed(self.journal.get(tx_id).entries):
+            if entry.state == TxState.REVERSING and "message_ref" in entry.data:
+                with contextlib.suppress(MessageRefError):
+                    refs.append(MessageRef.from_dict(entry.data["message_ref"]))
+        return refs
+
     async def resolve_paying(self, tx_id: str) -> ChargeResult:
-        """Settle a PAYING transaction by asking the terminal (TransactionStatus)."""
+        """Settle a PAYING transaction by asking the terminal (TransactionStatus) about the
+        message reference PAYING journaled. Without one nothing can be asked: a terminal finds
+        a sale only by its ServiceID, and "not found" must never be read as "not charged" for
+        a request that may have gone out — the transaction stays PAYING for an operator."""
+        ref = self.payment_ref(tx_id)
+        if ref is None:
+            log.error("PAYING without a message reference: cannot ask the terminal", extra={"tx": tx_id})
+            return ChargeResult(TxState.PAYING, None)
         term = self._terminal()
         last: PaymentResult | None = None
         for attempt in range(self.status_attempts):
             if term is None:
                 break
             try:
-                last = await term.transaction_status(tx_id, timeout=self.status_timeout)
+                last = await term.transaction_status(ref, timeout=self.status_timeout)
             except DeviceError as exc:
                 log.warning("transaction status failed (%s), attempt %d", exc, attempt + 1, extra={"tx": tx_id})
+                if isinstance(exc, InvalidData):
+                    break  # a reference this terminal cannot answer for (another terminal's)
                 await asyncio.sleep(min(0.2 * 2**attempt, 2.0))
                 continue
             if last.outcome == PaymentOutcome.IN_PROGRESS:
-                await self._quietly(term.abort(tx_id))
+                await self._quietly(term.abort(ref))
                 await asyncio.sleep(min(0.2 * 2**attempt, 2.0))
                 continue
             return ChargeResult(await self._record_payment(tx_id, last), last)
@@ -269,10 +312,14 @@ class MoneyPath:
                 return SettleResult.PENDING
             if ours is not None:
                 return await self.journal_settled(item.tx_id, ours)
-            await self.writer.outbox_fail(
-                item.id, exc.to_dict(), with_state=[(TxState.REVERSING, {"reason": exc.key})]
-            )
-            return await self._finish_reversal(item.tx_id)
+            # REVERSING goes in with the failed outbox row, in one commit, carrying the message
+            # reference the reversal will be sent under
+            ref = self._new_reversal_ref(item.tx_id)
+            step: dict[str, Any] = {"reason": exc.key}
+            if ref is not None:
+                step["message_ref"] = ref.to_dict()
+            await self.writer.outbox_fail(item.id, exc.to_dict(), with_state=[(TxState.REVERSING, step)])
+            return await self._finish_reversal(item.tx_id, exc.key, fresh=ref)
         except (BackofficeError, requests.RequestException, ValueError, KeyError) as exc:
             # not a refusal of this bill (a rotated token, a proxy error, an error code this
             # kiosk does not know, a malformed answer): never reverse a citizen's fee on that;
@@ -360,41 +407,110 @@ class MoneyPath:
                         return SettleResult.CHECK_PENDING
                     if settled is not None:
                         return await self.journal_settled(tx_id, settled)
-                await self.writer.append(tx_id, TxState.REVERSING, {"reason": reason})
-            return await self._finish_reversal(tx_id)
+            return await self._finish_reversal(tx_id, reason)
 
-    async def _finish_reversal(self, tx_id: str) -> SettleResult:
-        tx = self.journal.get(tx_id)
-        result: PaymentResult | None
+    async def _finish_reversal(self, tx_id: str, reason: str = "", fresh: MessageRef | None = None) -> SettleResult:
+        """Bring a REVERSING transaction to REVERSED or REFUND_PENDING, or leave it REVERSING
+        (REVERSAL_PENDING) while the terminal cannot say. Each reversal request goes out under
+        a message reference journaled first (REVERSING → REVERSING for a retry: a terminal
+        refuses a ServiceID used again), and before a new one is made every earlier one is
+        asked about by its own reference — asking about the *payment* would not do: a real
+        terminal answers a reversed payment's status with the original approval. `fresh`: a
+        reference the caller has just journaled (never sent), used as it is."""
         try:
-            result = await self.terminal().reverse(tx_id, tx.amount_rials, timeout=self.status_timeout * 2)
-        except (DeviceOffline, CommandTimeout) as exc:
+            term = self.terminal()
+        except DeviceOffline as exc:
             log.warning("reversal deferred: %s", exc, extra={"tx": tx_id})
-            return SettleResult.REVERSAL_PENDING  # stays REVERSING; recovery retries (idempotent)
+            return SettleResult.REVERSAL_PENDING
+        if fresh is None:
+            for earlier in self.reversal_refs(tx_id):
+                try:
+                    status = await term.transaction_status(earlier, timeout=self.status_timeout)
+                except DeviceError as exc:
+                    log.warning("status of an earlier reversal unknown (%s), retried later", exc, extra={"tx": tx_id})
+                    return SettleResult.REVERSAL_PENDING
+                done = await self._journal_reversal_answer(tx_id, status)
+                if done is not None:
+                    return done
+                # NOT_FOUND: that request never reached the terminal; look at the next
+            fresh = term.new_ref(tx_id, "Reversal")
+            step: dict[str, Any] = {"message_ref": fresh.to_dict()}
+            if reason:
+                step["reason"] = reason
+            await self.writer.append(tx_id, TxState.REVERSING, step)
+        ref = fresh
+        tx = self.journal.get(tx_id)
+        original = await self._original_sale(tx_id, tx.data)
+        if isinstance(original, SettleResult):
+            return original
+        try:
+            result = await term.reverse(ref, tx.amount_rials, original, timeout=self.status_timeout * 2)
+        except DeviceOffline as exc:
+            log.warning("reversal deferred: %s", exc, extra={"tx": tx_id})
+            return SettleResult.REVERSAL_PENDING  # the next round asks about this ref, then retries
         except DeviceError as exc:
-            # an error or a garbled answer says nothing of whether the terminal reversed: ask,
-            # or an operator could refund money the terminal already gave back
+            # a timeout, a dropped connection or a garbled answer says nothing of whether the
+            # terminal reversed: ask about this very request, or an operator could refund money
+            # the terminal already gave back
             log.warning("reversal answer unusable (%s); asking the terminal", exc, extra={"tx": tx_id})
-            result = None
-        if result is None or result.outcome != PaymentOutcome.REVERSED:
-            # The terminal answers a refused reversal and "nothing to reverse" alike, so ask
-            # what it holds now: only a sale it reports reversed is money returned.
             try:
-                status = await self.terminal().transaction_status(tx_id, timeout=self.status_timeout)
-            except DeviceError as exc:
-                log.warning("reversal unconfirmed, retried later: %s", exc, extra={"tx": tx_id})
+                result = await term.transaction_status(ref, timeout=self.status_timeout)
+            except DeviceError as exc2:
+                log.warning("reversal unconfirmed, retried later: %s", exc2, extra={"tx": tx_id})
                 return SettleResult.REVERSAL_PENDING
-            result = status
+            if result.outcome == PaymentOutcome.NOT_FOUND:
+                return SettleResult.REVERSAL_PENDING  # never arrived: retried under a new ref
+        done = await self._journal_reversal_answer(tx_id, result)
+        if done is not None:
+            return done
+        # NotFound for the reversal itself: the terminal does not know the original sale (a
+        # terminal that lost it): the money was taken and is not known to be back
+        return await self._refund_pending(tx_id, result)
+
+    def _new_reversal_ref(self, tx_id: str) -> MessageRef | None:
+        term = self._terminal()
+        return term.new_ref(tx_id, "Reversal") if term is not None else None
+
+    async def _journal_reversal_answer(self, tx_id: str, result: PaymentResult) -> SettleResult | None:
+        """REVERSED for a done reversal, REFUND_PENDING for a refused one, REVERSAL_PENDING
+        while it runs; None when the terminal never saw that reversal request."""
         if result.outcome == PaymentOutcome.REVERSED:
             await self.writer.append(tx_id, TxState.REVERSED, {"reversal_outcome": str(result.outcome)})
             return SettleResult.REVERSED
-        # Still approved (refused), or NotFound/declined for a sale this journal saw approved
-        # (a terminal that lost or never had it): the money was taken and is not known to be
-        # back, so an operator refunds it — never recorded as returned.
+        if result.outcome == PaymentOutcome.IN_PROGRESS:
+            return SettleResult.REVERSAL_PENDING
+        if result.outcome == PaymentOutcome.NOT_FOUND:
+            return None
+        # refused (DECLINED): the money is still on the terminal's books as charged
+        return await self._refund_pending(tx_id, result)
+
+    async def _refund_pending(self, tx_id: str, result: PaymentResult) -> SettleResult:
+        # The money was taken and is not known to be back, so an operator refunds it — never
+        # recorded as returned.
         await self.writer.append(
             tx_id, TxState.REFUND_PENDING, {"reversal_outcome": str(result.outcome), "error_condition": result.error_condition}
         )
         return SettleResult.REFUND_PENDING
+
+    async def _original_sale(self, tx_id: str, data: Mapping[str, Any]) -> PoiTransaction | SettleResult:
+        """The terminal's id and timestamp of the approved sale (journaled at PAID; asked of
+        the terminal by the payment's reference for a journal that lacks them)."""
+        if data.get("poi_reference") and data.get("poi_timestamp"):
+            return PoiTransaction(str(data["poi_reference"]), str(data["poi_timestamp"]))
+        ref = self.payment_ref(tx_id)
+        if ref is None:
+            log.error("no POI transaction and no payment reference: an operator refunds", extra={"tx": tx_id})
+            return await self._refund_pending(tx_id, PaymentResult(PaymentOutcome.NOT_FOUND, tx_id))
+        try:
+            status = await self.terminal().transaction_status(ref, timeout=self.status_timeout)
+        except DeviceError as exc:
+            log.warning("original sale unknown (%s), retried later", exc, extra={"tx": tx_id})
+            return SettleResult.REVERSAL_PENDING
+        if status.outcome == PaymentOutcome.IN_PROGRESS:
+            return SettleResult.REVERSAL_PENDING
+        if status.outcome != PaymentOutcome.APPROVED or status.poi_transaction is None:
+            return await self._refund_pending(tx_id, status)
+        return status.poi_transaction
 
     # --- completion ---------------------------------------------------------------------------
     async def complete(self, tx_id: str, **data: Any) -> None:
@@ -419,7 +535,8 @@ def _payment_data(result: PaymentResult) -> dict[str, Any]:
         digits = "".join(ch for ch in to_ascii_digits(pan) if ch.isdigit())
         log.warning("terminal sent an unmasked card number; stored masked")
         pan = mask_card(digits) if 12 <= len(digits) <= 19 else ""
-    data = {"poi_reference": result.poi_reference, "rrn": result.rrn, "stan": result.stan}
+    data = {"poi_reference": result.poi_reference, "poi_timestamp": result.poi_timestamp,
+            "rrn": result.rrn, "stan": result.stan}
     for key, value in data.items():
         if find_card_number(value):
             log.warning("terminal sent a card number in %s; not stored", key)

@@ -135,7 +135,7 @@ def test_sim_terminal_takes_a_payment_from_the_nexo_driver(sims: list[Sim], tmp_
         term = NexoTerminal("terminal", url=sim.info["url"], sale_id="kiosk-t", poi_id=sim.info["poi_id"])
         await term.open()
         try:
-            return await term.pay("kiosk-t-1", 17_000, timeout=10)
+            return await term.pay(term.new_ref("kiosk-t-1"), 17_000, timeout=10)
         finally:
             await term.close()
 

@@ -82,13 +82,13 @@ def test_terminal_lost_during_use_is_reconnected_in_the_background(tmp_path: Pat
             out: list[Any] = [m.is_available("terminal")]
             sim.stop()
             with pytest.raises(DeviceOffline):
-                await term.pay("tx-m1", 10_000, timeout=3)
+                await term.pay(term.new_ref("tx-m1"), 10_000, timeout=3)
             out.append(term.state)
             sim = NexoTerminalSimulator(port=port, state_path=tmp_path / "t.sqlite")
             sim.start()
             try:
                 out.append(await until(lambda: m.is_available("terminal")))  # no call needed to come back
-                out.append((await term.pay("tx-m1", 10_000, timeout=3)).approved)
+                out.append((await term.pay(term.new_ref("tx-m1"), 10_000, timeout=3)).approved)
             finally:
                 sim.stop()
             return out

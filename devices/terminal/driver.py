@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from typing import Any, Callable, TypeVar
 
 import requests
@@ -24,14 +23,14 @@ from devices.base import (
     ProtocolError,
     register,
 )
-from devices.contracts import PaymentOutcome, PaymentResult, PaymentTerminal
+from devices.contracts import AmountTooLarge, MessageRef, PaymentResult, PaymentTerminal, PoiTransaction
 from devices.terminal import nexo
+from devices.terminal.acquirer import AcquirerProfile, profile_named
 
 log = logging.getLogger("devices.terminal")
 
 T = TypeVar("T")
 
-_REMEMBERED = 1000  # references whose ServiceID / POI transaction id we keep in memory
 
 
 class NoResponse(CommandTimeout):
@@ -42,10 +41,21 @@ class NoResponse(CommandTimeout):
         super().__init__(message, device=device, error_code=error_code)
 
 
+class WrongTerminal(InvalidData):
+    """A message reference made at another terminal or by another sale system: only the
+    terminal that took a sale can say what became of it."""
+
+    def __init__(self, message: str, *, device: str = "", error_code: str = "wrongTerminal") -> None:
+        super().__init__(message, device=device, error_code=error_code)
+
+
 @register("nexo-http")
 class NexoTerminal(PaymentTerminal):
     """Options: url (the terminal's nexo endpoint), sale_id (this kiosk), poi_id (the
-    terminal), connect_timeout (seconds, default 2)."""
+    terminal), connect_timeout (seconds, default 2), acquirer (the acquirer profile, default
+    "shaparak": RRN/STAN rules and amount limits, see devices/terminal/acquirer.py),
+    status_by_reference (default false: only for terminals that document finding a sale by
+    its SaleTransactionID when the ServiceID is lost)."""
 
     def __init__(self, name: str, **options: Any) -> None:
         super().__init__(name, **options)
@@ -56,10 +66,12 @@ class NexoTerminal(PaymentTerminal):
         self.sale_id: str = str(options["sale_id"])
         self.poi_id: str = str(options["poi_id"])
         self.connect_timeout = float(options.get("connect_timeout", 2.0))
-        self.capabilities = {"currency": nexo.CURRENCY, "reversal": True, "transaction_status": True, "abort": True}
+        self.profile: AcquirerProfile = profile_named(str(options.get("acquirer", "shaparak")), device=name)
+        self.status_by_reference = bool(options.get("status_by_reference", False))
+        self.capabilities = {"currency": nexo.CURRENCY, "reversal": True, "transaction_status": True, "abort": True,
+                             "status_by_reference": self.status_by_reference,
+                             "max_amount_rials": self.profile.max_amount_rials}
         self._session: requests.Session | None = None
-        self._service_ids: OrderedDict[str, str] = OrderedDict()
-        self._poi_refs: OrderedDict[str, str] = OrderedDict()
         self._background: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -78,73 +90,72 @@ class NexoTerminal(PaymentTerminal):
             self._session = None
 
     # --- the contract -------------------------------------------------------------------------
-    async def pay(self, reference: str, amount_rials: int, *, timeout: float = 90.0) -> PaymentResult:
+    def new_ref(self, reference: str, category: str = "Payment") -> MessageRef:
         _check_reference(reference, self.name)
+        if category not in MessageRef.CATEGORIES:
+            raise InvalidData(f"{self.name}: no message reference of category {category!r}", device=self.name,
+                              error_code="category")
+        return MessageRef(category, reference, nexo.new_service_id(), self.sale_id, self.poi_id, nexo.now_iso())
+
+    async def pay(self, ref: MessageRef, amount_rials: int, *, timeout: float = 90.0) -> PaymentResult:
+        self._check_ref(ref, nexo.Category.PAYMENT)
         if isinstance(amount_rials, bool) or not isinstance(amount_rials, int) or amount_rials <= 0:
             raise InvalidData(f"{self.name}: amount must be a positive whole number of rials", device=self.name,
                               error_code="amount")
-        header = self._header(nexo.Category.PAYMENT)
-        _remember(self._service_ids, reference, header.service_id)
-        payload = nexo.payment_request(header, reference, amount_rials)
+        if amount_rials > self.profile.max_amount_rials:
+            # refused before the terminal is asked: the schema's RequestedAmount maximum
+            raise AmountTooLarge(f"{self.name}: {amount_rials} rials is over the terminal's maximum of "
+                                 f"{self.profile.max_amount_rials}", device=self.name)
+        header = self._header(nexo.Category.PAYMENT, ref.service_id)
+        payload = nexo.payment_request(header, ref.reference, amount_rials, ref.timestamp)
 
         def parse(raw: bytes) -> PaymentResult:
             body = nexo.parse_response(raw, header)
             status = nexo.parse_status(body, "PaymentResponse")
             if status.result == nexo.Result.FAILURE and status.error_condition == nexo.BUSY:
                 raise DeviceBusy(f"{self.name}: terminal is busy with another sale", device=self.name, error_code="busy")
-            return nexo.parse_payment_body(body, reference)
+            return nexo.parse_payment_body(body, ref.reference, self.profile)
 
         try:
             result = await self._exchange("pay", payload, timeout, parse)
         except asyncio.CancelledError:
             # the caller gave up (citizen pressed cancel): tell the terminal, without holding up the cancel
-            log.info("pay cancelled, aborting at the terminal", extra={"tx": reference, "device": self.name})
-            self._in_background(self.abort(reference))
+            log.info("pay cancelled, aborting at the terminal", extra={"tx": ref.reference, "device": self.name})
+            self._in_background(self.abort(ref))
             raise
-        if result.poi_reference:
-            _remember(self._poi_refs, reference, result.poi_reference)
         log.info("pay %s: %s %s", result.outcome, result.masked_pan, result.error_condition,
-                 extra={"tx": reference, "device": self.name})
+                 extra={"tx": ref.reference, "device": self.name})
         return result
 
-    async def transaction_status(self, reference: str, *, timeout: float = 15.0) -> PaymentResult:
-        _check_reference(reference, self.name)
+    async def transaction_status(self, ref: MessageRef, *, timeout: float = 15.0) -> PaymentResult:
+        self._check_ref(ref, None)
         header = self._header(nexo.Category.TRANSACTION_STATUS)
-        # the ServiceID is known only if this process sent the pay; the reference always travels
-        payload = nexo.transaction_status_request(header, ref_service_id=self._service_ids.get(reference),
-                                                  reference=reference)
-        result = await self._exchange(
+        payload = nexo.transaction_status_request(header, ref, by_reference=self.status_by_reference)
+        return await self._exchange(
             "transaction_status", payload, timeout,
-            lambda raw: nexo.parse_transaction_status_body(nexo.parse_response(raw, header), reference, header),
+            lambda raw: nexo.parse_transaction_status_body(nexo.parse_response(raw, header), ref, header, self.profile),
         )
-        if result.poi_reference:
-            _remember(self._poi_refs, reference, result.poi_reference)
-        return result
 
-    async def reverse(self, reference: str, amount_rials: int, *, timeout: float = 30.0) -> PaymentResult:
-        _check_reference(reference, self.name)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        poi_ref = self._poi_refs.get(reference)
-        if poi_ref is None:
-            status = await self.transaction_status(reference, timeout=min(timeout / 2, 15.0))
-            if status.outcome != PaymentOutcome.APPROVED:
-                # reversed already, never charged, declined or still running: nothing to send
-                return status
-            poi_ref = status.poi_reference
-        header = self._header(nexo.Category.REVERSAL)
-        payload = nexo.reversal_request(header, poi_ref, amount_rials, reference)
+    async def reverse(self, ref: MessageRef, amount_rials: int, original: PoiTransaction, *,
+                      timeout: float = 30.0) -> PaymentResult:
+        self._check_ref(ref, nexo.Category.REVERSAL)
+        if not isinstance(original, PoiTransaction) or not original.transaction_id or not original.timestamp:
+            raise InvalidData(f"{self.name}: a reversal needs the original POITransactionID and its TimeStamp",
+                              device=self.name, error_code="original")
+        header = self._header(nexo.Category.REVERSAL, ref.service_id)
+        payload = nexo.reversal_request(header, original, amount_rials, ref.reference, ref.timestamp)
         result = await self._exchange(
-            "reverse", payload, max(deadline - loop.time(), 0.5),
-            lambda raw: nexo.parse_reversal_body(nexo.parse_response(raw, header), reference),
+            "reverse", payload, timeout,
+            lambda raw: nexo.parse_reversal_body(nexo.parse_response(raw, header), ref.reference),
         )
-        log.info("reverse: %s %s", result.outcome, result.error_condition, extra={"tx": reference, "device": self.name})
+        log.info("reverse: %s %s", result.outcome, result.error_condition, extra={"tx": ref.reference, "device": self.name})
         return result
 
-    async def abort(self, reference: str) -> None:
+    async def abort(self, ref: MessageRef) -> None:
         """Sent outside the command lock: it must reach the terminal while `pay` is waiting."""
+        self._check_ref(ref, nexo.Category.PAYMENT)
         header = self._header(nexo.Category.ABORT)
-        payload = nexo.abort_request(header, ref_service_id=self._service_ids.get(reference), reference=reference)
+        payload = nexo.abort_request(header, ref)
         await self.run_blocking(self._post, payload, self.connect_timeout + 3.0)
         self.counters["abort_sent"] += 1
 
@@ -164,8 +175,24 @@ class NexoTerminal(PaymentTerminal):
                             {"poi_id": self.poi_id, "serial": diag.serial, "model": diag.model})
 
     # --- plumbing -----------------------------------------------------------------------------
-    def _header(self, category: nexo.Category) -> nexo.Header:
-        return nexo.Header(category, nexo.new_service_id(), self.sale_id, self.poi_id)
+    def _header(self, category: nexo.Category, service_id: str | None = None) -> nexo.Header:
+        return nexo.Header(category, service_id or nexo.new_service_id(), self.sale_id, self.poi_id)
+
+    def _check_ref(self, ref: MessageRef, category: nexo.Category | None) -> None:
+        """A reference made for this kiosk and this terminal, of the right category: a
+        terminal asked about another terminal's sale would truthfully answer NotFound, and
+        that must never read as "not charged"."""
+        if not isinstance(ref, MessageRef):
+            raise InvalidData(f"{self.name}: expected a MessageRef, got {type(ref).__name__}", device=self.name,
+                              error_code="reference")
+        _check_reference(ref.reference, self.name)
+        if category is not None and ref.category != str(category):
+            raise InvalidData(f"{self.name}: a {ref.category} reference cannot be used for a {category}",
+                              device=self.name, error_code="category")
+        if ref.sale_id != self.sale_id or ref.poi_id != self.poi_id:
+            raise WrongTerminal(
+                f"{self.name}: the request was made by sale system {ref.sale_id!r} at terminal {ref.poi_id!r};"
+                f" this is {self.sale_id!r} at {self.poi_id!r}", device=self.name)
 
     async def _exchange(self, name: str, payload: dict[str, Any], timeout: float, parse: Callable[[bytes], T]) -> T:
         if self.state == DeviceState.OFFLINE:
@@ -229,9 +256,3 @@ def _check_reference(reference: str, device: str) -> None:
         raise InvalidData(f"{device}: a sale reference must be a non-empty string of at most 64 characters",
                           device=device, error_code="reference")
 
-
-def _remember(store: OrderedDict[str, str], key: str, value: str) -> None:
-    store[key] = value
-    store.move_to_end(key)
-    while len(store) > _REMEMBERED:
-        store.popitem(last=False)

@@ -1,35 +1,48 @@
 """nexo Sale-to-POI messages in the Terminal API JSON shape: builders for both directions and a
 strict parser that turns anything off-protocol into NexoParseError (see docs/payment-terminal.md).
 
-Conventions fixed here (nexo leaves them open or we extend it):
-  - Amounts: nexo amounts are decimals; IRR has no minor unit (ISO 4217 exponent 0), so every
-    amount on our wire is an integer number of rials. A float is accepted only when integral.
-  - RRN and STAN (the Iranian acquirer's reference numbers) travel in
-    PaymentAcquirerData.AcquirerTransactionID.TransactionID (RRN) and in
-    Response.AdditionalResponse as the URL-encoded pairs "rrn=<12 digits>&stan=<6 digits>".
-  - TransactionStatus extension: MessageReference may carry "SaleTransactionID"
-    {"TransactionID": reference} so a restarted sale system that lost the ServiceID can still
-    ask what became of a sale by its own reference alone.
-  - A reversed sale's status answers a RepeatedMessageResponse of MessageCategory Reversal.
+What the Terminal API (Adyen's TerminalAPI-v1.json schema and published samples) fixes, and
+what this module decides where it leaves room:
+  - Amounts are decimals in the currency's major unit. ISO 4217 gives IRR an exponent of 2,
+    but no rial fraction circulates and Iranian acquirers settle whole rials, so we send an
+    integer number of rials and accept an answer's amount only when it is a whole number of
+    rials (devices/terminal/acquirer.py). RequestedAmount is at most the schema's maximum.
+  - A transaction is found again by its message reference (SaleID, ServiceID,
+    MessageCategory): TransactionStatus asks by those, for a Payment or for a Reversal. A
+    reversed payment's status is still the original PaymentResponse; the reversal's own
+    status is asked with MessageCategory Reversal and the reversal's ServiceID.
+  - Our extension, for terminals that document it only (the driver's `status_by_reference`):
+    MessageReference may also carry SaleTransactionID {TransactionID} so a sale can be found
+    by our own reference within the same SaleID.
+  - RRN and STAN: where the acquirer profile says they travel — for Shaparak the RRN in
+    PaymentAcquirerData.AcquirerTransactionID.TransactionID and both as "rrn=…&stan=…" in
+    Response.AdditionalResponse. AdditionalResponse itself is free text: URL-encoded pairs,
+    or Base64 of a JSON object (both documented), or anything else (kept opaque).
+  - A request the terminal cannot process is answered with an EventNotification whose
+    EventToNotify is Reject (RequestRejected), not with a response of the request's category.
   - Identity: DiagnosisResponse carries POISystemData (borrowed from LoginResponse).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 import json
+import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from devices.base import ProtocolError
-from devices.contracts import PaymentOutcome, PaymentResult
+from devices.contracts import MessageRef, PaymentOutcome, PaymentResult, PoiTransaction
+from devices.terminal.acquirer import SCHEMA_MAX_AMOUNT, AcquirerProfile
 
 PROTOCOL_VERSION = "3.0"
 CURRENCY = "IRR"
-MAX_AMOUNT_RIALS = 10**15  # far above any municipal fee; guards float precision (2**53)
+MAX_AMOUNT_RIALS = SCHEMA_MAX_AMOUNT  # TerminalAPI-v1.json AmountsReq.RequestedAmount maximum
 
 #: longest MaskedPan we pass on (a PAN is at most 19 digits; masks may add separators)
 MAX_MASKED_PAN = 32
@@ -56,6 +69,7 @@ IN_PROGRESS = "InProgress"
 REFUSAL = "Refusal"
 ABORTED = "Aborted"
 NOT_ALLOWED = "NotAllowed"
+PAYMENT_RESTRICTION = "PaymentRestriction"
 MESSAGE_FORMAT = "MessageFormat"
 
 
@@ -114,7 +128,7 @@ def _envelope(kind: str, header: Header, body_name: str, body: dict[str, Any]) -
 # --- requests (sale system → terminal) -----------------------------------------------------
 
 
-def payment_request(header: Header, reference: str, amount_rials: int, timestamp: str | None = None) -> dict[str, Any]:
+def payment_request(header: Header, reference: str, amount_rials: int, timestamp: str) -> dict[str, Any]:
     _check_amount(amount_rials)
     return _envelope("SaleToPOIRequest", header, "PaymentRequest", {
         "SaleData": {"SaleTransactionID": _tx(reference, timestamp)},
@@ -122,35 +136,42 @@ def payment_request(header: Header, reference: str, amount_rials: int, timestamp
     })
 
 
-def reversal_request(header: Header, poi_transaction_id: str, amount_rials: int, reference: str) -> dict[str, Any]:
+#: TerminalAPI-v1.json ReversalReason enum
+REVERSAL_REASONS = ("CustCancel", "MerchantCancel", "Malfunction", "Unable2Compl")
+
+
+def reversal_request(header: Header, original: PoiTransaction, amount_rials: int, reference: str,
+                     timestamp: str, reason: str = "MerchantCancel") -> dict[str, Any]:
+    """The original sale is named by the terminal's POITransactionID *and its TimeStamp* as the
+    terminal gave them (not now)."""
     _check_amount(amount_rials)
+    if reason not in REVERSAL_REASONS:
+        raise ValueError(f"ReversalReason must be one of {REVERSAL_REASONS}")
     return _envelope("SaleToPOIRequest", header, "ReversalRequest", {
-        "OriginalPOITransaction": {"POITransactionID": _tx(poi_transaction_id)},
-        "ReversalReason": "MerchantCancel",
+        "OriginalPOITransaction": {"POITransactionID": _tx(original.transaction_id, original.timestamp)},
+        "ReversalReason": reason,
         "ReversedAmount": amount_rials,
-        "SaleData": {"SaleTransactionID": _tx(reference)},
+        "SaleData": {"SaleTransactionID": _tx(reference, timestamp)},
     })
 
 
-def _message_reference(header: Header, ref_service_id: str | None, reference: str | None) -> dict[str, Any]:
-    ref: dict[str, Any] = {"MessageCategory": "Payment", "SaleID": header.sale_id}
-    if ref_service_id:
-        ref["ServiceID"] = ref_service_id
-    if reference:
-        ref["SaleTransactionID"] = {"TransactionID": reference}  # extension, see module doc
-    return ref
+def message_reference(ref: MessageRef, *, by_reference: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {"MessageCategory": ref.category, "SaleID": ref.sale_id, "ServiceID": ref.service_id}
+    if by_reference:
+        out["SaleTransactionID"] = {"TransactionID": ref.reference}  # extension, see module doc
+    return out
 
 
-def transaction_status_request(header: Header, *, ref_service_id: str | None, reference: str | None) -> dict[str, Any]:
+def transaction_status_request(header: Header, ref: MessageRef, *, by_reference: bool = False) -> dict[str, Any]:
     return _envelope("SaleToPOIRequest", header, "TransactionStatusRequest", {
-        "MessageReference": _message_reference(header, ref_service_id, reference),
+        "MessageReference": message_reference(ref, by_reference=by_reference),
     })
 
 
-def abort_request(header: Header, *, ref_service_id: str | None, reference: str | None, reason: str = "MerchantAbort") -> dict[str, Any]:
+def abort_request(header: Header, ref: MessageRef, reason: str = "MerchantAbort") -> dict[str, Any]:
     return _envelope("SaleToPOIRequest", header, "AbortRequest", {
         "AbortReason": reason,
-        "MessageReference": _message_reference(header, ref_service_id, reference),
+        "MessageReference": message_reference(ref),
     })
 
 
@@ -216,31 +237,56 @@ def failure_body(error_condition: str, reference: str = "") -> dict[str, Any]:
     return body
 
 
-def reversal_response_body(sale: Sale) -> dict[str, Any]:
+def reversal_response_body(sale: Sale, reversal_poi: PoiTransaction) -> dict[str, Any]:
+    """A done reversal: its own POITransactionID, and (optional in the schema) ReversedAmount."""
     return {
         "Response": _response(Result.SUCCESS, additional={"rrn": sale.rrn, "stan": sale.stan}),
-        "POIData": {"POITransactionID": _tx(sale.poi_transaction_id, sale.poi_timestamp)},
+        "POIData": {"POITransactionID": _tx(reversal_poi.transaction_id, reversal_poi.timestamp)},
         "ReversedAmount": sale.amount_rials,
     }
 
 
-def status_response_body(header: Header, sale: Sale | None, error_condition: str = "") -> dict[str, Any]:
-    """TransactionStatusResponse: the repeated original answer, or Failure NotFound/InProgress."""
-    if sale is None:
+def status_response_body(header: Header, ref: dict[str, Any],
+                         repeated: tuple[Category, str, str, dict[str, Any]] | None,
+                         error_condition: str = "") -> dict[str, Any]:
+    """TransactionStatusResponse: the answer once given to the referenced request, repeated
+    (category, its ServiceID, body name, body) — or Failure NotFound / InProgress."""
+    if repeated is None:
         return {"Response": _response(Result.FAILURE, error_condition or NOT_FOUND)}
-    reversed_ = sale.status == "reversed"
-    repeated_header = Header(
-        Category.REVERSAL if reversed_ else Category.PAYMENT, sale.service_id or "0", header.sale_id, header.poi_id, "Response"
-    )
-    inner = ("ReversalResponse", reversal_response_body(sale)) if reversed_ else ("PaymentResponse", payment_response_body(sale))
+    category, service_id, body_name, body = repeated
+    repeated_header = Header(category, service_id, header.sale_id, header.poi_id, "Response")
     return {
         "Response": _response(Result.SUCCESS),
-        "MessageReference": {"MessageCategory": "Payment", "SaleID": header.sale_id, "ServiceID": sale.service_id},
+        "MessageReference": ref,
         "RepeatedMessageResponse": {
             "MessageHeader": repeated_header.to_json(),
-            "RepeatedResponseMessageBody": {inner[0]: inner[1]},
+            "RepeatedResponseMessageBody": {body_name: body},
         },
     }
+
+
+#: TerminalAPI-v1.json EventToNotify value of a refused request
+REJECT = "Reject"
+
+
+def reject_event(poi_id: str, sale_id: str, service_id: str, detail: str, raw: bytes) -> dict[str, Any]:
+    """What a Terminal API terminal answers a request it cannot process: not a response of the
+    request's category but an EventNotification (MessageCategory Event, MessageType
+    Notification) whose EventToNotify is Reject, EventDetails "message=<why>" and
+    RejectedMessage the request, Base64."""
+    return {"SaleToPOIRequest": {
+        "MessageHeader": {
+            "ProtocolVersion": PROTOCOL_VERSION, "MessageClass": "Event", "MessageCategory": "Event",
+            "MessageType": "Notification", "ServiceID": service_id[:10] or "0", "SaleID": sale_id or "-",
+            "POIID": poi_id,
+        },
+        "EventNotification": {
+            "TimeStamp": now_iso(),
+            "EventToNotify": REJECT,
+            "EventDetails": urlencode({"message": detail}),
+            "RejectedMessage": base64.b64encode(raw).decode("ascii"),
+        },
+    }}
 
 
 def diagnosis_response_body(global_status: str, identity: dict[str, str]) -> dict[str, Any]:
@@ -351,9 +397,47 @@ _BODY = {
 }
 
 
+class RequestRejected(NexoParseError):
+    """The terminal refused to process the request (EventNotification Reject): nothing was
+    done with it. `detail` is the terminal's reason, as it wrote it. A well-formed answer, so
+    the device's state does not change (the fault is in the request)."""
+
+    state_after = None
+
+    def __init__(self, message: str, *, device: str = "", error_code: str = "rejected", detail: str = "") -> None:
+        super().__init__(message, device=device, error_code=error_code)
+        self.detail = detail
+
+
+class StatusWithoutAnswer(NexoParseError):
+    """A TransactionStatusResponse of Result Success that repeats no answer (the schema makes
+    RepeatedMessageResponse conditional; Adyen's published status sample has none): it says
+    nothing about the sale, so it is never read as approved or not found."""
+
+    def __init__(self, message: str, *, device: str = "", error_code: str = "statusWithoutAnswer") -> None:
+        super().__init__(message, device=device, error_code=error_code)
+
+
+def _rejection(obj: dict[str, Any]) -> RequestRejected | None:
+    env = obj.get("SaleToPOIRequest")
+    if not isinstance(env, dict) or not isinstance(env.get("EventNotification"), dict):
+        return None
+    event = env["EventNotification"]
+    if event.get("EventToNotify") != REJECT:
+        return None
+    details = event.get("EventDetails") if isinstance(event.get("EventDetails"), str) else ""
+    pairs = dict(parse_qsl(details)) if "=" in details else {}
+    reason = (pairs.get("message") or details or "no reason given")[:200]
+    return RequestRejected(f"the terminal rejected the request: {reason}", detail=reason)
+
+
 def parse_response(raw: bytes | str, expected: Header) -> dict[str, Any]:
-    """Check the envelope and header of an answer to `expected`; return its body."""
+    """Check the envelope and header of an answer to `expected`; return its body. A Reject
+    event in its place raises RequestRejected."""
     obj = decode(raw)
+    rejected = _rejection(obj)
+    if rejected is not None:
+        raise rejected
     env = _obj(obj, "SaleToPOIResponse", "")
     header = parse_header(env, "SaleToPOIResponse")
     if header.message_type != "Response":
@@ -377,6 +461,30 @@ class ResponseStatus:
     additional: dict[str, str]
 
 
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+
+
+def decode_additional(text: str) -> dict[str, str]:
+    """Response.AdditionalResponse is free text: URL-encoded key=value pairs (the usual form),
+    or Base64 of a JSON object (Adyen documents both; its pairs are under "additionalData"),
+    or anything else, which is kept opaque (an empty dict) — never a reason to drop an answer."""
+    if not text:
+        return {}
+    if len(text) % 4 == 0 and _BASE64.fullmatch(text):
+        try:
+            decoded = json.loads(base64.b64decode(text, validate=True))
+        except (binascii.Error, ValueError, RecursionError):
+            decoded = None
+        if isinstance(decoded, dict):
+            inner = decoded.get("additionalData", decoded)
+            if isinstance(inner, dict):
+                return {str(k): v for k, v in inner.items() if isinstance(v, str)}
+            return {}
+    if "=" not in text:
+        return {}
+    return dict(parse_qsl(text))
+
+
 def parse_status(body: dict[str, Any], where: str) -> ResponseStatus:
     r = _obj(body, "Response", where)
     try:
@@ -387,21 +495,24 @@ def parse_status(body: dict[str, Any], where: str) -> ResponseStatus:
     if result == Result.FAILURE and not cond:
         raise _fail(f"{where}.Response: a Failure needs an ErrorCondition")
     add_raw = _str(r, "AdditionalResponse", where + ".Response", optional=True)
-    try:
-        additional = dict(parse_qsl(add_raw, strict_parsing=bool(add_raw)))
-    except ValueError:
-        raise _fail(f"{where}.Response.AdditionalResponse is not key=value pairs") from None
-    return ResponseStatus(result, cond, additional)
+    return ResponseStatus(result, cond, decode_additional(add_raw))
 
 
-def _digits(value: str, n: int, what: str) -> str:
-    if len(value) != n or not value.isascii() or not value.isdigit():
-        raise _fail(f"{what} must be {n} digits")
-    return value
+def _poi_transaction(body: dict[str, Any], where: str, *, required: bool) -> PoiTransaction | None:
+    poi_data = body.get("POIData")
+    if poi_data is None and not required:
+        return None
+    poi = _obj(_obj(body, "POIData", where), "POITransactionID", where + ".POIData")
+    tx_id = _str(poi, "TransactionID", where + ".POIData.POITransactionID")
+    stamp = _timestamp(poi, "TimeStamp", where + ".POIData.POITransactionID")
+    return PoiTransaction(tx_id, stamp)
 
 
-def parse_payment_body(body: dict[str, Any], reference: str, where: str = "PaymentResponse") -> PaymentResult:
-    """PaymentResponse → PaymentResult. Success needs amount, masked PAN, RRN and STAN."""
+def parse_payment_body(body: dict[str, Any], reference: str, profile: AcquirerProfile,
+                       where: str = "PaymentResponse", *, currency: str = CURRENCY) -> PaymentResult:
+    """PaymentResponse → PaymentResult. An approval needs the POI transaction (id and
+    timestamp: a reversal names it by both) and a whole authorized amount in `currency`; RRN
+    and STAN are checked by the acquirer profile's rules."""
     status = parse_status(body, where)
     sale_tx = body.get("SaleData")
     if sale_tx is not None:
@@ -411,71 +522,96 @@ def parse_payment_body(body: dict[str, Any], reference: str, where: str = "Payme
     if status.result == Result.PARTIAL:
         raise _fail(f"{where}: partial approval is not accepted for IRR fees")
     if status.result == Result.FAILURE:
-        poi_ref = ""
-        if isinstance(body.get("POIData"), dict):
-            poi_ref = _str(_obj(body["POIData"], "POITransactionID", where + ".POIData"), "TransactionID", where)
-        return PaymentResult(PaymentOutcome.DECLINED, reference, poi_reference=poi_ref, error_condition=status.error_condition)
-    poi = _obj(_obj(body, "POIData", where), "POITransactionID", where + ".POIData")
-    poi_ref = _str(poi, "TransactionID", where + ".POIData.POITransactionID")
-    _timestamp(poi, "TimeStamp", where + ".POIData.POITransactionID")
+        poi = _poi_transaction(body, where, required=False)
+        return PaymentResult(PaymentOutcome.DECLINED, reference, poi_reference=poi.transaction_id if poi else "",
+                             poi_timestamp=poi.timestamp if poi else "", error_condition=status.error_condition)
+    poi = _poi_transaction(body, where, required=True)
+    assert poi is not None
     pr = _obj(body, "PaymentResult", where)
     amounts = _obj(pr, "AmountsResp", where + ".PaymentResult")
     amount = _amount(amounts, "AuthorizedAmount", where + ".PaymentResult.AmountsResp")
-    if _str(amounts, "Currency", where + ".PaymentResult.AmountsResp") != CURRENCY:
-        raise _fail(f"{where}: currency must be {CURRENCY}")
-    card = _obj(_obj(pr, "PaymentInstrumentData", where), "CardData", where)
-    # Passed on as the terminal wrote it: whether it is masked enough to keep is the kiosk's
-    # one card-number rule (kiosk.sensitive), applied before anything is journaled or printed.
-    pan = _str(card, "MaskedPan", where + ".CardData")
-    if len(pan) > MAX_MASKED_PAN:
-        raise _fail(f"{where}: MaskedPan longer than {MAX_MASKED_PAN} characters")
-    acq = _obj(pr, "PaymentAcquirerData", where + ".PaymentResult")
-    approval = _str(acq, "ApprovalCode", where + ".PaymentAcquirerData", optional=True)
-    rrn = _digits(_str(_obj(acq, "AcquirerTransactionID", where), "TransactionID", where + ".AcquirerTransactionID"), 12, "RRN")
-    if status.additional.get("rrn", rrn) != rrn:
-        raise _fail(f"{where}: RRN differs between AdditionalResponse and AcquirerTransactionID")
-    stan = _digits(status.additional.get("stan", ""), 6, "STAN")
+    if _str(amounts, "Currency", where + ".PaymentResult.AmountsResp", optional=True) not in ("", currency):
+        raise _fail(f"{where}: currency must be {currency}")
+    pan = ""
+    instrument = pr.get("PaymentInstrumentData")
+    if isinstance(instrument, dict) and isinstance(instrument.get("CardData"), dict):
+        # Passed on as the terminal wrote it: whether it is masked enough to keep is the
+        # kiosk's one card-number rule (kiosk.sensitive), applied before anything is
+        # journaled or printed.
+        pan = _str(instrument["CardData"], "MaskedPan", where + ".CardData", optional=True)
+        if len(pan) > MAX_MASKED_PAN:
+            raise _fail(f"{where}: MaskedPan longer than {MAX_MASKED_PAN} characters")
+    acq = pr.get("PaymentAcquirerData")
+    approval, rrn = "", ""
+    if acq is not None:
+        acq = _obj(pr, "PaymentAcquirerData", where + ".PaymentResult")
+        approval = _str(acq, "ApprovalCode", where + ".PaymentAcquirerData", optional=True)
+        acq_tx = acq.get("AcquirerTransactionID")
+        if acq_tx is not None:
+            rrn = _str(_obj(acq, "AcquirerTransactionID", where), "TransactionID", where + ".AcquirerTransactionID")
+    if "rrn" in status.additional:
+        if rrn and status.additional["rrn"] != rrn:
+            raise _fail(f"{where}: RRN differs between AdditionalResponse and AcquirerTransactionID")
+        rrn = status.additional["rrn"]
+    stan = status.additional.get("stan", "")
+    for problem in (profile.check_rrn(rrn), profile.check_stan(stan)):
+        if problem:
+            raise _fail(f"{where}: {problem} (acquirer profile {profile.name})")
     return PaymentResult(
-        PaymentOutcome.APPROVED, reference, amount, poi_ref, rrn, stan, pan,
-        message=f"approval {approval}" if approval else "",
+        PaymentOutcome.APPROVED, reference, amount, poi.transaction_id, rrn, stan, pan,
+        message=f"approval {approval}" if approval else "", poi_timestamp=poi.timestamp,
     )
 
 
 def parse_reversal_body(body: dict[str, Any], reference: str, where: str = "ReversalResponse") -> PaymentResult:
+    """ReversalResponse → REVERSED; a Failure → NOT_FOUND (the original sale is unknown to
+    the terminal) or DECLINED (refused). ReversedAmount and POIData are optional."""
     status = parse_status(body, where)
     if status.result != Result.SUCCESS:
         outcome = PaymentOutcome.NOT_FOUND if status.error_condition == NOT_FOUND else PaymentOutcome.DECLINED
         return PaymentResult(outcome, reference, error_condition=status.error_condition)
-    poi_ref = _str(_obj(_obj(body, "POIData", where), "POITransactionID", where), "TransactionID", where)
-    amount = _amount(body, "ReversedAmount", where)
+    poi = _poi_transaction(body, where, required=False)
+    amount = _amount(body, "ReversedAmount", where) if body.get("ReversedAmount") is not None else 0
     return PaymentResult(
-        PaymentOutcome.REVERSED, reference, amount, poi_ref,
+        PaymentOutcome.REVERSED, reference, amount, poi.transaction_id if poi else "",
         rrn=status.additional.get("rrn", ""), stan=status.additional.get("stan", ""),
+        poi_timestamp=poi.timestamp if poi else "",
     )
 
 
-def parse_transaction_status_body(body: dict[str, Any], reference: str, expected: Header) -> PaymentResult:
+def parse_transaction_status_body(body: dict[str, Any], ref: MessageRef, expected: Header,
+                                  profile: AcquirerProfile) -> PaymentResult:
+    """What became of the request `ref` names. The repeated answer must be the one to that
+    very request: same category, ServiceID and SaleID (a terminal that answered with another
+    sale, or another kiosk's, is refused). For a Reversal, a refused reversal is DECLINED —
+    NOT_FOUND only ever means the terminal never saw the request."""
     where = "TransactionStatusResponse"
+    reference = ref.reference
     status = parse_status(body, where)
     if status.result != Result.SUCCESS:
         cond = status.error_condition
         if cond == NOT_FOUND:
             return PaymentResult(PaymentOutcome.NOT_FOUND, reference, error_condition=cond)
-        if cond == IN_PROGRESS:
-            return PaymentResult(PaymentOutcome.IN_PROGRESS, reference, error_condition=cond)
-        if cond == BUSY:
+        if cond in (IN_PROGRESS, BUSY):
             return PaymentResult(PaymentOutcome.IN_PROGRESS, reference, error_condition=cond)
         raise _fail(f"{where}: unexpected ErrorCondition {cond!r}")
+    if body.get("RepeatedMessageResponse") is None:
+        raise StatusWithoutAnswer(f"{where}: Success without a RepeatedMessageResponse says nothing of the sale")
     rep = _obj(body, "RepeatedMessageResponse", where)
     header = parse_header(rep, where + ".RepeatedMessageResponse")
-    if header.sale_id != expected.sale_id or header.poi_id != expected.poi_id:
+    if header.sale_id != ref.sale_id or header.poi_id != expected.poi_id:
         raise NexoHeaderMismatch(f"{where}: repeated message is from another sale system or terminal", error_code="headerMismatch")
+    if str(header.category) != ref.category or header.service_id != ref.service_id:
+        raise NexoHeaderMismatch(
+            f"{where}: repeated message is {header.category} {header.service_id!r}, asked about {ref.category} {ref.service_id!r}",
+            error_code="headerMismatch")
     inner = _obj(rep, "RepeatedResponseMessageBody", where)
     if header.category == Category.PAYMENT:
-        return parse_payment_body(_obj(inner, "PaymentResponse", where), reference, where + ".PaymentResponse")
-    if header.category == Category.REVERSAL:
-        return parse_reversal_body(_obj(inner, "ReversalResponse", where), reference, where + ".ReversalResponse")
-    raise _fail(f"{where}: repeated message of category {header.category} is not a sale")
+        return parse_payment_body(_obj(inner, "PaymentResponse", where), reference, profile, where + ".PaymentResponse")
+    result = parse_reversal_body(_obj(inner, "ReversalResponse", where), reference, where + ".ReversalResponse")
+    if result.outcome == PaymentOutcome.NOT_FOUND:
+        return replace(result, outcome=PaymentOutcome.DECLINED)
+    return result
 
 
 @dataclass(frozen=True)
@@ -509,7 +645,10 @@ def parse_diagnosis_body(body: dict[str, Any]) -> Diagnosis:
     )
 
 
-# --- request parsing (the simulator's side) ------------------------------------------------------
+# --- request parsing and validation (the simulator's side) ---------------------------------------
+# What a Terminal API terminal refuses, from the schema TerminalAPI-v1.json (Adyen/adyen-openapi):
+# each check names the schema object it comes from. A request that fails one is answered with
+# an EventNotification Reject (reject_event), as the terminal does.
 
 
 @dataclass(frozen=True)
@@ -519,34 +658,149 @@ class ParsedRequest:
     body: dict[str, Any]
 
 
+class InvalidRequest(NexoParseError):
+    """A request the terminal would reject; `header` is what could be read of its header."""
+
+    def __init__(self, message: str, header: Header | None = None) -> None:
+        super().__init__(message, error_code="invalidRequest")
+        self.header = header
+
+
 def parse_request(raw: bytes | str) -> ParsedRequest:
-    obj = decode(raw)
-    env = _obj(obj, "SaleToPOIRequest", "")
-    header = parse_header(env, "SaleToPOIRequest")
+    """Envelope, header and the body of the header's category, validated against the schema."""
+    try:
+        obj = decode(raw)
+        env = _obj(obj, "SaleToPOIRequest", "")
+        header = parse_header(env, "SaleToPOIRequest")
+    except InvalidRequest:
+        raise
+    except NexoParseError as exc:
+        raise InvalidRequest(str(exc)) from None
     if header.message_type != "Request":
-        raise _fail("MessageType must be Request")
+        raise InvalidRequest("MessageType must be Request", header)
     name = _BODY[header.category] + "Request"
-    return ParsedRequest(header, name, _obj(env, name, "SaleToPOIRequest"))
+    try:
+        body = _obj(env, name, "SaleToPOIRequest")
+        _VALIDATORS.get(header.category, lambda b: None)(body)
+    except InvalidRequest as exc:
+        raise InvalidRequest(str(exc), header) from None
+    except NexoParseError as exc:
+        raise InvalidRequest(str(exc), header) from None
+    return ParsedRequest(header, name, body)
 
 
-def request_reference(body: dict[str, Any], where: str) -> str:
-    """SaleData.SaleTransactionID.TransactionID of a Payment or Reversal request."""
-    sd = _obj(_obj(body, "SaleData", where), "SaleTransactionID", where + ".SaleData")
-    return _str(sd, "TransactionID", where + ".SaleData.SaleTransactionID")
+def _transaction_id(d: dict[str, Any], key: str, where: str) -> PoiTransaction:
+    """TransactionIDType: TransactionID ("^.+$") and TimeStamp (date-time), both required."""
+    t = _obj(d, key, where)
+    tx_id = _str(t, "TransactionID", f"{where}.{key}")
+    if not tx_id:
+        raise _fail(f"{where}.{key}.TransactionID must not be empty")
+    return PoiTransaction(tx_id, _date_time(t, "TimeStamp", f"{where}.{key}"))
 
 
-def request_amount(body: dict[str, Any]) -> int:
-    amounts = _obj(_obj(body, "PaymentTransaction", "PaymentRequest"), "AmountsReq", "PaymentRequest")
-    if _str(amounts, "Currency", "AmountsReq") != CURRENCY:
-        raise _fail("AmountsReq.Currency must be IRR")
-    return _amount(amounts, "RequestedAmount", "AmountsReq")
+_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})")
 
 
-def message_reference(body: dict[str, Any], where: str) -> tuple[str, str, str]:
-    """(SaleID, ServiceID, SaleTransactionID) of a MessageReference; the last two may be ''."""
-    ref = _obj(body, "MessageReference", where)
-    sale_id = _str(ref, "SaleID", where, optional=True)
-    service_id = _str(ref, "ServiceID", where, optional=True)
+def _date_time(d: dict[str, Any], key: str, where: str) -> str:
+    """JSON Schema format date-time is RFC 3339: a date, "T", a time and a zone."""
+    v = _str(d, key, where)
+    if not _DATE_TIME.fullmatch(v):
+        raise _fail(f"{where}.{key}: not an RFC 3339 date-time")
+    _timestamp(d, key, where)
+    return v
+
+
+def _schema_amount(d: dict[str, Any], key: str, where: str) -> int:
+    """Amounts: JSON number, minimum 0.0, maximum 99999999.999999; whole rials for IRR."""
+    v = d.get(key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise _fail(f"{where}.{key}: expected a number")
+    if v < 0 or v > 99_999_999.999999:
+        raise _fail(f"{where}.{key}: outside the schema's 0 .. 99999999.999999")
+    if isinstance(v, float) and not v.is_integer():
+        raise _fail(f"{where}.{key}: IRR amounts are whole rials")
+    return int(v)
+
+
+def _validate_payment(body: dict[str, Any]) -> None:
+    # PaymentRequest.required [SaleData, PaymentTransaction]; SaleData.required [SaleTransactionID]
+    _transaction_id(_obj(body, "SaleData", "PaymentRequest"), "SaleTransactionID", "PaymentRequest.SaleData")
+    # PaymentTransaction.required [AmountsReq]; AmountsReq.required [Currency, RequestedAmount]
+    amounts = _obj(_obj(body, "PaymentTransaction", "PaymentRequest"), "AmountsReq", "PaymentRequest.PaymentTransaction")
+    if not re.fullmatch(r"[A-Z]{3}", _str(amounts, "Currency", "AmountsReq")):
+        raise _fail("AmountsReq.Currency must match ^[A-Z]{3,3}$")
+    _schema_amount(amounts, "RequestedAmount", "AmountsReq")
+
+
+def _validate_reversal(body: dict[str, Any]) -> None:
+    # ReversalRequest.required [OriginalPOITransaction, ReversalReason]
+    original = _obj(body, "OriginalPOITransaction", "ReversalRequest")
+    _transaction_id(original, "POITransactionID", "ReversalRequest.OriginalPOITransaction")
+    if _str(body, "ReversalReason", "ReversalRequest") not in REVERSAL_REASONS:
+        raise _fail(f"ReversalRequest.ReversalReason must be one of {', '.join(REVERSAL_REASONS)}")
+    if "ReversedAmount" in body:
+        _schema_amount(body, "ReversedAmount", "ReversalRequest")
+    if "SaleData" in body:
+        _transaction_id(_obj(body, "SaleData", "ReversalRequest"), "SaleTransactionID", "ReversalRequest.SaleData")
+
+
+def _validate_message_reference(ref: dict[str, Any], where: str) -> None:
+    if "MessageCategory" in ref:
+        try:
+            Category(_str(ref, "MessageCategory", where))
+        except ValueError:
+            raise _fail(f"{where}.MessageCategory unknown") from None
+    if "ServiceID" in ref and not 1 <= len(_str(ref, "ServiceID", where)) <= 10:
+        raise _fail(f"{where}.ServiceID must match ^.{{1,10}}$")
+    for key in ("SaleID", "POIID"):
+        if key in ref and not _str(ref, key, where):
+            raise _fail(f"{where}.{key} must not be empty")
+
+
+def _validate_abort(body: dict[str, Any]) -> None:
+    # AbortRequest.required [MessageReference, AbortReason]; AbortReason is free text ("^.+$")
+    _validate_message_reference(_obj(body, "MessageReference", "AbortRequest"), "AbortRequest.MessageReference")
+    if not _str(body, "AbortReason", "AbortRequest"):
+        raise _fail("AbortRequest.AbortReason must not be empty")
+
+
+def _validate_status(body: dict[str, Any]) -> None:
+    # TransactionStatusRequest: nothing required; MessageReference "present if it contains any data"
+    if "MessageReference" in body:
+        _validate_message_reference(_obj(body, "MessageReference", "TransactionStatusRequest"),
+                                    "TransactionStatusRequest.MessageReference")
+
+
+_VALIDATORS = {
+    Category.PAYMENT: _validate_payment,
+    Category.REVERSAL: _validate_reversal,
+    Category.ABORT: _validate_abort,
+    Category.TRANSACTION_STATUS: _validate_status,
+}
+
+
+def request_sale(body: dict[str, Any], where: str) -> PoiTransaction:
+    """SaleData.SaleTransactionID (our reference and its timestamp) of a validated request."""
+    return _transaction_id(_obj(body, "SaleData", where), "SaleTransactionID", where + ".SaleData")
+
+
+def request_amount(body: dict[str, Any]) -> tuple[str, int]:
+    """(Currency, RequestedAmount) of a validated PaymentRequest."""
+    amounts = body["PaymentTransaction"]["AmountsReq"]
+    return amounts["Currency"], _schema_amount(amounts, "RequestedAmount", "AmountsReq")
+
+
+def request_original(body: dict[str, Any]) -> tuple[PoiTransaction, int | None]:
+    """(original POITransactionID, ReversedAmount or None) of a validated ReversalRequest."""
+    original = _transaction_id(body["OriginalPOITransaction"], "POITransactionID", "OriginalPOITransaction")
+    amount = _schema_amount(body, "ReversedAmount", "ReversalRequest") if "ReversedAmount" in body else None
+    return original, amount
+
+
+def parse_message_reference(body: dict[str, Any]) -> tuple[str, str, str, str]:
+    """(MessageCategory, SaleID, ServiceID, SaleTransactionID) of a validated request's
+    MessageReference; absent parts are '' (the category defaults to Payment)."""
+    ref = body.get("MessageReference") or {}
     tx = ref.get("SaleTransactionID")
-    reference = _str(tx, "TransactionID", where) if isinstance(tx, dict) else ""
-    return sale_id, service_id, reference
+    reference = tx.get("TransactionID", "") if isinstance(tx, dict) and isinstance(tx.get("TransactionID"), str) else ""
+    return (ref.get("MessageCategory") or "Payment", ref.get("SaleID") or "", ref.get("ServiceID") or "", reference)

@@ -1,10 +1,32 @@
-"""A nexo-speaking payment terminal on a loopback HTTP port, with a durable sales ledger and
-fault modes (decline, timeout, lost response, busy, malformed) for tests and the demo.
+"""A nexo-speaking payment terminal on a loopback port (HTTP, or HTTPS with a generated
+certificate), with a durable ledger and fault modes (decline, timeout, lost response, busy,
+malformed) for tests and the demo.
 
-Wire: POST / with a SaleToPOIRequest JSON → SaleToPOIResponse JSON. Control: POST /sim/mode
-{"mode": "..."}, GET /sim/ledger. The ledger is written (SQLite, synchronous=FULL) before the
-answer is sent, so a simulator restarted on the same state_path remembers every sale.
-Only masked card numbers are ever stored. See docs/payment-terminal.md.
+It is as strict as the Terminal API documents (TerminalAPI-v1.json and Adyen's published
+behaviour; each rule below names its source, and docs/payment-terminal.md lists them):
+  - a request the schema refuses (a required field missing, a TimeStamp that is not a
+    date-time, a ReversalReason outside its enum, an amount over 99999999.999999, an unknown
+    POIID) is answered with an EventNotification Reject, not a response;
+  - a ServiceID is unique per terminal for 48 hours: a SaleID+ServiceID pair used again
+    within that time is rejected (Adyen: "Must be unique within the last 48 hours for the
+    terminal (POIID) being used"; what the terminal answers is not published — Reject is
+    our reading);
+  - one payment at a time: a PaymentRequest while another is in progress is answered
+    Failure/Busy (ErrorCondition Busy; the answer itself is not published);
+  - TransactionStatus finds a transaction by its message reference (SaleID, ServiceID,
+    MessageCategory Payment or Reversal, default Payment), "the most recent transaction
+    matching the parameters", and repeats the answer once given: a payment reversed later
+    still reads as the original approval; the reversal's own status is asked with
+    MessageCategory Reversal and the reversal's ServiceID. Only with `reference_lookup` (a
+    terminal that documents it) may a MessageReference name a sale by SaleTransactionID, and
+    then only within the asker's SaleID;
+  - a reversal names the original sale by its POITransactionID and that transaction's
+    TimeStamp; another timestamp does not name it (NotFound).
+
+Wire: POST / (or /nexo) with a SaleToPOIRequest JSON → SaleToPOIResponse JSON. Control: POST
+/sim/mode {"mode": "..."}, GET /sim/ledger. The ledger is written (SQLite, synchronous=FULL)
+before the answer is sent, so a simulator restarted on the same state_path remembers every
+sale and every answer. Only masked card numbers are ever stored.
 """
 
 from __future__ import annotations
@@ -13,12 +35,15 @@ import json
 import logging
 import secrets
 import sqlite3
+import ssl
 import threading
+import time
 from dataclasses import asdict, dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from devices.contracts import PoiTransaction
 from devices.terminal import nexo
 
 log = logging.getLogger("devices.terminal.sim")
@@ -26,6 +51,7 @@ log = logging.getLogger("devices.terminal.sim")
 MODES = ("approve", "decline", "timeout", "lost-response", "busy", "malformed")
 DEMO_MASKED_PAN = "603799******1234"  # Bank Melli BIN, demo card; the full number never exists here
 DECLINE_THOUSANDS = 13  # amounts whose thousands end in 13 (e.g. 113,000 rials) are declined
+SERVICE_ID_REUSE_S = 48 * 3600  # Adyen: a ServiceID is unique per terminal for 48 hours
 
 
 def declines_by_amount(amount_rials: int) -> bool:
@@ -41,11 +67,14 @@ class SimulatorModeError(ValueError):
 class _InFlight:
     reference: str
     service_id: str
+    sale_id: str
     abort: threading.Event
 
 
 class _Ledger:
-    """Sales keyed by reference, in SQLite (a file when state_path is given)."""
+    """Sales keyed by the terminal's POITransactionID; every answer given to a Payment or a
+    Reversal, keyed by its message reference; every ServiceID seen — in SQLite (a file when
+    state_path is given)."""
 
     def __init__(self, path: Path | None) -> None:
         self._lock = threading.Lock()
@@ -53,11 +82,15 @@ class _Ledger:
         self._db.execute("PRAGMA journal_mode=WAL" if path else "PRAGMA journal_mode=MEMORY")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS sales (reference TEXT PRIMARY KEY, poi_transaction_id TEXT UNIQUE,"
+            "CREATE TABLE IF NOT EXISTS sales (poi_transaction_id TEXT PRIMARY KEY, reference TEXT,"
             " amount_rials INTEGER, status TEXT, masked_pan TEXT, rrn TEXT, stan TEXT, approval_code TEXT,"
             " error_condition TEXT, sale_timestamp TEXT, poi_timestamp TEXT, service_id TEXT, sale_id TEXT)"
         )
-        self._db.execute("CREATE TABLE IF NOT EXISTS service_ids (sale_id TEXT, service_id TEXT, reference TEXT,"
+        # the answer given to each Payment / Reversal, as TransactionStatus repeats it
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS answers (sale_id TEXT, service_id TEXT, category TEXT, reference TEXT,"
+            " at REAL, body_name TEXT, body TEXT, PRIMARY KEY (sale_id, service_id))")
+        self._db.execute("CREATE TABLE IF NOT EXISTS service_ids (sale_id TEXT, service_id TEXT, at REAL,"
                          " PRIMARY KEY (sale_id, service_id))")
         self._db.execute("CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER)")
 
@@ -69,7 +102,19 @@ class _Ledger:
             self._db.execute("INSERT INTO counters VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET value = value + 1", (name,))
             return int(self._db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0])
 
-    def put(self, sale: nexo.Sale) -> None:
+    def claim_service_id(self, sale_id: str, service_id: str, now: float) -> bool:
+        """Record a request's ServiceID; False when this SaleID used it within 48 hours."""
+        with self._lock:
+            row = self._db.execute("SELECT at FROM service_ids WHERE sale_id = ? AND service_id = ?",
+                                   (sale_id, service_id)).fetchone()
+            if row is not None and now - row[0] < SERVICE_ID_REUSE_S:
+                return False
+            self._db.execute("INSERT OR REPLACE INTO service_ids VALUES (?, ?, ?)", (sale_id, service_id, now))
+            return True
+
+    def put(self, sale: nexo.Sale, answer: tuple[str, str, str, str, dict[str, Any]] | None = None) -> None:
+        """Store a sale, and (category, sale_id, service_id, body_name, body) of the answer
+        given — in one commit, before that answer leaves."""
         row = asdict(sale)
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -77,27 +122,48 @@ class _Ledger:
                 f"INSERT OR REPLACE INTO sales ({', '.join(self._COLS)}) VALUES ({', '.join('?' * len(self._COLS))})",
                 [row[c] for c in self._COLS],
             )
-            if sale.service_id:
-                self._db.execute("INSERT OR REPLACE INTO service_ids VALUES (?, ?, ?)",
-                                 (sale.sale_id, sale.service_id, sale.reference))
+            if answer is not None:
+                category, sale_id, service_id, body_name, body = answer
+                self._db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                 (sale_id, service_id, category, sale.reference, time.time(), body_name,
+                                  json.dumps(body, ensure_ascii=False)))
             self._db.execute("COMMIT")
+
+    def put_answer(self, category: str, sale_id: str, service_id: str, reference: str, body_name: str,
+                   body: dict[str, Any]) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (sale_id, service_id, category, reference, time.time(), body_name,
+                              json.dumps(body, ensure_ascii=False)))
+
+    def answer(self, sale_id: str, category: str, service_id: str = "", reference: str = ""
+               ) -> tuple[str, str, dict[str, Any]] | None:
+        """(ServiceID, body name, body) of the most recent answer matching the reference."""
+        sql = "SELECT service_id, body_name, body FROM answers WHERE sale_id = ? AND category = ?"
+        args: list[Any] = [sale_id, category]
+        if service_id:
+            sql += " AND service_id = ?"
+            args.append(service_id)
+        if reference:
+            sql += " AND reference = ?"
+            args.append(reference)
+        with self._lock:
+            row = self._db.execute(sql + " ORDER BY at DESC, rowid DESC LIMIT 1", args).fetchone()
+        return (row[0], row[1], json.loads(row[2])) if row else None
 
     def _one(self, where: str, args: tuple[Any, ...]) -> nexo.Sale | None:
         with self._lock:
             row = self._db.execute(f"SELECT {', '.join(self._COLS)} FROM sales WHERE {where}", args).fetchone()
         return nexo.Sale(**dict(zip(self._COLS, row))) if row else None
 
-    def by_reference(self, reference: str) -> nexo.Sale | None:
-        return self._one("reference = ?", (reference,))
-
     def by_poi_transaction(self, poi_transaction_id: str) -> nexo.Sale | None:
         return self._one("poi_transaction_id = ?", (poi_transaction_id,))
 
-    def by_service_id(self, sale_id: str, service_id: str) -> nexo.Sale | None:
+    def by_reference(self, reference: str) -> list[nexo.Sale]:
         with self._lock:
-            row = self._db.execute("SELECT reference FROM service_ids WHERE sale_id = ? AND service_id = ?",
-                                   (sale_id, service_id)).fetchone()
-        return self.by_reference(row[0]) if row else None
+            rows = self._db.execute(f"SELECT {', '.join(self._COLS)} FROM sales WHERE reference = ? ORDER BY rowid",
+                                    (reference,)).fetchall()
+        return [nexo.Sale(**dict(zip(self._COLS, r))) for r in rows]
 
     def all(self) -> list[nexo.Sale]:
         with self._lock:
@@ -110,7 +176,9 @@ class _Ledger:
 
 
 class NexoTerminalSimulator:
-    """A payment terminal behind the real nexo JSON wire on 127.0.0.1."""
+    """A payment terminal behind the real nexo JSON wire on 127.0.0.1. `tls`: a server
+    certificate (devices.terminal.tls.generate_self_signed) to serve HTTPS, as real terminals
+    do; without it the simulator serves plain HTTP for development."""
 
     def __init__(
         self,
@@ -122,6 +190,8 @@ class NexoTerminalSimulator:
         latency_s: float = 0.0,
         poi_id: str = "SIM-POI-1",
         hang_s: float = 30.0,
+        tls: Any = None,
+        reference_lookup: bool = False,
     ) -> None:
         self.host, self.port = host, port
         self.poi_id = poi_id
@@ -131,6 +201,11 @@ class NexoTerminalSimulator:
         self.latency_s = latency_s
         self.hang_s = hang_s  # how long "timeout" mode holds a request before giving up
         self.state_path = state_path
+        self.tls = tls
+        self.reference_lookup = reference_lookup
+        #: what the RRN/STAN look like; "adyen" plays a terminal whose acquirer sends its own
+        #: reference and no STAN
+        self.acquirer = "shaparak"
         self._mode = "approve"
         self._once: str | None = None
         self._mode_lock = threading.Lock()
@@ -142,6 +217,7 @@ class NexoTerminalSimulator:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.requests_seen: list[str] = []  # body names in arrival order ("PaymentRequest", "AbortRequest", …)
+        self.rejected: list[str] = []  # why each rejected request was rejected, in order
         # hold_approved: an approved sale is recorded, then its answer is held until
         # release_held() or an Abort for it — a test can act "while the terminal approves"
         self.hold_approved = False
@@ -160,6 +236,11 @@ class NexoTerminalSimulator:
 
         self._server = ThreadingHTTPServer((self.host, self.port), Handler)
         self._server.daemon_threads = True
+        if self.tls is not None:
+            from devices.terminal.tls import server_context
+
+            context: ssl.SSLContext = server_context(self.tls.cert_path, self.tls.key_path)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name=f"nexo-sim-{self.port}", daemon=True)
         self._thread.start()
@@ -168,7 +249,7 @@ class NexoTerminalSimulator:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/"
+        return f"{'https' if self.tls is not None else 'http'}://{self.host}:{self.port}/nexo"
 
     def stop(self) -> None:
         self._stopping.set()  # wakes handlers held by "timeout" mode or latency
@@ -230,87 +311,109 @@ class NexoTerminalSimulator:
         ]
 
     def net_charged(self, reference: str) -> int:
-        """What the card holder is out of pocket for this sale: approved minus reversed."""
-        sale = self.ledger_store.by_reference(reference)
-        return sale.amount_rials if sale and sale.status == "approved" else 0
+        """What the card holder is out of pocket for this reference: approved minus reversed."""
+        return sum(s.amount_rials for s in self.ledger_store.by_reference(reference) if s.status == "approved")
 
     # --- request handling (called on server threads) -----------------------------------------
     def handle(self, raw: bytes) -> dict[str, Any] | bytes | None:
-        """The answer to one POST: a JSON message, raw bytes (malformed mode), or None (drop)."""
+        """The answer to one POST: a JSON message, raw bytes (malformed mode, an abort's empty
+        body), or None (drop the connection without an answer)."""
         try:
             req = nexo.parse_request(raw)
-        except nexo.NexoParseError as exc:
-            log.warning("simulator got a malformed request: %s", exc)
-            return {"SaleToPOIResponse": {"error": nexo.MESSAGE_FORMAT}}
+        except nexo.InvalidRequest as exc:
+            return self._reject(str(exc), exc.header, raw)
         self.requests_seen.append(req.body_name)
         h = req.header
         if h.poi_id != self.poi_id:
-            return nexo.response_message(h, req.body_name.replace("Request", "Response"), nexo.failure_body(nexo.NOT_ALLOWED))
-        try:
-            if h.category == nexo.Category.PAYMENT:
-                return self._payment(req)
-            if h.category == nexo.Category.REVERSAL:
-                return self._reversal(req)
-            if h.category == nexo.Category.TRANSACTION_STATUS:
-                return self._status(req)
-            if h.category == nexo.Category.ABORT:
-                return self._abort(req)
-            return nexo.response_message(h, "DiagnosisResponse", nexo.diagnosis_response_body("OK", self.identity))
-        except nexo.NexoParseError as exc:
-            log.warning("simulator rejected %s: %s", req.body_name, exc)
-            return nexo.response_message(h, req.body_name.replace("Request", "Response"), nexo.failure_body(nexo.MESSAGE_FORMAT))
+            return self._reject(f"POIID {h.poi_id} is not this terminal", h, raw)
+        if not self.ledger_store.claim_service_id(h.sale_id, h.service_id, time.time()):
+            return self._reject(f"ServiceID {h.service_id} was used within the last 48 hours", h, raw)
+        if h.category == nexo.Category.PAYMENT:
+            return self._payment(req)
+        if h.category == nexo.Category.REVERSAL:
+            return self._reversal(req)
+        if h.category == nexo.Category.TRANSACTION_STATUS:
+            return self._status(req)
+        if h.category == nexo.Category.ABORT:
+            return self._abort(req)
+        return nexo.response_message(h, "DiagnosisResponse", nexo.diagnosis_response_body("OK", self.identity))
+
+    def _reject(self, why: str, header: nexo.Header | None, raw: bytes) -> dict[str, Any]:
+        log.warning("simulator rejected a request: %s", why)
+        self.rejected.append(why)
+        return nexo.reject_event(self.poi_id, header.sale_id if header else "", header.service_id if header else "",
+                                 why, raw)
 
     def _payment(self, req: nexo.ParsedRequest) -> dict[str, Any] | bytes | None:
         h = req.header
-        reference = nexo.request_reference(req.body, "PaymentRequest")
-        sale_ts = _str_at(req.body, "SaleData", "SaleTransactionID", "TimeStamp")
-        amount = nexo.request_amount(req.body)
+        sale_tx = nexo.request_sale(req.body, "PaymentRequest")
+        reference = sale_tx.transaction_id
+        currency, amount = nexo.request_amount(req.body)
         mode = self._take_mode()
         if mode == "malformed":
             return b'{"SaleToPOIResponse": {"MessageHeader": '  # cut mid-object: invalid JSON
-        if mode == "busy":
-            return nexo.response_message(h, "PaymentResponse", nexo.failure_body(nexo.BUSY, reference))
-        existing = self.ledger_store.by_reference(reference)
-        if existing is not None and existing.status != "declined":
-            # a reference is one sale: never charge it twice
-            return nexo.response_message(h, "PaymentResponse", nexo.failure_body(nexo.NOT_ALLOWED, reference))
-        flight = _InFlight(reference, h.service_id, threading.Event())
+        if currency != nexo.CURRENCY:
+            return nexo.response_message(h, "PaymentResponse", nexo.failure_body(nexo.PAYMENT_RESTRICTION, reference))
+        flight = _InFlight(reference, h.service_id, h.sale_id, threading.Event())
         with self._inflight_lock:
-            self._inflight[(h.sale_id, h.service_id)] = flight
+            busy = mode == "busy" or any(f for f in self._inflight.values())
+            if not busy:
+                self._inflight[(h.sale_id, h.service_id)] = flight
+        if busy:
+            # one payment at a time: the terminal's card reader and PIN pad are taken
+            return nexo.response_message(h, "PaymentResponse", nexo.failure_body(nexo.BUSY, reference))
         try:
             wait = self.hang_s if mode == "timeout" else self.latency_s
             if wait > 0 and self._wait(flight.abort, wait):
-                return nexo.response_message(h, "PaymentResponse", nexo.failure_body(nexo.ABORTED, reference))
+                return self._answer_payment(h, self._failed_sale(h, sale_tx, amount, nexo.ABORTED), mode)
             if mode == "timeout":
                 return None  # the terminal gave up without completing the sale; nothing recorded
             declined = mode == "decline" or declines_by_amount(amount)
-            poi_ts = nexo.now_iso()
+            if declined:
+                return self._answer_payment(h, self._failed_sale(h, sale_tx, amount, nexo.REFUSAL), mode)
             seq = self.ledger_store.next_counter("poi_tx")
             sale = nexo.Sale(
                 reference=reference,
                 poi_transaction_id=f"{self.poi_id}-{seq:08d}",
                 amount_rials=amount,
-                status="declined" if declined else "approved",
+                status="approved",
                 masked_pan=self.masked_pan,
-                rrn="" if declined else f"{secrets.randbelow(10**12):012d}",
-                stan="" if declined else f"{self.ledger_store.next_counter('stan') % 1_000_000:06d}",
-                approval_code="" if declined else f"{secrets.randbelow(10**6):06d}",
-                error_condition=nexo.REFUSAL if declined else "",
-                sale_timestamp=sale_ts or nexo.now_iso(),
-                poi_timestamp=poi_ts,
+                rrn=self._rrn(),
+                stan=f"{self.ledger_store.next_counter('stan') % 1_000_000:06d}" if self.acquirer == "shaparak" else "",
+                approval_code=f"{secrets.randbelow(10**6):06d}",
+                sale_timestamp=sale_tx.timestamp,
+                poi_timestamp=nexo.now_iso(),
                 service_id=h.service_id,
                 sale_id=h.sale_id,
             )
-            self.ledger_store.put(sale)  # durable before the answer leaves
-            log.info("sim sale %s %s %d rials", reference, sale.status, amount)
-            if self.hold_approved and not declined:
-                self._hold(flight.abort)
-            if mode == "lost-response":
-                return None
-            return nexo.response_message(h, "PaymentResponse", nexo.payment_response_body(sale))
+            return self._answer_payment(h, sale, mode, flight.abort)
         finally:
             with self._inflight_lock:
                 self._inflight.pop((h.sale_id, h.service_id), None)
+
+    def _rrn(self) -> str:
+        if self.acquirer == "shaparak":
+            return f"{secrets.randbelow(10**12):012d}"
+        return secrets.token_hex(8).upper()  # an acquirer reference that is not digits only
+
+    def _failed_sale(self, h: nexo.Header, sale_tx: PoiTransaction, amount: int, condition: str) -> nexo.Sale:
+        seq = self.ledger_store.next_counter("poi_tx")
+        return nexo.Sale(reference=sale_tx.transaction_id, poi_transaction_id=f"{self.poi_id}-{seq:08d}",
+                         amount_rials=amount, status="declined", error_condition=condition,
+                         sale_timestamp=sale_tx.timestamp, poi_timestamp=nexo.now_iso(),
+                         service_id=h.service_id, sale_id=h.sale_id)
+
+    def _answer_payment(self, h: nexo.Header, sale: nexo.Sale, mode: str,
+                        abort: threading.Event | None = None) -> dict[str, Any] | None:
+        body = nexo.payment_response_body(sale)
+        # durable before the answer leaves: the sale and the answer status will repeat
+        self.ledger_store.put(sale, ("Payment", h.sale_id, h.service_id, "PaymentResponse", body))
+        log.info("sim sale %s %s %d rials", sale.reference, sale.status, sale.amount_rials)
+        if sale.status == "approved" and self.hold_approved and abort is not None:
+            self._hold(abort)
+        if mode == "lost-response":
+            return None
+        return nexo.response_message(h, "PaymentResponse", body)
 
     def release_held(self) -> None:
         """Let a held approved answer go (see hold_approved)."""
@@ -336,49 +439,62 @@ class NexoTerminalSimulator:
             waited += step
         return False
 
-    def _find(self, sale_id: str, service_id: str, reference: str) -> tuple[nexo.Sale | None, bool]:
-        """(sale, in_progress) by ServiceID first, else by SaleTransactionID (our extension)."""
-        with self._inflight_lock:
-            flights = list(self._inflight.items())
-        for (sid, svc), f in flights:
-            if sid == sale_id and ((service_id and svc == service_id) or (reference and f.reference == reference)):
-                return None, True
-        sale = self.ledger_store.by_service_id(sale_id, service_id) if service_id else None
-        if sale is None and reference:
-            sale = self.ledger_store.by_reference(reference)
-        return sale, False
-
     def _status(self, req: nexo.ParsedRequest) -> dict[str, Any]:
-        sale_id, service_id, reference = nexo.message_reference(req.body, "TransactionStatusRequest")
-        sale, in_progress = self._find(sale_id or req.header.sale_id, service_id, reference)
-        body = nexo.status_response_body(req.header, sale, nexo.IN_PROGRESS if in_progress else "")
-        return nexo.response_message(req.header, "TransactionStatusResponse", body)
+        h = req.header
+        category, sale_id, service_id, reference = nexo.parse_message_reference(req.body)
+        sale_id = sale_id or h.sale_id
+        if not self.reference_lookup:
+            reference = ""  # a terminal without the extension ignores it
+        ref_json = {"MessageCategory": category, "SaleID": sale_id, **({"ServiceID": service_id} if service_id else {})}
+        with self._inflight_lock:
+            running = [f for f in self._inflight.values() if f.sale_id == sale_id and category == "Payment"
+                       and (f.service_id == service_id or (not service_id and (not reference or f.reference == reference)))]
+        if running:
+            body = nexo.status_response_body(h, ref_json, None, nexo.IN_PROGRESS)
+            body["Response"]["AdditionalResponse"] = "message=Uncompleted%20transaction"
+            return nexo.response_message(h, "TransactionStatusResponse", body)
+        # "the most recent transaction matching the parameters": with no ServiceID, the
+        # SaleID's last Payment (or Reversal)
+        found = self.ledger_store.answer(sale_id, category, service_id, reference) \
+            if category in ("Payment", "Reversal") else None
+        repeated = None
+        if found is not None:
+            svc, body_name, body = found
+            repeated = (nexo.Category(category), svc, body_name, body)
+        return nexo.response_message(h, "TransactionStatusResponse", nexo.status_response_body(h, ref_json, repeated))
 
     def _abort(self, req: nexo.ParsedRequest) -> bytes:
-        sale_id, service_id, reference = nexo.message_reference(req.body, "AbortRequest")
+        category, sale_id, service_id, _ = nexo.parse_message_reference(req.body)
         sale_id = sale_id or req.header.sale_id
         with self._inflight_lock:
-            for (sid, svc), f in self._inflight.items():
-                if sid == sale_id and ((service_id and svc == service_id) or (reference and f.reference == reference)):
+            for f in self._inflight.values():
+                if category == "Payment" and f.sale_id == sale_id and f.service_id == service_id:
                     f.abort.set()
-        return b""  # nexo defines no AbortResponse; the HTTP 200 is the whole answer
+        return b""  # "A successful AbortRequest returns ... 200 OK ... and no body"
 
     def _reversal(self, req: nexo.ParsedRequest) -> dict[str, Any]:
         h = req.header
-        poi = nexo._obj(nexo._obj(req.body, "OriginalPOITransaction", "ReversalRequest"), "POITransactionID", "ReversalRequest")
-        poi_tx = nexo._str(poi, "TransactionID", "ReversalRequest.OriginalPOITransaction")
-        amount = nexo._amount(req.body, "ReversedAmount", "ReversalRequest")
-        sale = self.ledger_store.by_poi_transaction(poi_tx)
-        if sale is None:
-            return nexo.response_message(h, "ReversalResponse", nexo.failure_body(nexo.NOT_FOUND))
-        if sale.status == "declined" or amount != sale.amount_rials:
-            # nothing was charged, or a partial reversal (not offered by this terminal)
-            return nexo.response_message(h, "ReversalResponse", nexo.failure_body(nexo.NOT_ALLOWED))
-        if sale.status == "approved":
+        original, amount = nexo.request_original(req.body)
+        reference = ""
+        if isinstance(req.body.get("SaleData"), dict):
+            reference = nexo.request_sale(req.body, "ReversalRequest").transaction_id
+        sale = self.ledger_store.by_poi_transaction(original.transaction_id)
+        if sale is None or sale.poi_timestamp != original.timestamp:
+            # the original is named by its POITransactionID *and* that transaction's TimeStamp
+            body = nexo.failure_body(nexo.NOT_FOUND)
+        elif sale.status != "approved" or (amount is not None and amount != sale.amount_rials):
+            # nothing was charged, already reversed, or a partial reversal (not offered here)
+            body = nexo.failure_body(nexo.NOT_ALLOWED)
+        else:
             sale = replace(sale, status="reversed")
-            self.ledger_store.put(sale)
+            seq = self.ledger_store.next_counter("poi_tx")
+            body = nexo.reversal_response_body(sale, PoiTransaction(f"{self.poi_id}-{seq:08d}", nexo.now_iso()))
+            self.ledger_store.put(sale, ("Reversal", h.sale_id, h.service_id, "ReversalResponse", body))
             log.info("sim sale %s reversed", sale.reference)
-        return nexo.response_message(h, "ReversalResponse", nexo.reversal_response_body(sale))
+            return nexo.response_message(h, "ReversalResponse", body)
+        self.ledger_store.put_answer("Reversal", h.sale_id, h.service_id, reference or (sale.reference if sale else ""),
+                                     "ReversalResponse", body)
+        return nexo.response_message(h, "ReversalResponse", body)
 
 
 def _str_at(d: dict[str, Any], *path: str) -> str:

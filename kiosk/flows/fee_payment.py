@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 
 from devices.base import DeviceError
-from devices.contracts import Scanner
+from devices.contracts import AmountTooLarge, Scanner
 from kiosk.backoffice_client import AmountMismatch, BillAlreadyPaid, BillInfo
 from kiosk.bills import Bill, InvalidBill, NotABill, parse_bill, parse_scanned
 from kiosk.context import KioskContext
@@ -163,6 +163,11 @@ class FeePaymentFlow:
         await self.ui.show_step("pay.insert_card", amount_rials=info.amount_rials)
         try:
             charge = await money.charge(tx_id, info.amount_rials)
+        except AmountTooLarge as exc:  # refused before the terminal was asked
+            await money.cancel(tx_id, {"reason": exc.to_dict()})
+            await self.ui.show_error("pay.amount_over_limit")
+            return await self._end(Outcome(False, "pay.amount_over_limit", transaction_id=tx_id), TxState.CANCELLED,
+                                   info.amount_rials, tx_id)
         except DeviceError as exc:  # no terminal at all: nothing was asked, nothing charged
             await money.cancel(tx_id, {"reason": exc.to_dict()})
             await self.ui.show_error("service.unavailable")

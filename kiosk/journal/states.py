@@ -33,7 +33,9 @@ ALLOWED: dict[TxState, frozenset[TxState]] = {
     _S.UNCERTAIN: frozenset({_S.FULFILLED, _S.REVERSING}),
     _S.FULFILLED: frozenset({_S.POSTED}),
     _S.POSTED: frozenset({_S.COMPLETED}),
-    _S.REVERSING: frozenset({_S.REVERSED, _S.REFUND_PENDING}),
+    # REVERSING again: a retried reversal journals the new message reference it goes out under
+    # (a terminal refuses a ServiceID used again), so every request sent can be asked about
+    _S.REVERSING: frozenset({_S.REVERSING, _S.REVERSED, _S.REFUND_PENDING}),
     _S.REFUND_PENDING: frozenset({_S.REVERSED}),
     _S.COMPLETED: frozenset(),
     _S.DECLINED: frozenset(),
