@@ -24,6 +24,7 @@ from devices.pn532.virtual import VirtualPN532, demo_card
 from devices.printer.emulator import NetworkPrinterEmulator
 from devices.scanner.emulator import SerialScannerEmulator
 from devices.terminal.simulator import NexoTerminalSimulator
+from devices.terminal.tls import load_or_generate
 from kiosk.settings import KioskSettings
 
 KIOSK_ID = "kiosk-demo-01"
@@ -77,8 +78,11 @@ def demo_environment(data_dir: Path, *, extra_devices: tuple[DeviceConfig, ...] 
     with contextlib.ExitStack() as stack:
         backoffice = stack.enter_context(serve_in_thread(db_url))
         seed_demo(db_url, {KIOSK_ID: token})
+        # HTTPS with a pinned certificate, as a real terminal's local API is served; the
+        # certificate is kept in the data dir so the pin stays valid across demo runs
+        tls = load_or_generate(data_dir / "terminal-tls", common_name="SIM-POI-1")
         terminal = NexoTerminalSimulator(mode=terminal_mode, latency_s=terminal_latency_s,
-                                         state_path=data_dir / "terminal-ledger.sqlite3")
+                                         state_path=data_dir / "terminal-ledger.sqlite3", tls=tls)
         terminal_url = terminal.start()
         stack.callback(terminal.stop)
         printer = NetworkPrinterEmulator()
@@ -93,7 +97,7 @@ def demo_environment(data_dir: Path, *, extra_devices: tuple[DeviceConfig, ...] 
         stack.callback(card_reader.stop)
         devices = (
             DeviceConfig("terminal", "nexo-http", {"url": terminal_url, "sale_id": KIOSK_ID,
-                                                   "poi_id": "SIM-POI-1"}),
+                                                   "poi_id": "SIM-POI-1", "tls_fingerprint": tls.fingerprint}),
             DeviceConfig("printer", "escpos", {"connection": "network", "host": host, "port": port}),
             DeviceConfig("scanner", "serial-scanner", {"port": scanner_port, "suffix": "\r\n"}),
             DeviceConfig("card_reader", "pn532-uart", {"port": reader_port}),

@@ -132,7 +132,9 @@ def test_sim_terminal_takes_a_payment_from_the_nexo_driver(sims: list[Sim], tmp_
     sims.append(sim)
 
     async def pay() -> Any:
-        term = NexoTerminal("terminal", url=sim.info["url"], sale_id="kiosk-t", poi_id=sim.info["poi_id"])
+        assert sim.info["url"].startswith("https://")  # served as a real terminal serves it
+        term = NexoTerminal("terminal", url=sim.info["url"], sale_id="kiosk-t", poi_id=sim.info["poi_id"],
+                            tls_fingerprint=sim.info["tls_fingerprint"])
         await term.open()
         try:
             return await term.pay(term.new_ref("kiosk-t-1"), 17_000, timeout=10)

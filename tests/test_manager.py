@@ -31,7 +31,7 @@ def free_port() -> int:
 def configs(port: int, **dispenser: Any) -> list[DeviceConfig]:
     return load_device_configs([
         {"name": "terminal", "type": "nexo-http", "url": f"http://127.0.0.1:{port}/", "sale_id": "KIOSK-7",
-         "poi_id": "SIM-POI-1", "connect_timeout": 0.5},
+         "poi_id": "SIM-POI-1", "connect_timeout": 0.5, "allow_plain_http": True},
         {"name": "dispenser", "type": "dispenser-sim", "options": {"stacker": 20, **dispenser}},
     ])
 

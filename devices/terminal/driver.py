@@ -26,6 +26,7 @@ from devices.base import (
 from devices.contracts import AmountTooLarge, MessageRef, PaymentResult, PaymentTerminal, PoiTransaction
 from devices.terminal import nexo
 from devices.terminal.acquirer import AcquirerProfile, profile_named
+from devices.terminal.tls import classify_ssl_error, terminal_session
 
 log = logging.getLogger("devices.terminal")
 
@@ -55,7 +56,9 @@ class NexoTerminal(PaymentTerminal):
     terminal), connect_timeout (seconds, default 2), acquirer (the acquirer profile, default
     "shaparak": RRN/STAN rules and amount limits, see devices/terminal/acquirer.py),
     status_by_reference (default false: only for terminals that document finding a sale by
-    its SaleTransactionID when the ServiceID is lost)."""
+    its SaleTransactionID when the ServiceID is lost). Transport: an https url with
+    tls_fingerprint (the terminal certificate's SHA-256, pinned) or tls_ca_file; a plain http
+    url only with allow_plain_http (development). See devices/terminal/tls.py."""
 
     def __init__(self, name: str, **options: Any) -> None:
         super().__init__(name, **options)
@@ -71,13 +74,19 @@ class NexoTerminal(PaymentTerminal):
         self.capabilities = {"currency": nexo.CURRENCY, "reversal": True, "transaction_status": True, "abort": True,
                              "status_by_reference": self.status_by_reference,
                              "max_amount_rials": self.profile.max_amount_rials}
+        self.tls_fingerprint = options.get("tls_fingerprint") or None
+        self.tls_ca_file = options.get("tls_ca_file") or None
+        self.allow_plain_http = bool(options.get("allow_plain_http", False))
+        # refuse an insecure or trust-less configuration now, not at the first sale
+        terminal_session(self.url, fingerprint=self.tls_fingerprint, ca_file=self.tls_ca_file,
+                         allow_plain_http=self.allow_plain_http, device=name).close()
         self._session: requests.Session | None = None
         self._background: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def _open(self) -> None:
         if self._session is None:
-            self._session = requests.Session()
+            self._session = self._new_session()
         header = self._header(nexo.Category.DIAGNOSIS)
         raw = await self.run_blocking(self._post, nexo.diagnosis_request(header), 5.0)
         diag = nexo.parse_diagnosis_body(nexo.parse_response(raw, header))
@@ -215,10 +224,15 @@ class NexoTerminal(PaymentTerminal):
 
     def _post(self, payload: dict[str, Any], read_timeout: float) -> bytes:
         """One blocking HTTP exchange with every transport failure typed."""
-        session = self._session or requests.Session()
+        session = self._session or self._new_session()
         self._session = session
         try:
             resp = session.post(self.url, json=payload, timeout=(self.connect_timeout, read_timeout))
+        except requests.exceptions.SSLError as exc:
+            # a ConnectionError subclass, so first: a certificate that is not the pinned one
+            # (nothing was sent) is told from a TLS failure after the request went out (the
+            # sale may have happened: NoResponse, so the caller asks the status)
+            raise classify_ssl_error(exc, self.name, may_have_sent=NoResponse) from exc
         except requests.ConnectTimeout as exc:
             raise DeviceOffline(f"{self.name}: terminal unreachable at {self.url}", device=self.name,
                                 error_code="connectTimeout") from exc
@@ -238,6 +252,10 @@ class NexoTerminal(PaymentTerminal):
             raise ProtocolError(f"{self.name}: terminal answered HTTP {resp.status_code}", device=self.name,
                                 error_code="httpStatus")
         return resp.content
+
+    def _new_session(self) -> requests.Session:
+        return terminal_session(self.url, fingerprint=self.tls_fingerprint, ca_file=self.tls_ca_file,
+                                allow_plain_http=self.allow_plain_http, device=self.name)
 
     def _in_background(self, coro: Any) -> None:
         async def quietly() -> None:

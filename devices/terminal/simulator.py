@@ -240,7 +240,10 @@ class NexoTerminalSimulator:
             from devices.terminal.tls import server_context
 
             context: ssl.SSLContext = server_context(self.tls.cert_path, self.tls.key_path)
-            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            # the handshake runs in the request's own thread: a client that connects and never
+            # speaks must not stall the accept loop
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True,
+                                                      do_handshake_on_connect=False)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name=f"nexo-sim-{self.port}", daemon=True)
         self._thread.start()

@@ -188,6 +188,22 @@ def generate_self_signed(
     return TerminalCertificate(cert_path, key_path, fingerprint_of(cert.public_bytes(serialization.Encoding.DER)))
 
 
+def load_or_generate(directory: Path, *, common_name: str, min_days_left: int = 30) -> TerminalCertificate:
+    """The certificate already in `directory` (so a pinned fingerprint stays valid across
+    restarts), or a new one when there is none, it cannot be read, or it expires within
+    `min_days_left` days."""
+    cert_path, key_path = Path(directory) / "cert.pem", Path(directory) / "key.pem"
+    try:
+        pem = cert_path.read_bytes()
+        cert = x509.load_pem_x509_certificate(pem)
+        left = cert.not_valid_after_utc - _dt.datetime.now(_dt.timezone.utc)
+        if key_path.is_file() and left > _dt.timedelta(days=min_days_left):
+            return TerminalCertificate(cert_path, key_path, fingerprint_of(pem))
+    except (OSError, ValueError):
+        pass
+    return generate_self_signed(Path(directory), common_name=common_name)
+
+
 def server_context(cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str]) -> ssl.SSLContext:
     """A server-side context (TLS 1.2 minimum) for the simulator's listening socket.
 

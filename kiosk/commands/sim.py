@@ -4,7 +4,8 @@ Prints one JSON line saying where to reach it (a pseudo-terminal path or a loopb
 then runs until SIGINT/SIGTERM, so integrators can point other tools at it:
   kiosk sim pn532 [--no-card] [--uid HEX] [--balance RIALS] [--baud N|0]
   kiosk sim printer [--port N] [--paper ok|low|out] [--save-dir DIR]   (decoded receipts as PNG)
-  kiosk sim terminal [--port N] [--mode approve|decline|…] [--state FILE]
+  kiosk sim terminal [--port N] [--mode approve|decline|…] [--state FILE] [--plain-http]
+                                               (HTTPS; the line names the fingerprint to pin)
   kiosk sim scanner [--suffix crlf|cr|lf]      (each line typed on stdin is sent as one scan)
 
 A bad value (an unknown mode, a UID that is not 8 hex digits, a negative balance, a port out
@@ -17,6 +18,7 @@ import argparse
 import json
 import signal
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -92,11 +94,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     pr.add_argument("--port", type=_port, default=0, help="TCP port on 127.0.0.1 (default: a free one)")
     pr.add_argument("--paper", choices=["ok", "low", "out"], default="ok")
     pr.add_argument("--save-dir", help="save each received job, decoded, as a PNG here")
-    te = kinds.add_parser("terminal", help="nexo Sale-to-POI payment terminal on loopback HTTP")
+    te = kinds.add_parser("terminal", help="nexo Sale-to-POI payment terminal on loopback HTTPS")
     te.add_argument("--port", type=_port, default=0, help="TCP port on 127.0.0.1 (default: a free one)")
     te.add_argument("--mode", type=_terminal_mode, default="approve",
                     help="approve, decline, timeout, lost-response, busy, malformed, or once-MODE")
-    te.add_argument("--state", help="ledger file (kept across restarts)")
+    te.add_argument("--state", help="ledger file (kept across restarts); its TLS certificate is kept beside it")
+    te.add_argument("--plain-http", action="store_true",
+                    help="serve plain HTTP instead of HTTPS (development only; the driver then needs allow_plain_http)")
     sc = kinds.add_parser("scanner", help="serial barcode scanner on a pseudo-terminal; stdin lines are scans")
     sc.add_argument("--suffix", choices=["crlf", "cr", "lf"], default="crlf")
     p.set_defaults(func=handle)
@@ -170,10 +174,21 @@ def _printer(args: argparse.Namespace) -> int:
 def _terminal(args: argparse.Namespace) -> int:
     from devices.terminal.simulator import NexoTerminalSimulator
 
-    sim = NexoTerminalSimulator(port=args.port, mode=args.mode, state_path=Path(args.state) if args.state else None)
+    from devices.terminal.tls import load_or_generate
+
+    tls = None
+    if not args.plain_http:
+        # HTTPS as a real terminal serves it; the certificate lives beside the ledger (or in
+        # a temporary dir) and its fingerprint is announced for the driver's tls_fingerprint
+        tls_dir = Path(args.state).parent / "terminal-tls" if args.state else Path(tempfile.mkdtemp(prefix="nexo-sim-tls-"))
+        tls = load_or_generate(tls_dir, common_name="SIM-POI-1")
+    sim = NexoTerminalSimulator(port=args.port, mode=args.mode, state_path=Path(args.state) if args.state else None,
+                                tls=tls)
     url = _start("terminal", sim.start, args.port)
+    base = url.removesuffix("nexo")
     _announce({"sim": "terminal", "url": url, "mode": sim.mode, "poi_id": sim.poi_id,
-               "control": {"mode": url + "sim/mode", "ledger": url + "sim/ledger"}})
+               "tls_fingerprint": tls.fingerprint if tls else None,
+               "control": {"mode": base + "sim/mode", "ledger": base + "sim/ledger"}})
     return _run_until_stopped(sim.stop)
 
 
