@@ -4,13 +4,17 @@ very same code. Flows add the UI around it; recovery loops it over open transact
 
 Fee payment, in journal states:
   CREATED → PAYING → PAID → FULFILLING → FULFILLED → POSTED → COMPLETED
-  - the terminal request carries the transaction id as its reference (SaleTransactionID);
+  - the terminal request carries the transaction id as its reference (SaleTransactionID), and
+    the terminal knows it by a message reference (SaleID, ServiceID, category) journaled with
+    PAYING (and REVERSING) before the request leaves: the only way to ask about it later;
   - a fee is fulfilled by being settled at the back-office: FULFILLING is journaled in the
     same commit that queues the settlement in the outbox, and FULFILLED + POSTED in the same
     commit that acknowledges it; the post's idempotency key is the transaction id;
   - a settlement the back-office refuses (already paid elsewhere, amount changed) is
     reversed on the card: REVERSING → REVERSED, or REFUND_PENDING when the terminal refuses
-    or says it never saw the sale (an approved sale it cannot find is not money returned);
+    or says it never saw the sale (an approved sale it cannot find is not money returned); a
+    reversal is confirmed by its own status, never by the payment's (a real terminal answers
+    a reversed payment's status with the original approval);
   - before anything paid is reversed, the back-office is asked whether it holds the payment
     (and the outbox's acknowledged rows are read): a settled payment is completed, never
     reversed, and when the back-office cannot be asked nothing is reversed yet.

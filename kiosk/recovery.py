@@ -2,14 +2,18 @@
 money-path code the flows use. Runs at every start and as `kiosk recover`.
 
   CREATED     → CANCELLED          nothing was asked of the terminal
-  PAYING      → ask the terminal (TransactionStatus by our reference):
-                approved → PAID and on as below; declined / never seen → DECLINED;
-                terminal unreachable → left PAYING, retried next time
+  PAYING      → ask the terminal (TransactionStatus by the message reference PAYING journaled:
+                SaleID, ServiceID, Payment): approved → PAID and on as below; declined /
+                never seen → DECLINED; terminal unreachable → left PAYING, retried next time;
+                no journaled reference, or one made at another terminal → left PAYING for
+                an operator (a terminal finds a sale only by its ServiceID)
   PAID        → first ask whether the back-office holds the payment (the outbox's acknowledged
                 rows, then GET /payments/{tx}): settled → FULFILLED → POSTED → COMPLETED;
                 not there → REVERSING → REVERSED (REFUND_PENDING if the terminal refuses or
                 cannot find the approved sale); back-office unreachable → left PAID, retried
-  REVERSING   → retry the reversal (idempotent by reference)
+  REVERSING   → ask about every reversal request journaled (TransactionStatus, Reversal, its
+                ServiceID): done → REVERSED, refused → REFUND_PENDING; none arrived → a new
+                reversal under a new ServiceID (REVERSING again), never a second one blind
   FULFILLING  → post the queued settlement again with its idempotency key: acknowledged →
                 FULFILLED, POSTED → COMPLETED; refused → reversed (after the same question);
                 back-office down → stays queued in the outbox (store-and-forward), "queued"
