@@ -256,3 +256,47 @@ def test_a_refused_reversal_goes_to_an_operator_once(env: DemoEnvironment) -> No
         tx = j.get(tx_id)
     assert tx.state == TxState.REFUND_PENDING
     assert tx.data["error_condition"] == "NotAllowed"
+
+
+def test_a_fee_over_the_terminal_maximum_is_refused_before_the_terminal_is_asked(env: DemoEnvironment) -> None:
+    """Item 5: RequestedAmount's schema maximum is 99999999.999999, so a 120,000,000-rial
+    slip cannot be paid by card here. The citizen is told so (in Persian and English) and
+    the transaction is CANCELLED: nothing journaled as PAYING, no request sent."""
+    import datetime as dt
+
+    import sqlalchemy as sa
+    from sqlalchemy.orm import Session
+
+    from backoffice.models import Bill, BillStatus
+    from kiosk.bills import make_bill_id, make_payment_id, parse_bill
+    from kiosk.flows.fee_payment import FeePaymentFlow
+    from kiosk.messages import text
+    from kiosk.scripted_ui import ScriptedUI
+
+    amount = 120_000_000
+    bill = parse_bill(make_bill_id("77123", "123", 7), make_payment_id(make_bill_id("77123", "123", 7), amount, 4, 9))
+    engine = sa.create_engine(env.backoffice_db_url)
+    with Session(engine) as session, session.begin():
+        session.add(Bill(bill_id=bill.bill_id, payment_id=bill.payment_id, service_type=int(bill.service_type),
+                         company_code=bill.company_code, amount_rials=bill.amount_rials, status=BillStatus.UNPAID,
+                         payer_name="آزمون", due_date=dt.date(2026, 12, 21), description_fa="عوارض آزمون"))
+    engine.dispose()
+    wire = Wire(env)
+    ui = ScriptedUI({"fee.how_to_enter": "manual", "fee.enter_bill_id": bill.bill_id,
+                     "fee.enter_payment_id": bill.payment_id, "fee.confirm": True})
+
+    async def go() -> Any:
+        ctx = await KioskContext.open(env.settings, env.data_dir)
+        try:
+            return await FeePaymentFlow(ctx, ui).run()
+        finally:
+            await ctx.close()
+
+    result = asyncio.run(go())
+    assert result.outcome.message_key == "pay.amount_over_limit" and result.final_state == TxState.CANCELLED
+    assert any(s.key == "pay.amount_over_limit" for s in ui.transcript)  # the citizen was told
+    assert wire.of("PaymentRequest") == []
+    with journal(env) as j:
+        assert [e.state for e in j.get(result.transaction_id).entries] == [TxState.CREATED, TxState.CANCELLED]
+    fa, en = text("pay.amount_over_limit", "fa"), text("pay.amount_over_limit", "en")
+    assert "سقف" in fa and "limit" in en
