@@ -1,4 +1,8 @@
-"""The real nexo driver against the real nexo simulator over loopback HTTP, in every mode."""
+"""The real nexo driver against the real nexo simulator over loopback HTTP, in every mode.
+
+Every request goes out under a MessageRef made first (`new_ref`): a terminal finds a sale
+again by its message reference (SaleID, ServiceID, MessageCategory), so status, reversal and
+abort name the request they are about by that reference, never by our sale reference alone."""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import asyncio
 import re
 import socket
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +26,14 @@ from devices.base import (
     InvalidData,
     ProtocolError,
 )
-from devices.contracts import PaymentOutcome
+from devices.contracts import MessageRef, PaymentOutcome, PaymentResult, PoiTransaction
 from devices.registry import driver_for
-from devices.terminal.driver import NexoTerminal, NoResponse
+from devices.terminal import nexo
+from devices.terminal.driver import NexoTerminal, NoResponse, WrongTerminal
 from devices.terminal.simulator import NexoTerminalSimulator, SimulatorModeError
 
 POI = "SIM-POI-1"
+SALE = "KIOSK-7"
 
 
 def run(coro: Any) -> Any:
@@ -45,13 +52,20 @@ def sim(state_path: Path) -> Iterator[NexoTerminalSimulator]:
 
 
 def terminal(url: str, **extra: Any) -> NexoTerminal:
-    return NexoTerminal("terminal", url=url, sale_id="KIOSK-7", poi_id=POI, connect_timeout=1.0, **extra)
+    options: dict[str, Any] = {"sale_id": SALE, "poi_id": POI, "connect_timeout": 1.0, "allow_plain_http": True}
+    options.update(extra)
+    return NexoTerminal("terminal", url=url, **options)
 
 
-async def opened(url: str) -> NexoTerminal:
-    t = terminal(url)
+async def opened(url: str, **extra: Any) -> NexoTerminal:
+    t = terminal(url, **extra)
     await t.open()
     return t
+
+
+def control_url(sim: NexoTerminalSimulator, path: str) -> str:
+    """The simulator's control endpoints live beside /nexo, at the server root."""
+    return f"http://{sim.host}:{sim.port}{path}"
 
 
 def free_port() -> int:
@@ -71,19 +85,47 @@ def test_open_reads_identity_from_diagnosis(sim: NexoTerminalSimulator) -> None:
     assert t.identity.model == "NexoSim 1"
 
 
+def test_simulator_serves_nexo_at_the_path_real_terminals_use(sim: NexoTerminalSimulator) -> None:
+    """Adyen: "the terminal listens for POST requests to /nexo on port 8443"."""
+    assert sim.url.endswith("/nexo")
+    payload = nexo.diagnosis_request(nexo.Header(nexo.Category.DIAGNOSIS, "diag1", SALE, POI))
+    answer = requests.post(sim.url, json=payload, timeout=5)
+    assert answer.status_code == 200 and "DiagnosisResponse" in answer.json()["SaleToPOIResponse"]
+    elsewhere = requests.post(control_url(sim, "/not-nexo"), json=payload, timeout=5)
+    assert elsewhere.status_code == 404
+    assert sim.requests_seen == ["DiagnosisRequest"]  # the 404 never reached the terminal
+
+
+def test_new_ref_names_this_kiosk_and_terminal_and_changes_service_id_each_time(sim: NexoTerminalSimulator) -> None:
+    t = terminal(sim.url)
+    first, second = t.new_ref("tx-ref-1"), t.new_ref("tx-ref-1")
+    reversal = t.new_ref("tx-ref-1", "Reversal")
+    assert (first.category, first.reference, first.sale_id, first.poi_id) == ("Payment", "tx-ref-1", SALE, POI)
+    assert reversal.category == "Reversal"
+    assert len({first.service_id, second.service_id, reversal.service_id}) == 3
+    assert all(1 <= len(r.service_id) <= 10 for r in (first, second, reversal))
+    assert MessageRef.from_dict(first.to_dict()) == first  # what the journal keeps reads back
+    with pytest.raises(InvalidData):
+        t.new_ref("tx-ref-1", "Refund")
+    assert sim.requests_seen == []  # no I/O
+
+
 def test_approved_sale_status_repeats_the_same_rrn(sim: NexoTerminalSimulator) -> None:
     async def go() -> tuple[Any, Any]:
         t = await opened(sim.url)
-        paid = await t.pay("tx-approve-1", 250_000, timeout=5)
-        return paid, await t.transaction_status("tx-approve-1")
+        ref = t.new_ref("tx-approve-1")
+        paid = await t.pay(ref, 250_000, timeout=5)
+        return paid, await t.transaction_status(ref)
 
     paid, status = run(go())
     assert paid.outcome == PaymentOutcome.APPROVED
     assert paid.amount_rials == 250_000
     assert re.fullmatch(r"\d{12}", paid.rrn) and re.fullmatch(r"\d{6}", paid.stan)
     assert paid.masked_pan == "603799******1234"
+    assert paid.poi_transaction is not None
     assert status.outcome == PaymentOutcome.APPROVED
-    assert (status.rrn, status.stan, status.poi_reference) == (paid.rrn, paid.stan, paid.poi_reference)
+    assert (status.rrn, status.stan, status.poi_reference, status.poi_timestamp) == (
+        paid.rrn, paid.stan, paid.poi_reference, paid.poi_timestamp)
     assert sim.net_charged("tx-approve-1") == 250_000
 
 
@@ -92,11 +134,12 @@ def test_lost_response_raises_timeout_and_status_says_approved(sim: NexoTerminal
 
     async def go() -> Any:
         t = await opened(sim.url)
+        ref = t.new_ref("tx-lost-1")
         with pytest.raises(CommandTimeout) as err:
-            await t.pay("tx-lost-1", 90_000, timeout=5)
+            await t.pay(ref, 90_000, timeout=5)
         assert isinstance(err.value, NoResponse) and err.value.error_code == "noResponse"
         assert t.state == DeviceState.ONLINE
-        return await t.transaction_status("tx-lost-1")
+        return await t.transaction_status(ref)
 
     status = run(go())
     assert status.outcome == PaymentOutcome.APPROVED
@@ -104,23 +147,29 @@ def test_lost_response_raises_timeout_and_status_says_approved(sim: NexoTerminal
     assert status.rrn == sim.ledger()[0]["rrn"]
 
 
-def test_terminal_that_never_answers_times_out_and_the_sale_is_not_found_after_abort(sim: NexoTerminalSimulator) -> None:
+def test_terminal_that_never_answers_times_out_and_the_sale_is_not_charged_after_abort(
+        sim: NexoTerminalSimulator) -> None:
+    """While the terminal works, status is IN_PROGRESS; an abort ends the sale uncharged. The
+    terminal remembers the aborted payment and repeats its answer (Failure, Aborted), as it
+    repeats any answer it gave."""
     sim.set_mode("timeout")
 
     async def go() -> tuple[Any, Any, NexoTerminal]:
         t = await opened(sim.url)
+        ref = t.new_ref("tx-hang-1")
         with pytest.raises(CommandTimeout) as err:
-            await t.pay("tx-hang-1", 40_000, timeout=0.4)
+            await t.pay(ref, 40_000, timeout=0.4)
         assert not isinstance(err.value, NoResponse)
-        during = await t.transaction_status("tx-hang-1")
-        await t.abort("tx-hang-1")
+        during = await t.transaction_status(ref)
+        await t.abort(ref)
         await asyncio.sleep(0.2)
-        return during, await t.transaction_status("tx-hang-1"), t
+        return during, await t.transaction_status(ref), t
 
     during, after, t = run(go())
     assert during.outcome == PaymentOutcome.IN_PROGRESS
-    assert after.outcome == PaymentOutcome.NOT_FOUND
-    assert sim.ledger() == []
+    assert after.outcome == PaymentOutcome.DECLINED and after.error_condition == "Aborted"
+    assert sim.net_charged("tx-hang-1") == 0
+    assert [(e["status"], e["error_condition"]) for e in sim.ledger()] == [("declined", "Aborted")]
     assert t.counters["faults"] == 1
 
 
@@ -129,18 +178,20 @@ def test_decline_mode_returns_declined_with_refusal(sim: NexoTerminalSimulator) 
 
     async def go() -> tuple[Any, Any]:
         t = await opened(sim.url)
-        return await t.pay("tx-dec-1", 50_000, timeout=5), await t.transaction_status("tx-dec-1")
+        ref = t.new_ref("tx-dec-1")
+        return await t.pay(ref, 50_000, timeout=5), await t.transaction_status(ref)
 
     paid, status = run(go())
     assert paid.outcome == PaymentOutcome.DECLINED and paid.error_condition == "Refusal"
-    assert status.outcome == PaymentOutcome.DECLINED
+    assert status.outcome == PaymentOutcome.DECLINED and status.error_condition == "Refusal"
     assert sim.net_charged("tx-dec-1") == 0
 
 
 def test_amount_ending_in_13_thousand_rials_is_declined_in_approve_mode(sim: NexoTerminalSimulator) -> None:
     async def go() -> tuple[Any, Any]:
         t = await opened(sim.url)
-        return await t.pay("tx-a", 113_000, timeout=5), await t.pay("tx-b", 114_000, timeout=5)
+        return (await t.pay(t.new_ref("tx-a"), 113_000, timeout=5),
+                await t.pay(t.new_ref("tx-b"), 114_000, timeout=5))
 
     declined, approved = run(go())
     assert declined.outcome == PaymentOutcome.DECLINED
@@ -150,13 +201,16 @@ def test_amount_ending_in_13_thousand_rials_is_declined_in_approve_mode(sim: Nex
 def test_busy_terminal_raises_device_busy_and_records_nothing(sim: NexoTerminalSimulator) -> None:
     sim.set_mode("busy")
 
-    async def go() -> Any:
+    async def go() -> tuple[Any, NexoTerminal]:
         t = await opened(sim.url)
+        ref = t.new_ref("tx-busy-1")
         with pytest.raises(DeviceBusy):
-            await t.pay("tx-busy-1", 10_000, timeout=5)
-        return await t.transaction_status("tx-busy-1")
+            await t.pay(ref, 10_000, timeout=5)
+        return await t.transaction_status(ref), t
 
-    assert run(go()).outcome == PaymentOutcome.NOT_FOUND
+    status, t = run(go())
+    assert status.outcome == PaymentOutcome.NOT_FOUND
+    assert t.state == DeviceState.ONLINE  # Busy is a well-formed answer
     assert sim.ledger() == []
 
 
@@ -165,30 +219,51 @@ def test_malformed_answer_is_protocol_error_and_hardware_error_until_a_good_answ
 
     async def go() -> list[str]:
         t = await opened(sim.url)
+        ref = t.new_ref("tx-bad-1")
         states: list[str] = []
         with pytest.raises(ProtocolError):
-            await t.pay("tx-bad-1", 10_000, timeout=5)
+            await t.pay(ref, 10_000, timeout=5)
         states.append(t.state)
-        await t.transaction_status("tx-bad-1")
+        await t.transaction_status(ref)
         states.append(t.state)
         return states
 
     assert run(go()) == [DeviceState.HARDWARE_ERROR, DeviceState.ONLINE]
 
 
-def test_reversal_is_idempotent_and_nets_to_zero(sim: NexoTerminalSimulator) -> None:
-    async def go() -> list[Any]:
-        t = await opened(sim.url)
-        await t.pay("tx-rev-1", 70_000, timeout=5)
-        first = await t.reverse("tx-rev-1", 70_000)
-        second = await t.reverse("tx-rev-1", 70_000)
-        fresh = terminal(sim.url)  # a restarted kiosk knows nothing but the reference
-        await fresh.open()
-        third = await fresh.reverse("tx-rev-1", 70_000)
-        return [first, second, third, await t.transaction_status("tx-rev-1")]
+def test_reversal_nets_to_zero_and_each_request_keeps_its_own_status(sim: NexoTerminalSimulator) -> None:
+    """A reversed payment's status is still the original approval; the reversal's own status
+    (its Reversal ref) reads REVERSED; a second reversal of the reversed sale is refused. A
+    restarted kiosk that kept only the journaled references reads the same."""
 
-    results = run(go())
-    assert [r.outcome for r in results] == [PaymentOutcome.REVERSED] * 4
+    async def go() -> dict[str, Any]:
+        t = await opened(sim.url)
+        pay_ref = t.new_ref("tx-rev-1")
+        paid = await t.pay(pay_ref, 70_000, timeout=5)
+        rev_ref = t.new_ref("tx-rev-1", "Reversal")
+        first = await t.reverse(rev_ref, 70_000, paid.poi_transaction)
+        again_ref = t.new_ref("tx-rev-1", "Reversal")
+        second = await t.reverse(again_ref, 70_000, paid.poi_transaction)
+        fresh = terminal(sim.url)  # a restarted kiosk: it knows the journaled references only
+        await fresh.open()
+        journaled = [MessageRef.from_dict(r.to_dict()) for r in (pay_ref, rev_ref, again_ref)]
+        return {
+            "paid": paid, "first": first, "second": second,
+            "pay_status": await t.transaction_status(pay_ref),
+            "rev_status": await t.transaction_status(rev_ref),
+            "again_status": await t.transaction_status(again_ref),
+            "fresh": [await fresh.transaction_status(r) for r in journaled],
+        }
+
+    r = run(go())
+    assert r["first"].outcome == PaymentOutcome.REVERSED and r["first"].amount_rials == 70_000
+    assert r["second"].outcome == PaymentOutcome.DECLINED and r["second"].error_condition == "NotAllowed"
+    assert r["pay_status"].outcome == PaymentOutcome.APPROVED
+    assert r["pay_status"].poi_reference == r["paid"].poi_reference and r["pay_status"].rrn == r["paid"].rrn
+    assert r["rev_status"].outcome == PaymentOutcome.REVERSED
+    assert r["again_status"].outcome == PaymentOutcome.DECLINED and r["again_status"].error_condition == "NotAllowed"
+    assert [s.outcome for s in r["fresh"]] == [PaymentOutcome.APPROVED, PaymentOutcome.REVERSED,
+                                               PaymentOutcome.DECLINED]
     assert sim.net_charged("tx-rev-1") == 0
     assert [e["status"] for e in sim.ledger()] == ["reversed"]
 
@@ -196,27 +271,44 @@ def test_reversal_is_idempotent_and_nets_to_zero(sim: NexoTerminalSimulator) -> 
 def test_reverse_of_a_sale_the_terminal_never_saw_is_not_found(sim: NexoTerminalSimulator) -> None:
     async def go() -> Any:
         t = await opened(sim.url)
-        return await t.reverse("tx-never", 10_000)
+        never = PoiTransaction(f"{POI}-99999999", nexo.now_iso())
+        return await t.reverse(t.new_ref("tx-never", "Reversal"), 10_000, never)
 
     assert run(go()).outcome == PaymentOutcome.NOT_FOUND
+    assert sim.ledger() == []
+
+
+def test_reverse_without_the_original_poi_transaction_is_invalid_data_before_anything_is_sent(
+        sim: NexoTerminalSimulator) -> None:
+    async def go() -> None:
+        t = await opened(sim.url)
+        declined = PaymentResult(PaymentOutcome.DECLINED, "tx-x")  # no POITransactionID to name
+        for original in (declined.poi_transaction, PoiTransaction("SIM-POI-1-00000001", "")):
+            with pytest.raises(InvalidData):
+                await t.reverse(t.new_ref("tx-x", "Reversal"), 10_000, original)  # type: ignore[arg-type]
+
+    run(go())
+    assert sim.requests_seen == ["DiagnosisRequest"]
 
 
 def test_restarted_simulator_on_same_state_path_still_answers_status(state_path: Path) -> None:
     with NexoTerminalSimulator(state_path=state_path) as first:
-        paid = run(_pay(first.url, "tx-crash-1", 30_000))
+        ref, paid = run(_pay(first.url, "tx-crash-1", 30_000))
+    journaled = MessageRef.from_dict(ref.to_dict())
     with NexoTerminalSimulator(state_path=state_path) as second:
-        status = run(_status(second.url, "tx-crash-1"))  # a new driver: no ServiceID remembered
+        status = run(_status(second.url, journaled))  # a new driver: only the journal remembers the ref
         assert second.net_charged("tx-crash-1") == 30_000
     assert status.outcome == PaymentOutcome.APPROVED
     assert status.rrn == paid.rrn
 
 
-async def _pay(url: str, ref: str, amount: int) -> Any:
+async def _pay(url: str, reference: str, amount: int) -> tuple[MessageRef, PaymentResult]:
     t = await opened(url)
-    return await t.pay(ref, amount, timeout=5)
+    ref = t.new_ref(reference)
+    return ref, await t.pay(ref, amount, timeout=5)
 
 
-async def _status(url: str, ref: str) -> Any:
+async def _status(url: str, ref: MessageRef) -> PaymentResult:
     t = await opened(url)
     return await t.transaction_status(ref)
 
@@ -226,7 +318,8 @@ def test_cancelled_pay_sends_abort_and_is_not_a_timeout(sim: NexoTerminalSimulat
 
     async def go() -> tuple[bool, NexoTerminal, Any]:
         t = await opened(sim.url)
-        task = asyncio.create_task(t.pay("tx-cancel-1", 20_000, timeout=10))
+        ref = t.new_ref("tx-cancel-1")
+        task = asyncio.create_task(t.pay(ref, 20_000, timeout=10))
         await asyncio.sleep(0.3)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -236,20 +329,22 @@ def test_cancelled_pay_sends_abort_and_is_not_a_timeout(sim: NexoTerminalSimulat
                 break
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.2)
-        return task.cancelled(), t, await t.transaction_status("tx-cancel-1")
+        return task.cancelled(), t, await t.transaction_status(ref)
 
     cancelled, t, status = run(go())
     assert cancelled
     assert "AbortRequest" in sim.requests_seen
     assert t.counters["canceled"] == 1 and t.counters["faults"] == 0  # no CommandTimeout recorded
     assert t.last_error is None
-    assert status.outcome == PaymentOutcome.NOT_FOUND
-    assert sim.ledger() == []
+    # the abort stopped the sale: the terminal repeats its Aborted answer, nothing was charged
+    assert status.outcome == PaymentOutcome.DECLINED and status.error_condition == "Aborted"
+    assert sim.net_charged("tx-cancel-1") == 0
+    assert [e["status"] for e in sim.ledger()] == ["declined"]
 
 
 def test_terminal_down_is_offline_and_the_next_call_reconnects(tmp_path: Path) -> None:
     port = free_port()
-    url = f"http://127.0.0.1:{port}/"
+    url = f"http://127.0.0.1:{port}/nexo"
 
     async def go() -> list[str]:
         t = terminal(url)
@@ -257,11 +352,13 @@ def test_terminal_down_is_offline_and_the_next_call_reconnects(tmp_path: Path) -
         with pytest.raises(DeviceOffline):
             await t.open()
         states.append(t.state)
+        ref = t.new_ref("tx-off-1")
         with pytest.raises(DeviceOffline):
-            await t.pay("tx-off-1", 10_000, timeout=3)
+            await t.pay(ref, 10_000, timeout=3)
         states.append(t.state)
         with NexoTerminalSimulator(port=port, state_path=tmp_path / "s.sqlite"):
-            paid = await t.pay("tx-off-1", 10_000, timeout=3)
+            # nothing reached the terminal, so the same reference may go out now
+            paid = await t.pay(ref, 10_000, timeout=3)
             states.append(paid.outcome)
             states.append(t.state)
         return states
@@ -269,15 +366,62 @@ def test_terminal_down_is_offline_and_the_next_call_reconnects(tmp_path: Path) -
     assert run(go()) == [DeviceState.OFFLINE, DeviceState.OFFLINE, PaymentOutcome.APPROVED, DeviceState.ONLINE]
 
 
-def test_same_reference_is_never_charged_twice(sim: NexoTerminalSimulator) -> None:
+def test_same_sale_reference_under_a_new_service_id_is_a_new_sale(sim: NexoTerminalSimulator) -> None:
+    """A real terminal does not dedupe by SaleTransactionID (the kiosk never pays one
+    reference twice; that guard is the money path's). What the terminal does refuse is the
+    same message reference twice (test_terminal_strict)."""
+
     async def go() -> tuple[Any, Any]:
         t = await opened(sim.url)
-        return await t.pay("tx-dup", 10_000, timeout=5), await t.pay("tx-dup", 10_000, timeout=5)
+        return (await t.pay(t.new_ref("tx-dup"), 10_000, timeout=5),
+                await t.pay(t.new_ref("tx-dup"), 10_000, timeout=5))
 
     first, second = run(go())
     assert first.outcome == PaymentOutcome.APPROVED
-    assert second.outcome == PaymentOutcome.DECLINED and second.error_condition == "NotAllowed"
-    assert sim.net_charged("tx-dup") == 10_000
+    assert second.outcome == PaymentOutcome.APPROVED
+    assert first.poi_reference != second.poi_reference
+    assert sim.net_charged("tx-dup") == 20_000
+
+
+def test_a_ref_made_for_another_kiosk_or_terminal_is_wrong_terminal_before_anything_is_sent(
+        sim: NexoTerminalSimulator) -> None:
+    """Only the terminal that took a sale can say what became of it: another SaleID's or
+    another POIID's reference is refused by every call, and nothing goes out."""
+
+    async def go() -> None:
+        t = await opened(sim.url)
+        ours = t.new_ref("tx-wrong")
+        original = PoiTransaction(f"{POI}-00000001", nexo.now_iso())
+        for foreign in (replace(ours, sale_id="KIOSK-8"), replace(ours, poi_id="SIM-POI-2"),
+                        terminal(sim.url, sale_id="KIOSK-8").new_ref("tx-wrong"),
+                        terminal(sim.url, poi_id="SIM-POI-2").new_ref("tx-wrong")):
+            with pytest.raises(WrongTerminal):
+                await t.pay(foreign, 10_000, timeout=5)
+            with pytest.raises(WrongTerminal):
+                await t.transaction_status(foreign)
+            with pytest.raises(WrongTerminal):
+                await t.abort(foreign)
+            with pytest.raises(WrongTerminal):
+                await t.reverse(replace(foreign, category="Reversal"), 10_000, original)
+
+    run(go())
+    assert sim.requests_seen == ["DiagnosisRequest"]
+    assert sim.ledger() == []
+
+
+def test_a_ref_of_the_wrong_category_is_invalid_data_before_anything_is_sent(sim: NexoTerminalSimulator) -> None:
+    async def go() -> None:
+        t = await opened(sim.url)
+        original = PoiTransaction(f"{POI}-00000001", nexo.now_iso())
+        with pytest.raises(InvalidData):
+            await t.pay(t.new_ref("tx-cat", "Reversal"), 10_000, timeout=5)
+        with pytest.raises(InvalidData):
+            await t.abort(t.new_ref("tx-cat", "Reversal"))
+        with pytest.raises(InvalidData):
+            await t.reverse(t.new_ref("tx-cat"), 10_000, original)
+
+    run(go())
+    assert sim.requests_seen == ["DiagnosisRequest"]
 
 
 def test_once_mode_applies_to_the_next_payment_only(sim: NexoTerminalSimulator) -> None:
@@ -286,19 +430,20 @@ def test_once_mode_applies_to_the_next_payment_only(sim: NexoTerminalSimulator) 
 
     async def go() -> list[Any]:
         t = await opened(sim.url)
-        return [await t.pay("tx-o1", 5_000, timeout=5), await t.pay("tx-o2", 5_000, timeout=5)]
+        return [await t.pay(t.new_ref("tx-o1"), 5_000, timeout=5), await t.pay(t.new_ref("tx-o2"), 5_000, timeout=5)]
 
     assert [r.outcome for r in run(go())] == [PaymentOutcome.DECLINED, PaymentOutcome.APPROVED]
     assert sim.mode == "approve"
 
 
 def test_control_endpoint_drives_mode_and_lists_ledger_from_another_process(sim: NexoTerminalSimulator) -> None:
-    r = requests.post(sim.url + "sim/mode", json={"mode": "decline"}, timeout=5)
+    r = requests.post(control_url(sim, "/sim/mode"), json={"mode": "decline"}, timeout=5)
     assert r.status_code == 200 and r.json() == {"mode": "decline"}
-    bad = requests.post(sim.url + "sim/mode", json={"mode": "explode"}, timeout=5)
+    assert requests.get(control_url(sim, "/sim/mode"), timeout=5).json() == {"mode": "decline"}
+    bad = requests.post(control_url(sim, "/sim/mode"), json={"mode": "explode"}, timeout=5)
     assert bad.status_code == 400
     run(_pay(sim.url, "tx-ctl", 8_000))
-    ledger = requests.get(sim.url + "sim/ledger", timeout=5).json()
+    ledger = requests.get(control_url(sim, "/sim/ledger"), timeout=5).json()
     assert [(e["reference"], e["status"], e["poi_id"]) for e in ledger] == [("tx-ctl", "declined", POI)]
 
 
@@ -310,9 +455,9 @@ def test_unknown_simulator_mode_is_rejected() -> None:
 def test_ledger_file_never_holds_a_full_card_number(sim: NexoTerminalSimulator, state_path: Path) -> None:
     async def go() -> None:
         t = await opened(sim.url)
-        for i in range(5):
-            await t.pay(f"tx-pan-{i}", 10_000 + i * 1000, timeout=5)
-        await t.reverse("tx-pan-0", 10_000)
+        paid = [await t.pay(t.new_ref(f"tx-pan-{i}"), 10_000 + i * 1000, timeout=5) for i in range(5)]
+        reversed_ = await t.reverse(t.new_ref("tx-pan-0", "Reversal"), 10_000, paid[0].poi_transaction)
+        assert reversed_.outcome == PaymentOutcome.REVERSED
 
     run(go())
     blob = b"".join(p.read_bytes() for p in state_path.parent.glob(state_path.name + "*"))
@@ -335,9 +480,11 @@ def test_check_health_external_round_trips_diagnosis(sim: NexoTerminalSimulator)
 def test_bad_amount_or_reference_is_invalid_data_before_anything_is_sent(sim: NexoTerminalSimulator) -> None:
     async def go() -> None:
         t = await opened(sim.url)
-        for ref, amount in (("tx", 0), ("tx", -5), ("tx", 10.5), ("", 1000)):
+        for ref, amount in (("tx", 0), ("tx", -5), ("tx", 10.5), ("tx", True), ("", 1000), ("x" * 65, 1000)):
             with pytest.raises(InvalidData):
-                await t.pay(ref, amount, timeout=5)  # type: ignore[arg-type]
+                await t.pay(t.new_ref(ref), amount, timeout=5)  # type: ignore[arg-type]
+        with pytest.raises(InvalidData):
+            await t.pay("tx", 1000, timeout=5)  # type: ignore[arg-type]  # a bare reference is not a MessageRef
 
     run(go())
     assert "PaymentRequest" not in sim.requests_seen
