@@ -227,6 +227,11 @@ class Device:
             await self._open()
         except DeviceError as exc:
             self._fail(exc)
+            if self._state == DeviceState.STARTING:
+                # an error that leaves the state alone (a timeout, a busy or rejected
+                # answer) must not leave the device "starting" for good: it is not open, and
+                # the next call (or the manager) opens it again
+                self._set_state(DeviceState.OFFLINE)
             raise
         except OSError as exc:
             err = DeviceOffline(f"{self.name}: cannot open: {exc}", device=self.name)

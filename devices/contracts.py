@@ -117,6 +117,12 @@ class PaymentTerminal(Device, abc.ABC):
         the caller journals it, then passes it to `pay` or `reverse`. Each request needs its
         own (terminals refuse a ServiceID used again)."""
 
+    def lost_ref(self, reference: str) -> MessageRef | None:
+        """A reference to ask `transaction_status` about a payment whose ServiceID was lost (a
+        PAYING row journaled without one), by our sale reference alone — only a terminal that
+        documents that lookup can answer; None (the default) where it cannot."""
+        return None
+
     @abc.abstractmethod
     async def pay(self, ref: MessageRef, amount_rials: int, *, timeout: float = 90.0) -> PaymentResult:
         """Ask for a card payment under `ref` (category Payment). Raises CommandTimeout when

@@ -229,12 +229,15 @@ class MoneyPath:
         """Settle a PAYING transaction by asking the terminal (TransactionStatus) about the
         message reference PAYING journaled. Without one nothing can be asked: a terminal finds
         a sale only by its ServiceID, and "not found" must never be read as "not charged" for
-        a request that may have gone out — the transaction stays PAYING for an operator."""
+        a request that may have gone out — the transaction stays PAYING for an operator, unless
+        the terminal documents finding a sale by our reference (`lost_ref`)."""
+        term = self._terminal()
         ref = self.payment_ref(tx_id)
+        if ref is None and term is not None:
+            ref = term.lost_ref(tx_id)  # a terminal that documents finding a sale by our reference
         if ref is None:
             log.error("PAYING without a message reference: cannot ask the terminal", extra={"tx": tx_id})
             return ChargeResult(TxState.PAYING, None)
-        term = self._terminal()
         last: PaymentResult | None = None
         for attempt in range(self.status_attempts):
             if term is None:

@@ -507,8 +507,8 @@ def _parse_any(raw: bytes | str) -> None:
         assert result.reference == "tx-1"
         assert isinstance(result.amount_rials, int) and 0 <= result.amount_rials <= nexo.MAX_AMOUNT_RIALS
         if result.outcome == PaymentOutcome.APPROVED:
-            # a reversal names the sale by the terminal's timestamp; the acquirer's rules were applied
-            assert result.poi_timestamp
+            # a reversal names the sale by the terminal's id and timestamp; the acquirer's rules were applied
+            assert result.poi_transaction is not None
             assert profile.check_rrn(result.rrn) is None and profile.check_stan(result.stan) is None
 
 

@@ -26,7 +26,7 @@ from devices.base import (
     InvalidData,
     ProtocolError,
 )
-from devices.contracts import MessageRef, PaymentOutcome, PaymentResult, PoiTransaction
+from devices.contracts import AmountTooLarge, MessageRef, PaymentOutcome, PaymentResult, PoiTransaction
 from devices.registry import driver_for
 from devices.terminal import nexo
 from devices.terminal.driver import NexoTerminal, NoResponse, WrongTerminal
@@ -493,3 +493,19 @@ def test_bad_amount_or_reference_is_invalid_data_before_anything_is_sent(sim: Ne
 def test_missing_options_are_a_typed_config_error() -> None:
     with pytest.raises(InvalidData):
         NexoTerminal("terminal", url="http://127.0.0.1:1/")
+
+
+@pytest.mark.parametrize("amount, error", [(0, InvalidData), (-5, InvalidData), (100_000_000, AmountTooLarge)])
+def test_a_reversal_amount_the_terminal_would_refuse_is_a_typed_error_before_sending(
+        sim: NexoTerminalSimulator, amount: int, error: type) -> None:
+    """A reversal amount of zero, below zero or over the schema's maximum is refused by the
+    driver with a typed error (never a bare ValueError) and nothing is sent."""
+    async def go() -> None:
+        t = await opened(sim.url)
+        paid = await t.pay(t.new_ref("tx-rev-amt"), 10_000, timeout=5)
+        before = list(sim.requests_seen)
+        with pytest.raises(error):
+            await t.reverse(t.new_ref("tx-rev-amt", "Reversal"), amount, paid.poi_transaction)
+        assert sim.requests_seen == before
+
+    run(go())

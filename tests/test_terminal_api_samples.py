@@ -401,3 +401,22 @@ def test_adyen_approval_journals_cleanly_with_its_masked_pan(tmp_path: Path, nam
         assert got.data["rrn"] == result.rrn
         assert MessageRef.from_dict(got.data["message_ref"]) == PAY_REF
         assert journal.verify().ok
+
+
+@pytest.mark.parametrize("field, value", [
+    ("TransactionID", ""),
+    ("TimeStamp", "2026-03-27"),
+    ("TimeStamp", "2026-03-27 10:30:12"),
+    ("TimeStamp", "20260327T103012Z"),
+    ("TimeStamp", "2026-03-27T10:30"),
+])
+def test_an_approval_whose_poi_transaction_a_reversal_could_not_name_is_refused(field: str, value: str) -> None:
+    """TerminalAPI-v1.json TransactionIDType: TransactionID "^.+$", TimeStamp date-time (RFC
+    3339). A reversal sends the POITransactionID back as it came, so an approval whose id is
+    empty or whose timestamp a strict terminal would reject is refused here, not at the
+    reversal."""
+    msg = json.loads(raw("payment-success-form.json"))
+    msg["SaleToPOIResponse"]["PaymentResponse"]["POIData"]["POITransactionID"][field] = value
+    body = nexo.parse_response(json.dumps(msg), asked("payment-success-form.json"))
+    with pytest.raises(nexo.NexoParseError, match="POITransactionID"):
+        nexo.parse_payment_body(body, REFERENCE, ADYEN, currency="EUR")

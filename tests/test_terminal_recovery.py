@@ -300,3 +300,42 @@ def test_a_fee_over_the_terminal_maximum_is_refused_before_the_terminal_is_asked
         assert [e.state for e in j.get(result.transaction_id).entries] == [TxState.CREATED, TxState.CANCELLED]
     fa, en = text("pay.amount_over_limit", "fa"), text("pay.amount_over_limit", "en")
     assert "سقف" in fa and "limit" in en
+
+
+def test_a_lost_service_id_is_asked_by_reference_only_where_the_terminal_documents_it(env: DemoEnvironment) -> None:
+    """Item 1, the documented option: a PAYING row without a message reference is asked
+    about by our sale reference alone when the terminal offers that lookup
+    (status_by_reference on the driver, reference_lookup on the simulator) — and then the
+    approval is found, recorded and (the citizen gone) reversed."""
+    from dataclasses import replace as dc_replace
+
+    from devices.contracts import DeviceConfig
+    from kiosk.settings import KioskSettings
+
+    wire = Wire(env)
+    # a sale approved at the terminal under tx id `old`, whose journal — as an older kiosk
+    # wrote it — holds PAYING without the ServiceID
+    old = "kiosk-demo-01-old-sale"
+
+    async def pay_at_terminal() -> None:
+        ctx = await KioskContext.open(env.settings, env.data_dir)
+        try:
+            term = ctx.money.terminal()
+            assert (await term.pay(term.new_ref(old), 150_000)).approved
+        finally:
+            await ctx.close()
+
+    asyncio.run(pay_at_terminal())
+    with journal(env) as j:
+        j.begin("fee_payment", 150_000, {"bill_id": "1", "payment_id": "2"}, tx_id=old)
+        j.append(old, TxState.PAYING, {"terminal": "terminal"})
+    env.terminal.reference_lookup = True
+    devices = tuple(dc_replace(d, options={**d.options, "status_by_reference": True}) if d.name == "terminal" else d
+                    for d in env.settings.devices)
+    env.settings = KioskSettings(**{**env.settings.__dict__, "devices": devices})
+    resolved = recover_now(env)
+    assert resolved[old]["to_state"] == "REVERSED"
+    asked = [m["TransactionStatusRequest"]["MessageReference"] for m in wire.of("TransactionStatusRequest")]
+    assert {"MessageCategory": "Payment", "SaleID": env.settings.kiosk_id,
+            "SaleTransactionID": {"TransactionID": old}} in asked
+    assert env.terminal.net_charged(old) == 0

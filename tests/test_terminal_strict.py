@@ -216,7 +216,8 @@ def test_reference_lookup_finds_a_sale_by_sale_transaction_id_only_within_the_as
         tmp_path: Path) -> None:
     """Our extension (devices/terminal/nexo.py module doc), only for a terminal built with
     reference_lookup=True: MessageReference.SaleTransactionID names a sale of the asker's own
-    SaleID. The driver sends it only with status_by_reference=True."""
+    SaleID. The driver sends it only with status_by_reference=True, and only for a sale whose
+    ServiceID was lost (lost_ref): a ServiceID, when known, is what a terminal finds a sale by."""
     with NexoTerminalSimulator(state_path=tmp_path / "lookup.sqlite", reference_lookup=True) as lookup:
         seen = spy_on(lookup)
 
@@ -230,16 +231,18 @@ def test_reference_lookup_finds_a_sale_by_sale_transaction_id_only_within_the_as
             other_paid = await other.pay(other_ref, 30_000, timeout=5)
             await other.pay(other.new_ref("tx-only-other"), 40_000, timeout=5)
             return {"paid_a": paid_a, "other_paid": other_paid, "ref_a": ref_a,
-                    "by_driver": await k42.transaction_status(ref_a),
+                    "lost_ref_elsewhere": other.lost_ref("tx-a"),
+                    "by_driver": await k42.transaction_status(k42.lost_ref("tx-a")),
                     "other_by_driver": await other.transaction_status(other_ref)}
 
         r = run(go())
-        # the driver option puts SaleTransactionID in the MessageReference; without it, none
+        # the driver option puts SaleTransactionID (and no ServiceID) in a lost sale's
+        # MessageReference; with a ServiceID, or without the option, none
         sent = [m["TransactionStatusRequest"]["MessageReference"]
                 for m in requests_named(seen, "TransactionStatusRequest")]
-        assert sent[0]["SaleTransactionID"] == {"TransactionID": "tx-a"}
-        assert sent[0]["ServiceID"] == r["ref_a"].service_id
+        assert sent[0]["SaleTransactionID"] == {"TransactionID": "tx-a"} and "ServiceID" not in sent[0]
         assert "SaleTransactionID" not in sent[1]
+        assert r["lost_ref_elsewhere"] is None  # OTHER-KIOSK's driver has no such option
         assert r["by_driver"].poi_reference == r["paid_a"].poi_reference
         assert r["other_by_driver"].poi_reference == r["other_paid"].poi_reference
 

@@ -106,8 +106,13 @@ class NexoTerminal(PaymentTerminal):
                               error_code="category")
         return MessageRef(category, reference, nexo.new_service_id(), self.sale_id, self.poi_id, nexo.now_iso())
 
-    async def pay(self, ref: MessageRef, amount_rials: int, *, timeout: float = 90.0) -> PaymentResult:
-        self._check_ref(ref, nexo.Category.PAYMENT)
+    def lost_ref(self, reference: str) -> MessageRef | None:
+        if not self.status_by_reference:
+            return None
+        _check_reference(reference, self.name)
+        return MessageRef("Payment", reference, "", self.sale_id, self.poi_id, "")
+
+    def _check_amount(self, amount_rials: int) -> None:
         if isinstance(amount_rials, bool) or not isinstance(amount_rials, int) or amount_rials <= 0:
             raise InvalidData(f"{self.name}: amount must be a positive whole number of rials", device=self.name,
                               error_code="amount")
@@ -115,6 +120,10 @@ class NexoTerminal(PaymentTerminal):
             # refused before the terminal is asked: the schema's RequestedAmount maximum
             raise AmountTooLarge(f"{self.name}: {amount_rials} rials is over the terminal's maximum of "
                                  f"{self.profile.max_amount_rials}", device=self.name)
+
+    async def pay(self, ref: MessageRef, amount_rials: int, *, timeout: float = 90.0) -> PaymentResult:
+        self._check_ref(ref, nexo.Category.PAYMENT)
+        self._check_amount(amount_rials)
         header = self._header(nexo.Category.PAYMENT, ref.service_id)
         payload = nexo.payment_request(header, ref.reference, amount_rials, ref.timestamp)
 
@@ -138,8 +147,12 @@ class NexoTerminal(PaymentTerminal):
 
     async def transaction_status(self, ref: MessageRef, *, timeout: float = 15.0) -> PaymentResult:
         self._check_ref(ref, None)
+        if not ref.service_id and not self.status_by_reference:
+            raise InvalidData(f"{self.name}: this terminal finds a sale only by its ServiceID", device=self.name,
+                              error_code="noServiceId")
         header = self._header(nexo.Category.TRANSACTION_STATUS)
-        payload = nexo.transaction_status_request(header, ref, by_reference=self.status_by_reference)
+        # our sale reference travels only where the ServiceID is lost (the documented option)
+        payload = nexo.transaction_status_request(header, ref, by_reference=not ref.service_id)
         return await self._exchange(
             "transaction_status", payload, timeout,
             lambda raw: nexo.parse_transaction_status_body(nexo.parse_response(raw, header), ref, header, self.profile),
@@ -148,6 +161,7 @@ class NexoTerminal(PaymentTerminal):
     async def reverse(self, ref: MessageRef, amount_rials: int, original: PoiTransaction, *,
                       timeout: float = 30.0) -> PaymentResult:
         self._check_ref(ref, nexo.Category.REVERSAL)
+        self._check_amount(amount_rials)
         if not isinstance(original, PoiTransaction) or not original.transaction_id or not original.timestamp:
             raise InvalidData(f"{self.name}: a reversal needs the original POITransactionID and its TimeStamp",
                               device=self.name, error_code="original")
@@ -195,6 +209,9 @@ class NexoTerminal(PaymentTerminal):
             raise InvalidData(f"{self.name}: expected a MessageRef, got {type(ref).__name__}", device=self.name,
                               error_code="reference")
         _check_reference(ref.reference, self.name)
+        if category is not None and not ref.service_id:
+            raise InvalidData(f"{self.name}: a {category} request needs its own ServiceID", device=self.name,
+                              error_code="noServiceId")
         if category is not None and ref.category != str(category):
             raise InvalidData(f"{self.name}: a {ref.category} reference cannot be used for a {category}",
                               device=self.name, error_code="category")

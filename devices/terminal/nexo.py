@@ -156,7 +156,9 @@ def reversal_request(header: Header, original: PoiTransaction, amount_rials: int
 
 
 def message_reference(ref: MessageRef, *, by_reference: bool = False) -> dict[str, Any]:
-    out: dict[str, Any] = {"MessageCategory": ref.category, "SaleID": ref.sale_id, "ServiceID": ref.service_id}
+    out: dict[str, Any] = {"MessageCategory": ref.category, "SaleID": ref.sale_id}
+    if ref.service_id:
+        out["ServiceID"] = ref.service_id
     if by_reference:
         out["SaleTransactionID"] = {"TransactionID": ref.reference}  # extension, see module doc
     return out
@@ -502,10 +504,9 @@ def _poi_transaction(body: dict[str, Any], where: str, *, required: bool) -> Poi
     poi_data = body.get("POIData")
     if poi_data is None and not required:
         return None
-    poi = _obj(_obj(body, "POIData", where), "POITransactionID", where + ".POIData")
-    tx_id = _str(poi, "TransactionID", where + ".POIData.POITransactionID")
-    stamp = _timestamp(poi, "TimeStamp", where + ".POIData.POITransactionID")
-    return PoiTransaction(tx_id, stamp)
+    # TransactionIDType: TransactionID "^.+$" and TimeStamp date-time (RFC 3339), both required —
+    # held to the same rule as the requests, because a reversal sends them back as they came
+    return _transaction_id(_obj(body, "POIData", where), "POITransactionID", where + ".POIData")
 
 
 def parse_payment_body(body: dict[str, Any], reference: str, profile: AcquirerProfile,
@@ -580,7 +581,7 @@ def parse_reversal_body(body: dict[str, Any], reference: str, where: str = "Reve
 
 
 def parse_transaction_status_body(body: dict[str, Any], ref: MessageRef, expected: Header,
-                                  profile: AcquirerProfile) -> PaymentResult:
+                                  profile: AcquirerProfile, *, currency: str = CURRENCY) -> PaymentResult:
     """What became of the request `ref` names. The repeated answer must be the one to that
     very request: same category, ServiceID and SaleID (a terminal that answered with another
     sale, or another kiosk's, is refused). For a Reversal, a refused reversal is DECLINED —
@@ -601,13 +602,19 @@ def parse_transaction_status_body(body: dict[str, Any], ref: MessageRef, expecte
     header = parse_header(rep, where + ".RepeatedMessageResponse")
     if header.sale_id != ref.sale_id or header.poi_id != expected.poi_id:
         raise NexoHeaderMismatch(f"{where}: repeated message is from another sale system or terminal", error_code="headerMismatch")
-    if str(header.category) != ref.category or header.service_id != ref.service_id:
+    if ref.service_id == "" and not isinstance(
+            _obj(_obj(rep, "RepeatedResponseMessageBody", where), "PaymentResponse", where).get("SaleData"), dict):
+        # found by our reference alone (the documented option): the repeated answer must
+        # name that sale, or nothing ties it to the one asked about
+        raise NexoHeaderMismatch(f"{where}: a sale found by reference must carry its SaleData", error_code="headerMismatch")
+    if str(header.category) != ref.category or (ref.service_id and header.service_id != ref.service_id):
         raise NexoHeaderMismatch(
             f"{where}: repeated message is {header.category} {header.service_id!r}, asked about {ref.category} {ref.service_id!r}",
             error_code="headerMismatch")
     inner = _obj(rep, "RepeatedResponseMessageBody", where)
     if header.category == Category.PAYMENT:
-        return parse_payment_body(_obj(inner, "PaymentResponse", where), reference, profile, where + ".PaymentResponse")
+        return parse_payment_body(_obj(inner, "PaymentResponse", where), reference, profile, where + ".PaymentResponse",
+                                  currency=currency)
     result = parse_reversal_body(_obj(inner, "ReversalResponse", where), reference, where + ".ReversalResponse")
     if result.outcome == PaymentOutcome.NOT_FOUND:
         return replace(result, outcome=PaymentOutcome.DECLINED)
@@ -710,13 +717,19 @@ def _date_time(d: dict[str, Any], key: str, where: str) -> str:
     return v
 
 
-def _schema_amount(d: dict[str, Any], key: str, where: str) -> int:
-    """Amounts: JSON number, minimum 0.0, maximum 99999999.999999; whole rials for IRR."""
+def _schema_number(d: dict[str, Any], key: str, where: str) -> int | float:
+    """Amounts: a JSON number, minimum 0.0, maximum 99999999.999999 (decimals allowed)."""
     v = d.get(key)
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise _fail(f"{where}.{key}: expected a number")
     if v < 0 or v > 99_999_999.999999:
         raise _fail(f"{where}.{key}: outside the schema's 0 .. 99999999.999999")
+    return v
+
+
+def _schema_amount(d: dict[str, Any], key: str, where: str) -> int:
+    """A schema amount that must be whole rials (IRR has no circulating fraction)."""
+    v = _schema_number(d, key, where)
     if isinstance(v, float) and not v.is_integer():
         raise _fail(f"{where}.{key}: IRR amounts are whole rials")
     return int(v)
@@ -727,9 +740,13 @@ def _validate_payment(body: dict[str, Any]) -> None:
     _transaction_id(_obj(body, "SaleData", "PaymentRequest"), "SaleTransactionID", "PaymentRequest.SaleData")
     # PaymentTransaction.required [AmountsReq]; AmountsReq.required [Currency, RequestedAmount]
     amounts = _obj(_obj(body, "PaymentTransaction", "PaymentRequest"), "AmountsReq", "PaymentRequest.PaymentTransaction")
-    if not re.fullmatch(r"[A-Z]{3}", _str(amounts, "Currency", "AmountsReq")):
+    currency = _str(amounts, "Currency", "AmountsReq")
+    if not re.fullmatch(r"[A-Z]{3}", currency):
         raise _fail("AmountsReq.Currency must match ^[A-Z]{3,3}$")
-    _schema_amount(amounts, "RequestedAmount", "AmountsReq")
+    if currency == CURRENCY:
+        _schema_amount(amounts, "RequestedAmount", "AmountsReq")
+    else:
+        _schema_number(amounts, "RequestedAmount", "AmountsReq")
 
 
 def _validate_reversal(body: dict[str, Any]) -> None:
@@ -739,17 +756,22 @@ def _validate_reversal(body: dict[str, Any]) -> None:
     if _str(body, "ReversalReason", "ReversalRequest") not in REVERSAL_REASONS:
         raise _fail(f"ReversalRequest.ReversalReason must be one of {', '.join(REVERSAL_REASONS)}")
     if "ReversedAmount" in body:
-        _schema_amount(body, "ReversedAmount", "ReversalRequest")
+        _schema_number(body, "ReversedAmount", "ReversalRequest")
     if "SaleData" in body:
         _transaction_id(_obj(body, "SaleData", "ReversalRequest"), "SaleTransactionID", "ReversalRequest.SaleData")
 
 
+#: TerminalAPI-v1.json MessageCategory enum (a MessageReference may name any of them; an abort
+#: names Payment, CardAcquisition or Input)
+SCHEMA_CATEGORIES = frozenset({
+    "Abort", "Admin", "BalanceInquiry", "CardAcquisition", "Diagnosis", "Display", "EnableService", "Event",
+    "GetTotals", "Input", "InputUpdate", "Login", "Logout", "Loyalty", "None", "Payment", "Print",
+    "Reconciliation", "Reversal", "StoredValue", "TransactionStatus"})
+
+
 def _validate_message_reference(ref: dict[str, Any], where: str) -> None:
-    if "MessageCategory" in ref:
-        try:
-            Category(_str(ref, "MessageCategory", where))
-        except ValueError:
-            raise _fail(f"{where}.MessageCategory unknown") from None
+    if "MessageCategory" in ref and _str(ref, "MessageCategory", where) not in SCHEMA_CATEGORIES:
+        raise _fail(f"{where}.MessageCategory is not in the schema's MessageCategory enum")
     if "ServiceID" in ref and not 1 <= len(_str(ref, "ServiceID", where)) <= 10:
         raise _fail(f"{where}.ServiceID must match ^.{{1,10}}$")
     for key in ("SaleID", "POIID"):
@@ -784,10 +806,10 @@ def request_sale(body: dict[str, Any], where: str) -> PoiTransaction:
     return _transaction_id(_obj(body, "SaleData", where), "SaleTransactionID", where + ".SaleData")
 
 
-def request_amount(body: dict[str, Any]) -> tuple[str, int]:
-    """(Currency, RequestedAmount) of a validated PaymentRequest."""
+def request_amount(body: dict[str, Any]) -> tuple[str, int | float]:
+    """(Currency, RequestedAmount) of a validated PaymentRequest (whole rials when IRR)."""
     amounts = body["PaymentTransaction"]["AmountsReq"]
-    return amounts["Currency"], _schema_amount(amounts, "RequestedAmount", "AmountsReq")
+    return amounts["Currency"], _schema_number(amounts, "RequestedAmount", "AmountsReq")
 
 
 def request_original(body: dict[str, Any]) -> tuple[PoiTransaction, int | None]:

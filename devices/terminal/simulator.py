@@ -357,6 +357,7 @@ class NexoTerminalSimulator:
             return b'{"SaleToPOIResponse": {"MessageHeader": '  # cut mid-object: invalid JSON
         if currency != nexo.CURRENCY:
             return nexo.response_message(h, "PaymentResponse", nexo.failure_body(nexo.PAYMENT_RESTRICTION, reference))
+        amount = int(amount)  # validated whole rials
         flight = _InFlight(reference, h.service_id, h.sale_id, threading.Event())
         with self._inflight_lock:
             busy = mode == "busy" or any(f for f in self._inflight.values())
@@ -448,6 +449,10 @@ class NexoTerminalSimulator:
         sale_id = sale_id or h.sale_id
         if not self.reference_lookup:
             reference = ""  # a terminal without the extension ignores it
+        elif reference and sale_id != h.sale_id:
+            # the extension finds a sale by our reference only within the asker's own SaleID
+            return nexo.response_message(h, "TransactionStatusResponse",
+                                         nexo.status_response_body(h, {"MessageCategory": category, "SaleID": sale_id}, None))
         ref_json = {"MessageCategory": category, "SaleID": sale_id, **({"ServiceID": service_id} if service_id else {})}
         with self._inflight_lock:
             running = [f for f in self._inflight.values() if f.sale_id == sale_id and category == "Payment"
