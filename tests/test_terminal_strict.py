@@ -278,10 +278,8 @@ def test_reference_lookup_does_not_cross_into_a_sale_id_named_in_the_message_ref
                                               "SaleTransactionID": {"TransactionID": "tx-b"}}, sale_id=OTHER))[0]
         body = answer["SaleToPOIResponse"]["TransactionStatusResponse"]
         assert body["Response"]["Result"] == "Failure", (
-            "BUG: with reference_lookup, a request whose header SaleID is OTHER-KIOSK found KIOSK-0042's sale "
-            "tx-b by SaleTransactionID, because the simulator takes MessageReference.SaleID as the asker "
-            "(simulator._status: sale_id = sale_id or h.sale_id); the extension is meant to stay within "
-            "the asker's SaleID")
+            "with reference_lookup, a request whose header SaleID is OTHER-KIOSK found KIOSK-0042's sale "
+            "tx-b by SaleTransactionID: the extension must stay within the asker's SaleID")
 
 
 # --- rule 2: status after a reversal, and after a restart ---------------------------------------
@@ -617,7 +615,7 @@ def test_a_driver_whose_open_was_rejected_tries_again_on_the_next_call(sim: Nexo
 
     state, result = run(go())
     assert state != DeviceState.STARTING and not isinstance(result, Exception), (
-        f"BUG: after a Reject during open() the driver stays {state!r} and the next pay() gives {result!r} "
+        f"after a Reject during open() the driver stays {state!r} and the next pay() gives {result!r} "
         "without asking the terminal: Device.open() leaves STARTING for errors whose state_after is None "
         "(RequestRejected, CommandTimeout, DeviceBusy, InvalidData), and NexoTerminal._exchange reopens only "
         "from OFFLINE")
