@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 from pathlib import Path
 from typing import Annotated, Any, AsyncIterator, Iterator
 
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Path as PathParam, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -17,10 +18,11 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from backoffice import billing, settlement
-from backoffice.auth import kiosk_for_token
+from backoffice import billing, settlement, tickets, transit
+from backoffice.auth import kiosk_for_token, service_for_token
 from backoffice.db import make_engine, session_factory, upgrade
 from backoffice.errors import ApiError
+from backoffice.models import ServiceRole
 from backoffice.schemas import (
     MAX_JOURNAL_SEQ,
     BillOut,
@@ -31,6 +33,22 @@ from backoffice.schemas import (
     PaymentIn,
     SettlementOut,
 )
+from backoffice.transit_schemas import (
+    CARD_SERIAL_PATTERN,
+    CardAccountOut,
+    DailyTotalsOut,
+    LoadIn,
+    LoadOut,
+    PendingActionIn,
+    PendingActionOut,
+    PendingLoadIn,
+    PendingLoadOut,
+    RedeemIn,
+    RedemptionOut,
+    SettleIn,
+    TicketIn,
+    TicketOut,
+)
 
 log = logging.getLogger("backoffice.api")
 
@@ -39,7 +57,7 @@ log = logging.getLogger("backoffice.api")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 SWAGGER_PREFIX = "/static/swagger-ui"
 # paths whose validation errors are a bad query rather than a bad body
-_QUERY_PATHS = ("/fee-slips", "/journal-anchors")
+_QUERY_PATHS = ("/fee-slips", "/journal-anchors", "/daily-totals")
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 422: {"model": ErrorBody},
@@ -57,7 +75,8 @@ def _session(request: Request) -> Iterator[Session]:
 
 # declared so the OpenAPI document (and /docs' Authorize button) shows how to authenticate;
 # auto_error off: a missing or malformed header gets our own 401 body, not FastAPI's
-_bearer = HTTPBearer(auto_error=False, description="the kiosk's token (backoffice kiosk add)")
+_bearer = HTTPBearer(auto_error=False, description="the kiosk's token (backoffice kiosk add); an integration's "
+                     "or a gate's token (backoffice token add) for their own calls")
 
 
 def _kiosk(request: Request,
@@ -72,7 +91,43 @@ def _kiosk(request: Request,
     return kiosk_id
 
 
+def _service(role: ServiceRole) -> Any:
+    def holder(request: Request,
+               credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
+        """The calling integration or gate (by `role`) from its bearer token; 401 otherwise."""
+        if credentials is None:
+            raise ApiError(401, "auth.unauthorized")
+        with _sessions(request)() as session:
+            name = service_for_token(session, credentials.credentials.strip(), role)
+        if name is None:
+            raise ApiError(401, "auth.unauthorized")
+        return name
+
+    return holder
+
+
+def _kiosk_or_integration(request: Request,
+                          credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+                          ) -> tuple[str, str]:
+    """("kiosk", id) or ("integration", name): daily totals are a kiosk's own, or everyone's."""
+    if credentials is None:
+        raise ApiError(401, "auth.unauthorized")
+    token = credentials.credentials.strip()
+    with _sessions(request)() as session:
+        kiosk_id = kiosk_for_token(session, token)
+        if kiosk_id is not None:
+            return "kiosk", kiosk_id
+        name = service_for_token(session, token, ServiceRole.INTEGRATION)
+    if name is None:
+        raise ApiError(401, "auth.unauthorized")
+    return "integration", name
+
+
 KioskId = Annotated[str, Depends(_kiosk)]
+IntegrationName = Annotated[str, Depends(_service(ServiceRole.INTEGRATION))]
+GateName = Annotated[str, Depends(_service(ServiceRole.GATE))]
+Caller = Annotated[tuple[str, str], Depends(_kiosk_or_integration)]
+Serial = Annotated[str, PathParam(pattern=CARD_SERIAL_PATTERN)]
 Db = Annotated[Session, Depends(_session)]
 
 
@@ -162,4 +217,65 @@ def create_app(db_url: str, *, migrate: bool = True, engine: Engine | None = Non
     ) -> JournalAnchorsOut:
         return settlement.journal_anchors(db, kiosk, after_seq, limit)
 
+    _transit_routes(app)
     return app
+
+
+def _json(status: int, text: str) -> Response:
+    # the stored text, byte for byte: a replay must be the identical first response
+    return Response(content=text, status_code=status, media_type="application/json")
+
+
+def _transit_routes(app: FastAPI) -> None:
+    """Issue 8: card accounts, loads, pending loads and actions, QR tickets, daily totals."""
+
+    @app.post("/api/v1/transit/loads", status_code=201, response_model=LoadOut, responses=_ERRORS)
+    def post_load(body: LoadIn, request: Request, kiosk: KioskId,
+                  idempotency_key: Annotated[str | None, Header()] = None) -> Response:
+        return _json(*transit.post_load(_sessions(request), kiosk, idempotency_key, body))
+
+    @app.get("/api/v1/transit/loads/{transaction_id}", response_model=LoadOut, responses=_ERRORS)
+    def get_load(transaction_id: str, kiosk: KioskId, db: Db) -> LoadOut:
+        return transit.load_status(db, kiosk, transaction_id)
+
+    @app.get("/api/v1/transit/cards/{serial}", response_model=CardAccountOut, responses=_ERRORS)
+    def get_card(serial: Serial, kiosk: KioskId, db: Db) -> CardAccountOut:
+        return transit.card_account(db, serial)
+
+    @app.post("/api/v1/transit/pending-loads", status_code=201, response_model=PendingLoadOut, responses=_ERRORS)
+    def post_pending_load(body: PendingLoadIn, request: Request, client: IntegrationName) -> JSONResponse:
+        status, out = transit.post_pending_load(_sessions(request), client, body)
+        return JSONResponse(out.model_dump(mode="json"), status_code=status)
+
+    @app.post("/api/v1/transit/pending-actions", status_code=201, response_model=PendingActionOut,
+              responses=_ERRORS)
+    def post_pending_action(body: PendingActionIn, request: Request, kiosk: KioskId,
+                            idempotency_key: Annotated[str | None, Header()] = None) -> Response:
+        return _json(*transit.post_pending_action(_sessions(request), kiosk, idempotency_key, body))
+
+    @app.post("/api/v1/transit/pending-actions/{transaction_id}/settle", response_model=PendingActionOut,
+              responses=_ERRORS)
+    def settle_pending_action(transaction_id: str, body: SettleIn, request: Request,
+                              kiosk: KioskId) -> PendingActionOut:
+        return transit.settle_pending_action(_sessions(request), kiosk, transaction_id, body)
+
+    @app.get("/api/v1/transit/daily-totals", response_model=DailyTotalsOut, responses=_ERRORS)
+    def get_daily_totals(caller: Caller, db: Db, date: Annotated[dt.date, Query()]) -> DailyTotalsOut:
+        role, who = caller
+        return transit.daily_totals(db, date, who if role == "kiosk" else None)
+
+    @app.post("/api/v1/tickets", status_code=201, response_model=TicketOut, responses=_ERRORS)
+    def post_ticket(body: TicketIn, request: Request, kiosk: KioskId,
+                    idempotency_key: Annotated[str | None, Header()] = None) -> Response:
+        return _json(*tickets.post_ticket(_sessions(request), kiosk, idempotency_key, body))
+
+    @app.get("/api/v1/tickets/{ticket_id}", response_model=TicketOut, responses=_ERRORS)
+    def get_ticket(ticket_id: str, kiosk: KioskId, db: Db) -> TicketOut:
+        return tickets.ticket_status(db, kiosk, ticket_id)
+
+    @app.post("/api/v1/tickets/{ticket_id}/redeem", status_code=201, response_model=RedemptionOut,
+              responses=_ERRORS)
+    def redeem_ticket(ticket_id: str, body: RedeemIn, request: Request, gate: GateName,
+                      idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:
+        status, out = tickets.redeem(_sessions(request), gate, idempotency_key, ticket_id, body)
+        return JSONResponse(out.model_dump(mode="json"), status_code=status)

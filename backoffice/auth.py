@@ -1,4 +1,9 @@
-"""Kiosk credentials: bearer tokens, stored only as their SHA-256, with a minimum strength."""
+"""Credentials: bearer tokens, stored only as their SHA-256, with a minimum strength.
+
+Kiosks hold one each (every kiosk call). Integrations (USSD/app payment systems that create
+pending loads) and gates (that redeem QR tickets) hold service tokens of their own role: a
+kiosk token cannot mint value on a card account nor use a ticket, and a gate or integration
+token cannot post a load. A token belongs to one holder across both kinds."""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backoffice.models import Kiosk, utcnow
+from backoffice.models import Kiosk, ServiceRole, ServiceToken, utcnow
 
 # A token is a secret of secrets.token_urlsafe's alphabet, at least 24 characters long (144
 # bits when random) and not a pattern: at least MIN_TOKEN_DISTINCT different characters.
@@ -78,7 +83,7 @@ def put_kiosk(session: Session, kiosk_id: str, token: str) -> bool:
         raise WeakToken(problem)
     digest = token_sha256(token)
     holder = session.scalars(select(Kiosk.kiosk_id).where(Kiosk.token_sha256 == digest)).first()
-    if holder is not None and holder != kiosk_id:
+    if (holder is not None and holder != kiosk_id) or _service_holder(session, digest) is not None:
         # say that it is taken, not by whom: the caller may not know the other kiosk
         raise TokenInUse("this token is already in use by another kiosk; use a new one")
     kiosk = session.get(Kiosk, kiosk_id)
@@ -88,4 +93,42 @@ def put_kiosk(session: Session, kiosk_id: str, token: str) -> bool:
     if kiosk.token_sha256 == digest and kiosk.enabled:
         return False
     kiosk.token_sha256, kiosk.enabled = digest, True
+    return True
+
+
+def _service_holder(session: Session, digest: str) -> str | None:
+    return session.scalars(select(ServiceToken.name).where(ServiceToken.token_sha256 == digest)).first()
+
+
+def service_for_token(session: Session, token: str, role: ServiceRole) -> str | None:
+    """The name of the enabled service credential of `role` that holds `token`, or None."""
+    if not token:
+        return None
+    row = session.scalars(select(ServiceToken).where(ServiceToken.token_sha256 == token_sha256(token))).one_or_none()
+    if row is None or not row.enabled or row.role != role:
+        return None
+    return row.name
+
+
+def put_service_token(session: Session, name: str, role: ServiceRole, token: str) -> bool:
+    """Create the integration or gate credential `name` or give it this token (enabled).
+    Returns True when anything changed. Same rules as put_kiosk: a strong token, held by
+    nobody else (kiosk or service)."""
+    if not KIOSK_ID_PATTERN.fullmatch(name):
+        raise BadKioskId(f"a credential name is 1-64 letters, digits, '.', '_' or '-' (got {name[:70]!r})")
+    problem = token_problem(token)
+    if problem:
+        raise WeakToken(problem)
+    digest = token_sha256(token)
+    holder = _service_holder(session, digest)
+    taken_by_kiosk = session.scalars(select(Kiosk.kiosk_id).where(Kiosk.token_sha256 == digest)).first()
+    if (holder is not None and holder != name) or taken_by_kiosk is not None:
+        raise TokenInUse("this token is already in use; use a new one")
+    row = session.get(ServiceToken, name)
+    if row is None:
+        session.add(ServiceToken(name=name, role=role, token_sha256=digest, enabled=True, created_at=utcnow()))
+        return True
+    if row.token_sha256 == digest and row.enabled and row.role == role:
+        return False
+    row.token_sha256, row.enabled, row.role = digest, True, role
     return True

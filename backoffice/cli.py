@@ -1,4 +1,5 @@
-"""`backoffice` command line: migrate, seed, serve, and manage kiosk credentials.
+"""`backoffice` command line: migrate, seed, serve, and manage kiosk, integration and gate
+credentials.
 
 Exit codes: 0 ok, 1 failed, 2 usage error. A person's mistake (a bad --db URL, a weak or
 reused token, a port in use) is one line on stderr, never a traceback."""
@@ -83,15 +84,23 @@ def _seed(args: argparse.Namespace) -> int:
 
     if not args.demo:
         raise CliError("nothing to seed: pass --demo", 2)
-    kiosks: dict[str, str] = {}
-    for item in args.kiosk or []:
-        kiosk_id, sep, token = item.partition(":")
-        if not sep or not kiosk_id or not token:
-            raise CliError("--kiosk wants ID:TOKEN", 2)  # not echoed: it holds a secret
-        kiosks[kiosk_id] = token
-    summary = seed_demo(_db(args), kiosks)
+    from backoffice.models import ServiceRole
+
+    kiosks = dict(_pair(item, "--kiosk") for item in args.kiosk or [])
+    services = {name: (ServiceRole.INTEGRATION, token) for name, token in
+                (_pair(item, "--integration") for item in args.integration or [])}
+    services.update({name: (ServiceRole.GATE, token) for name, token in
+                     (_pair(item, "--gate") for item in args.gate or [])})
+    summary = seed_demo(_db(args), kiosks, services)
     print(json.dumps(asdict(summary)))
     return 0
+
+
+def _pair(item: str, option: str) -> tuple[str, str]:
+    name, sep, token = item.partition(":")
+    if not sep or not name or not token:
+        raise CliError(f"{option} wants ID:TOKEN", 2)  # not echoed: it holds a secret
+    return name, token
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -155,6 +164,51 @@ def _kiosk_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _token_add(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.orm import Session
+
+    from backoffice.auth import CredentialError, TokenInUse, new_token, put_service_token
+    from backoffice.db import make_engine, upgrade
+    from backoffice.models import ServiceRole
+
+    url = _db(args)
+    upgrade(url)
+    token = args.token or new_token()
+    engine = make_engine(url)
+    try:
+        with Session(engine) as session, session.begin():
+            put_service_token(session, args.name, ServiceRole(args.role), token)
+    except TokenInUse as exc:
+        raise CliError(str(exc), 1) from None
+    except CredentialError as exc:
+        raise CliError(str(exc), 2) from None
+    except IntegrityError:
+        raise CliError(str(TokenInUse("this token is already in use; use a new one")), 1) from None
+    finally:
+        engine.dispose()
+    print(token)
+    return 0
+
+
+def _token_disable(args: argparse.Namespace) -> int:
+    from sqlalchemy.orm import Session
+
+    from backoffice.db import make_engine
+    from backoffice.models import ServiceToken
+
+    engine = make_engine(_db(args))
+    try:
+        with Session(engine) as session, session.begin():
+            row = session.get(ServiceToken, args.name)
+            if row is None:
+                raise CliError(f"no integration or gate credential {args.name!r}", 1)
+            row.enabled = False
+    finally:
+        engine.dispose()
+    return 0
+
+
 def _kiosk_disable(args: argparse.Namespace) -> int:
     from sqlalchemy.orm import Session
 
@@ -205,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", help="seed the demo data set (tops the demo owner up "
                    "to a few unpaid slips when demos have paid the rest)")
     p.add_argument("--kiosk", action="append", metavar="ID:TOKEN", help="a kiosk credential (repeatable)")
+    p.add_argument("--integration", action="append", metavar="NAME:TOKEN",
+                   help="an integration credential: may create transit pending loads (repeatable)")
+    p.add_argument("--gate", action="append", metavar="NAME:TOKEN",
+                   help="a gate credential: may redeem QR tickets (repeatable)")
     p.set_defaults(func=_seed)
 
     p = sub.add_parser("serve", parents=[common], help="migrate, then serve the HTTP API (prints its URL)")
@@ -222,6 +280,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = ksub.add_parser("disable", parents=[common], help="revoke a kiosk's access")
     p.add_argument("kiosk_id")
     p.set_defaults(func=_kiosk_disable)
+
+    tok = sub.add_parser("token", help="integration and gate credentials (transit)")
+    tsub = tok.add_subparsers(dest="token_command", metavar="ACTION")
+    p = tsub.add_parser("add", parents=[common], help="create an integration or gate credential (or rotate "
+                        "its token); prints the token")
+    p.add_argument("name")
+    p.add_argument("--role", required=True, choices=("integration", "gate"),
+                   help="integration: create pending loads, read every kiosk's daily totals; gate: redeem tickets")
+    p.add_argument("--token", help="use this token instead of a random one (same rules as kiosk tokens)")
+    p.set_defaults(func=_token_add)
+    p = tsub.add_parser("disable", parents=[common], help="revoke an integration's or gate's access")
+    p.add_argument("name")
+    p.set_defaults(func=_token_disable)
     return parser
 
 

@@ -165,16 +165,191 @@ class IdempotencyRecord(Base):
 
 
 class TransitAccount(Base):
-    """Transit card accounts (schema only for now; the transit API comes in a later issue)."""
+    """A transit card's account, keyed by the 10-digit serial printed on and stored in the card
+    (migration 0004; 0001's schema-only table keyed by UID was never written). `last_counter`
+    and `last_balance_rials` are what the card said after the newest recorded load: gates
+    debit cards offline, so this is not the card's balance now, only a floor for its counter."""
 
     __tablename__ = "transit_accounts"
 
-    card_uid: Mapped[str] = mapped_column(String(32), primary_key=True)
-    balance_rials: Mapped[int] = mapped_column(BigInteger, default=0)
-    pending_load_rials: Mapped[int] = mapped_column(BigInteger, default=0)
+    card_serial: Mapped[str] = mapped_column(String(10), primary_key=True)
+    card_uid: Mapped[str] = mapped_column(String(14))  # upper-case hex, 4 or 7 bytes
+    last_counter: Mapped[int] = mapped_column(BigInteger)
+    last_balance_rials: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16), default="active")
     concession: Mapped[str] = mapped_column(String(32), default="none")
-    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-TABLE_NAMES: tuple[str, ...] = ("kiosks", "owners", "bills", "payments", "idempotency", "transit_accounts")
+class LoadKind(enum.StrEnum):
+    TOPUP = "topup"
+    CARD_SALE = "card_sale"
+    PENDING_LOAD = "pending_load"
+
+
+class TransitLoad(Base):
+    """One value load written to a card, as a kiosk posted it (the card ledger). The row is its
+    own idempotency record: (kiosk_id, transaction_id) is unique and the request's hash and
+    first answer are kept on it."""
+
+    __tablename__ = "transit_loads"
+    __table_args__ = (
+        UniqueConstraint("kiosk_id", "transaction_id", name="uq_transit_loads_kiosk_transaction"),
+        # the database's last word on a replayed counter and on a second application
+        UniqueConstraint("card_serial", "counter_after", name="uq_transit_loads_serial_counter"),
+        UniqueConstraint("pending_load_id", name="uq_transit_loads_pending_load"),
+        UniqueConstraint("tracking_code", name="uq_transit_loads_tracking_code"),
+        Index("ix_transit_loads_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kiosk_id: Mapped[str] = mapped_column(ForeignKey("kiosks.kiosk_id"), index=True)
+    transaction_id: Mapped[str] = mapped_column(String(64))
+    card_serial: Mapped[str] = mapped_column(ForeignKey("transit_accounts.card_serial"), index=True)
+    card_uid: Mapped[str] = mapped_column(String(14))
+    counter_before: Mapped[int] = mapped_column(BigInteger)
+    counter_after: Mapped[int] = mapped_column(BigInteger)
+    amount_rials: Mapped[int] = mapped_column(BigInteger)
+    balance_after: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[LoadKind] = mapped_column(_enum(LoadKind, "load_kind"))
+    pending_load_id: Mapped[int | None] = mapped_column(ForeignKey("transit_pending_loads.id"))
+    # set when the row was written by settling a pending action ("applied")
+    settled_action_id: Mapped[int | None] = mapped_column(Integer)
+    tracking_code: Mapped[str] = mapped_column(String(32))
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    response_json: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TransitPendingLoad(Base):
+    """A top-up paid elsewhere (USSD, the city's app) against a card serial, waiting for the
+    card to be tapped at a kiosk. (source, external_ref) is the payer system's own key."""
+
+    __tablename__ = "transit_pending_loads"
+    __table_args__ = (
+        UniqueConstraint("source", "external_ref", name="uq_transit_pending_loads_source_ref"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    card_serial: Mapped[str] = mapped_column(String(10), index=True)  # the card may be unknown yet
+    amount_rials: Mapped[int] = mapped_column(BigInteger)
+    source: Mapped[str] = mapped_column(String(32))
+    external_ref: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(64))  # the integration credential's name
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    applied_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    applied_kiosk_id: Mapped[str | None] = mapped_column(String(64))
+    applied_transaction_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class ActionStatus(enum.StrEnum):
+    OPEN = "open"
+    APPLIED = "applied"
+    ROLLED_BACK = "rolled_back"
+
+
+class TransitPendingAction(Base):
+    """A card write left uncertain (the card was pulled mid-write and not brought back): the
+    card's next tap at any kiosk settles it, exactly once."""
+
+    __tablename__ = "transit_pending_actions"
+    __table_args__ = (
+        UniqueConstraint("kiosk_id", "transaction_id", name="uq_transit_actions_kiosk_transaction"),
+        UniqueConstraint("card_serial", "transaction_id", name="uq_transit_actions_serial_transaction"),
+        UniqueConstraint("tracking_code", name="uq_transit_actions_tracking_code"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kiosk_id: Mapped[str] = mapped_column(ForeignKey("kiosks.kiosk_id"), index=True)
+    transaction_id: Mapped[str] = mapped_column(String(64))
+    card_serial: Mapped[str] = mapped_column(String(10), index=True)
+    card_uid: Mapped[str] = mapped_column(String(14))
+    counter_before: Mapped[int] = mapped_column(BigInteger)
+    intended_balance: Mapped[int] = mapped_column(BigInteger)
+    amount_rials: Mapped[int] = mapped_column(BigInteger)
+    # a pending load this write was applying: reserved while the action is open
+    pending_load_id: Mapped[int | None] = mapped_column(ForeignKey("transit_pending_loads.id"))
+    tracking_code: Mapped[str] = mapped_column(String(32))
+    status: Mapped[ActionStatus] = mapped_column(_enum(ActionStatus, "action_status"), default=ActionStatus.OPEN)
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    settled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    settled_kiosk_id: Mapped[str | None] = mapped_column(String(64))
+    settled_by_transaction_id: Mapped[str | None] = mapped_column(String(64))
+    counter_seen: Mapped[int | None] = mapped_column(BigInteger)
+    settle_sha256: Mapped[str | None] = mapped_column(String(64))
+
+
+class TicketKind(enum.StrEnum):
+    SINGLE = "single"
+    RETURN = "return"
+
+
+class Ticket(Base):
+    """A QR ticket a kiosk sold; the row is its own idempotency record per (kiosk, tx)."""
+
+    __tablename__ = "tickets"
+    __table_args__ = (
+        UniqueConstraint("ticket_id", name="uq_tickets_ticket_id"),
+        UniqueConstraint("kiosk_id", "transaction_id", name="uq_tickets_kiosk_transaction"),
+        UniqueConstraint("tracking_code", name="uq_tickets_tracking_code"),
+        Index("ix_tickets_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[str] = mapped_column(String(64))
+    kiosk_id: Mapped[str] = mapped_column(ForeignKey("kiosks.kiosk_id"), index=True)
+    transaction_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[TicketKind] = mapped_column(_enum(TicketKind, "ticket_kind"))
+    trips: Mapped[int] = mapped_column(Integer)
+    trips_used: Mapped[int] = mapped_column(Integer, default=0)
+    valid_until: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    amount_rials: Mapped[int] = mapped_column(BigInteger)
+    tracking_code: Mapped[str] = mapped_column(String(32))
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    response_json: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TicketRedemption(Base):
+    """One trip of a ticket used at a gate. (ticket, trip_no) unique: a trip is used once."""
+
+    __tablename__ = "ticket_redemptions"
+    __table_args__ = (
+        UniqueConstraint("ticket_id", "trip_no", name="uq_ticket_redemptions_trip"),
+        # a gate's retry of the same scan (its Idempotency-Key) is the same redemption
+        UniqueConstraint("gate_client", "request_key", name="uq_ticket_redemptions_gate_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[str] = mapped_column(ForeignKey("tickets.ticket_id"), index=True)
+    trip_no: Mapped[int] = mapped_column(Integer)
+    gate_id: Mapped[str] = mapped_column(String(64))
+    gate_client: Mapped[str] = mapped_column(String(64))  # the gate credential's name
+    request_key: Mapped[str | None] = mapped_column(String(128))
+    redeemed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ServiceRole(enum.StrEnum):
+    INTEGRATION = "integration"  # USSD / app payment systems: create pending loads, read totals
+    GATE = "gate"  # metro/bus gates: redeem QR tickets
+
+
+class ServiceToken(Base):
+    """A credential that is not a kiosk's: an integration or a gate. Stored as SHA-256 only."""
+
+    __tablename__ = "service_tokens"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[ServiceRole] = mapped_column(_enum(ServiceRole, "service_role"))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+TABLE_NAMES: tuple[str, ...] = (
+    "kiosks", "owners", "bills", "payments", "idempotency", "transit_accounts", "transit_pending_loads",
+    "transit_loads", "transit_pending_actions", "tickets", "ticket_redemptions", "service_tokens",
+)

@@ -1,7 +1,9 @@
 """Demo data for the reference back-office: Tehran owners with fee slips of the four kinds,
-utility bills, and kiosk credentials. Every bill/payment id pair is built with kiosk.bills
-so it passes the kiosk's own checks. Seeding again adds nothing, except that the demo owner
-is topped up to DEMO_MIN_UNPAID unpaid slips when demos have paid the rest."""
+utility bills, a pending transit top-up for the demo card, and kiosk (and optionally
+integration/gate) credentials. Every bill/payment id pair is built with kiosk.bills so it
+passes the kiosk's own checks. Seeding again adds nothing, except that the demo owner is
+topped up to DEMO_MIN_UNPAID unpaid slips when demos have paid the rest, and the demo card
+gets a new pending load when a demo has collected the last one."""
 
 from __future__ import annotations
 
@@ -12,10 +14,12 @@ from typing import Iterator
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from backoffice.auth import put_kiosk
+from backoffice.auth import put_kiosk, put_service_token
 from backoffice.db import lock_for_seeding, make_engine, upgrade
 from backoffice.identity import normalize_code, normalize_plate
-from backoffice.models import Bill, BillStatus, Owner, OwnerKind, SlipKind
+from backoffice.models import Bill, BillStatus, Owner, OwnerKind, ServiceRole, SlipKind, TransitPendingLoad, utcnow
+from backoffice.transit import PENDING_LOAD_SCOPE, request_hash
+from backoffice.transit_schemas import PendingLoadIn
 from kiosk.bills import make_bill_id, make_payment_id, parse_bill
 from kiosk.sensitive import to_persian_digits
 
@@ -50,6 +54,12 @@ NOWRUZ = {1403: dt.date(2024, 3, 20), 1404: dt.date(2025, 3, 21), 1405: dt.date(
 # second digit 9 that the base slips, numbered by kind 1-4, never use).
 DEMO_MIN_UNPAID = 5
 MAX_TOPUP_BATCH = 9999
+# The demo transit card (its serial; the kiosk demo's virtual card carries it) and the top-up
+# paid elsewhere that `kiosk demo --script collect-pending` collects. Each collection applies
+# it; the next seed adds another (external refs "demo-<serial>-<n>").
+DEMO_CARD_SERIAL = "1000000017"
+DEMO_PENDING_LOAD_RIALS = 50_000
+DEMO_PENDING_SOURCE = "demo"
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,8 @@ class SeedSummary:
     owners_added: int
     bills_added: int
     demo_unpaid_slips: int  # unpaid slips of DEMO_NATIONAL_CODE after seeding
+    pending_loads_added: int = 0  # the demo card's pending top-up, when it had none left
+    services_changed: int = 0  # integration and gate credentials created or changed
 
 
 @dataclass(frozen=True)
@@ -157,10 +169,29 @@ def _unpaid_of(session: Session, owner: Owner) -> int:
         Bill.owner_id == owner.id, Bill.status == BillStatus.UNPAID)) or 0)
 
 
-def _seed(session: Session, kiosks: dict[str, str]) -> SeedSummary:
+def _seed_pending_load(session: Session) -> int:
+    """A pending load for the demo card unless it still has one not applied; 1 when added."""
+    demo = select(TransitPendingLoad).where(TransitPendingLoad.card_serial == DEMO_CARD_SERIAL,
+                                            TransitPendingLoad.source == DEMO_PENDING_SOURCE)
+    rows = session.scalars(demo).all()
+    if any(row.applied_at is None for row in rows):
+        return 0
+    body = PendingLoadIn(card_serial=DEMO_CARD_SERIAL, amount_rials=DEMO_PENDING_LOAD_RIALS,
+                         source=DEMO_PENDING_SOURCE, external_ref=f"demo-{DEMO_CARD_SERIAL}-{len(rows) + 1}")
+    session.add(TransitPendingLoad(card_serial=body.card_serial, amount_rials=body.amount_rials, source=body.source,
+                                   external_ref=body.external_ref, created_by="seed",
+                                   request_sha256=request_hash(PENDING_LOAD_SCOPE, body.canonical()),
+                                   created_at=utcnow()))
+    return 1
+
+
+def _seed(session: Session, kiosks: dict[str, str],
+          services: dict[str, tuple[ServiceRole, str]] | None = None) -> SeedSummary:
     # one seeder at a time: a demo and a test may seed the same database at once
     lock_for_seeding(session)
     kiosks_changed = sum(put_kiosk(session, kid, token) for kid, token in kiosks.items())
+    services_changed = sum(put_service_token(session, name, role, token)
+                           for name, (role, token) in (services or {}).items())
     existing = {(b, p) for b, p in session.execute(select(Bill.bill_id, Bill.payment_id))}
     owners_added = bills_added = 0
     for spec in OWNERS:
@@ -201,16 +232,20 @@ def _seed(session: Session, kiosks: dict[str, str]) -> SeedSummary:
                 bills_added += 1
                 unpaid += 1
         batch += 1
+    pending_added = _seed_pending_load(session)
     session.flush()
-    return SeedSummary(kiosks_changed, owners_added, bills_added, _unpaid_of(session, demo_owner))
+    return SeedSummary(kiosks_changed, owners_added, bills_added, _unpaid_of(session, demo_owner), pending_added,
+                       services_changed)
 
 
-def seed_demo(target: str | Engine | Session, kiosks: dict[str, str]) -> SeedSummary:
-    """Seed the demo data and kiosk credentials ({kiosk_id: token}) and commit.
+def seed_demo(target: str | Engine | Session, kiosks: dict[str, str],
+              services: dict[str, tuple[ServiceRole, str]] | None = None) -> SeedSummary:
+    """Seed the demo data and kiosk credentials ({kiosk_id: token}) and commit; `services`
+    adds integration and gate credentials ({name: (role, token)}).
 
     `target` is a database URL (migrated first), an Engine, or a Session (committed here)."""
     if isinstance(target, Session):
-        summary = _seed(target, kiosks)
+        summary = _seed(target, kiosks, services)
         target.commit()
         return summary
     engine = target
@@ -220,7 +255,7 @@ def seed_demo(target: str | Engine | Session, kiosks: dict[str, str]) -> SeedSum
     assert isinstance(engine, Engine)
     try:
         with Session(engine) as session, session.begin():
-            return _seed(session, kiosks)
+            return _seed(session, kiosks, services)
     finally:
         if isinstance(target, str):
             engine.dispose()

@@ -41,7 +41,7 @@ from kiosk.sensitive import national_code_ok
 TOKEN_A = "token-a-Qm7Vx2Lp9Rt4Wz8Kc3Nd"
 TOKEN_B = "token-b-Hs5Jy1Fg6Ub0Ea7Mo2Pi"
 KIOSKS = {"kiosk-a": TOKEN_A, "kiosk-b": TOKEN_B}
-HEAD_REVISION = "0003_payment_tx_per_kiosk"
+HEAD_REVISION = "0004_transit"
 DATA_TABLES = ("idempotency", "payments", "bills", "owners", "kiosks", "transit_accounts")
 
 
