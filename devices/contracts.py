@@ -11,7 +11,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from devices.base import Device, InvalidData
+from devices.base import Device, InvalidData, MediaError
 
 # --- payment terminal ---------------------------------------------------------------------
 
@@ -216,24 +216,130 @@ class Scanner(Device, abc.ABC):
 
 
 # --- transit card reader ---------------------------------------------------------------------
+# The contract speaks MIFARE Classic 1K, the card Tehran's stored-value transit cards are: a
+# transit flow detects the card, authenticates a sector with a key, reads and writes 16-byte
+# blocks, moves value blocks with the card's own value operations and ends the session. A PN532
+# implements it over UART; a PC/SC reader would map the same calls to its storage-card commands
+# (load key, general authenticate, read/update binary) and its value-block command. What the
+# blocks mean (the transit card format) lives in devices/transit_card/, not in any driver.
+
+
+class KeyType(enum.StrEnum):
+    """MIFARE Classic key slot of a sector; the value is the letter, `auth_command` the byte."""
+
+    A = "A"
+    B = "B"
+
+    @property
+    def auth_command(self) -> int:
+        return 0x60 if self is KeyType.A else 0x61
+
+
+class AuthenticationError(MediaError):
+    """The card refused the key (wrong key, another card's key). The card is halted: select it
+    again before the next command."""
+
+    def __init__(self, message: str, *, device: str = "") -> None:
+        super().__init__(message, device=device, error_code="authFailed")
+
+
+class AccessDenied(MediaError):
+    """The card (still on the reader) refused a read, write, value operation or transfer: its
+    access bits forbid it with the key used. The card drops its authentication."""
+
+    def __init__(self, message: str, *, device: str = "") -> None:
+        super().__init__(message, device=device, error_code="accessDenied")
+
+
+class NoCard(MediaError):
+    """No card on the reader."""
+
+    def __init__(self, message: str, *, device: str = "") -> None:
+        super().__init__(message, device=device, error_code="noCard")
+
+
+class CardRemoved(MediaError):
+    """The card left the field during an operation. A write it interrupted may or may not have
+    landed: the card's own counters tell on its next tap."""
+
+    def __init__(self, message: str, *, device: str = "") -> None:
+        super().__init__(message, device=device, error_code="cardRemoved")
+
+
+class WrongCard(MediaError):
+    """A card other than the one the operation is about is on the reader (the citizen was asked
+    to place the same card again and placed another)."""
+
+    def __init__(self, message: str, *, device: str = "") -> None:
+        super().__init__(message, device=device, error_code="wrongCard")
 
 
 @dataclass(frozen=True)
 class CardInfo:
-    uid: str  # hex
+    uid: str  # hex, 4 or 7 bytes
     atqa: str = ""
     sak: int = 0
     card_type: str = "mifare-classic-1k"
 
+    @property
+    def uid_bytes(self) -> bytes:
+        return bytes.fromhex(self.uid)
+
 
 class CardReader(Device, abc.ABC):
+    """A contactless reader for MIFARE Classic cards. Block numbers are absolute (0..63 on a 1K
+    card); a sector is authenticated through any of its blocks. Failures are typed: NoCard,
+    AuthenticationError, AccessDenied, CardRemoved (and the DeviceError family for the reader
+    itself). After AuthenticationError or AccessDenied the card must be selected again."""
+
     device_class = "CardReader"
 
     @abc.abstractmethod
-    async def wait_for_card(self, *, timeout: float = 30.0) -> CardInfo: ...
+    async def wait_for_card(self, *, timeout: float = 30.0) -> CardInfo:
+        """Poll until a card is on the reader (CommandTimeout when none comes in time)."""
 
     @abc.abstractmethod
-    async def card_present(self) -> CardInfo | None: ...
+    async def card_present(self) -> CardInfo | None:
+        """The card on the reader now, or None (one poll, no waiting)."""
+
+    @abc.abstractmethod
+    async def select(self, *, timeout: float | None = None) -> CardInfo:
+        """Select the card on the field: a fresh session, any authentication dropped. NoCard
+        when the field is empty."""
+
+    @abc.abstractmethod
+    async def authenticate(self, block: int, key_type: KeyType, key: bytes, uid: bytes,
+                           *, timeout: float | None = None) -> None:
+        """Authenticate the sector holding `block` with the 6-byte `key` of slot `key_type`
+        for the card `uid` (4 or 7 bytes, as selected)."""
+
+    @abc.abstractmethod
+    async def read_block(self, block: int, *, timeout: float | None = None) -> bytes:
+        """The 16 bytes of `block` (its sector authenticated)."""
+
+    @abc.abstractmethod
+    async def write_block(self, block: int, data: bytes, *, timeout: float | None = None) -> None:
+        """Write 16 bytes to `block`. A card pulled mid-write may keep old, new or mixed bytes."""
+
+    @abc.abstractmethod
+    async def increment(self, block: int, amount: int, *, timeout: float | None = None) -> None:
+        """Value block plus `amount` (0..2^31-1) into the card's transfer buffer."""
+
+    @abc.abstractmethod
+    async def decrement(self, block: int, amount: int, *, timeout: float | None = None) -> None:
+        """Value block minus `amount` into the card's transfer buffer."""
+
+    @abc.abstractmethod
+    async def restore(self, block: int, *, timeout: float | None = None) -> None:
+        """Copy a value block into the transfer buffer (TRANSFER within the same sector)."""
+
+    @abc.abstractmethod
+    async def transfer(self, block: int, *, timeout: float | None = None) -> None:
+        """Write the transfer buffer to `block`; only right after increment/decrement/restore."""
+
+    @abc.abstractmethod
+    async def halt(self, *, timeout: float | None = None) -> None:
+        """End the session with the card (it must be selected again before the next command)."""
 
 
 # --- card dispenser --------------------------------------------------------------------------

@@ -20,11 +20,12 @@ from typing import Iterator
 from backoffice.seed import seed_demo
 from backoffice.server import RunningServer, serve_in_thread
 from devices.contracts import DeviceConfig
-from devices.pn532.virtual import VirtualPN532, demo_card
+from devices.pn532.virtual import VirtualPN532
 from devices.printer.emulator import NetworkPrinterEmulator
 from devices.scanner.emulator import SerialScannerEmulator
 from devices.terminal.simulator import NexoTerminalSimulator
 from devices.terminal.tls import load_or_generate
+from devices.transit_card.demo import DEMO_CARD_UID, demo_card
 from kiosk.settings import KioskSettings
 
 KIOSK_ID = "kiosk-demo-01"
@@ -91,9 +92,11 @@ def demo_environment(data_dir: Path, *, extra_devices: tuple[DeviceConfig, ...] 
         scanner = SerialScannerEmulator(suffix="\r\n")
         scanner_port = scanner.start()
         stack.callback(scanner.stop)
-        card_reader = VirtualPN532(baud=115200)
+        # the virtual cards live in the data dir, as the terminal's ledger does: a crash and a
+        # restart meet the same card, a torn write included
+        card_reader = VirtualPN532(baud=115200, cards_path=data_dir / "cards.json")
         reader_port = card_reader.start()
-        card_reader.place(demo_card())
+        card_reader.place(card_reader.cards.get(DEMO_CARD_UID) or demo_card())
         stack.callback(card_reader.stop)
         devices = (
             DeviceConfig("terminal", "nexo-http", {"url": terminal_url, "sale_id": KIOSK_ID,

@@ -1,6 +1,6 @@
 """The transit card layer (docs/card-layout.md) through the real driver and the virtual PN532:
-value blocks, diversified keys, balance/credit/debit/log, and recovery from a tear at every
-write step of credit and debit."""
+value blocks, diversified keys, balance/credit/debit/log, and a tear at every write step of
+credit and debit read back as the old or the new balance, never between."""
 
 from __future__ import annotations
 
@@ -11,35 +11,40 @@ from typing import Any
 import pytest
 
 from devices.base import InvalidData
-from devices.pn532.card_layout import (
-    BACKUP,
-    MAX_BALANCE_RIALS,
-    PRIMARY,
-    PURSE_ACCESS,
+from devices.contracts import KeyType
+from devices.mifare_classic import (
+    AccessBits,
+    InvalidValueBlock,
+    decode_value,
+    encode_value,
+)
+from devices.pn532.driver import CardRemoved, PN532Reader
+from devices.pn532.virtual import VirtualCard, VirtualPN532
+from devices.transit_card import (
     BalanceLimit,
     CardBalance,
     CardCorrupt,
-    CommitRecord,
+    CardProfile,
     InsufficientBalance,
     LogEntry,
     TransitCard,
     TxType,
     tx_ref_short,
 )
-from devices.pn532.driver import CardRemoved, PN532Reader
-from devices.pn532.keys import CardKeys, KeyType, diversify
-from devices.pn532.mifare import (
-    AccessBits,
-    InvalidValueBlock,
-    decode_value,
-    encode_value,
-)
-from devices.pn532.virtual import VirtualCard, VirtualPN532
+from devices.transit_card.demo import DEMO_CARD_ISSUED, issue_virtual_card
+from devices.transit_card.keys import CardKeys, diversify
+from devices.transit_card.layout import COPY_1, COPY_2, MAX_BALANCE_RIALS, PURSE_ACCESS, PurseCopy
+from devices.transit_card.records import CommitRecord
 
 MASTER = b"city-kiosk test master key 32 B!"
 KEYS = CardKeys(MASTER)
 UID = bytes.fromhex("04a1b2c3")
+SERIAL = "1234567890"
 NOW = 1_790_000_000
+
+
+def personalised(master: bytes = MASTER, balance: int = 5000) -> VirtualCard:
+    return issue_virtual_card(UID, master, balance, SERIAL)
 
 
 def run(coro: Any) -> Any:
@@ -98,11 +103,13 @@ def test_commit_record_and_log_entry_round_trip_and_reject_corruption() -> None:
     assert LogEntry.decode(bytes(16)[:15] + b"\x01") is None
 
 
-def test_personalised_card_holds_no_personal_data_only_purse_and_keys() -> None:
-    card = VirtualCard.blank(UID).personalise(MASTER, 5000)
-    assert decode_value(card.block(PRIMARY.value_block)) == (5000, 4)
-    assert card.block(PRIMARY.record_block) == card.block(BACKUP.record_block)
+def test_personalised_card_holds_no_personal_data_only_purse_identity_and_keys() -> None:
+    card = personalised()
+    assert decode_value(card.block(COPY_1.value_block)) == (5000, 4)
+    assert card.block(COPY_1.record_block) == card.block(COPY_2.record_block)
     assert card.block(7)[10:16] == KEYS.key(UID, 1, KeyType.B)
+    # block 6: magic, version, the serial in BCD, profile, issue date in BCD — nothing personal
+    assert card.block(6)[:12].hex() == "4901" "1234567890" "00" "20250321"
 
 
 # --- through the reader --------------------------------------------------------------------------
@@ -133,13 +140,13 @@ def with_card(v: VirtualPN532, fn: Any, card: VirtualCard | None = None) -> Any:
 
 
 def test_read_balance_of_a_fresh_card(virtual: VirtualPN532) -> None:
-    card = VirtualCard.blank(UID).personalise(MASTER, 5000)
+    card = personalised()
     balance = with_card(virtual, lambda tc: tc.read_balance(), card)
-    assert balance == CardBalance(UID.hex(), 5000, 0, "00000000", False)
+    assert balance == CardBalance(UID.hex(), 5000, 0, "00000000", SERIAL, CardProfile.REGULAR, DEMO_CARD_ISSUED)
 
 
 def test_credit_then_debit_updates_balance_counter_and_log(virtual: VirtualPN532) -> None:
-    card = VirtualCard.blank(UID).personalise(MASTER, 5000)
+    card = personalised()
 
     async def flow(tc: TransitCard) -> tuple[CardBalance, CardBalance, CardBalance, list[LogEntry]]:
         a = await tc.credit(20_000, "tx-topup-1")
@@ -151,11 +158,13 @@ def test_credit_then_debit_updates_balance_counter_and_log(virtual: VirtualPN532
     assert c.balance == 21_500 and c.last_tx_ref == tx_ref_short("tx-trip-1").hex()
     assert [(e.seq, e.tx_type, e.amount, e.terminal, e.at) for e in entries] == [
         (2, TxType.TRIP, 3_500, 42, NOW), (1, TxType.TOPUP, 20_000, 42, NOW)]
-    assert decode_value(card.block(BACKUP.value_block))[0] == 21_500
+    # one copy per transaction, the older one: the top-up went to copy 2, the trip to copy 1,
+    # and copy 2 still holds the state before the trip
+    assert _copy(card, COPY_1) == (21_500, 2) and _copy(card, COPY_2) == (25_000, 1)
 
 
 def test_log_is_a_ring_of_the_six_most_recent(virtual: VirtualPN532) -> None:
-    card = VirtualCard.blank(UID).personalise(MASTER, 100_000)
+    card = personalised(balance=100_000)
 
     async def flow(tc: TransitCard) -> list[LogEntry]:
         for i in range(8):
@@ -168,7 +177,7 @@ def test_log_is_a_ring_of_the_six_most_recent(virtual: VirtualPN532) -> None:
 
 
 def test_retrying_a_credit_with_the_same_reference_never_adds_twice(virtual: VirtualPN532) -> None:
-    card = VirtualCard.blank(UID).personalise(MASTER, 0)
+    card = personalised(balance=0)
 
     async def flow(tc: TransitCard) -> tuple[int, int]:
         await tc.credit(10_000, "tx-1")
@@ -179,7 +188,7 @@ def test_retrying_a_credit_with_the_same_reference_never_adds_twice(virtual: Vir
 
 
 def test_debit_more_than_the_balance_is_refused_and_changes_nothing(virtual: VirtualPN532) -> None:
-    card = VirtualCard.blank(UID).personalise(MASTER, 1000)
+    card = personalised(balance=1000)
     before = [card.block(n) for n in range(64)]
 
     async def flow(tc: TransitCard) -> None:
@@ -195,7 +204,7 @@ def test_debit_more_than_the_balance_is_refused_and_changes_nothing(virtual: Vir
 
 
 def test_card_with_another_issuers_keys_is_refused(virtual: VirtualPN532) -> None:
-    card = VirtualCard.blank(UID).personalise(b"another issuer's master key 32B!", 1000)
+    card = personalised(b"another issuer's master key 32B!", 1000)
     from devices.pn532.driver import AuthenticationError
 
     async def flow(tc: TransitCard) -> None:
@@ -206,9 +215,9 @@ def test_card_with_another_issuers_keys_is_refused(virtual: VirtualPN532) -> Non
 
 
 def test_both_copies_torn_is_card_corrupt(virtual: VirtualPN532) -> None:
-    card = VirtualCard.blank(UID).personalise(MASTER, 1000)
-    card.blocks[PRIMARY.value_block][0] ^= 1
-    card.blocks[BACKUP.record_block][3] ^= 1
+    card = personalised(balance=1000)
+    card.blocks[COPY_1.value_block][0] ^= 1
+    card.blocks[COPY_2.record_block][3] ^= 1
 
     async def flow(tc: TransitCard) -> None:
         with pytest.raises(CardCorrupt):
@@ -219,31 +228,30 @@ def test_both_copies_torn_is_card_corrupt(virtual: VirtualPN532) -> None:
 
 # --- tears -----------------------------------------------------------------------------------------
 
-# block writes of one transaction, in order: log entry, backup TRANSFER, backup record,
-# primary TRANSFER, primary record
-WRITE_STEPS = 5
+# block writes of one transaction, in order: log entry, the older copy's TRANSFER, its record
+WRITE_STEPS = 3
 TEAR_BYTES = (0, 5, 16)  # nothing landed, a torn block, the whole block landed but no answer
 
 
-def _copies_agree(card: VirtualCard) -> tuple[int, int]:
-    values = {decode_value(card.block(c.value_block))[0] for c in (PRIMARY, BACKUP)}
-    records = {CommitRecord.decode(card.block(c.record_block)) for c in (PRIMARY, BACKUP)}
-    assert len(values) == 1 and len(records) == 1, "purse copies still disagree after recovery"
-    record = records.pop()
-    assert record.balance == values.pop()
+def _copy(card: VirtualCard, copy: PurseCopy) -> tuple[int, int]:
+    """(balance, counter) of one consistent purse copy (fails on a torn one)."""
+    value = decode_value(card.block(copy.value_block))[0]
+    record = CommitRecord.decode(card.block(copy.record_block))
+    assert record.balance == value, f"{copy.name} is not consistent"
     return record.balance, record.seq
 
 
 @pytest.mark.parametrize("after_bytes", TEAR_BYTES)
 @pytest.mark.parametrize("step", range(1, WRITE_STEPS + 1))
 @pytest.mark.parametrize("kind", ["credit", "debit"])
-def test_card_torn_at_any_write_step_is_settled_on_the_next_tap(
+def test_card_torn_at_any_write_step_reads_old_or_new_on_the_next_tap(
         virtual: VirtualPN532, kind: str, step: int, after_bytes: int) -> None:
     old, amount, ref = 5000, 700, f"tx-{kind}-{step}-{after_bytes}"
     new = old + amount if kind == "credit" else old - amount
-    card = VirtualCard.blank(UID).personalise(MASTER, old)
-    # the transaction is committed once the backup copy is whole (docs/card-layout.md)
-    committed = step > 3 or (step == 3 and after_bytes == 16)
+    card = personalised(balance=old)
+    before = card.block(COPY_1.value_block) + card.block(COPY_1.record_block)
+    # the transaction is on the card once the written copy's commit record is whole
+    committed = step == 3 and after_bytes == 16
 
     async def flow(tc: TransitCard) -> tuple[CardBalance, list[LogEntry], CardBalance]:
         virtual.tear_next_write(at_op=step, after_bytes=after_bytes)
@@ -257,6 +265,7 @@ def test_card_torn_at_any_write_step_is_settled_on_the_next_tap(
         return settled, entries, retried
 
     settled, entries, retried = with_card(virtual, flow, card)
+    assert card.block(COPY_1.value_block) + card.block(COPY_1.record_block) == before  # never written
     assert settled.balance == (new if committed else old)
     assert settled.seq == (1 if committed else 0)
     if committed:
@@ -264,25 +273,26 @@ def test_card_torn_at_any_write_step_is_settled_on_the_next_tap(
     else:
         assert entries == []
     assert (retried.balance, retried.seq) == (new, 1)  # the retry lands exactly once
-    assert _copies_agree(card) == (new, 1)
+    assert _copy(card, COPY_2) == (new, 1) and _copy(card, COPY_1) == (old, 0)
 
 
-@pytest.mark.parametrize("recovery_step", [1, 2])
-def test_a_tear_during_recovery_is_recovered_on_the_tap_after(virtual: VirtualPN532,
-                                                               recovery_step: int) -> None:
-    card = VirtualCard.blank(UID).personalise(MASTER, 5000)
+def test_reads_never_write_and_a_second_tear_still_leaves_the_committed_copy(virtual: VirtualPN532) -> None:
+    card = personalised()
 
-    async def flow(tc: TransitCard) -> CardBalance:
-        virtual.tear_next_write(at_op=4, after_bytes=5)  # primary TRANSFER torn
+    async def flow(tc: TransitCard) -> tuple[CardBalance, CardBalance]:
+        virtual.tear_next_write(at_op=2, after_bytes=5)  # copy 2's TRANSFER torn
         with pytest.raises(CardRemoved):
             await tc.debit(300, "tx-1")
         virtual.place(card)
-        virtual.tear_next_write(at_op=recovery_step, after_bytes=5)  # the repair is torn too
+        torn = await tc.read_balance()  # reads only: the torn copy stays torn
+        assert card.block(COPY_2.value_block)[5:] == encode_value(5000, 4)[5:]
+        virtual.tear_next_write(at_op=3, after_bytes=5)  # the next try tears its record
         with pytest.raises(CardRemoved):
-            await tc.read_balance()
+            await tc.debit(300, "tx-1")
         virtual.place(card)
-        return await tc.read_balance()
+        return torn, await tc.debit(300, "tx-1")
 
-    settled = with_card(virtual, flow, card)
-    assert (settled.balance, settled.seq, settled.recovered) == (4700, 1, True)
-    assert _copies_agree(card) == (4700, 1)
+    torn, done = with_card(virtual, flow, card)
+    assert (torn.balance, torn.seq, torn.torn_copy) == (5000, 0, True)
+    assert (done.balance, done.seq, done.torn_copy) == (4700, 1, False)
+    assert _copy(card, COPY_2) == (4700, 1) and _copy(card, COPY_1) == (5000, 0)

@@ -19,9 +19,11 @@ from devices.base import (
 )
 from devices.pn532 import frames
 from devices.pn532.driver import AccessDenied, AuthenticationError, CardRemoved, NoCard, PN532Reader
-from devices.pn532.keys import CardKeys, KeyType
-from devices.pn532.mifare import decode_value, encode_value
+from devices.contracts import KeyType
+from devices.mifare_classic import decode_value, encode_value
 from devices.pn532.virtual import VirtualCard, VirtualPN532
+from devices.transit_card.demo import issue_virtual_card
+from devices.transit_card.keys import CardKeys
 from devices.registry import driver_for
 
 MASTER = bytes(range(32))
@@ -134,7 +136,7 @@ def test_wait_for_card_with_no_card_times_out_and_select_says_no_card(virtual: V
 
 
 def _personalised(uid: bytes = UID, balance: int = 5000) -> VirtualCard:
-    return VirtualCard.blank(uid).personalise(MASTER, balance)
+    return issue_virtual_card(uid, MASTER, balance, "1000000001")
 
 
 def test_diversified_keys_open_the_card_and_read_its_value_block(virtual: VirtualPN532) -> None:
@@ -199,7 +201,7 @@ def test_value_ops_move_the_value_through_the_transfer_buffer(virtual: VirtualPN
         await reader.transfer(4)
         await reader.write_block(5, bytes(range(16)))
         assert await reader.read_block(5) == bytes(range(16))
-        await reader.release()
+        await reader.halt()
         await reader.close()
 
     run(go())
@@ -209,6 +211,7 @@ def test_value_ops_move_the_value_through_the_transfer_buffer(virtual: VirtualPN
 def test_transfer_into_a_block_whose_access_bits_forbid_it_is_refused(virtual: VirtualPN532) -> None:
     card = _personalised()
     virtual.place(card)
+    identity = card.block(6)
 
     async def go() -> None:
         reader = await opened(virtual)
@@ -216,11 +219,11 @@ def test_transfer_into_a_block_whose_access_bits_forbid_it_is_refused(virtual: V
         await reader.authenticate(4, KeyType.B, KEYS.key(UID, 1, KeyType.B), UID)
         await reader.restore(4)
         with pytest.raises(AccessDenied):
-            await reader.transfer(6)  # block 6 is a data block (C1C2C3 = 100): no value ops
+            await reader.transfer(6)  # block 6 (identity) is a data block (C1C2C3 = 100): no value ops
         await reader.close()
 
     run(go())
-    assert card.block(6) == bytes(16)
+    assert card.block(6) == identity
 
 
 def test_key_a_may_decrement_but_not_increment_or_write_the_purse(virtual: VirtualPN532) -> None:

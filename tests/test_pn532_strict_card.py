@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 
+from devices.contracts import KeyType
+from devices.mifare_classic import AccessBits, MifareCmd, build_trailer, decode_value, encode_value
 from devices.pn532 import frames
-from devices.pn532.card_layout import TransitCard
 from devices.pn532.driver import AccessDenied, AuthenticationError, CardRemoved, PN532Reader
-from devices.pn532.keys import CardKeys, KeyType
-from devices.pn532.mifare import AccessBits, MifareCmd, build_trailer, decode_value, encode_value
 from devices.pn532.virtual import TEAR_STATUSES, VirtualCard, VirtualPN532
+from devices.transit_card import CardKeys, TransitCard
+from devices.transit_card.demo import issue_virtual_card
 
 UID = bytes.fromhex("a1b2c3d4")
 FF = b"\xff" * 6
@@ -148,10 +149,10 @@ def test_every_rf_error_of_a_card_leaving_mid_write_is_card_removed(
 def test_a_transaction_torn_with_any_rf_error_is_settled_on_the_next_tap(
         virtual: VirtualPN532, status: int) -> None:
     """Source: UM0701-02 §7.1 (RF error codes 0x02, 0x13 besides 0x01); docs/card-layout.md
-    "Reading: settle the card on every tap" — the recovery must not depend on which code."""
+    "Reading: the newer consistent copy" — the outcome must not depend on which code."""
     master = b"city-kiosk test master key 32 B!"
     keys = CardKeys(master)
-    card = VirtualCard.blank(UID).personalise(master, 5000)
+    card = issue_virtual_card(UID, master, 5000, "1000000001")
     virtual.place(card)
 
     async def go() -> Any:
@@ -159,7 +160,7 @@ def test_a_transaction_torn_with_any_rf_error_is_settled_on_the_next_tap(
         await reader.open()
         try:
             tc = TransitCard(reader, keys, terminal_id=42, clock=lambda: 1_790_000_000)
-            virtual.tear_next_write(at_op=3, after_bytes=16, status=status)  # backup record whole
+            virtual.tear_next_write(at_op=3, after_bytes=16, status=status)  # commit record whole
             with pytest.raises(CardRemoved):
                 await tc.debit(700, "tx-torn")
             virtual.place(card)
@@ -283,7 +284,7 @@ def test_a_7_byte_uid_card_authenticates_with_the_last_4_uid_bytes(virtual: Virt
     """Source: NXP AN10927 (MIFARE and handling of UIDs): Crypto1 authentication of a 7-byte
     UID card uses the last 4 UID bytes; libnfc nfc-mfclassic.c copies abtUid + szUidLen - 4."""
     master = b"city-kiosk test master key 32 B!"
-    card = VirtualCard.blank(UID7).personalise(master, 1234)
+    card = issue_virtual_card(UID7, master, 1234, "1000000007")
     virtual.place(card)
 
     async def go() -> Any:

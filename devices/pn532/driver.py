@@ -1,6 +1,8 @@
-"""PN532 transit card reader over UART (HSU) with pyserial: wake-up, SAM configuration,
-target discovery and MIFARE Classic commands through InDataExchange, with ACK/NACK handling,
-resend, resync and unplug detection. Registered as config type "pn532-uart"."""
+"""PN532 card reader over UART (HSU) with pyserial, implementing the CardReader contract:
+wake-up, SAM configuration, target discovery and MIFARE Classic commands through
+InDataExchange, with ACK/NACK handling, resend, resync and unplug detection. Registered as
+config type "pn532-uart". The typed card errors (AuthenticationError, AccessDenied, NoCard,
+CardRemoved) are the contract's; they stay importable from here."""
 
 from __future__ import annotations
 
@@ -22,11 +24,19 @@ from devices.base import (
     HealthLevel,
     HealthReport,
     InvalidData,
-    MediaError,
     ProtocolError,
     register,
 )
-from devices.contracts import CardInfo, CardReader
+from devices.contracts import (
+    AccessDenied,
+    AuthenticationError,
+    CardInfo,
+    CardReader,
+    CardRemoved,
+    KeyType,
+    NoCard,
+)
+from devices.mifare_classic import BLOCK_SIZE, BLOCKS_1K, MifareCmd, auth_command
 from devices.pn532 import frames
 from devices.pn532.frames import (
     DataChecksumError,
@@ -35,8 +45,6 @@ from devices.pn532.frames import (
     FrameKind,
     FrameReader,
 )
-from devices.pn532.keys import KeyType
-from devices.pn532.mifare import BLOCK_SIZE, BLOCKS_1K, MifareCmd
 
 log = logging.getLogger("devices.pn532.driver")
 
@@ -67,34 +75,7 @@ _READ_SLICE_S = 0.01  # one blocking read never holds the executor longer
 IDLE_GAP_S = 0.04
 
 
-class AuthenticationError(MediaError):
-    """The card refused the key (wrong key, another card's key): PN532 status 0x14."""
-
-    def __init__(self, message: str, *, device: str = "") -> None:
-        super().__init__(message, device=device, error_code="authFailed")
-
-
-class AccessDenied(MediaError):
-    """The card (still on the reader) refused a READ, WRITE, value op or TRANSFER: its access
-    bits forbid it with the key used. The PN532 reports the card's NAK as status 0x13; the card
-    is selected again afterwards, without authentication."""
-
-    def __init__(self, message: str, *, device: str = "") -> None:
-        super().__init__(message, device=device, error_code="accessDenied")
-
-
-class NoCard(MediaError):
-    """No card on the reader."""
-
-    def __init__(self, message: str, *, device: str = "") -> None:
-        super().__init__(message, device=device, error_code="noCard")
-
-
-class CardRemoved(MediaError):
-    """The card left the field during an operation; what it holds is settled on its next tap."""
-
-    def __init__(self, message: str, *, device: str = "") -> None:
-        super().__init__(message, device=device, error_code="cardRemoved")
+__all__ = ["AccessDenied", "AuthenticationError", "CardRemoved", "ChipError", "NoCard", "PN532Reader"]
 
 
 class ChipError(HardwareError):
@@ -339,8 +320,10 @@ class PN532Reader(CardReader):
                                      error_code="noCard")
             await asyncio.sleep(self.poll_interval)
 
-    async def release(self) -> None:
-        await self._run("release", self._exchange, CMD_IN_RELEASE, b"\x00", self.timeout)
+    async def halt(self, *, timeout: float | None = None) -> None:
+        """InRelease: the PN532 lets the card go; the next command needs a select."""
+        await self._run("halt", self._exchange, CMD_IN_RELEASE, b"\x00", timeout or self.timeout,
+                        timeout=timeout)
 
     async def firmware_version(self) -> tuple[int, int, int, int]:
         data = await self._run("firmware", self._exchange, CMD_GET_FIRMWARE_VERSION, b"", self.timeout)
@@ -382,7 +365,7 @@ class PN532Reader(CardReader):
                            *, timeout: float | None = None) -> None:
         if len(key) != 6:
             raise InvalidData("MIFARE keys are 6 bytes", device=self.name, error_code="badKey")
-        op = MifareCmd.AUTH_A if key_type is KeyType.A else MifareCmd.AUTH_B
+        op = auth_command(KeyType(key_type))
         # the PN532 takes the last 4 bytes of a 7-byte UID for Crypto1 (AN10927)
         await self._run("authenticate", self._mifare, op, block, bytes(key) + bytes(uid[-4:]),
                         timeout or self.timeout, timeout=timeout)

@@ -1,21 +1,22 @@
-"""A virtual PN532 on a pseudo-terminal holding virtual MIFARE Classic 1K cards: it parses host
-frames with the same frames.py and answers byte for byte as a PN532 in HSU mode would.
+"""A virtual PN532 on a pseudo-terminal: it parses host frames with the same frames.py and
+answers byte for byte as a PN532 in HSU mode would. The cards and how they answer are the
+reader-independent model in devices/mifare_classic_virtual.py (`VirtualField`); this module adds
+the PN532's frames, commands and status bytes around it.
 
-Tear model (card leaving the field mid-write): MIFARE Classic writes EEPROM one 16-byte block
-per WRITE or TRANSFER. `tear_next_write(at_op=n, after_bytes=k)` lets n-1 block writes land;
-the n-th lands only its first k bytes (k=0: nothing) over the old block — the torn block a
-power loss mid-programming leaves — then the card is gone and the PN532 reports an RF error
-(status 0x01 timeout by default; `status=` picks 0x02 CRC, 0x03 parity, 0x05 framing or 0x13
-invalid frame, the other codes a real PN532 shows when the card leaves mid-frame). Value ops
-(INCREMENT/DECREMENT/RESTORE) only fill the card's transfer buffer and never tear memory.
+Tear model: `tear_next_write(at_op=n, after_bytes=k, status=…)` arms the field's tear (n-1
+block writes land, the n-th keeps its first k bytes, the card leaves) and picks the RF error the
+PN532 reports: 0x01 timeout by default, or 0x02 CRC, 0x03 parity, 0x05 framing or 0x13 invalid
+frame, the codes a real PN532 shows when the card leaves mid-frame.
 
 Status bytes (PN532 user manual UM0701-02 §7.1 error table; the same codes as libnfc's
 pn53x-internal.h ETIMEOUT/ECRC/EPARITY/EFRAMING/EINVRXFRAM/EMFAUTH and nfcpy's
-`nfc/clf/pn53x.py` error table): only a failed AUTH answers 0x14 (EMFAUTH) and leaves the card
-halted; a READ/WRITE/value op/TRANSFER the card refuses is a 4-bit NAK, which the PN532 reports
-as 0x13 (EINVRXFRAM: the answer is not a valid frame), and the card is halted too (MF1S50 §9:
-after a NAK the card drops its authentication and must be selected again). A halted card answers nothing:
-later commands get 0x01 (timeout) until InListPassiveTarget selects it again.
+`nfc/clf/pn53x.py` error table): only a failed AUTH answers 0x14 (EMFAUTH); a command the card
+refuses is its 4-bit NAK, which the PN532 reports as 0x13 (EINVRXFRAM: the answer is not a valid
+frame); a halted card answers nothing, so later commands get 0x01 (timeout) until
+InListPassiveTarget selects it again.
+
+Persistence: `VirtualPN532(cards_path=…)` keeps its cards in a JSON file (see the field), so a
+kiosk that crashes mid-write meets the same, possibly torn, card after a restart.
 """
 
 from __future__ import annotations
@@ -25,34 +26,15 @@ import os
 import select
 import threading
 import time
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Self
 
-from devices.base import InvalidData
+from devices.mifare_classic_virtual import Answer, VirtualCard, VirtualField
 from devices.pn532 import frames
-from devices.pn532.card_layout import initial_blocks
 from devices.pn532.frames import Frame, FrameError, FrameKind, FrameReader
-from devices.pn532.keys import CardKeys
-from devices.pn532.mifare import (
-    BLOCKS_1K,
-    DEFAULT_KEY,
-    TRANSPORT_ACCESS,
-    VALUE_MAX,
-    VALUE_MIN,
-    AccessBits,
-    InvalidValueBlock,
-    MifareCmd,
-    Op,
-    data_allowed,
-    decode_value,
-    encode_value,
-    is_trailer,
-    key_b_readable,
-    sector_of,
-    trailer_of,
-    trailer_rule,
-)
 from devices.pty import PtyPort
+
+__all__ = ["FIRMWARE", "TEAR_STATUSES", "VirtualCard", "VirtualField", "VirtualPN532"]
 
 log = logging.getLogger("devices.pn532.virtual")
 
@@ -66,77 +48,14 @@ REG_CIU_FIFO_DATA = 0x6309
 SENS_REQ = 0x26
 
 
-@dataclass
-class VirtualCard:
-    """A MIFARE Classic 1K card, 64 blocks of 16 bytes, with a 4-byte NUID or a 7-byte UID.
-
-    A 7-byte UID card (NXP AN10927, MIFARE and handling of UIDs) answers ATQA 0x0044 and is
-    selected in two cascade levels (ISO/IEC 14443-3 anticollision, cascade level 2); the PN532
-    hands the host all 7 bytes, and Crypto1 authentication uses the last 4 (AN10927; libnfc
-    nfc-mfclassic.c copies abtUid + szUidLen - 4). Block 0 holds the 7 UID bytes, SAK, ATQA
-    and manufacturer data (no BCC)."""
-
-    uid: bytes
-    blocks: list[bytearray] = field(default_factory=list)
-    atqa: bytes = b""
-    sak: int = 0x08
-
-    def __post_init__(self) -> None:
-        if len(self.uid) not in (4, 7):
-            raise ValueError("the virtual card models 4-byte NUIDs and 7-byte UIDs")
-        if not self.atqa:
-            self.atqa = b"\x00\x04" if len(self.uid) == 4 else b"\x00\x44"
-        if not self.blocks:
-            self.blocks = [bytearray(16) for _ in range(BLOCKS_1K)]
-            if len(self.uid) == 4:
-                bcc = self.uid[0] ^ self.uid[1] ^ self.uid[2] ^ self.uid[3]
-                head = self.uid + bytes([bcc, self.sak]) + self.atqa[::-1]
-            else:
-                head = self.uid + bytes([self.sak]) + self.atqa[::-1]
-            self.blocks[0] = bytearray(head + bytes(16 - len(head)))
-            for sector in range(16):
-                self.blocks[trailer_of(sector)] = bytearray(DEFAULT_KEY + TRANSPORT_ACCESS + b"\x69" + DEFAULT_KEY)
-
-    @classmethod
-    def blank(cls, uid: bytes | str) -> VirtualCard:
-        """A factory-fresh card: transport keys FF…FF, transport access bits."""
-        return cls(bytes.fromhex(uid) if isinstance(uid, str) else bytes(uid))
-
-    def personalise(self, master_key: bytes, balance: int) -> VirtualCard:
-        """Lay the card out as the issuer does (card_layout.initial_blocks)."""
-        for block, data in initial_blocks(self.uid, CardKeys(master_key), balance).items():
-            self.blocks[block] = bytearray(data)
-        return self
-
-    def block(self, n: int) -> bytes:
-        return bytes(self.blocks[n])
-
-
-# The demo card (for `kiosk sim pn532`, the demo environment and `kiosk doctor`). Its master
-# key is demo-only: a deployment's master key lives in the kiosk's secure storage.
-DEMO_MASTER_KEY = b"city-kiosk/demo-only/master-key!"
-DEMO_CARD_UID = "04a1b2c3"
-DEMO_CARD_BALANCE = 250_000
-
-
-def demo_card(uid: str = DEMO_CARD_UID, balance: int = DEMO_CARD_BALANCE) -> VirtualCard:
-    return VirtualCard.blank(uid).personalise(DEMO_MASTER_KEY, balance)
-
-
-@dataclass
-class _Tear:
-    at_op: int
-    after_bytes: int
-    status: int = STATUS_TIMEOUT
-
-
 class VirtualPN532:
     """`start()` returns a stable port path (a symlink to the current /dev/pts/N, like
     /dev/serial/by-id) for pyserial; `unplug()` closes the master side; `replug()` brings a
     fresh pty back at the same path. Output is paced at `baud` (10 bits a byte); baud=None
-    answers as fast as the pty carries bytes."""
+    answers as fast as the pty carries bytes. `cards_path`: keep the cards in this JSON file
+    (loaded if it exists, rewritten after every block that lands)."""
 
-    def __init__(self, baud: int | None = 115200) -> None:
+    def __init__(self, baud: int | None = 115200, *, cards_path: str | Path | None = None) -> None:
         self.baud = baud
         self._lock = threading.RLock()
         # the port shares our lock: a plug swaps the fds and resets the session in one step
@@ -145,10 +64,8 @@ class VirtualPN532:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._reader = FrameReader()
-        self._card: VirtualCard | None = None
-        self.torn_card: VirtualCard | None = None  # the card a tear took out of the field
-        self._tear: _Tear | None = None
-        self._reset_session()
+        self.field = VirtualField(cards_path)
+        self._tear_status = STATUS_TIMEOUT
         self._registers: dict[int, int] = {}
         self._max_retries_passive = 0xFF
         self._pending_list = False
@@ -213,17 +130,30 @@ class VirtualPN532:
     # the field ---------------------------------------------------------------------------------
     def place(self, card: VirtualCard) -> None:
         with self._lock:
-            self._card = card
-            self._reset_session()
+            self.field.place(card)
+
+    def place_uid(self, uid: str) -> VirtualCard:
+        """Put back a card this reader has held (one loaded from `cards_path` too)."""
+        with self._lock:
+            return self.field.place_uid(uid)
 
     def remove(self) -> None:
         with self._lock:
-            self._card = None
-            self._reset_session()
+            self.field.remove()
 
     @property
     def card(self) -> VirtualCard | None:
-        return self._card
+        return self.field.card
+
+    @property
+    def cards(self) -> dict[str, VirtualCard]:
+        """Every card this reader has held, by UID hex (persisted with `cards_path`)."""
+        return self.field.cards
+
+    @property
+    def torn_card(self) -> VirtualCard | None:
+        """The card a tear took out of the field."""
+        return self.field.torn_card
 
     def tear_next_write(self, *, after_bytes: int = 0, at_op: int = 1,
                         status: int = STATUS_TIMEOUT) -> None:
@@ -233,7 +163,8 @@ class VirtualPN532:
         if at_op < 1 or not 0 <= after_bytes <= 16 or status not in TEAR_STATUSES:
             raise ValueError("at_op >= 1, 0 <= after_bytes <= 16, status in TEAR_STATUSES")
         with self._lock:
-            self._tear = _Tear(at_op, after_bytes, status)
+            self.field.tear_next_write(at_op=at_op, after_bytes=after_bytes)
+            self._tear_status = status
 
     # fault injection ---------------------------------------------------------------------------
     def nack_next(self, count: int = 1) -> None:
@@ -266,7 +197,7 @@ class VirtualPN532:
                 time.sleep(0.01)  # unplugged under us, or the host side is not open
                 continue
             with self._lock:
-                if self._pending_list and self._card is not None:
+                if self._pending_list and self.field.card is not None:
                     self._pending_list = False
                     self._send_response(frames.build_response(0x4A, self._list_target()))
                 if data:
@@ -367,7 +298,7 @@ class VirtualPN532:
         if code == 0x02:
             return FIRMWARE
         if code == 0x04:  # GetGeneralStatus: err, field, NbTg, SAM status
-            return bytes([0, int(self._card is not None), int(self._selected), 0])
+            return bytes([0, int(self.field.card is not None), int(self.field.selected), 0])
         if code == 0x06:  # ReadRegister
             if len(p) % 2:
                 raise _SyntaxError
@@ -402,182 +333,41 @@ class VirtualPN532:
                 raise _SyntaxError
             if p[1] != 0x00:
                 return b"\x00"  # only 106 kbps type A cards live here
-            if self._card is None and self._max_retries_passive == 0xFF:
+            if self.field.card is None and self._max_retries_passive == 0xFF:
                 self._pending_list = True  # a real PN532 keeps polling until a card comes
                 return None
             return self._list_target()
         if code == 0x40:  # InDataExchange
             if len(p) < 2:
                 raise _SyntaxError
-            if p[0] & 0x0F != 1 or not self._selected:
+            if p[0] & 0x0F != 1 or not self.field.selected:
                 return b"\x27"  # no such target
             return self._mifare(p[1], p[2:])
         if code in (0x52, 0x44):  # InRelease, InDeselect
-            self._reset_session()
+            self.field.reset_session()
             return b"\x00"
         raise _SyntaxError
 
-    def _reset_session(self) -> None:
-        self._selected = False
-        self._auth: tuple[int, str, bool] | None = None  # sector, key, may access memory
-        self._tbuf: bytes | None = None
-        self._halted = False
-
     def _list_target(self) -> bytes:
-        card = self._card
+        card = self.field.select()
         if card is None:
             self._registers[REG_CIU_FIFO_DATA] = SENS_REQ  # the request went out, nothing answered
             return b"\x00"
-        self._reset_session()
-        self._selected = True
         self._registers[REG_CIU_FIFO_DATA] = 0x00
         return bytes([1, 1]) + card.atqa + bytes([card.sak, len(card.uid)]) + card.uid
 
-    # MIFARE Classic (MF1S50) ------------------------------------------------------------------
-    def _halt(self) -> None:
-        self._auth = None
-        self._tbuf = None
-        self._halted = True
-
-    def _auth_failed(self) -> bytes:
-        """A failed AUTH: status 0x14 (UM0701-02 §7.1, libnfc EMFAUTH) and the card halts."""
-        self._halt()
-        return bytes([STATUS_MIFARE])
-
-    def _nak(self) -> bytes:
-        """The card NAKs a command (MF1S50 §9: a 4-bit NAK); the PN532 reports 0x13, an invalid
-        received frame (UM0701-02 §7.1, libnfc EINVRXFRAM). The card drops its authentication
-        and stops answering until selected again."""
-        self._halt()
-        return bytes([STATUS_INVALID_FRAME])
-
+    # MIFARE Classic through InDataExchange: the card answers, the PN532 reports ------------------
     def _mifare(self, cmd: int, args: bytes) -> bytes:
-        card = self._card
-        if card is None or self._halted:
-            return bytes([STATUS_TIMEOUT])
-        # MF1S50 §9 (value operations): TRANSFER takes the transfer buffer filled by the
-        # command just before it (INCREMENT, DECREMENT or RESTORE); any other command between
-        # them leaves nothing to transfer.
-        tbuf, self._tbuf = self._tbuf, None
-        if not args or args[0] >= BLOCKS_1K:
-            return self._auth_failed() if cmd in (MifareCmd.AUTH_A, MifareCmd.AUTH_B) else self._nak()
-        block, payload = args[0], args[1:]
-        if cmd in (MifareCmd.AUTH_A, MifareCmd.AUTH_B):
-            return self._authenticate(card, block, "A" if cmd == MifareCmd.AUTH_A else "B", payload)
-        if self._auth is None or self._auth[0] != sector_of(block):
-            return self._nak()
-        _, key, usable = self._auth
-        if not usable:
-            # MF1S50 §8.7.3 (note [1] to tables 7 and 8): where key B is readable it cannot serve for
-            # authentication; an AUTH with it succeeds but the card refuses every later access
-            return self._nak()
-        try:
-            bits = AccessBits.decode(bytes(card.blocks[trailer_of(sector_of(block))][6:9]))
-        except InvalidData:
-            return self._nak()
-        mine = bits.blocks[block % 4]
-        if cmd == MifareCmd.READ:
-            if is_trailer(block):
-                return bytes([STATUS_OK]) + self._read_trailer(card.blocks[block], bits, key)
-            if not data_allowed(mine, Op.READ, key):
-                return self._nak()
-            return bytes([STATUS_OK]) + bytes(card.blocks[block])
-        if cmd == MifareCmd.WRITE:
-            # MF1S50 §8.6.1 and §8.7.3: block 0 (manufacturer block) is read-only whatever the access bits
-            if len(payload) != 16 or block == 0:
-                return self._nak()
-            if is_trailer(block):
-                return self._write_trailer(card, block, payload, mine, key)
-            if not data_allowed(mine, Op.WRITE, key):
-                return self._nak()
-            return self._land(card, block, payload)
-        if cmd in (MifareCmd.INCREMENT, MifareCmd.DECREMENT, MifareCmd.RESTORE):
-            if is_trailer(block) or len(payload) != 4:
-                return self._nak()
-            op = Op.INCREMENT if cmd == MifareCmd.INCREMENT else Op.DECREMENT
-            if not data_allowed(mine, op, key):
-                return self._nak()
-            try:
-                value, addr = decode_value(bytes(card.blocks[block]))
-            except InvalidValueBlock:
-                return self._nak()
-            operand = int.from_bytes(payload, "little")
-            if cmd == MifareCmd.INCREMENT:
-                value += operand
-            elif cmd == MifareCmd.DECREMENT:
-                value -= operand
-            if not VALUE_MIN <= value <= VALUE_MAX:
-                return self._nak()
-            self._tbuf = encode_value(value, addr)
-            return bytes([STATUS_OK])
-        if cmd == MifareCmd.TRANSFER:
-            # block 0 is read-only by any command (MF1S50 §8.6.1), RESTORE + TRANSFER included
-            if tbuf is None or block == 0 or is_trailer(block) or not data_allowed(mine, Op.DECREMENT, key):
-                return self._nak()
-            return self._land(card, block, tbuf)
-        return self._nak()
-
-    def _write_trailer(self, card: VirtualCard, block: int, payload: bytes,
-                       rule: tuple[int, int, int], key: str) -> bytes:
-        """MF1S50 §8.7.2 table 7, as the Flipper Zero MIFARE Classic emulator applies it
-        (lib/nfc/protocols/mifare_classic.c, write to a sector trailer): key A, the access bits
-        (bytes 6..9 with the GPB) and key B each change only where their own permission allows;
-        the rest of the trailer keeps its old bytes. No permission at all: the card NAKs."""
-        keya_w = trailer_rule(rule, "keyA_w", key)
-        acc_w = trailer_rule(rule, "acc_w", key)
-        keyb_w = trailer_rule(rule, "keyB_w", key)
-        if not (keya_w or acc_w or keyb_w):
-            return self._nak()
-        data = bytearray(card.blocks[block])
-        if keya_w:
-            data[0:6] = payload[0:6]
-        if acc_w:
-            data[6:10] = payload[6:10]
-        if keyb_w:
-            data[10:16] = payload[10:16]
-        return self._land(card, block, bytes(data))
-
-    def _authenticate(self, card: VirtualCard, block: int, key: str, payload: bytes) -> bytes:
-        if len(payload) != 10 or payload[6:10] != card.uid[-4:]:
-            return self._auth_failed()
-        trailer = card.blocks[trailer_of(sector_of(block))]
-        try:
-            bits = AccessBits.decode(bytes(trailer[6:9]))
-        except InvalidData:
-            return self._auth_failed()
-        expected = trailer[0:6] if key == "A" else trailer[10:16]
-        if bytes(payload[:6]) != bytes(expected):
-            return self._auth_failed()
-        # a readable key B authenticates, but no memory access follows (MF1S50 §8.7.3 note [1])
-        usable = not (key == "B" and key_b_readable(bits.blocks[3]))
-        self._auth = (sector_of(block), key, usable)
-        self._tbuf = None
-        return bytes([STATUS_OK])
-
-    @staticmethod
-    def _read_trailer(trailer: bytearray, bits: AccessBits, key: str) -> bytes:
-        rule = bits.blocks[3]
-        access = bytes(trailer[6:10]) if trailer_rule(rule, "acc_r", key) else bytes(4)
-        key_b = bytes(trailer[10:16]) if trailer_rule(rule, "keyB_r", key) else bytes(6)
-        return bytes(6) + access + key_b  # key A never reads back
-
-    def _land(self, card: VirtualCard, block: int, data: bytes) -> bytes:
-        if block == 0:  # MF1S50 §8.6.1: the manufacturer block never changes
-            return self._nak()
-        tear = self._tear
-        if tear is not None:
-            tear.at_op -= 1
-            if tear.at_op == 0:
-                self._tear = None
-                k = tear.after_bytes
-                card.blocks[block] = bytearray(data[:k]) + card.blocks[block][k:]
-                self.torn_card = card
-                self._card = None
-                self._reset_session()
-                log.info("virtual card torn at block %d after %d bytes", block, k)
-                return bytes([tear.status])
-        card.blocks[block] = bytearray(data)
-        return bytes([STATUS_OK])
+        reply = self.field.command(cmd, args)
+        if reply.answer is Answer.OK:
+            return bytes([STATUS_OK]) + reply.data
+        if reply.answer is Answer.AUTH_FAILED:
+            return bytes([STATUS_MIFARE])  # UM0701-02 §7.1, libnfc EMFAUTH
+        if reply.answer is Answer.NAK:
+            return bytes([STATUS_INVALID_FRAME])  # the card's 4-bit NAK: libnfc EINVRXFRAM
+        if reply.answer is Answer.TORN:
+            return bytes([self._tear_status])
+        return bytes([STATUS_TIMEOUT])  # nothing answered
 
 
 class _SyntaxError(Exception):

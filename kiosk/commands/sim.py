@@ -2,13 +2,14 @@
 
 Prints one JSON line saying where to reach it (a pseudo-terminal path or a loopback URL/port),
 then runs until SIGINT/SIGTERM, so integrators can point other tools at it:
-  kiosk sim pn532 [--no-card] [--uid HEX] [--balance RIALS] [--baud N|0]
+  kiosk sim pn532 [--no-card] [--uid HEX] [--balance RIALS] [--serial DIGITS] [--profile P]
+                  [--cards FILE] [--baud N|0]     (--cards: keep the cards there across restarts)
   kiosk sim printer [--port N] [--paper ok|low|out] [--save-dir DIR]   (decoded receipts as PNG)
   kiosk sim terminal [--port N] [--mode approve|decline|…] [--state FILE] [--plain-http]
                                                (HTTPS; the line names the fingerprint to pin)
   kiosk sim scanner [--suffix crlf|cr|lf]      (each line typed on stdin is sent as one scan)
 
-A bad value (an unknown mode, a UID that is not 8 hex digits, a negative balance, a port out
+A bad value (an unknown mode, a UID that is not 8 or 14 hex digits, a negative balance, a port out
 of range) is a usage error (exit 2); a port already in use is one line and exit 1.
 """
 
@@ -23,11 +24,12 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from devices.pn532.card_layout import MAX_BALANCE_RIALS
-from devices.pn532.virtual import DEMO_CARD_BALANCE, DEMO_CARD_UID
+from devices.transit_card.demo import DEMO_CARD_BALANCE, DEMO_CARD_SERIAL, DEMO_CARD_UID
+from devices.transit_card.layout import MAX_BALANCE_RIALS
+from devices.transit_card.records import SERIAL_DIGITS, CardProfile
 from kiosk.errors import KioskError
 
-UID_HEX_DIGITS = 8  # a MIFARE Classic 1K single-size UID: 4 bytes
+UID_HEX_DIGITS = (8, 14)  # a MIFARE Classic 1K UID: 4 bytes (single size) or 7 (double size)
 
 
 class SimStartError(KioskError):
@@ -40,9 +42,16 @@ class SimStartError(KioskError):
 
 def _uid(text: str) -> str:
     digits = text.strip().lower()
-    if len(digits) != UID_HEX_DIGITS or any(c not in "0123456789abcdef" for c in digits):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a card UID ({UID_HEX_DIGITS} hex digits, e.g. {DEMO_CARD_UID})")
+    if len(digits) not in UID_HEX_DIGITS or any(c not in "0123456789abcdef" for c in digits):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a card UID (8 hex digits for a 4-byte UID or 14 for "
+                                         f"a 7-byte one, e.g. {DEMO_CARD_UID})")
     return digits
+
+
+def _serial(text: str) -> str:
+    if len(text) != SERIAL_DIGITS or not text.isdigit() or not text.isascii():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a card serial ({SERIAL_DIGITS} digits, e.g. {DEMO_CARD_SERIAL})")
+    return text
 
 
 def _balance(text: str) -> int:
@@ -87,8 +96,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     kinds = p.add_subparsers(dest="kind", metavar="DEVICE", required=True)
     pn = kinds.add_parser("pn532", help="virtual PN532 on a pseudo-terminal, with a demo card")
     pn.add_argument("--no-card", action="store_true", help="start with an empty field")
-    pn.add_argument("--uid", type=_uid, default=DEMO_CARD_UID, help="demo card UID (8 hex digits)")
-    pn.add_argument("--balance", type=_balance, default=DEMO_CARD_BALANCE, help="demo card balance in rials")
+    pn.add_argument("--uid", type=_uid, default=DEMO_CARD_UID, help="demo card UID (8 or 14 hex digits)")
+    pn.add_argument("--balance", type=_balance, default=DEMO_CARD_BALANCE,
+                    help="a new demo card's balance in rials (a card kept in --cards keeps its own)")
+    pn.add_argument("--serial", type=_serial, default=DEMO_CARD_SERIAL, help="a new demo card's 10-digit serial")
+    pn.add_argument("--profile", choices=[str(p) for p in CardProfile], default=str(CardProfile.REGULAR),
+                    help="a new demo card's profile")
+    pn.add_argument("--cards", help="keep the virtual cards in this JSON file (loaded if it exists)")
     pn.add_argument("--baud", type=_non_negative, default=115200, help="pace output at this baud rate (0: no pacing)")
     pr = kinds.add_parser("printer", help="ESC/POS network printer (port 9100 protocol) on loopback")
     pr.add_argument("--port", type=_port, default=0, help="TCP port on 127.0.0.1 (default: a free one)")
@@ -137,14 +151,22 @@ def _run_until_stopped(stop: Callable[[], None], work: Callable[[threading.Event
 
 
 def _pn532(args: argparse.Namespace) -> int:
-    from devices.pn532.virtual import VirtualPN532, demo_card
+    from devices.base import DeviceError
+    from devices.pn532.virtual import VirtualPN532
+    from devices.transit_card.demo import demo_card, describe_virtual_card
 
-    reader = VirtualPN532(baud=args.baud or None)
+    try:
+        reader = VirtualPN532(baud=args.baud or None, cards_path=args.cards)
+    except DeviceError as exc:  # a cards file that is not ours or is damaged
+        raise SimStartError(str(exc), kind="pn532", reason=str(exc)) from exc
     path = _start("pn532", reader.start)
+    card = None
     if not args.no_card:
-        reader.place(demo_card(args.uid, args.balance))
-    _announce({"sim": "pn532", "device": path, "baud": args.baud,
-               "card": None if args.no_card else {"uid": args.uid, "balance_rials": args.balance}})
+        # a card kept in --cards comes back as it was left (a torn write included)
+        card = reader.cards.get(args.uid) or demo_card(args.uid, args.balance, args.serial, args.profile)
+        reader.place(card)
+    _announce({"sim": "pn532", "device": path, "baud": args.baud, "cards": args.cards,
+               "card": None if card is None else describe_virtual_card(card)})
     return _run_until_stopped(reader.stop)
 
 

@@ -1,5 +1,6 @@
-"""MIFARE Classic 1K facts the driver and the virtual card share: command bytes, block
-geometry, value-block encoding with validation, and sector-trailer access bits (NXP MF1S50)."""
+"""MIFARE Classic 1K facts every reader, virtual card and card format shares: command bytes,
+block geometry, value-block encoding with validation, and sector-trailer access bits (NXP
+MF1S50). Nothing here knows a reader (PN532, PC/SC) or what a transit card keeps where."""
 
 from __future__ import annotations
 
@@ -8,12 +9,19 @@ import struct
 from dataclasses import dataclass
 
 from devices.base import InvalidData
+from devices.contracts import KeyType
 
 BLOCK_SIZE = 16
 BLOCKS_1K = 64
 SECTORS_1K = 16
 VALUE_MIN = -(2**31)
 VALUE_MAX = 2**31 - 1
+
+
+__all__ = ["BLOCK_SIZE", "BLOCKS_1K", "SECTORS_1K", "VALUE_MIN", "VALUE_MAX", "DEFAULT_KEY",
+           "TRANSPORT_ACCESS", "AccessBits", "InvalidValueBlock", "KeyType", "MifareCmd", "Op",
+           "auth_command", "build_trailer", "data_allowed", "decode_value", "encode_value",
+           "is_trailer", "is_value_block", "key_b_readable", "sector_of", "trailer_of", "trailer_rule"]
 
 
 class MifareCmd(enum.IntEnum):
@@ -25,6 +33,10 @@ class MifareCmd(enum.IntEnum):
     INCREMENT = 0xC1
     RESTORE = 0xC2
     TRANSFER = 0xB0
+
+
+def auth_command(key_type: KeyType) -> MifareCmd:
+    return MifareCmd.AUTH_A if key_type is KeyType.A else MifareCmd.AUTH_B
 
 
 def sector_of(block: int) -> int:
