@@ -20,7 +20,7 @@ RECORD_MAGIC = 0x4B  # "K"
 IDENTITY_MAGIC = 0x49  # "I"
 IDENTITY_VERSION = 1
 SERIAL_DIGITS = 10
-_SERIAL = re.compile(r"\d{10}")
+_SERIAL = re.compile(r"[0-9]{10}")  # ASCII only: \d also takes Persian digits
 
 
 class TxType(enum.IntEnum):
