@@ -371,8 +371,7 @@ class TransitCard:
             for block, data in blocks.items():
                 if sector_of(block) == sector:  # data blocks first, the trailer (sorted last) locks it
                     await self.reader.write_block(block, data, timeout=self.timeout)
-        self._authed = None
-        balance = await self.read_balance()
+        balance = await self.read_balance()  # a fresh session, with the card's new keys
         if (balance.balance, balance.seq, balance.serial, balance.profile) != (initial_balance, 0, serial, identity.profile):
             raise PersonaliseFailed("the card did not read back what was written")
         return balance
