@@ -49,26 +49,20 @@ from devices.contracts import (
     PaymentTerminal,
     PoiTransaction,
 )
-from kiosk.backoffice_client import (
-    AmountMismatch,
-    BackofficeClient,
-    BackofficeError,
-    BackofficeUnavailable,
-    BillAlreadyPaid,
-    BillNotFound,
-    PaymentNotFound,
-    PaymentPost,
-    Settlement,
-)
+from kiosk.backoffice_client import BackofficeClient, BackofficeError, BackofficeUnavailable
 from kiosk.errors import KioskError
 from kiosk.faults import fault_point
 from kiosk.journal import AsyncJournal, Journal, OutboxItem, OutboxStatus, TxState
 from kiosk.sensitive import find_card_number, is_masked_pan, mask_card, to_ascii_digits
+from kiosk.services import kind_of, kind_of_outbox
+from kiosk.services.base import Posted
+from kiosk.services.fee import FEE_SETTLEMENT
 from kiosk.service_guard import DEFAULT_MIN_FREE_BYTES, ChainGuard, check_free_space
 
 log = logging.getLogger("kiosk.money")
 
-SETTLEMENT = "fee_settlement"
+#: the outbox kind of a fee settlement (kept for callers that name it; kinds own theirs)
+SETTLEMENT = FEE_SETTLEMENT
 
 
 class SettleResult(enum.StrEnum):
@@ -268,22 +262,22 @@ class MoneyPath:
         return TxState.DECLINED
 
     # --- settlement --------------------------------------------------------------------------
+    def pending_posts(self, tx_id: str) -> list[OutboxItem]:
+        """This transaction's back-office posts still queued in the outbox (its kind's)."""
+        kind = kind_of(self.journal.get(tx_id).kind)
+        return [i for i in self.journal.outbox_for(tx_id)
+                if i.kind == kind.outbox_kind and i.status == OutboxStatus.PENDING]
+
     async def start_settlement(self, tx_id: str) -> OutboxItem:
-        """Queue the settlement post and journal FULFILLING in one commit. The post carries
-        the journal's seq and head hash (anchor): the back-office keeps them, so a journal cut
-        back or rewritten later can be told from what this kiosk once sent."""
+        """Queue the transaction's back-office post (its kind writes the body) and journal
+        FULFILLING in one commit. The post carries the journal's seq and head hash (anchor):
+        the back-office keeps them, so a journal cut back or rewritten later can be told from
+        what this kiosk once sent."""
         tx = self.journal.get(tx_id)
-        data = tx.data
-        payload = {
-            "transaction_id": tx_id,
-            "bill_id": data["bill_id"],
-            "payment_id": data["payment_id"],
-            "amount_rials": tx.amount_rials,
-            "paid_at": data.get("paid_at") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "terminal": {k: data.get(k, "") for k in ("rrn", "stan", "poi_reference", "masked_pan")},
-        }
+        kind = kind_of(tx.kind)
+        payload = kind.post_payload(tx, paid_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         item_id = await self.writer.outbox_enqueue(
-            tx_id, SETTLEMENT, payload, idempotency_key=tx_id, with_state=(TxState.FULFILLING, None),
+            tx_id, kind.outbox_kind, payload, idempotency_key=tx_id, with_state=(TxState.FULFILLING, None),
             anchor=True,
         )
         return self.journal.outbox_item(item_id)
@@ -301,47 +295,47 @@ class MoneyPath:
             self._settling.discard(item.id)
 
     async def _settle(self, item: OutboxItem) -> SettleResult:
-        post = PaymentPost.from_dict(item.payload)
+        kind = kind_of_outbox(item.kind)
+        if kind is None:
+            log.error("outbox item of unknown kind %r not posted", item.kind, extra={"tx": item.tx_id})
+            await self.retry_later(item, f"unknown outbox kind {item.kind!r}")
+            return SettleResult.PENDING
         try:
-            settlement = await asyncio.to_thread(
-                self.backoffice.post_payment, post, idempotency_key=item.idempotency_key
-            )
+            posted = await asyncio.to_thread(kind.post, self.backoffice, item.payload,
+                                             idempotency_key=item.idempotency_key)
         except BackofficeUnavailable as exc:
             await self.retry_later(item, str(exc))
             return SettleResult.PENDING
-        except (BillAlreadyPaid, AmountMismatch, BillNotFound) as exc:
-            # a definite business refusal of this bill — unless the payment it holds is ours
-            # (a first post whose answer was lost): ask before giving the money back
+        except kind.refusals as exc:
+            # a definite business refusal of this transaction — unless what the back-office
+            # holds is ours (a first post whose answer was lost): ask before giving money back
             try:
                 ours = await self.find_settlement(item.tx_id, outbox=False)
             except BackofficeUnavailable as unknown:
-                await self.retry_later(item, f"refused ({exc.key}); status unknown: {unknown}")
+                await self.retry_later(item, f"refused ({_key(exc)}); status unknown: {unknown}")
                 return SettleResult.PENDING
             if ours is not None:
                 return await self.journal_settled(item.tx_id, ours)
             # REVERSING goes in with the failed outbox row, in one commit, carrying the message
             # reference the reversal will be sent under
             ref = self._new_reversal_ref(item.tx_id)
-            step: dict[str, Any] = {"reason": exc.key}
+            step: dict[str, Any] = {"reason": _key(exc)}
             if ref is not None:
                 step["message_ref"] = ref.to_dict()
-            await self.writer.outbox_fail(item.id, exc.to_dict(), with_state=[(TxState.REVERSING, step)])
-            return await self._finish_reversal(item.tx_id, exc.key, fresh=ref)
+            await self.writer.outbox_fail(item.id, _error_dict(exc), with_state=[(TxState.REVERSING, step)])
+            return await self._finish_reversal(item.tx_id, _key(exc), fresh=ref)
         except (BackofficeError, requests.RequestException, ValueError, KeyError) as exc:
-            # not a refusal of this bill (a rotated token, a proxy error, an error code this
-            # kiosk does not know, a malformed answer): never reverse a citizen's fee on that;
-            # retry with back-off and alert
-            log.error("settlement not accepted, retried later: %s", exc, extra={"tx": item.tx_id})
+            # not a refusal of this transaction (a rotated token, a proxy error, an error code
+            # this kiosk does not know, a malformed answer): never reverse a citizen's money on
+            # that; retry with back-off and alert
+            log.error("post not accepted, retried later: %s", exc, extra={"tx": item.tx_id})
             await self.retry_later(item, str(exc)[:500])
             return SettleResult.PENDING
         fault_point("after-post-sent")
         await self.writer.outbox_ack(
             item.id,
-            settlement.to_dict(),
-            with_state=[
-                (TxState.FULFILLED, {"tracking_code": settlement.tracking_code}),
-                (TxState.POSTED, None),
-            ],
+            posted.to_dict(),
+            with_state=[(TxState.FULFILLED, kind.fulfilled_data(posted)), (TxState.POSTED, None)],
         )
         return SettleResult.SETTLED
 
@@ -351,34 +345,34 @@ class MoneyPath:
         await self.writer.outbox_record_attempt(item.id, error, time.time() + delay)
 
     # --- is it settled? -------------------------------------------------------------------------
-    async def find_settlement(self, tx_id: str, *, outbox: bool = True) -> Settlement | None:
-        """The back-office's settlement of this transaction, or None when it holds none.
-        Read from the outbox's acknowledged rows first, else asked of the back-office.
-        Raises BackofficeUnavailable when the back-office cannot say (never 'not found')."""
+    async def find_settlement(self, tx_id: str, *, outbox: bool = True) -> Posted | None:
+        """What the back-office holds of this transaction (a fee's settlement, a card's load),
+        or None when it holds nothing. Read from the outbox's acknowledged rows first, else
+        asked of the back-office by the transaction's kind. Raises BackofficeUnavailable when
+        the back-office cannot say (never 'not found')."""
+        kind = kind_of(self.journal.get(tx_id).kind)
         if outbox:
             for item in self.journal.outbox_for(tx_id):
-                if item.kind == SETTLEMENT and item.status == OutboxStatus.ACKED and item.response:
-                    return Settlement.from_json(item.response)
+                if item.kind == kind.outbox_kind and item.status == OutboxStatus.ACKED and item.response:
+                    return kind.posted_from_json(item.response)
         try:
-            return await asyncio.to_thread(self.backoffice.payment_status, tx_id)
-        except PaymentNotFound:
-            return None  # the back-office's own answer: it holds no such payment
+            return await asyncio.to_thread(kind.find_posted, self.backoffice, tx_id)
         except BackofficeUnavailable:
             raise
         except (BackofficeError, requests.RequestException, ValueError, KeyError) as exc:
-            # a refusal or a malformed answer is not "no payment": cannot tell
-            raise BackofficeUnavailable(f"payment status of {tx_id}: {exc}") from exc
+            # a refusal or a malformed answer is not "nothing held": cannot tell
+            raise BackofficeUnavailable(f"post status of {tx_id}: {exc}") from exc
 
-    async def journal_settled(self, tx_id: str, settlement: Settlement) -> SettleResult:
+    async def journal_settled(self, tx_id: str, settlement: Posted) -> SettleResult:
         """Journal a payment the back-office holds: → FULFILLED → POSTED, from PAID (a cut
         journal tail), FULFILLING or UNCERTAIN; with the pending outbox row acknowledged."""
         state = self.journal.state_of(tx_id)
         steps: list[tuple[TxState, dict[str, Any] | None]] = []
         if state == TxState.PAID:
             steps.append((TxState.FULFILLING, {"settlement_found": "backoffice"}))
-        steps += [(TxState.FULFILLED, {"tracking_code": settlement.tracking_code}), (TxState.POSTED, None)]
-        pending = [i for i in self.journal.outbox_for(tx_id)
-                   if i.kind == SETTLEMENT and i.status == OutboxStatus.PENDING]
+        kind = kind_of(self.journal.get(tx_id).kind)
+        steps += [(TxState.FULFILLED, kind.fulfilled_data(settlement)), (TxState.POSTED, None)]
+        pending = self.pending_posts(tx_id)
         log.warning("payment found settled at the back-office: completing, not reversing",
                     extra={"tx": tx_id})
         if pending:
@@ -395,8 +389,7 @@ class MoneyPath:
         `ask_backoffice=False` only where this process knows it never queued a settlement."""
         with self.claimed(tx_id):
             state = self.journal.state_of(tx_id)
-            queued = [i for i in self.journal.outbox_for(tx_id)
-                      if i.kind == SETTLEMENT and i.status == OutboxStatus.PENDING]
+            queued = self.pending_posts(tx_id)
             if state in (TxState.PAID, TxState.FULFILLING) and queued:
                 # This kiosk committed to settling (a FULFILLING row cut from the journal's tail
                 # leaves the queued post behind): post it — idempotent by key — rather than
@@ -529,6 +522,15 @@ class MoneyPath:
             await coro
         except (DeviceError, KioskError) as exc:
             log.warning("ignored during cleanup: %s", exc)
+
+
+def _key(exc: BaseException) -> str:
+    return str(getattr(exc, "key", type(exc).__name__))
+
+
+def _error_dict(exc: BaseException) -> dict[str, Any]:
+    to_dict = getattr(exc, "to_dict", None)
+    return to_dict() if callable(to_dict) else {"error": type(exc).__name__, "detail": str(exc)[:500]}
 
 
 def _payment_data(result: PaymentResult) -> dict[str, Any]:

@@ -21,9 +21,10 @@ import logging
 import time
 
 from kiosk.journal import Journal, TxState
-from kiosk.money_path import SETTLEMENT, MoneyPath, SettleResult
+from kiosk.money_path import MoneyPath, SettleResult
 from kiosk.recovery import Recovery, Resolution
 from kiosk.service_guard import JournalBroken
+from kiosk.services import kind_of_outbox
 
 log = logging.getLogger("kiosk.outbox")
 
@@ -48,8 +49,8 @@ class OutboxWorker:
         """Post every due settlement once; returns (tx_id, result) for each attempt."""
         done = []
         for item in self.journal.outbox_pending():
-            if item.kind != SETTLEMENT or self.money.is_claimed(item.tx_id):
-                continue  # a flow is settling its own payment right now
+            if kind_of_outbox(item.kind) is None or self.money.is_claimed(item.tx_id):
+                continue  # not a back-office post, or a flow is posting its own right now
             state = self.journal.state_of(item.tx_id)
             if state not in _SETTLING:
                 # PAID (a cut tail) is recovery's: it restores FULFILLING first. Anything else

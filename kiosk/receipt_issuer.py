@@ -6,29 +6,26 @@ reprint of a transaction carries the very same payload."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable
 
 from devices.base import DeviceError
 from devices.contracts import PrintJob, ReceiptPrinter
-from kiosk.bills import ServiceType
-from kiosk.errors import KioskError
-from kiosk.journal import JournalEntry, Transaction, TxState
+from kiosk.journal import Transaction
 from kiosk.receipts import ReceiptData, ReceiptSigner, build_document
 from kiosk.receipts.layout import render
+from kiosk.services import kind_of
+from kiosk.services.base import NotPaid, paid_entry
 
 log = logging.getLogger("kiosk.receipts")
 
 
-class NotPaid(KioskError):
-    """A receipt was asked for a transaction with no PAID row: nothing was charged."""
-
-    key: ClassVar[str] = "receipt.not_paid"
-    fa: ClassVar[str] = "برای تراکنش {tx} پرداختی ثبت نشده است؛ رسیدی صادر نمی‌شود."
-    en: ClassVar[str] = "Transaction {tx} has no recorded payment, so it has no receipt."
-    money: ClassVar[str] = "none"
+def receipt_data(tx: Transaction, *, kiosk_id: str, pending: bool) -> ReceiptData:
+    """The receipt of `tx`, as its kind writes it (kiosk.services). Signed fields come from
+    the rows up to and including PAID (data a later row adds cannot change them); the
+    tracking code, printed beside, is the latest."""
+    return kind_of(tx.kind).receipt_data(tx, kiosk_id=kiosk_id, pending=pending)
 
 
 @dataclass(frozen=True)
@@ -36,44 +33,6 @@ class IssuedReceipt:
     payload: str
     printed: bool
     error: str = ""
-
-
-def paid_entry(tx: Transaction) -> JournalEntry:
-    """The transaction's PAID row: its time, seq and hash are what the receipt signs."""
-    for entry in tx.entries:
-        if entry.state == TxState.PAID:
-            return entry
-    raise NotPaid(f"{tx.tx_id} has no PAID row", tx=tx.tx_id)
-
-
-def receipt_data(tx: Transaction, *, kiosk_id: str, pending: bool) -> ReceiptData:
-    """The receipt of `tx`. Signed fields come from the rows up to and including PAID (data a
-    later row adds cannot change them); the tracking code, printed beside, is the latest."""
-    paid = paid_entry(tx)
-    fixed: dict[str, Any] = {}
-    for entry in tx.entries:
-        fixed.update(entry.data)
-        if entry is paid:
-            break
-    service = ServiceType(int(fixed.get("service_type", 6)))
-    return ReceiptData(
-        tx_id=tx.tx_id,
-        kiosk_id=kiosk_id,
-        kind=tx.kind,
-        amount_rials=paid.amount_rials,
-        at=dt.datetime.fromtimestamp(int(paid.at), dt.timezone.utc),
-        bill_id=fixed.get("bill_id", ""),
-        payment_id=fixed.get("payment_id", ""),
-        service_label_fa=fixed.get("description_fa") or service.label("fa"),
-        service_label_en=service.label("en"),
-        tracking_code=tx.data.get("tracking_code", ""),
-        rrn=fixed.get("rrn", ""),
-        stan=fixed.get("stan", ""),
-        masked_pan=fixed.get("masked_pan", ""),
-        status="pending_settlement" if pending else "paid",
-        journal_seq=paid.seq,
-        journal_hash=paid.hash,
-    )
 
 
 async def render_for(printer: ReceiptPrinter, document: Any) -> PrintJob:

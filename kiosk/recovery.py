@@ -14,12 +14,16 @@ money-path code the flows use. Runs at every start and as `kiosk recover`.
   REVERSING   → ask about every reversal request journaled (TransactionStatus, Reversal, its
                 ServiceID): done → REVERSED, refused → REFUND_PENDING; none arrived → a new
                 reversal under a new ServiceID (REVERSING again), never a second one blind
-  FULFILLING  → post the queued settlement again with its idempotency key: acknowledged →
-                FULFILLED, POSTED → COMPLETED; refused → reversed (after the same question);
-                back-office down → stays queued in the outbox (store-and-forward), "queued"
+  FULFILLING,
+  UNCERTAIN   → the transaction's kind carries on (kiosk.services): a fee posts the queued
+                settlement again with its idempotency key: acknowledged → FULFILLED, POSTED →
+                COMPLETED; refused → reversed (after the same question); back-office down →
+                stays queued in the outbox (store-and-forward), "queued"
   POSTED      → COMPLETED (the receipt was not printed; it can be reprinted)
 
-Nothing is resolved on a journal that fails verification: `run` raises JournalBroken. A
+Recovery switches on the transaction's kind for the kind's own steps; an open transaction of
+a kind this build does not know is left open for an operator ("unknown_kind"), never handled
+as a fee. Nothing is resolved on a journal that fails verification: `run` raises JournalBroken. A
 running kiosk runs this in the background too (kiosk.outbox_worker), over the transactions no
 flow has claimed, so it never races the flow that owns one.
 """
@@ -29,9 +33,9 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 
-from kiosk.journal import OPEN_STATES, Journal, OutboxStatus, Transaction, TxState
-from kiosk.money_path import SETTLEMENT, MoneyPath, SettleResult
-from kiosk.backoffice_client import BackofficeUnavailable
+from kiosk.journal import OPEN_STATES, Journal, Transaction, TxState
+from kiosk.money_path import MoneyPath, SettleResult
+from kiosk.services import KINDS, kind_of
 
 log = logging.getLogger("kiosk.recovery")
 
@@ -65,8 +69,11 @@ class Recovery:
         for tx in self.journal.open_transactions():
             if self.money.is_claimed(tx.tx_id):
                 continue  # a live flow (or another recovery step) owns it
-            if background and tx.state == TxState.FULFILLING and any(
-                    i.kind == SETTLEMENT and i.status == OutboxStatus.PENDING for i in self.journal.outbox_for(tx.tx_id)):
+            if tx.kind not in KINDS:
+                log.error("open transaction of unknown kind %r left for an operator", tx.kind, extra={"tx": tx.tx_id})
+                results.append(Resolution(tx.tx_id, tx.kind, tx.amount_rials, tx.state, tx.state, "unknown_kind", False))
+                continue
+            if background and tx.state == TxState.FULFILLING and self.money.pending_posts(tx.tx_id):
                 continue
             try:
                 with self.money.claimed(tx.tx_id):
@@ -107,28 +114,21 @@ class Recovery:
             state = TxState.POSTED
         if state == TxState.REVERSING:
             return _settle_word(await self.money.reverse(tx.tx_id, "recovery: reversal retried"))
-        if state == TxState.FULFILLING:
-            items = [i for i in self.journal.outbox_for(tx.tx_id)
-                     if i.kind == SETTLEMENT and i.status == OutboxStatus.PENDING]
-            if items:
-                result = await self.money.settle(items[0])
-            else:  # no queued post (acknowledged, or the journal was cut): is it settled?
-                try:
-                    found = await self.money.find_settlement(tx.tx_id)
-                except BackofficeUnavailable:
-                    return "backoffice_unreachable"
-                if found is None:
-                    return "no_outbox_item"  # an operator looks: nothing proves either way
-                result = await self.money.journal_settled(tx.tx_id, found)
+        if state in (TxState.FULFILLING, TxState.UNCERTAIN):
+            # the kind's own step: a fee re-posts its queued settlement, a card kind first
+            # settles the write on the card
+            result = await kind_of(tx.kind).resume(self.money, self.journal.get(tx.tx_id))
+            if not isinstance(result, SettleResult):  # (a StrEnum: test the enum, not str)
+                return result
             if result == SettleResult.PENDING:
                 return "queued"
             if result != SettleResult.SETTLED:
                 return _settle_word(result)
-            state = TxState.POSTED
+            state = self.journal.state_of(tx.tx_id)
         if state == TxState.POSTED:
             await self.money.complete(tx.tx_id, receipt_printed=False, completed_by="recovery")
             return "completed"
-        return "left_open"  # UNCERTAIN (card writes) is settled on the card's next tap
+        return "left_open"
 
 
 def _settle_word(result: SettleResult) -> str:

@@ -18,6 +18,7 @@ from kiosk.errors import KioskError
 from kiosk.faults import fault_point
 from kiosk.journal import JournalError, TxState
 from kiosk.money_path import SettleResult
+from kiosk.services import FEE_PAYMENT, FeeOrder
 from kiosk.service_guard import STORAGE_ERRORS, JournalBroken, StorageLow
 from kiosk.ui_port import Choice, CitizenLeft, Outcome, UIPort
 
@@ -114,13 +115,9 @@ class FeePaymentFlow:
     async def _pay(self, bill: Bill, info: BillInfo) -> FeePaymentResult:
         money = self.ctx.money
         try:
-            tx_id = await money.open_transaction(
-                "fee_payment",
-                info.amount_rials,
-                {"bill_id": bill.bill_id, "payment_id": bill.payment_id,
-                 "service_type": int(bill.service_type), "description_fa": info.description_fa,
-                 "kiosk_id": self.ctx.kiosk_id},
-            )
+            order = FeeOrder(bill.bill_id, bill.payment_id, int(bill.service_type), info.description_fa,
+                             self.ctx.kiosk_id)
+            tx_id = await money.open_transaction(FEE_PAYMENT.name, info.amount_rials, order.to_journal())
         except JournalBroken:
             return await self._out_of_service()
         except StorageLow as exc:
