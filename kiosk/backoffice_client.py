@@ -252,6 +252,422 @@ class BackofficeRejected(BackofficeError):
         self.error_code = error_code
 
 
+# --- transit values (issue 8) -------------------------------------------------------------------
+@dataclass(frozen=True)
+class LoadPost:
+    """A value load written to a transit card, as posted to the card's ledger."""
+
+    transaction_id: str
+    card_serial: str  # 10 digits
+    card_uid: str  # hex, 8 or 14 characters
+    counter_before: int
+    counter_after: int
+    amount_rials: int
+    balance_after: int
+    kind: str  # "topup" | "card_sale" | "pending_load"
+    pending_load_id: int | None = None  # with kind "pending_load" only
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.pending_load_id is None:
+            del data["pending_load_id"]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LoadPost:
+        pending = data.get("pending_load_id")
+        return cls(
+            transaction_id=str(data["transaction_id"]), card_serial=str(data["card_serial"]),
+            card_uid=str(data["card_uid"]), counter_before=int(data["counter_before"]),
+            counter_after=int(data["counter_after"]), amount_rials=int(data["amount_rials"]),
+            balance_after=int(data["balance_after"]), kind=str(data["kind"]),
+            pending_load_id=None if pending is None else int(pending),
+        )
+
+
+@dataclass(frozen=True)
+class LoadRecord:
+    """A load as the back-office recorded it (its tracking code goes on the receipt)."""
+
+    transaction_id: str
+    card_serial: str
+    card_uid: str
+    counter_before: int
+    counter_after: int
+    amount_rials: int
+    balance_after: int
+    kind: str
+    pending_load_id: int | None
+    tracking_code: str
+    status: str  # "recorded"
+    recorded_at: str  # ISO 8601 UTC
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LoadRecord:
+        pending = data.get("pending_load_id")
+        return cls(
+            transaction_id=str(data["transaction_id"]), card_serial=str(data["card_serial"]),
+            card_uid=str(data["card_uid"]), counter_before=int(data["counter_before"]),
+            counter_after=int(data["counter_after"]), amount_rials=int(data["amount_rials"]),
+            balance_after=int(data["balance_after"]), kind=str(data["kind"]),
+            pending_load_id=None if pending is None else int(pending), tracking_code=str(data["tracking_code"]),
+            status=str(data["status"]), recorded_at=str(data["recorded_at"]),
+        )
+
+
+@dataclass(frozen=True)
+class CardLoad:
+    """One of a card's recent loads, as its account lists them."""
+
+    transaction_id: str
+    kind: str
+    amount_rials: int
+    counter_after: int
+    balance_after: int
+    recorded_at: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CardLoad:
+        return cls(transaction_id=str(data["transaction_id"]), kind=str(data["kind"]),
+                   amount_rials=int(data["amount_rials"]), counter_after=int(data["counter_after"]),
+                   balance_after=int(data["balance_after"]), recorded_at=str(data["recorded_at"]))
+
+
+@dataclass(frozen=True)
+class PendingLoad:
+    """A top-up paid elsewhere (USSD, the app) waiting to be written to the card."""
+
+    pending_load_id: int
+    card_serial: str
+    amount_rials: int
+    source: str
+    external_ref: str
+    status: str  # "pending" | "reserved" (an open pending action holds it) | "applied"
+    created_at: str
+    applied_at: str | None
+    applied_by_transaction_id: str | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PendingLoad:
+        applied_at, applied_by = data.get("applied_at"), data.get("applied_by_transaction_id")
+        return cls(
+            pending_load_id=int(data["pending_load_id"]), card_serial=str(data["card_serial"]),
+            amount_rials=int(data["amount_rials"]), source=str(data["source"]),
+            external_ref=str(data["external_ref"]), status=str(data["status"]), created_at=str(data["created_at"]),
+            applied_at=None if applied_at is None else str(applied_at),
+            applied_by_transaction_id=None if applied_by is None else str(applied_by),
+        )
+
+
+@dataclass(frozen=True)
+class PendingActionPost:
+    """An uncertain card write whose card did not come back: the card's next tap at any
+    kiosk settles it (see settle_pending_action)."""
+
+    transaction_id: str
+    card_serial: str
+    card_uid: str
+    counter_before: int
+    intended_balance: int
+    amount_rials: int
+    tracking_code: str | None = None  # the back-office makes one when None
+    pending_load_id: int | None = None  # the write was applying this pending load
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PendingActionPost:
+        code, pending = data.get("tracking_code"), data.get("pending_load_id")
+        return cls(
+            transaction_id=str(data["transaction_id"]), card_serial=str(data["card_serial"]),
+            card_uid=str(data["card_uid"]), counter_before=int(data["counter_before"]),
+            intended_balance=int(data["intended_balance"]), amount_rials=int(data["amount_rials"]),
+            tracking_code=None if code is None else str(code),
+            pending_load_id=None if pending is None else int(pending),
+        )
+
+
+@dataclass(frozen=True)
+class PendingAction:
+    transaction_id: str
+    card_serial: str
+    card_uid: str
+    counter_before: int
+    intended_balance: int
+    amount_rials: int
+    pending_load_id: int | None
+    tracking_code: str
+    status: str  # "open" | "applied" | "rolled_back"
+    created_at: str
+    settled_at: str | None
+    counter_seen: int | None
+    settled_by_transaction_id: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PendingAction:
+        def opt(key: str, conv: Callable[[Any], T]) -> T | None:
+            value = data.get(key)
+            return None if value is None else conv(value)
+
+        return cls(
+            transaction_id=str(data["transaction_id"]), card_serial=str(data["card_serial"]),
+            card_uid=str(data["card_uid"]), counter_before=int(data["counter_before"]),
+            intended_balance=int(data["intended_balance"]), amount_rials=int(data["amount_rials"]),
+            pending_load_id=opt("pending_load_id", int), tracking_code=str(data["tracking_code"]),
+            status=str(data["status"]), created_at=str(data["created_at"]), settled_at=opt("settled_at", str),
+            counter_seen=opt("counter_seen", int), settled_by_transaction_id=opt("settled_by_transaction_id", str),
+        )
+
+
+@dataclass(frozen=True)
+class CardAccount:
+    """What the back-office holds for a card serial. `known` is False for a serial with no
+    recorded load (it may still have pending loads); last_* are then None."""
+
+    card_serial: str
+    known: bool
+    card_uid: str | None
+    last_counter: int | None
+    last_balance: int | None
+    concession: str
+    loads: tuple[CardLoad, ...]  # newest first
+    pending_loads: tuple[PendingLoad, ...]  # not applied yet
+    pending_actions: tuple[PendingAction, ...]  # open
+
+    @property
+    def collectable(self) -> tuple[PendingLoad, ...]:
+        """Pending loads a kiosk may apply now (not held by an open pending action)."""
+        return tuple(p for p in self.pending_loads if p.status == "pending")
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CardAccount:
+        counter, balance, uid = data.get("last_counter"), data.get("last_balance"), data.get("card_uid")
+        known = data["known"]
+        if not isinstance(known, bool):
+            raise TypeError("known is not a boolean")
+        return cls(
+            card_serial=str(data["card_serial"]), known=known, card_uid=None if uid is None else str(uid),
+            last_counter=None if counter is None else int(counter),
+            last_balance=None if balance is None else int(balance), concession=str(data.get("concession", "none")),
+            loads=tuple(CardLoad.from_json(x) for x in data["loads"]),
+            pending_loads=tuple(PendingLoad.from_json(x) for x in data["pending_loads"]),
+            pending_actions=tuple(PendingAction.from_json(x) for x in data["pending_actions"]),
+        )
+
+
+@dataclass(frozen=True)
+class TicketPost:
+    ticket_id: str
+    transaction_id: str
+    kind: str  # "single" | "return"
+    trips: int  # 1 | 2
+    valid_until: str  # ISO 8601 with a zone
+    amount_rials: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TicketPost:
+        return cls(ticket_id=str(data["ticket_id"]), transaction_id=str(data["transaction_id"]),
+                   kind=str(data["kind"]), trips=int(data["trips"]), valid_until=str(data["valid_until"]),
+                   amount_rials=int(data["amount_rials"]))
+
+
+@dataclass(frozen=True)
+class TicketRecord:
+    ticket_id: str
+    transaction_id: str
+    kind: str
+    trips: int
+    trips_used: int
+    valid_until: str  # ISO 8601 UTC
+    amount_rials: int
+    tracking_code: str
+    status: str  # "issued"
+    issued_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TicketRecord:
+        return cls(
+            ticket_id=str(data["ticket_id"]), transaction_id=str(data["transaction_id"]), kind=str(data["kind"]),
+            trips=int(data["trips"]), trips_used=int(data["trips_used"]), valid_until=str(data["valid_until"]),
+            amount_rials=int(data["amount_rials"]), tracking_code=str(data["tracking_code"]),
+            status=str(data["status"]), issued_at=str(data["issued_at"]),
+        )
+
+
+# --- transit errors (issue 8) -------------------------------------------------------------------
+def _json_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("not a JSON integer")
+    return value
+
+
+def _json_str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("not a JSON string")
+    return value
+
+
+class TransitPostPending(BackofficeUnavailable):
+    """A transit post (load, pending action, settlement, ticket) that could not reach the
+    back-office: what it records has happened; keep it queued (same idempotency key)."""
+
+    key = "transit.post_pending"
+    fa = "تراکنش شما انجام شد و ثبت آن در سامانه به‌زودی تکمیل می‌شود. رسید خود را نگه دارید."
+    en = "Your transaction went through; it will be recorded shortly. Keep your receipt."
+    money = "charged_pending"
+
+
+class TransitError(BackofficeError):
+    """A transit or ticket answer of the back-office's own. `fields` are the extra values its
+    body carries (read strictly: a body without them is not the back-office's)."""
+
+    fields: ClassVar[dict[str, Callable[[Any], Any]]] = {}
+
+    def __init__(self, detail: str = "", **context: Any) -> None:
+        super().__init__(detail, **context)
+        for name in self.fields:
+            setattr(self, name, context.get(name))
+
+
+class TransitRefused(TransitError):
+    """A definite refusal of a transit post: nothing was recorded, and a retry of the same
+    post is refused again. What the citizen is owed is the flow's to decide."""
+
+    key = "transit.refused"
+    fa = "سامانه بلیت این درخواست را نپذیرفت. لطفاً با پشتیبانی تماس بگیرید."
+    en = "The transit system refused this request. Please contact support."
+
+
+class LoadReplayRefused(TransitRefused):
+    """The card's counter is not past the last load recorded for its serial: a replayed or
+    forged load (or a card restored from an old copy)."""
+
+    key = "transit.counter_replay"
+    fa = "سامانه بلیت این شارژ را نپذیرفت: شمارنده کارت از آخرین شارژ ثبت‌شده جلوتر نیست. لطفاً با پشتیبانی تماس بگیرید."
+    en = ("The transit system refused this load: the card's counter is not past its last recorded load. "
+          "Please contact support.")
+    fields = {"last_counter": _json_int}
+    last_counter: int
+
+
+class CardMismatch(TransitRefused):
+    key = "transit.card_mismatch"
+    fa = "این کارت با کارت ثبت‌شده برای این شماره سریال یکی نیست. لطفاً با پشتیبانی تماس بگیرید."
+    en = "This card does not match the card registered under its serial number. Please contact support."
+
+
+class BalanceMismatch(TransitRefused):
+    key = "transit.balance_mismatch"
+    fa = "موجودی کارت با سوابق سامانه بلیت ({expected_balance} ریال پس از این شارژ) یکی نیست. لطفاً با پشتیبانی تماس بگیرید."
+    en = ("The card's balance does not match the transit system's records ({expected_balance} rials after "
+          "this load). Please contact support.")
+    fields = {"expected_balance": _json_int}
+    expected_balance: int
+
+
+class CardAlreadySold(TransitRefused):
+    key = "transit.card_already_sold"
+    fa = "این کارت قبلاً فروخته و ثبت شده است."
+    en = "This card has already been sold and registered."
+
+
+class PendingLoadNotFound(TransitRefused):
+    key = "transit.pending_load_not_found"
+    fa = "شارژ در انتظاری با این مشخصات برای این کارت پیدا نشد."
+    en = "No pending top-up with these details was found for this card."
+
+
+class PendingLoadAlreadyApplied(TransitRefused):
+    key = "transit.pending_load_applied"
+    fa = "این شارژ قبلاً روی کارت اعمال شده است (تراکنش {applied_by_transaction_id})."
+    en = "This top-up was already applied to the card (transaction {applied_by_transaction_id})."
+    fields = {"pending_load_id": _json_int, "applied_by_transaction_id": _json_str}
+    pending_load_id: int
+    applied_by_transaction_id: str
+
+
+class PendingLoadAmountMismatch(TransitRefused):
+    key = "transit.amount_mismatch"
+    fa = "مبلغ با شارژ در انتظار ({expected_rials} ریال) یکی نیست."
+    en = "The amount differs from the pending top-up ({expected_rials} rials)."
+    fields = {"expected_rials": _json_int}
+    expected_rials: int
+
+
+class PendingActionOpen(TransitRefused):
+    """The card has an uncertain write on record: settle it before writing anything else."""
+
+    key = "transit.pending_action_open"
+    fa = "برای این کارت یک عملیات نیمه‌تمام ثبت است که باید اول تکمیل شود."
+    en = "This card has an unfinished operation on record that must be completed first."
+    fields = {"transaction_id": _json_str, "counter_before": _json_int}
+    transaction_id: str
+    counter_before: int
+
+
+class LoadAlreadyRecorded(TransitRefused):
+    key = "transit.load_recorded"
+    fa = "شارژ این تراکنش قبلاً در سامانه بلیت ثبت شده است."
+    en = "This transaction's load is already recorded by the transit system."
+
+
+class PendingActionNotFound(TransitRefused):
+    key = "transit.pending_action_not_found"
+    fa = "عملیات نیمه‌تمامی با این شماره برای این کارت ثبت نشده است."
+    en = "No unfinished operation with this number is recorded for this card."
+
+
+class PendingActionAlreadySettled(TransitRefused):
+    key = "transit.pending_action_settled"
+    fa = "این عملیات نیمه‌تمام قبلاً تکمیل شده است."
+    en = "This unfinished operation was already settled ({outcome}, transaction {settled_by_transaction_id})."
+    fields = {"outcome": _json_str, "settled_by_transaction_id": _json_str}
+    outcome: str
+    settled_by_transaction_id: str
+
+
+class TicketDuplicate(TransitRefused):
+    key = "ticket.duplicate_id"
+    fa = "شناسه این بلیت قبلاً برای بلیت دیگری ثبت شده است."
+    en = "This ticket id is already recorded for another ticket."
+
+
+class LoadNotFound(TransitError):
+    """The back-office itself answered that it holds no load of this kiosk under this
+    transaction id (`transit.load_not_found`; never inferred from a bare 404)."""
+
+    key = "transit.load_not_found"
+    fa = "شارژی با این شماره تراکنش در سامانه بلیت ثبت نشده است."
+    en = "The transit system has no load recorded under this transaction."
+
+
+class TicketNotFound(TransitError):
+    """The back-office's own `ticket.not_found` (never a bare 404)."""
+
+    key = "ticket.not_found"
+    fa = "بلیتی با این شناسه در سامانه ثبت نشده است."
+    en = "No ticket with this id is recorded."
+
+
+_TRANSIT_ERRORS: dict[str, type[TransitError]] = {cls.key: cls for cls in (
+    LoadReplayRefused, CardMismatch, BalanceMismatch, CardAlreadySold, PendingLoadNotFound,
+    PendingLoadAlreadyApplied, PendingLoadAmountMismatch, PendingActionOpen, LoadAlreadyRecorded,
+    PendingActionNotFound, PendingActionAlreadySettled, TicketDuplicate, LoadNotFound, TicketNotFound)}
+
+
 _RETRYABLE_EXC = (requests.ConnectionError, requests.Timeout)
 
 # the value up to the next parameter, percent-encoded Persian digits included
@@ -369,6 +785,89 @@ class BackofficeClient:
                 raise BackofficeUnavailable("journal anchors out of order", attempts=1)
             anchors.extend(page)
             after_seq = page[-1].journal_seq
+
+    # --- transit (issue 8) ----------------------------------------------------------------------
+    def post_load(self, post: LoadPost, *, idempotency_key: str) -> LoadRecord:
+        """Record a load written to a card (the key is the kiosk transaction id). Safe to
+        retry: the same post answers the first record. Refusals are TransitRefused subclasses
+        (LoadReplayRefused, PendingLoadAlreadyApplied, PendingActionOpen, …), raised only on
+        the back-office's own code; anything else is TransitPostPending: keep it queued."""
+        return self._transit_post(f"{API}/transit/loads", post.to_dict(), idempotency_key,
+                                  post.transaction_id, LoadRecord.from_json)
+
+    def load_status(self, transaction_id: str) -> LoadRecord:
+        """This kiosk's recorded load for `transaction_id`. LoadNotFound only on the
+        back-office's own answer (also for another kiosk's load); BackofficeUnavailable when
+        it cannot say."""
+        resp = self._call("GET", f"{API}/transit/loads/{transaction_id}", tx=transaction_id)
+        if resp.status_code == 200:
+            return self._parse(resp, LoadRecord.from_json)
+        raise self._transit_refusal(resp)
+
+    def card_account(self, card_serial: str) -> CardAccount:
+        """The card's account: last recorded counter and balance, recent loads, pending loads
+        to collect, open pending actions to settle. An unknown serial is an empty account."""
+        resp = self._call("GET", f"{API}/transit/cards/{card_serial}")
+        if resp.status_code == 200:
+            return self._parse(resp, CardAccount.from_json)
+        raise self._transit_refusal(resp)
+
+    def post_pending_action(self, post: PendingActionPost, *, idempotency_key: str) -> PendingAction:
+        """Record an uncertain write whose card did not come back (key: the transaction id)."""
+        return self._transit_post(f"{API}/transit/pending-actions", post.to_dict(), idempotency_key,
+                                  post.transaction_id, PendingAction.from_json)
+
+    def settle_pending_action(self, transaction_id: str, *, card_serial: str, outcome: str, counter_seen: int,
+                              settled_by_transaction_id: str) -> PendingAction:
+        """Settle an open pending action: outcome "applied" (the value is on the card; the
+        back-office records the load) or "rolled_back" (it is not and will not be). Exactly
+        once: the same settlement again answers the settled action, another one raises
+        PendingActionAlreadySettled."""
+        body = {"card_serial": card_serial, "outcome": outcome, "counter_seen": counter_seen,
+                "settled_by_transaction_id": settled_by_transaction_id}
+        return self._transit_post(f"{API}/transit/pending-actions/{transaction_id}/settle", body,
+                                  settled_by_transaction_id, settled_by_transaction_id, PendingAction.from_json)
+
+    def post_ticket(self, post: TicketPost, *, idempotency_key: str) -> TicketRecord:
+        """Record a sold QR ticket (key: the transaction id); TicketDuplicate when another sale
+        holds its ticket id."""
+        return self._transit_post(f"{API}/tickets", post.to_dict(), idempotency_key, post.transaction_id,
+                                  TicketRecord.from_json)
+
+    def ticket_status(self, ticket_id: str) -> TicketRecord:
+        """This kiosk's ticket with the trips used so far; TicketNotFound on the back-office's
+        own answer only."""
+        resp = self._call("GET", f"{API}/tickets/{ticket_id}")
+        if resp.status_code == 200:
+            return self._parse(resp, TicketRecord.from_json)
+        raise self._transit_refusal(resp)
+
+    def _transit_post(self, path: str, body: dict[str, Any], idempotency_key: str, tx: str,
+                      build: Callable[[Any], T]) -> T:
+        try:
+            resp = self._call("POST", path, json=body, headers={"Idempotency-Key": idempotency_key}, tx=tx)
+            if resp.status_code in (200, 201):
+                return self._parse(resp, build)
+            raise self._transit_refusal(resp)
+        except TransitPostPending:
+            raise
+        except BackofficeUnavailable as exc:
+            raise TransitPostPending(exc.detail, attempts=exc.attempts) from exc
+
+    @classmethod
+    def _transit_refusal(cls, resp: requests.Response) -> BackofficeError:
+        """A transit code as its typed error (with the values its body must carry); any other
+        answer as the fee calls read it (_refusal: no code of ours → BackofficeUnavailable)."""
+        code = cls._error_code(resp)
+        kind = _TRANSIT_ERRORS.get(code)
+        if kind is None:
+            return cls._refusal(resp)
+        try:
+            body = resp.json()
+            values = {name: conv(body[name]) for name, conv in kind.fields.items()}
+        except (ValueError, KeyError, TypeError):
+            return BackofficeUnavailable(f"{code} without its values", attempts=1)
+        return kind(f"back-office answered HTTP {resp.status_code} {code}", **values)
 
     def health(self) -> bool:
         try:
