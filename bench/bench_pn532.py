@@ -12,10 +12,10 @@ import json
 import statistics
 import time
 
-from devices.pn532.card_layout import TransitCard
 from devices.pn532.driver import PN532Reader
-from devices.pn532.keys import CardKeys
-from devices.pn532.virtual import VirtualCard, VirtualPN532
+from devices.pn532.virtual import VirtualPN532
+from devices.transit_card import CardKeys, TransitCard
+from devices.transit_card.demo import issue_virtual_card
 
 MASTER = b"bench master key, 32 bytes long!"
 UID = bytes.fromhex("04c0ffee")
@@ -28,7 +28,7 @@ WARMUP = 10
 async def measure(baud: int | None) -> tuple[list[float], float]:
     """Latencies (ms) of read_balance, and wire bytes (both directions) per read."""
     with VirtualPN532(baud=baud) as virtual:
-        virtual.place(VirtualCard.blank(UID).personalise(MASTER, 250_000))
+        virtual.place(issue_virtual_card(UID, MASTER, 250_000, "1000000001"))
         reader = PN532Reader("bench", port=virtual.port, baudrate=BAUD, timeout=1.0)
         await reader.open()
         card = TransitCard(reader, CardKeys(MASTER))
@@ -57,7 +57,7 @@ def main() -> None:
     wire_ms = wire_bytes * 10 / BAUD * 1000  # 8N1: 10 bits a byte
     result = {
         "bench": "pn532_read_balance",
-        "sequence": "InListPassiveTarget + 2x(auth A + READ value + READ record)",
+        "sequence": "InListPassiveTarget + 2x(auth A + READ value + READ record) + READ identity",
         "baud": BAUD,
         "iterations": ITERATIONS,
         "paced_p50_ms": round(paced_p50, 2),
