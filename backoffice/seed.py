@@ -57,7 +57,7 @@ MAX_TOPUP_BATCH = 9999
 # The demo transit card (its serial; the kiosk demo's virtual card carries it) and the top-up
 # paid elsewhere that `kiosk demo --script collect-pending` collects. Each collection applies
 # it; the next seed adds another (external refs "demo-<serial>-<n>").
-DEMO_CARD_SERIAL = "1000000017"
+DEMO_CARD_SERIAL = "9364010001"  # the demo card of devices/transit_card/demo.py (one value, two packages)
 DEMO_PENDING_LOAD_RIALS = 50_000
 DEMO_PENDING_SOURCE = "demo"
 

@@ -499,3 +499,12 @@ def test_kiosk_sim_pn532_with_cards_meets_the_same_card_after_a_restart(tmp_path
     proc, info = _sim(cards, "--balance", "1")  # a kept card keeps its own balance
     _stop(proc)
     assert info["card"]["balance_rials"] == 300_000 and info["card"]["counter"] == 1
+
+
+def test_the_back_office_seeds_its_demo_pending_load_for_the_demo_card() -> None:
+    """The demo card (devices) and the back-office's demo pending load name one serial; the
+    back-office may not import devices, so the value is written twice and checked here."""
+    from backoffice.seed import DEMO_CARD_SERIAL as SEEDED
+    from devices.transit_card.demo import DEMO_CARD_SERIAL
+
+    assert SEEDED == DEMO_CARD_SERIAL
