@@ -266,7 +266,7 @@ class MoneyPath:
         """This transaction's back-office posts still queued in the outbox (its kind's)."""
         kind = kind_of(self.journal.get(tx_id).kind)
         return [i for i in self.journal.outbox_for(tx_id)
-                if i.kind == kind.outbox_kind and i.status == OutboxStatus.PENDING]
+                if i.kind in kind.outbox_kinds and i.status == OutboxStatus.PENDING]
 
     async def start_settlement(self, tx_id: str) -> OutboxItem:
         """Queue the transaction's back-office post (its kind writes the body) and journal
@@ -302,7 +302,7 @@ class MoneyPath:
             return SettleResult.PENDING
         try:
             posted = await asyncio.to_thread(kind.post, self.backoffice, item.payload,
-                                             idempotency_key=item.idempotency_key)
+                                             idempotency_key=item.idempotency_key, outbox_kind=item.kind)
         except BackofficeUnavailable as exc:
             await self.retry_later(item, str(exc))
             return SettleResult.PENDING
@@ -332,11 +332,7 @@ class MoneyPath:
             await self.retry_later(item, str(exc)[:500])
             return SettleResult.PENDING
         fault_point("after-post-sent")
-        await self.writer.outbox_ack(
-            item.id,
-            posted.to_dict(),
-            with_state=[(TxState.FULFILLED, kind.fulfilled_data(posted)), (TxState.POSTED, None)],
-        )
+        await self.writer.outbox_ack(item.id, posted.to_dict(), with_state=kind.ack_states(posted, item.kind))
         return SettleResult.SETTLED
 
     async def retry_later(self, item: OutboxItem, error: str) -> None:
@@ -371,7 +367,9 @@ class MoneyPath:
         if state == TxState.PAID:
             steps.append((TxState.FULFILLING, {"settlement_found": "backoffice"}))
         kind = kind_of(self.journal.get(tx_id).kind)
-        steps += [(TxState.FULFILLED, kind.fulfilled_data(settlement)), (TxState.POSTED, None)]
+        if state != TxState.FULFILLED:
+            steps.append((TxState.FULFILLED, kind.fulfilled_data(settlement)))
+        steps.append((TxState.POSTED, None if state != TxState.FULFILLED else kind.fulfilled_data(settlement)))
         pending = self.pending_posts(tx_id)
         log.warning("payment found settled at the back-office: completing, not reversing",
                     extra={"tx": tx_id})

@@ -14,7 +14,7 @@ from kiosk.services.fee import FEE_PAYMENT, FeeOrder, FeePaymentKind
 
 _BUILTIN: tuple[TransactionKind, ...] = (FEE_PAYMENT,)
 KINDS: dict[str, TransactionKind] = {k.name: k for k in _BUILTIN}
-BY_OUTBOX_KIND: dict[str, TransactionKind] = {k.outbox_kind: k for k in _BUILTIN}
+BY_OUTBOX_KIND: dict[str, TransactionKind] = {o: k for k in _BUILTIN for o in k.outbox_kinds}
 
 
 def kind_of(name: str) -> TransactionKind:

@@ -98,8 +98,16 @@ class TransactionKind(abc.ABC):
 
     name: ClassVar[str]
     outbox_kind: ClassVar[str]
+    #: every outbox kind this kind queues (the main post first); a card kind also queues the
+    #: pending action of a write whose card did not come back
+    outbox_kinds: ClassVar[tuple[str, ...]] = ()
     order_type: ClassVar[type[Order]]
     refusals: ClassVar[tuple[type[BaseException], ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if getattr(cls, "outbox_kind", None) and not cls.__dict__.get("outbox_kinds"):
+            cls.outbox_kinds = (cls.outbox_kind,)
 
     def order(self, tx: Transaction) -> Order:
         return self.order_type.from_journal(tx.data)
@@ -110,9 +118,16 @@ class TransactionKind(abc.ABC):
         """The body queued in the outbox (the journal adds its anchor)."""
 
     @abc.abstractmethod
-    def post(self, backoffice: BackofficeClient, payload: Mapping[str, Any], *, idempotency_key: str) -> Posted:
-        """Post a queued body (blocking; the money path runs it in a thread). Raises
-        BackofficeUnavailable to be retried, one of `refusals` for a definite refusal."""
+    def post(self, backoffice: BackofficeClient, payload: Mapping[str, Any], *, idempotency_key: str,
+             outbox_kind: str) -> Posted:
+        """Post a queued body of `outbox_kind` (blocking; the money path runs it in a thread).
+        Raises BackofficeUnavailable to be retried, one of `refusals` for a definite refusal."""
+
+    def ack_states(self, posted: Posted, outbox_kind: str) -> list[tuple[TxState, dict[str, Any] | None]]:
+        """The states journaled in the same commit that acknowledges a post. A kind fulfilled
+        by its post (a fee): FULFILLED and POSTED; a card kind, FULFILLED at the card write
+        already: POSTED."""
+        return [(TxState.FULFILLED, self.fulfilled_data(posted)), (TxState.POSTED, None)]
 
     @abc.abstractmethod
     def find_posted(self, backoffice: BackofficeClient, tx_id: str) -> Posted | None:

@@ -71,7 +71,8 @@ class FeePaymentKind(TransactionKind):
             "terminal": {k: data.get(k, "") for k in ("rrn", "stan", "poi_reference", "masked_pan")},
         }
 
-    def post(self, backoffice: BackofficeClient, payload: Mapping[str, Any], *, idempotency_key: str) -> Posted:
+    def post(self, backoffice: BackofficeClient, payload: Mapping[str, Any], *, idempotency_key: str,
+             outbox_kind: str = FEE_SETTLEMENT) -> Posted:
         return backoffice.post_payment(PaymentPost.from_dict(payload), idempotency_key=idempotency_key)
 
     def find_posted(self, backoffice: BackofficeClient, tx_id: str) -> Posted | None:
