@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from devices.base import Device, DeviceState
+from devices.base import Device, DeviceError, DeviceState
 from devices.contracts import PaymentTerminal, ReceiptPrinter
 from devices.manager import DeviceManager
+from devices.transit_card import CardKeys
 from kiosk.backoffice_client import BackofficeClient
 from kiosk.data_lock import DataLock
 from kiosk.faults import check_fault_env
@@ -58,6 +59,19 @@ class KioskContext:
         needs it is then shown as unavailable, not crashed into)."""
         dev = self.devices.first(contract)
         return dev if dev is not None and dev.state in _USABLE else None
+
+    @property
+    def transit_keys(self) -> CardKeys | None:
+        """The per-card key master for transit cards (settings.transit_master_key_file, hex),
+        or None: transit services are then unavailable. Never logged."""
+        path = self.settings.transit_master_key_file
+        if not path:
+            return None
+        try:
+            return CardKeys(bytes.fromhex(Path(path).read_text(encoding="ascii").strip()))
+        except (OSError, ValueError, DeviceError) as exc:
+            log.error("transit master key unreadable (%s): transit services unavailable", type(exc).__name__)
+            return None
 
     @property
     def out_of_service(self) -> JournalBroken | None:

@@ -9,6 +9,8 @@ finally blocks, no flushing, as a power cut would. Points (see docs/faults.md):
   after-paid       terminal approved and PAID is journaled; settlement not started
   after-post-sent  the settlement post reached the back-office; its answer is not journaled
   before-receipt   the payment is POSTED; the receipt is not printed
+  before-card-write  a top-up's write plan is journaled (FULFILLING); nothing written to the card
+  after-card-write   the top-up is written to the card; FULFILLED is not journaled yet
 
 A name that is not one of these is refused when a money-moving process starts
 (`check_fault_env`), so a misspelt fault never silently runs a test without its crash.
@@ -22,7 +24,7 @@ import sys
 from kiosk.errors import KioskError
 
 POINTS = ("after-created", "after-paying", "after-approved", "after-paid", "after-post-sent",
-          "before-receipt")
+          "before-receipt", "before-card-write", "after-card-write")
 ENV = "KIOSK_FAULT"
 
 

@@ -52,6 +52,48 @@ CATALOG: dict[str, tuple[str, str]] = {
                         "می‌شود و یا تکمیل می‌شود یا مبلغ آن بازمی‌گردد. شماره تراکنش: {tx}",
                         "The kiosk could not record the last step of your payment. Your payment will be "
                         "checked and completed or refunded automatically. Transaction: {tx}"),
+    # transit card (کارت بلیت)
+    "topup.title": ("شارژ کارت بلیت", "Top up transit card"),
+    "card.place": ("کارت بلیت خود را روی کارتخوان قرار دهید", "Place your transit card on the reader"),
+    "card.reading": ("در حال خواندن کارت… کارت را از روی کارتخوان برندارید",
+                     "Reading your card… Keep your card on the reader"),
+    "card.balance": ("موجودی کارت: {balance}", "Card balance: {balance}"),
+    "card.trips": ("سفرهای اخیر: {count}", "Recent trips: {count}"),
+    "card.profile.senior": ("کارت سالمندان (۶۵ سال به بالا)", "Senior card (65 and over)"),
+    "card.profile.student": ("کارت دانشجویی", "Student card"),
+    "card.unreadable": ("این کارت خوانده نشد. اگر کارت بلیت شهر تهران است، با پشتیبانی تماس بگیرید",
+                        "This card could not be read. If it is a Tehran transit card, please contact support"),
+    "card.not_placed": ("کارتی روی کارتخوان قرار نگرفت", "No card was placed on the reader"),
+    "card.wrong_card": ("این همان کارت نیست. لطفاً همان کارتی را که شارژ می‌کردید روی کارتخوان بگذارید",
+                        "This is not the same card. Please place the card you were topping up"),
+    "topup.choose_amount": ("مبلغ شارژ را انتخاب کنید", "Choose the top-up amount"),
+    "topup.other_amount": ("مبلغ دیگر", "Other amount"),
+    "topup.preset": ("مبلغ پیشنهادی", "Suggested amount"),  # the choice's id is the amount
+    "topup.enter_amount": ("مبلغ شارژ را به ریال وارد کنید", "Enter the top-up amount in rials"),
+    "topup.amount_out_of_range": ("مبلغ شارژ باید بین {min} و {max} باشد", "The top-up must be between {min} and {max}"),
+    "topup.over_card_max": ("با این مبلغ، موجودی کارت از سقف {max} بیشتر می‌شود. مبلغ کمتری انتخاب کنید",
+                            "This would take the card over its limit of {max}. Please choose a smaller amount"),
+    "topup.confirm": ("شارژ کارت به مبلغ {amount}؛ موجودی پس از شارژ {balance_after}. ادامه می‌دهید؟",
+                      "Top up {amount}; the balance will be {balance_after}. Continue?"),
+    "topup.writing": ("در حال شارژ کارت… کارت را از روی کارتخوان برندارید",
+                      "Topping up your card… Keep your card on the reader"),
+    "topup.place_again": ("کارت پیش از پایان شارژ برداشته شد. همان کارت را دوباره روی کارتخوان قرار دهید",
+                          "The card was taken away before the top-up finished. Place the same card on the reader again"),
+    "topup.done": ("کارت شارژ شد. موجودی جدید: {balance}. کد رهگیری: {tracking}",
+                   "Your card is topped up. New balance: {balance}. Tracking code: {tracking}"),
+    "topup.done_pending": ("کارت شارژ شد. موجودی جدید: {balance}. ثبت آن در سامانه بلیت به‌طور خودکار انجام می‌شود",
+                           "Your card is topped up. New balance: {balance}. It will be recorded with the transit "
+                           "system automatically"),
+    "topup.pending_action": ("شارژ کارت کامل نشد، اما مبلغ پرداختی شما محفوظ است: با اولین قرار دادن همین کارت روی "
+                             "کارتخوان هر کیوسک، شارژ روی کارت اعمال می‌شود. این رسید را نگه دارید. شماره تراکنش: {tx}",
+                             "The top-up did not finish, but your payment is safe: the next time this card is "
+                             "placed on any kiosk's reader, the value is written to it. Keep this receipt. "
+                             "Transaction: {tx}"),
+    "topup.not_written_reversed": ("کارت شارژ نشد و مبلغ به حساب شما بازگشت داده شد",
+                                   "The card was not topped up and your money has been returned to your card"),
+    "topup.not_written_refund_pending": ("کارت شارژ نشد. بازگشت مبلغ ثبت شد و پیگیری می‌شود. شماره تراکنش: {tx}",
+                                         "The card was not topped up. A refund is recorded and will be followed up. "
+                                         "Transaction: {tx}"),
     "service.out_of_service": ("این کیوسک از سرویس خارج است و پرداختی نمی‌گیرد؛ تکنسین باید آن را بررسی کند. "
                                "لطفاً از کیوسک دیگری استفاده کنید",
                                "This kiosk is out of service and takes no payments until a technician "

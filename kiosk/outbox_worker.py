@@ -29,8 +29,9 @@ from kiosk.services import kind_of_outbox
 log = logging.getLogger("kiosk.outbox")
 
 
-#: states in which a queued settlement is posted by the worker
-_SETTLING = frozenset({TxState.FULFILLING, TxState.UNCERTAIN})
+#: states in which a queued post is posted by the worker (a card top-up queues its load at
+#: FULFILLED: the value is on the card by then)
+_SETTLING = frozenset({TxState.FULFILLING, TxState.UNCERTAIN, TxState.FULFILLED})
 
 
 class OutboxWorker:

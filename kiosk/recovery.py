@@ -15,10 +15,12 @@ money-path code the flows use. Runs at every start and as `kiosk recover`.
                 ServiceID): done → REVERSED, refused → REFUND_PENDING; none arrived → a new
                 reversal under a new ServiceID (REVERSING again), never a second one blind
   FULFILLING,
-  UNCERTAIN   → the transaction's kind carries on (kiosk.services): a fee posts the queued
+  UNCERTAIN,
+  FULFILLED   → the transaction's kind carries on (kiosk.services): a fee posts the queued
                 settlement again with its idempotency key: acknowledged → FULFILLED, POSTED →
                 COMPLETED; refused → reversed (after the same question); back-office down →
-                stays queued in the outbox (store-and-forward), "queued"
+                stays queued in the outbox (store-and-forward), "queued"; a card top-up
+                whose card is gone queues a pending action, so the card's next tap settles it
   POSTED      → COMPLETED (the receipt was not printed; it can be reprinted)
 
 Recovery switches on the transaction's kind for the kind's own steps; an open transaction of
@@ -73,8 +75,8 @@ class Recovery:
                 log.error("open transaction of unknown kind %r left for an operator", tx.kind, extra={"tx": tx.tx_id})
                 results.append(Resolution(tx.tx_id, tx.kind, tx.amount_rials, tx.state, tx.state, "unknown_kind", False))
                 continue
-            if background and tx.state == TxState.FULFILLING and self.money.pending_posts(tx.tx_id):
-                continue
+            if background and tx.state in (TxState.FULFILLING, TxState.FULFILLED) and self.money.pending_posts(tx.tx_id):
+                continue  # queued posts are the outbox worker's, with its back-off
             try:
                 with self.money.claimed(tx.tx_id):
                     tx = self.journal.get(tx.tx_id)  # as it is now, not when listed
@@ -114,7 +116,7 @@ class Recovery:
             state = TxState.POSTED
         if state == TxState.REVERSING:
             return _settle_word(await self.money.reverse(tx.tx_id, "recovery: reversal retried"))
-        if state in (TxState.FULFILLING, TxState.UNCERTAIN):
+        if state in (TxState.FULFILLING, TxState.UNCERTAIN, TxState.FULFILLED):
             # the kind's own step: a fee re-posts its queued settlement, a card kind first
             # settles the write on the card
             result = await kind_of(tx.kind).resume(self.money, self.journal.get(tx.tx_id))

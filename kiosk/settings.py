@@ -58,6 +58,16 @@ class KioskSettings:
     min_free_bytes: int = DEFAULT_MIN_FREE_BYTES  # 50 MiB
     #: how often a running kiosk resolves its own open transactions (not only at start)
     background_recovery_interval_s: float = 30.0
+    # transit card top-up: the amounts offered, the limits of one top-up, the most a card may
+    # hold, how long a citizen has to put a card back that left mid-write, and the file with
+    # the master key the per-card keys are diversified from (hex; empty: no transit services)
+    topup_presets_rials: tuple[int, ...] = (100_000, 200_000, 500_000, 1_000_000)
+    topup_min_rials: int = 20_000
+    topup_max_rials: int = 5_000_000
+    card_max_balance_rials: int = 10_000_000
+    card_wait_s: float = 60.0
+    card_return_wait_s: float = 60.0
+    transit_master_key_file: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

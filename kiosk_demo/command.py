@@ -26,6 +26,7 @@ SCRIPTS = {
     "pay-fee-manual": "type the bill and payment ids on the keypad, confirm, pay, receipt",
     "pay-fee-declined": "the bank declines the card: nothing is charged",
     "pay-fee-cancel": "the citizen looks the slip up, then cancels: nothing is charged",
+    "topup": "place the demo transit card, top it up, pay, write, verify, post, receipt",
 }
 #: not citizens: the technician's commands, run against the embedded simulators
 TOOLS = {
@@ -92,6 +93,9 @@ def _print_human(s: dict[str, Any]) -> None:
         out.write("  transaction   no transaction: nothing charged\n")
     out.write(f"  outcome       {s['outcome']}\n"
               f"  amount        {s['amount_rials']:,} rials\n  journal chain {'ok' if s['journal_ok'] else 'BROKEN'}\n")
+    if s.get("card_serial"):
+        out.write(f"  card serial   {s['card_serial']}\n  balance       {s.get('balance_before')} → "
+                  f"{s.get('balance_after')} rials\n")
     if s.get("receipt_png"):
         out.write(f"  receipt image {s['receipt_png']}\n")
     if s.get("receipt_payload"):

@@ -26,6 +26,7 @@ from devices.scanner.emulator import SerialScannerEmulator
 from devices.terminal.simulator import NexoTerminalSimulator
 from devices.terminal.tls import load_or_generate
 from devices.transit_card.demo import DEMO_CARD_UID, demo_card
+from devices.transit_card.keys import DEMO_MASTER_KEY
 from kiosk.settings import KioskSettings
 
 KIOSK_ID = "kiosk-demo-01"
@@ -65,6 +66,18 @@ def _demo_token(data_dir: Path) -> str:
         out.write(json.dumps({"kiosk_id": KIOSK_ID, "token": token}))
     tmp.replace(path)
     return token
+
+
+def _demo_master_key(data_dir: Path) -> Path:
+    """The public demo master key (the demo cards are personalised with it), in the file a
+    deployment keeps its own in (mode 0600)."""
+    path = data_dir / "keys" / "transit-master.key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            out.write(DEMO_MASTER_KEY.hex())
+    return path
 
 
 @contextlib.contextmanager
@@ -110,5 +123,7 @@ def demo_environment(data_dir: Path, *, extra_devices: tuple[DeviceConfig, ...] 
         settings = KioskSettings(
             kiosk_id=KIOSK_ID, backoffice_url=backoffice.url, backoffice_token=token,
             devices=devices, pay_timeout_s=10.0, status_timeout_s=3.0, extra={"embedded": True},
+            card_wait_s=10.0, card_return_wait_s=10.0,
+            transit_master_key_file=str(_demo_master_key(data_dir)),
         )
         yield DemoEnvironment(data_dir, settings, backoffice, terminal, printer, scanner, card_reader)

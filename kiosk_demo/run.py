@@ -18,6 +18,7 @@ from kiosk.context import KioskContext
 from kiosk.data_lock import DataLock
 from kiosk.errors import KioskError
 from kiosk.faults import check_fault_env
+from kiosk.flows.card_topup import CardTopupFlow
 from kiosk.flows.fee_payment import FeePaymentFlow
 from kiosk.journal import TxState
 from kiosk.recovery import Recovery, Resolution
@@ -50,6 +51,11 @@ def _pick_unpaid_slip(client: BackofficeClient) -> Any:
     raise NoUnpaidSlips("the demo owner has no unpaid fee slips left")
 
 
+#: the transit demo scripts: what the citizen does, and their answers to the screens
+TRANSIT_SCRIPTS = {"topup": "place the demo transit card, top it up by 200,000 rials, pay, receipt"}
+TRANSIT_ANSWERS: dict[str, dict[str, Any]] = {"topup": {"topup.choose_amount": "200000", "topup.confirm": True}}
+
+
 def _script(name: str, slip: Any) -> dict[str, Any]:
     typed = {"fee.enter_bill_id": slip.bill_id, "fee.enter_payment_id": slip.payment_id}
     if name == "pay-fee":
@@ -65,11 +71,13 @@ async def run_demo(data: Path, script: str, *, echo: bool = True,
     check_fault_env()
     with DataLock(data) as lock, demo_environment(
             data, terminal_mode=options.terminal_answer, terminal_latency_s=options.terminal_latency_s) as env:
-        probe = BackofficeClient(env.settings.backoffice_url, env.settings.backoffice_token)
-        try:
-            slip = await asyncio.to_thread(_pick_unpaid_slip, probe)
-        finally:
-            probe.close()
+        slip = None
+        if script not in TRANSIT_SCRIPTS:
+            probe = BackofficeClient(env.settings.backoffice_url, env.settings.backoffice_token)
+            try:
+                slip = await asyncio.to_thread(_pick_unpaid_slip, probe)
+            finally:
+                probe.close()
         if script == "pay-fee-declined":
             env.terminal.set_mode("once-decline")
         ctx = await KioskContext.open(env.settings, data, lock=lock)
@@ -85,12 +93,24 @@ async def run_demo(data: Path, script: str, *, echo: bool = True,
             if echo:
                 for r in recovered:
                     print(f"recovered {r.tx_id}: {r.from_state} → {r.to_state} ({r.action})", flush=True)
-                print(f"citizen: {script} — {slip.description_fa} ({slip.amount_rials:,} rials)", flush=True)
-            ui = ScriptedUI(_script(script, slip), echo=echo)
-            if script == "pay-fee":  # the citizen holds the slip's barcode under the scanner
-                barcode = slip.bill_id.zfill(13) + slip.payment_id.zfill(13)
-                asyncio.get_running_loop().call_later(0.2, env.scanner.send, barcode)
-            result = await FeePaymentFlow(ctx, ui).run()
+                if slip is not None:
+                    print(f"citizen: {script} — {slip.description_fa} ({slip.amount_rials:,} rials)", flush=True)
+                else:
+                    print(f"citizen: {script} — {TRANSIT_SCRIPTS[script]}", flush=True)
+            card: dict[str, Any] = {}
+            if script in TRANSIT_SCRIPTS:
+                ui = ScriptedUI(TRANSIT_ANSWERS[script], echo=echo)
+                topup = await CardTopupFlow(ctx, ui).run()
+                card = {"card_serial": topup.card_serial, "balance_before": topup.balance_before,
+                        "balance_after": topup.balance_after}
+                result: Any = topup
+            else:
+                assert slip is not None
+                ui = ScriptedUI(_script(script, slip), echo=echo)
+                if script == "pay-fee":  # the citizen holds the slip's barcode under the scanner
+                    barcode = slip.bill_id.zfill(13) + slip.payment_id.zfill(13)
+                    asyncio.get_running_loop().call_later(0.2, env.scanner.send, barcode)
+                result = await FeePaymentFlow(ctx, ui).run()
             receipt_png = _save_receipt(env, data, result.transaction_id)
             report = ctx.journal.verify()
         finally:
@@ -111,6 +131,7 @@ async def run_demo(data: Path, script: str, *, echo: bool = True,
         "recovered": [r.to_dict() for r in recovered],
         "transcript": [{"kind": s.kind, "key": s.key, "fa": s.line("fa"), "en": s.line("en")} for s in ui.transcript],
         "data_dir": str(data),
+        **card,
     }
 
 

@@ -14,7 +14,11 @@ from kiosk.text.bidi import ltr
 
 _TITLES = {
     "fee_payment": ("رسید پرداخت عوارض", "Municipal fee payment receipt"),
+    "transit_topup": ("رسید شارژ کارت بلیت", "Transit card top-up receipt"),
 }
+#: what the receipt's first identifier is (the codec's `bill_id` field carries it): a bill's
+#: id, or for a transit card its serial number
+_FIRST_ID = {"transit_topup": ("شماره سریال کارت", "Card serial number")}
 _STATUS_TEXT = {
     ReceiptStatus.PAID: ("پرداخت با موفقیت انجام شد", "Payment successful"),
     ReceiptStatus.PENDING_SETTLEMENT: (
@@ -57,8 +61,8 @@ def build_document(data: ReceiptData, payload: str, lang: str = "fa", *, copy: b
     title = pick(_TITLES.get(data.kind, ("رسید", "Receipt")))
     rows: list[Any] = [
         Row(pick(("مبلغ", "Amount")), amount, bold=True),
-        Row(pick(("شناسه قبض", "Bill ID")), digits(data.bill_id)),
-        Row(pick(("شناسه پرداخت", "Payment ID")), digits(data.payment_id)),
+        Row(pick(_FIRST_ID.get(data.kind, ("شناسه قبض", "Bill ID"))), digits(data.bill_id)),
+        *([Row(pick(("شناسه پرداخت", "Payment ID")), digits(data.payment_id))] if data.payment_id else []),
         Row(pick(("نوع خدمت", "Service")), data.service_label_fa if fa else data.service_label_en),
         Row(pick(("کد رهگیری", "Tracking code")), tracking),
         Row(pick(("شماره مرجع", "Reference number")), digits(data.rrn) if data.rrn else "-"),

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from kiosk.services.base import InvalidOrder, NotPaid, Order, Posted, TransactionKind, UnknownKind
 from kiosk.services.fee import FEE_PAYMENT, FeeOrder, FeePaymentKind
+from kiosk.services.topup import CARD_TOPUP, CardTopupKind, TopupOrder
 
-_BUILTIN: tuple[TransactionKind, ...] = (FEE_PAYMENT,)
+_BUILTIN: tuple[TransactionKind, ...] = (FEE_PAYMENT, CARD_TOPUP)
 KINDS: dict[str, TransactionKind] = {k.name: k for k in _BUILTIN}
 BY_OUTBOX_KIND: dict[str, TransactionKind] = {o: k for k in _BUILTIN for o in k.outbox_kinds}
 
@@ -30,6 +31,6 @@ def kind_of_outbox(outbox_kind: str) -> TransactionKind | None:
     return BY_OUTBOX_KIND.get(outbox_kind)
 
 
-__all__ = ["BY_OUTBOX_KIND", "FEE_PAYMENT", "FeeOrder", "FeePaymentKind", "InvalidOrder", "KINDS", "NotPaid",
+__all__ = ["BY_OUTBOX_KIND", "CARD_TOPUP", "CardTopupKind", "TopupOrder", "FEE_PAYMENT", "FeeOrder", "FeePaymentKind", "InvalidOrder", "KINDS", "NotPaid",
            "Order", "Posted",
            "TransactionKind", "UnknownKind", "kind_of", "kind_of_outbox"]
