@@ -63,6 +63,8 @@ CATALOG: dict[str, tuple[str, str]] = {
     "card.profile.student": ("کارت دانشجویی", "Student card"),
     "card.unreadable": ("این کارت خوانده نشد. اگر کارت بلیت شهر تهران است، با پشتیبانی تماس بگیرید",
                         "This card could not be read. If it is a Tehran transit card, please contact support"),
+    "card.pending_applied": ("شارژ ناتمام قبلی این کارت ({amount}، تراکنش {tx}) روی کارت ثبت شد",
+                             "This card's unfinished top-up ({amount}, transaction {tx}) is now on the card"),
     "card.not_placed": ("کارتی روی کارتخوان قرار نگرفت", "No card was placed on the reader"),
     "card.wrong_card": ("این همان کارت نیست. لطفاً همان کارتی را که شارژ می‌کردید روی کارتخوان بگذارید",
                         "This is not the same card. Please place the card you were topping up"),

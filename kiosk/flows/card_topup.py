@@ -35,6 +35,7 @@ from kiosk.fmt import format_rials
 from kiosk.journal import TxState
 from kiosk.money_path import MoneyPath, SettleResult
 from kiosk.service_guard import JournalBroken, StorageLow
+from kiosk.services.card_pending import settle_pending_actions
 from kiosk.services.topup import CARD_TOPUP, TopupOrder, queue_load, queue_pending_action
 from kiosk.ui_port import Choice, CitizenLeft, Outcome, UIPort
 
@@ -95,6 +96,12 @@ class CardTopupFlow:
             raise CitizenLeft("no card placed") from exc
         await self.ui.show_step("card.reading")
         balance, trips = await card.read_card()
+        # a torn top-up of this card, paid at some kiosk and never finished: this tap settles it
+        balance, settled = await settle_pending_actions(self.ctx.backoffice, card, balance,
+                                                        settled_by=self.ctx.journal.new_tx_id())
+        for item in settled:
+            await self.ui.show_step("card.pending_applied", amount=format_rials(item.amount_rials, self.settings.lang),
+                                    tx=item.transaction_id)
         await self.ui.show_step("card.balance", balance=format_rials(balance.balance, self.settings.lang),
                                 serial=balance.serial, profile=str(balance.profile))
         if str(balance.profile) != "regular":
