@@ -27,6 +27,7 @@ SCRIPTS = {
     "pay-fee-declined": "the bank declines the card: nothing is charged",
     "pay-fee-cancel": "the citizen looks the slip up, then cancels: nothing is charged",
     "topup": "place the demo transit card, top it up, pay, write, verify, post, receipt",
+    "balance": "place the demo transit card: balance, concession and recent trips (nothing paid)",
 }
 #: not citizens: the technician's commands, run against the embedded simulators
 TOOLS = {

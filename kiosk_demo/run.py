@@ -18,6 +18,7 @@ from kiosk.context import KioskContext
 from kiosk.data_lock import DataLock
 from kiosk.errors import KioskError
 from kiosk.faults import check_fault_env
+from kiosk.flows.card_balance import CardBalanceFlow
 from kiosk.flows.card_topup import CardTopupFlow
 from kiosk.flows.fee_payment import FeePaymentFlow
 from kiosk.journal import TxState
@@ -52,8 +53,21 @@ def _pick_unpaid_slip(client: BackofficeClient) -> Any:
 
 
 #: the transit demo scripts: what the citizen does, and their answers to the screens
-TRANSIT_SCRIPTS = {"topup": "place the demo transit card, top it up by 200,000 rials, pay, receipt"}
-TRANSIT_ANSWERS: dict[str, dict[str, Any]] = {"topup": {"topup.choose_amount": "200000", "topup.confirm": True}}
+TRANSIT_SCRIPTS = {"topup": "place the demo transit card, top it up by 200,000 rials, pay, receipt",
+                   "balance": "place the demo transit card: its balance and recent trips, nothing paid"}
+TRANSIT_ANSWERS: dict[str, dict[str, Any]] = {"topup": {"topup.choose_amount": "200000", "topup.confirm": True},
+                                              "balance": {}}
+
+
+@dataclass(frozen=True)
+class _NoTransaction:
+    """What the summary reads of a flow that moves no money (balance)."""
+
+    outcome: Any
+    final_state: None = None
+    transaction_id: None = None
+    amount_rials: int = 0
+    receipt_payload: None = None
 
 
 def _script(name: str, slip: Any) -> dict[str, Any]:
@@ -98,12 +112,19 @@ async def run_demo(data: Path, script: str, *, echo: bool = True,
                 else:
                     print(f"citizen: {script} — {TRANSIT_SCRIPTS[script]}", flush=True)
             card: dict[str, Any] = {}
-            if script in TRANSIT_SCRIPTS:
+            if script == "balance":
+                ui = ScriptedUI(TRANSIT_ANSWERS[script], echo=echo)
+                seen = await CardBalanceFlow(ctx, ui).run()
+                card = {"card_serial": seen.card_serial, "balance_before": seen.balance_rials,
+                        "balance_after": seen.balance_rials, "card_profile": seen.profile,
+                        "recent_trips": len(seen.trips)}
+                result: Any = _NoTransaction(seen.outcome)
+            elif script in TRANSIT_SCRIPTS:
                 ui = ScriptedUI(TRANSIT_ANSWERS[script], echo=echo)
                 topup = await CardTopupFlow(ctx, ui).run()
                 card = {"card_serial": topup.card_serial, "balance_before": topup.balance_before,
                         "balance_after": topup.balance_after}
-                result: Any = topup
+                result = topup
             else:
                 assert slip is not None
                 ui = ScriptedUI(_script(script, slip), echo=echo)
@@ -115,8 +136,10 @@ async def run_demo(data: Path, script: str, *, echo: bool = True,
             report = ctx.journal.verify()
         finally:
             await ctx.close()
-    expected = {"pay-fee-declined": TxState.DECLINED, "pay-fee-cancel": None}.get(script, TxState.COMPLETED)
+    expected = {"pay-fee-declined": TxState.DECLINED, "pay-fee-cancel": None, "balance": None}.get(
+        script, TxState.COMPLETED)
     ok = (broken is None and result.final_state == expected and report.ok
+          and (script != "balance" or result.outcome.ok)
           and all(r.resolved for r in recovered))
     return {
         "ok": ok,

@@ -21,6 +21,7 @@ from devices.base import CommandTimeout, DeviceError
 from devices.contracts import AmountTooLarge, CardReader, CardRemoved, NoCard, PaymentTerminal, WrongCard
 from devices.transit_card import (
     AlreadyOnCard,
+    LogEntry,
     CardBalance,
     CardChanged,
     CardCorrupt,
@@ -56,6 +57,32 @@ class TopupResult:
     receipt_payload: str | None = None
 
 
+async def read_card_for_citizen(ctx, ui: UIPort, reader: CardReader,  # noqa: ANN001 - KioskContext
+                                card: TransitCard) -> tuple[CardBalance, list[LogEntry]]:
+    """Ask for the card, read it, settle its pending actions (a torn top-up paid earlier: this
+    tap writes or records it), and show balance, concession and recent trips. CitizenLeft when
+    no card comes; CardCorrupt / DeviceError when it cannot be read."""
+    lang = ctx.settings.lang
+    await ui.show_step("card.place")
+    try:
+        await reader.wait_for_card(timeout=ctx.settings.card_wait_s)
+    except (CommandTimeout, NoCard) as exc:
+        raise CitizenLeft("no card placed") from exc
+    await ui.show_step("card.reading")
+    balance, trips = await card.read_card()
+    balance, settled = await settle_pending_actions(ctx.backoffice, card, balance,
+                                                    settled_by=ctx.journal.new_tx_id())
+    for item in settled:
+        await ui.show_step("card.pending_applied", amount=format_rials(item.amount_rials, lang),
+                           tx=item.transaction_id)
+    await ui.show_step("card.balance", balance=format_rials(balance.balance, lang),
+                       serial=balance.serial, profile=str(balance.profile))
+    if str(balance.profile) != "regular":
+        await ui.show_step(f"card.profile.{balance.profile}")
+    await ui.show_step("card.trips", count=len(trips))
+    return balance, trips
+
+
 class CardTopupFlow:
     def __init__(self, ctx, ui: UIPort) -> None:  # noqa: ANN001 - KioskContext (no import cycle)
         self.ctx = ctx
@@ -89,25 +116,7 @@ class CardTopupFlow:
         return await self._pay(card, balance, amount)
 
     async def _read_card(self, reader: CardReader, card: TransitCard) -> CardBalance:
-        await self.ui.show_step("card.place")
-        try:
-            await reader.wait_for_card(timeout=self.settings.card_wait_s)
-        except (CommandTimeout, NoCard) as exc:
-            raise CitizenLeft("no card placed") from exc
-        await self.ui.show_step("card.reading")
-        balance, trips = await card.read_card()
-        # a torn top-up of this card, paid at some kiosk and never finished: this tap settles it
-        balance, settled = await settle_pending_actions(self.ctx.backoffice, card, balance,
-                                                        settled_by=self.ctx.journal.new_tx_id())
-        for item in settled:
-            await self.ui.show_step("card.pending_applied", amount=format_rials(item.amount_rials, self.settings.lang),
-                                    tx=item.transaction_id)
-        await self.ui.show_step("card.balance", balance=format_rials(balance.balance, self.settings.lang),
-                                serial=balance.serial, profile=str(balance.profile))
-        if str(balance.profile) != "regular":
-            await self.ui.show_step(f"card.profile.{balance.profile}")
-        await self.ui.show_step("card.trips", count=len(trips))
-        return balance
+        return (await read_card_for_citizen(self.ctx, self.ui, reader, card))[0]
 
     async def _choose_amount(self, balance: CardBalance) -> int:
         s = self.settings
