@@ -72,19 +72,19 @@ def test_frames_without_a_code_stay_within_the_budget_plus_one_plain_call(no_cod
     assert set().union(*tried) == set(decoder.capabilities["rescues"])
 
 
-def test_a_budget_too_small_for_every_rescue_spreads_them_over_the_stream(no_code_frames) -> None:
-    # on a fast, idle machine all six rescues of a blank frame can fit the default budget, so
-    # the spreading is shown with a budget that, by this run's own plain-call time, cannot
-    # hold them all (each rescue is first estimated at twice the plain call)
-    cv2.setNumThreads(1)
-    plain_ms = statistics.median(_ms(zxingcpp.read_barcodes, f) for f in no_code_frames)
-    decoder = FrameDecoder(frame_budget_ms=4 * plain_ms)
-    tried = []
-    for frame in no_code_frames:
+def test_a_budget_with_no_room_still_moves_the_schedule_on_every_frame(no_code_frames) -> None:
+    # when no rescue fits a frame, the one whose turn it was passes it on: over R frames every
+    # rescue comes up once, so one costly rescue never starves the others. (A budget with room
+    # may run several cheap rescues on one frame; how many depends on this machine's speed, so
+    # the rotation is shown where it cannot depend on it: a budget nothing fits in.)
+    decoder = FrameDecoder(frame_budget_ms=0.001)
+    turns = []
+    for frame in no_code_frames[:decoder.rescue_count]:
+        turns.append(decoder.next_rescue)
         decoder.decode(frame)
-        tried.append(decoder.last_stats.rescues_tried)
-    assert set().union(*tried) == set(decoder.capabilities["rescues"])  # each had its turn
-    assert statistics.mean(len(t) for t in tried) < decoder.rescue_count  # not all on every miss
+        assert decoder.last_stats.rescues_tried == ()
+    assert turns == list(decoder.capabilities["rescues"])
+    assert decoder.next_rescue == turns[0]  # round again
 
 
 def test_without_a_budget_a_miss_runs_every_rescue(no_code_frames) -> None:
@@ -133,10 +133,9 @@ def test_a_code_that_needs_the_last_rescue_is_found_within_r_frames(no_code_fram
 
 
 def test_a_hit_on_the_plain_path_resets_the_schedule(no_code_frames) -> None:
-    # a budget that cannot hold all six rescues (see above), so one miss leaves the schedule
-    # part-way round rather than wrapped back to the start
-    plain_ms = statistics.median(_ms(zxingcpp.read_barcodes, f) for f in no_code_frames[:5])
-    decoder = FrameDecoder(frame_budget_ms=4 * plain_ms)
+    # a budget nothing fits in (see above): one miss moves the schedule one step on, whatever
+    # this machine's speed
+    decoder = FrameDecoder(frame_budget_ms=0.001)
     decoder.decode(no_code_frames[0])
     # each missed frame moves the schedule on (a rescue ran or passed its turn)
     assert decoder.next_rescue != "unsharp"
