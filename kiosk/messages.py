@@ -103,6 +103,17 @@ CATALOG: dict[str, tuple[str, str]] = {
 }
 
 
+# A service's own screens may live in their own catalog module (kiosk/messages_<service>.py, a
+# dict MESSAGES of key -> (fa, en)); each is listed here once. A key defined twice is an error
+# at import, so two services never silently share one.
+_EXTRA: tuple[dict[str, tuple[str, str]], ...] = ()
+for _catalog in _EXTRA:
+    _twice = set(_catalog) & set(CATALOG)
+    if _twice:
+        raise RuntimeError(f"message keys defined twice: {sorted(_twice)}")
+    CATALOG.update(_catalog)
+
+
 def _error_classes() -> dict[str, type[KioskError]]:
     found: dict[str, type[KioskError]] = {}
     stack: list[type[KioskError]] = [KioskError]

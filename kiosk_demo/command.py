@@ -20,15 +20,15 @@ from kiosk.errors import KioskError
 from kiosk.faults import UnknownFaultPoint
 from kiosk.cli import kiosk_command
 from kiosk.paths import data_dir
+from kiosk_demo.transit_scripts import TRANSIT_SCRIPTS
 
 SCRIPTS = {
     "pay-fee": "scan a fee slip's barcode (typed ids when no scanner), confirm, pay, receipt",
     "pay-fee-manual": "type the bill and payment ids on the keypad, confirm, pay, receipt",
     "pay-fee-declined": "the bank declines the card: nothing is charged",
     "pay-fee-cancel": "the citizen looks the slip up, then cancels: nothing is charged",
-    "topup": "place the demo transit card, top it up, pay, write, verify, post, receipt",
-    "balance": "place the demo transit card: balance, concession and recent trips (nothing paid)",
 }
+SCRIPTS.update({name: t.description for name, t in TRANSIT_SCRIPTS.items()})
 #: not citizens: the technician's commands, run against the embedded simulators
 TOOLS = {
     "recover": "resolve the data dir's open transactions against the embedded environment",

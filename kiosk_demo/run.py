@@ -18,14 +18,13 @@ from kiosk.context import KioskContext
 from kiosk.data_lock import DataLock
 from kiosk.errors import KioskError
 from kiosk.faults import check_fault_env
-from kiosk.flows.card_balance import CardBalanceFlow
-from kiosk.flows.card_topup import CardTopupFlow
 from kiosk.flows.fee_payment import FeePaymentFlow
 from kiosk.journal import TxState
 from kiosk.recovery import Recovery, Resolution
 from kiosk.scripted_ui import ScriptedUI
 from kiosk.service_guard import JournalBroken
 from kiosk_demo.environment import demo_environment
+from kiosk_demo.transit_scripts import TRANSIT_SCRIPTS
 
 log = logging.getLogger("kiosk.demo")
 
@@ -50,24 +49,6 @@ def _pick_unpaid_slip(client: BackofficeClient) -> Any:
         if slip.status == "unpaid":
             return slip
     raise NoUnpaidSlips("the demo owner has no unpaid fee slips left")
-
-
-#: the transit demo scripts: what the citizen does, and their answers to the screens
-TRANSIT_SCRIPTS = {"topup": "place the demo transit card, top it up by 200,000 rials, pay, receipt",
-                   "balance": "place the demo transit card: its balance and recent trips, nothing paid"}
-TRANSIT_ANSWERS: dict[str, dict[str, Any]] = {"topup": {"topup.choose_amount": "200000", "topup.confirm": True},
-                                              "balance": {}}
-
-
-@dataclass(frozen=True)
-class _NoTransaction:
-    """What the summary reads of a flow that moves no money (balance)."""
-
-    outcome: Any
-    final_state: None = None
-    transaction_id: None = None
-    amount_rials: int = 0
-    receipt_payload: None = None
 
 
 def _script(name: str, slip: Any) -> dict[str, Any]:
@@ -110,21 +91,12 @@ async def run_demo(data: Path, script: str, *, echo: bool = True,
                 if slip is not None:
                     print(f"citizen: {script} — {slip.description_fa} ({slip.amount_rials:,} rials)", flush=True)
                 else:
-                    print(f"citizen: {script} — {TRANSIT_SCRIPTS[script]}", flush=True)
+                    print(f"citizen: {script} — {TRANSIT_SCRIPTS[script].description}", flush=True)
             card: dict[str, Any] = {}
-            if script == "balance":
-                ui = ScriptedUI(TRANSIT_ANSWERS[script], echo=echo)
-                seen = await CardBalanceFlow(ctx, ui).run()
-                card = {"card_serial": seen.card_serial, "balance_before": seen.balance_rials,
-                        "balance_after": seen.balance_rials, "card_profile": seen.profile,
-                        "recent_trips": len(seen.trips)}
-                result: Any = _NoTransaction(seen.outcome)
-            elif script in TRANSIT_SCRIPTS:
-                ui = ScriptedUI(TRANSIT_ANSWERS[script], echo=echo)
-                topup = await CardTopupFlow(ctx, ui).run()
-                card = {"card_serial": topup.card_serial, "balance_before": topup.balance_before,
-                        "balance_after": topup.balance_after}
-                result = topup
+            transit = TRANSIT_SCRIPTS.get(script)
+            if transit is not None:
+                ui = ScriptedUI(transit.answers, echo=echo)
+                result, card = await transit.run(ctx, env, ui)
             else:
                 assert slip is not None
                 ui = ScriptedUI(_script(script, slip), echo=echo)
@@ -136,10 +108,12 @@ async def run_demo(data: Path, script: str, *, echo: bool = True,
             report = ctx.journal.verify()
         finally:
             await ctx.close()
-    expected = {"pay-fee-declined": TxState.DECLINED, "pay-fee-cancel": None, "balance": None}.get(
-        script, TxState.COMPLETED)
+    if script in TRANSIT_SCRIPTS:
+        expected = TRANSIT_SCRIPTS[script].expected_state
+    else:
+        expected = {"pay-fee-declined": TxState.DECLINED, "pay-fee-cancel": None}.get(script, TxState.COMPLETED)
     ok = (broken is None and result.final_state == expected and report.ok
-          and (script != "balance" or result.outcome.ok)
+          and (script not in TRANSIT_SCRIPTS or result.outcome.ok)
           and all(r.resolved for r in recovered))
     return {
         "ok": ok,
