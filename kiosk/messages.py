@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from kiosk.errors import KioskError
+from kiosk.messages_tickets import MESSAGES as _TICKETS
 
 CATALOG: dict[str, tuple[str, str]] = {
     # fee payment
@@ -106,7 +107,7 @@ CATALOG: dict[str, tuple[str, str]] = {
 # A service's own screens may live in their own catalog module (kiosk/messages_<service>.py, a
 # dict MESSAGES of key -> (fa, en)); each is listed here once. A key defined twice is an error
 # at import, so two services never silently share one.
-_EXTRA: tuple[dict[str, tuple[str, str]], ...] = ()
+_EXTRA: tuple[dict[str, tuple[str, str]], ...] = (_TICKETS,)
 for _catalog in _EXTRA:
     _twice = set(_catalog) & set(CATALOG)
     if _twice:

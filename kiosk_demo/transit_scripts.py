@@ -11,6 +11,7 @@ from typing import Any
 
 from kiosk.flows.card_balance import CardBalanceFlow
 from kiosk.flows.card_topup import CardTopupFlow
+from kiosk.flows.qr_ticket import QrTicketFlow
 from kiosk.journal import TxState
 from kiosk.scripted_ui import ScriptedUI
 
@@ -52,9 +53,17 @@ async def _balance(ctx: Any, env: Any, ui: ScriptedUI) -> Ran:
                                          "recent_trips": len(seen.trips)}
 
 
+async def _qr_ticket(ctx: Any, env: Any, ui: ScriptedUI) -> Ran:
+    result = await QrTicketFlow(ctx, ui).run()
+    return result, result.summary()
+
+
 TRANSIT_SCRIPTS: dict[str, TransitScript] = {
     "topup": TransitScript("place the demo transit card, top it up by 200,000 rials, pay, write, verify, post, "
                            "receipt", {"topup.choose_amount": "200000", "topup.confirm": True}, _topup),
     "balance": TransitScript("place the demo transit card: balance, concession and recent trips (nothing paid)",
                              {}, _balance, expected_state=None),
+    "qr-ticket": TransitScript("buy a return QR ticket (two trips, 90,000 rials): pay, issue the signed QR, record "
+                               "it at the back-office, print it", {"ticket.choose_kind": "return", "ticket.confirm": True},
+                               _qr_ticket),
 }

@@ -15,10 +15,12 @@ from kiosk.text.bidi import ltr
 _TITLES = {
     "fee_payment": ("رسید پرداخت عوارض", "Municipal fee payment receipt"),
     "transit_topup": ("رسید شارژ کارت بلیت", "Transit card top-up receipt"),
+    "qr_ticket": ("رسید خرید بلیت", "Ticket purchase receipt"),
 }
 #: what the receipt's first identifier is (the codec's `bill_id` field carries it): a bill's
 #: id, or for a transit card its serial number
 _FIRST_ID = {"transit_topup": ("شماره سریال کارت", "Card serial number")}
+_FIRST_ID["qr_ticket"] = ("شناسه بلیت", "Ticket ID")
 _STATUS_TEXT = {
     ReceiptStatus.PAID: ("پرداخت با موفقیت انجام شد", "Payment successful"),
     ReceiptStatus.PENDING_SETTLEMENT: (

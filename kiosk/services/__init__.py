@@ -12,8 +12,9 @@ from __future__ import annotations
 from kiosk.services.base import InvalidOrder, NotPaid, Order, Posted, TransactionKind, UnknownKind
 from kiosk.services.fee import FEE_PAYMENT, FeeOrder, FeePaymentKind
 from kiosk.services.topup import CARD_TOPUP, CardTopupKind, TopupOrder
+from kiosk.services.ticket import QR_TICKET, QrTicketKind, TicketOrder
 
-_BUILTIN: tuple[TransactionKind, ...] = (FEE_PAYMENT, CARD_TOPUP)
+_BUILTIN: tuple[TransactionKind, ...] = (FEE_PAYMENT, CARD_TOPUP, QR_TICKET)
 KINDS: dict[str, TransactionKind] = {k.name: k for k in _BUILTIN}
 BY_OUTBOX_KIND: dict[str, TransactionKind] = {o: k for k in _BUILTIN for o in k.outbox_kinds}
 
@@ -34,3 +35,4 @@ def kind_of_outbox(outbox_kind: str) -> TransactionKind | None:
 __all__ = ["BY_OUTBOX_KIND", "CARD_TOPUP", "CardTopupKind", "TopupOrder", "FEE_PAYMENT", "FeeOrder", "FeePaymentKind", "InvalidOrder", "KINDS", "NotPaid",
            "Order", "Posted",
            "TransactionKind", "UnknownKind", "kind_of", "kind_of_outbox"]
+__all__ += ["QR_TICKET", "QrTicketKind", "TicketOrder"]
