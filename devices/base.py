@@ -216,6 +216,7 @@ class Device:
         self.capabilities: dict[str, Any] = {}
         self.consumables: dict[str, Any] = {}
         self.counters: Counter[str] = Counter()
+        self.busy_seconds = 0.0  # total time in command(): the device and the wire, see command()
         self.last_error: DeviceError | None = None
         self._listeners: list[Listener] = []
         self._lock = asyncio.Lock()
@@ -301,6 +302,7 @@ class Device:
         async with self._lock:
             previous = self._state
             self._set_state(DeviceState.BUSY)
+            started = time.perf_counter()
             try:
                 result = await asyncio.wait_for(op(), timeout)
             except TimeoutError as exc:
@@ -325,6 +327,10 @@ class Device:
                     self._set_state(DeviceState.ONLINE if previous == DeviceState.BUSY else previous)
                 self.counters[f"{name}_ok"] += 1
                 return result
+            finally:
+                # time spent in commands (waiting on the device and the wire), for health
+                # reports and for benchmarks that tell device time from the kiosk's own
+                self.busy_seconds += time.perf_counter() - started
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Blocking I/O (pyserial, requests, OpenCV) goes to an executor, never the loop."""

@@ -239,6 +239,8 @@ class AuthenticationError(MediaError):
     """The card refused the key (wrong key, another card's key). The card is halted: select it
     again before the next command."""
 
+    state_after = None  # about the card; the reader is as usable as before
+
     def __init__(self, message: str, *, device: str = "") -> None:
         super().__init__(message, device=device, error_code="authFailed")
 
@@ -247,12 +249,16 @@ class AccessDenied(MediaError):
     """The card (still on the reader) refused a read, write, value operation or transfer: its
     access bits forbid it with the key used. The card drops its authentication."""
 
+    state_after = None  # about the card; the reader is as usable as before
+
     def __init__(self, message: str, *, device: str = "") -> None:
         super().__init__(message, device=device, error_code="accessDenied")
 
 
 class NoCard(MediaError):
     """No card on the reader."""
+
+    state_after = None  # about the card; the reader is as usable as before
 
     def __init__(self, message: str, *, device: str = "") -> None:
         super().__init__(message, device=device, error_code="noCard")
@@ -262,6 +268,8 @@ class CardRemoved(MediaError):
     """The card left the field during an operation. A write it interrupted may or may not have
     landed: the card's own counters tell on its next tap."""
 
+    state_after = None  # about the card; the reader is as usable as before
+
     def __init__(self, message: str, *, device: str = "") -> None:
         super().__init__(message, device=device, error_code="cardRemoved")
 
@@ -269,6 +277,8 @@ class CardRemoved(MediaError):
 class WrongCard(MediaError):
     """A card other than the one the operation is about is on the reader (the citizen was asked
     to place the same card again and placed another)."""
+
+    state_after = None  # about the card; the reader is as usable as before
 
     def __init__(self, message: str, *, device: str = "") -> None:
         super().__init__(message, device=device, error_code="wrongCard")

@@ -276,9 +276,8 @@ def test_a_tear_with_the_same_card_put_back_lands_the_value_exactly_once(
     result = topup(env, ui)
     tx = result.transaction_id or ""
     assert ui.acted == 1, (
-        "BUG: after the tear the flow never asked for the card again (no topup.place_again): the "
-        "PN532's CardRemoved leaves the reader in USER_ERROR, ctx.available(CardReader) is None, "
-        f"so _same_card_back gives up at once; steps {ui.keys('step')}, outcome {result.outcome.message_key}")
+        "after the tear the flow must ask for the same card again (topup.place_again): a card leaving "
+        f"the field must not leave the reader unusable; steps {ui.keys('step')}, outcome {result.outcome.message_key}")
     assert result.final_state == TxState.COMPLETED and result.outcome.message_key == "topup.done", result
     assert result.balance_after == START + AMOUNT
     assert demo_card_state(env) == (START + AMOUNT, 1)
@@ -342,9 +341,8 @@ def test_a_tear_without_the_card_coming_back_leaves_a_pending_action_and_is_neve
     assert outcome == (WriteOutcome.APPLIED if (at_op, after_bytes) == (3, 16) else WriteOutcome.NOT_APPLIED)
     # and the citizen was asked for the card for card_return_wait_s before the kiosk gave up
     assert "topup.place_again" in ui.keys("step"), (
-        "BUG: the pending action was recorded without asking for the card back (no "
-        "topup.place_again): the tear left the reader in USER_ERROR, so ctx.available(CardReader) "
-        f"is None in _same_card_back; steps {ui.keys('step')}")
+        "a pending action is recorded only after asking for the card back (topup.place_again); "
+        f"steps {ui.keys('step')}")
 
 
 # --- R5: the card gone before the write -------------------------------------------------------------------
@@ -421,9 +419,8 @@ def test_after_a_card_left_mid_write_the_same_kiosk_serves_the_next_citizen(env:
     first, second, reader_state = in_kiosk(env, work, card_return_wait_s=1.0)
     assert first.outcome.message_key == "topup.pending_action", first
     assert second.outcome.message_key != "service.unavailable", (
-        f"BUG: one torn card write leaves the card reader in {reader_state!r} for good (CardRemoved is a "
-        "MediaError whose state_after is USER_ERROR, and only OFFLINE devices are reconnected), so "
-        "every later card service at this kiosk is refused until it restarts")
+        f"a torn card write must not leave the card reader unusable (it is {reader_state!r}): the next "
+        "citizen's card service at this kiosk must run")
     assert second.final_state == TxState.COMPLETED, second
     assert "card.pending_applied" in second_ui.keys("step")
     assert demo_card_state(env) == (START + AMOUNT + 100_000, 2)

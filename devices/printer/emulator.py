@@ -42,6 +42,10 @@ class _PrinterModel:
         self.jobs: list[bytes] = []
         self.drop_after: int | None = None
         self.paper_out_after: int | None = None  # printable bytes until the roll runs out
+        #: how long the mechanism takes to print a job (seconds, at its cut); the printer reads
+        #: nothing more from the host meanwhile, as a real one whose buffer is full does, so a
+        #: status query sent after the job is answered once the job is out (benchmarks use ~1 s)
+        self.print_seconds = 0.0
 
     def status_byte(self, n: int) -> int:
         with self.lock:
@@ -98,6 +102,8 @@ class _Stream:
                     self.inits.append(cmd.offset)
                 elif cmd.name == "GS V cut":
                     self.cuts.append(cmd.offset)
+                    if self.model.print_seconds > 0:
+                        time.sleep(self.model.print_seconds)
             self.pos = cmd.end
         return bytes(answer)
 
@@ -174,6 +180,11 @@ class _Controls:
                 log.warning("emulator: job %d has commands it did not draw: %s", n, ", ".join(receipt.unhandled[:20]))
             out.append(receipt)
         return out
+
+    def set_print_seconds(self, seconds: float) -> None:
+        """How long each job takes to come out (see _PrinterModel.print_seconds)."""
+        with self._model.lock:
+            self._model.print_seconds = max(0.0, float(seconds))
 
     def set_paper(self, state: str) -> None:
         if state not in ("ok", "low", "out"):

@@ -69,16 +69,22 @@ async def read_card_for_citizen(ctx, ui: UIPort, reader: CardReader,  # noqa: AN
     except (CommandTimeout, NoCard) as exc:
         raise CitizenLeft("no card placed") from exc
     await ui.show_step("card.reading")
-    balance, trips = await card.read_card()
+    # the balance goes on the screen first (a few blocks); the back-office check and the trip
+    # log (six more blocks) follow while the citizen reads it
+    balance = await card.read_balance()
+    await ui.show_step("card.balance", balance=format_rials(balance.balance, lang),
+                       serial=balance.serial, profile=str(balance.profile))
+    if str(balance.profile) != "regular":
+        await ui.show_step(f"card.profile.{balance.profile}")
+    # a torn top-up of this card, paid at some kiosk and never finished: this tap settles it
     balance, settled = await settle_pending_actions(ctx.backoffice, card, balance,
                                                     settled_by=ctx.journal.new_tx_id())
     for item in settled:
         await ui.show_step("card.pending_applied", amount=format_rials(item.amount_rials, lang),
                            tx=item.transaction_id)
-    await ui.show_step("card.balance", balance=format_rials(balance.balance, lang),
-                       serial=balance.serial, profile=str(balance.profile))
-    if str(balance.profile) != "regular":
-        await ui.show_step(f"card.profile.{balance.profile}")
+        await ui.show_step("card.balance", balance=format_rials(balance.balance, lang),
+                           serial=balance.serial, profile=str(balance.profile))
+    trips = await card.read_log()
     await ui.show_step("card.trips", count=len(trips))
     return balance, trips
 
