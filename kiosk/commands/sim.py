@@ -136,10 +136,13 @@ def _start(kind: str, start: Callable[[], T], port: int = 0) -> T:
         raise SimStartError(f"{kind}: {exc}", kind=kind, reason=f"{where}{exc.strerror or exc}") from exc
 
 
+#: set by SIGINT/SIGTERM; the handlers are installed before anything starts (see handle), so
+#: a signal that arrives right after the "ready" line is announced still stops cleanly
+_STOP = threading.Event()
+
+
 def _run_until_stopped(stop: Callable[[], None], work: Callable[[threading.Event], None] | None = None) -> int:
-    done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
+    done = _STOP
     try:
         if work is not None:
             threading.Thread(target=work, args=(done,), daemon=True).start()
@@ -232,4 +235,7 @@ def _scanner(args: argparse.Namespace) -> int:
 
 
 def handle(args: argparse.Namespace) -> int:
+    _STOP.clear()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: _STOP.set())
     return {"pn532": _pn532, "printer": _printer, "terminal": _terminal, "scanner": _scanner}[args.kind](args)
