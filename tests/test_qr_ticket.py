@@ -45,9 +45,10 @@ from kiosk.journal import Journal, OutboxStatus, TxState, journal_path
 from kiosk.receipts import ReceiptData, ReceiptSigner, read_public_key_file
 from kiosk.recovery import Recovery
 from kiosk.scripted_ui import ScriptedUI
-from kiosk.services.ticket import TICKET_PRICES_RIALS, valid_until_for
+from kiosk.services.ticket import TICKET_PRICES_RIALS, ticket_payload, valid_until_for
 from kiosk.settings import KioskSettings
-from kiosk.tickets import InvalidTicket, OfflineGate, TicketData, TicketSigner, TripsUsed, encode_body, verify_ticket
+from kiosk.tickets import (InvalidTicket, OfflineGate, TicketData, TicketSigner, TripsUsed, encode_body,
+                          load_ticket_signer, verify_ticket)
 from kiosk.tickets.codec import PREFIX, _b64e
 from kiosk_demo.environment import KIOSK_ID, DemoEnvironment, demo_environment
 
@@ -303,9 +304,15 @@ def test_a_crash_mid_sale_is_recovered_to_one_recorded_ticket_or_the_money_back(
     price = TICKET_PRICES_RIALS["return"]
     if issued:
         assert got == HAPPY and sales == [("approved", price)] and tickets == [(tx, 2, price)]
+        # never handed over before the crash: support shows it again from the journal, same QR
+        with Journal(journal_path(tmp_path), kiosk_id="check") as j:
+            again_qr = ticket_payload(j.get(tx), load_ticket_signer(tmp_path))
+        assert again_qr and verify_ticket(again_qr, keys(tmp_path)).ticket_id == tx
     else:
         assert got[-1] == TxState.REVERSED and TxState.FULFILLING not in got
         assert sales == [("reversed", price)] and tickets == []
+        with Journal(journal_path(tmp_path), kiosk_id="check") as j:
+            assert ticket_payload(j.get(tx), load_ticket_signer(tmp_path)) is None
 
 
 # --- T7: the gate's rule -----------------------------------------------------------------------------------

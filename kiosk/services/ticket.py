@@ -36,7 +36,7 @@ from kiosk.fmt import TEHRAN
 from kiosk.journal import OutboxItem, Transaction, TxState
 from kiosk.receipts import ReceiptData
 from kiosk.services.base import InvalidOrder, Order, Posted, TransactionKind, fixed_at_paid, paid_entry
-from kiosk.tickets import TRIPS_OF_KIND, TicketData
+from kiosk.tickets import TRIPS_OF_KIND, TicketData, TicketSigner
 
 if TYPE_CHECKING:
     from kiosk.money_path import MoneyPath
@@ -103,6 +103,14 @@ def ticket_of(tx: Transaction) -> TicketData | None:
             except (KeyError, TypeError, ValueError):
                 raise InvalidOrder("journaled ticket cannot be read", tx=tx.tx_id) from None
     return None
+
+
+def ticket_payload(tx: Transaction, signer: TicketSigner) -> str | None:
+    """The QR of the ticket `tx` issued — the very payload printed or shown (signing is
+    deterministic) — or None when it issued none. For support: a ticket recorded but never
+    handed over (a crash before the print) is shown again from the journal."""
+    ticket = ticket_of(tx)
+    return signer.sign(ticket) if ticket is not None else None
 
 
 def ticket_post(tx: Transaction, ticket: TicketData) -> dict[str, Any]:
