@@ -23,6 +23,7 @@ from kiosk.fmt import format_datetime, to_persian_digits
 from kiosk.journal import TxState
 from kiosk.money_path import MoneyPath, SettleResult
 from kiosk.receipt_issuer import render_for
+from kiosk.receipts import ReceiptKeyError
 from kiosk.service_guard import JournalBroken, StorageLow
 from kiosk.services.ticket import QR_TICKET, TICKET_PRICES_RIALS, TicketOrder, issue, queue_ticket, valid_until_for
 from kiosk.tickets import TITLES, TRIPS_OF_KIND, TicketData, TicketSigner, TicketSlip, build_ticket_document, load_ticket_signer
@@ -86,6 +87,12 @@ class QrTicketFlow:
     async def _pay(self, kind: str, price: int) -> TicketResult:
         money: MoneyPath = self.ctx.money
         order = TicketOrder.of(kind, self.ctx.kiosk_id)
+        try:  # before any money moves: a kiosk that cannot sign cannot sell a ticket
+            signer = await asyncio.to_thread(load_ticket_signer, self.ctx.data_dir)
+        except (ReceiptKeyError, OSError) as exc:
+            log.error("ticket signing key unusable: %s", type(exc).__name__)
+            await self.ui.show_error("service.unavailable")
+            return await self._end(Outcome(False, "service.unavailable"), None, price, kind)
         try:
             tx_id = await money.open_transaction(QR_TICKET.name, price, order.to_journal())
         except JournalBroken:
@@ -95,7 +102,7 @@ class QrTicketFlow:
             await self.ui.show_error(exc.key)
             return await self._end(Outcome(False, exc.key), None, price, kind)
         try:
-            return await self._pay_claimed(tx_id, kind, price)
+            return await self._pay_claimed(tx_id, kind, price, signer)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -108,7 +115,7 @@ class QrTicketFlow:
         finally:
             money.release(tx_id)
 
-    async def _pay_claimed(self, tx_id: str, kind: str, price: int) -> TicketResult:
+    async def _pay_claimed(self, tx_id: str, kind: str, price: int, signer: TicketSigner) -> TicketResult:
         money: MoneyPath = self.ctx.money
         await self.ui.show_step("pay.insert_card", amount_rials=price)
         try:
@@ -132,7 +139,6 @@ class QrTicketFlow:
         fault_point("after-paid")
 
         await self.ui.show_step("ticket.issuing")
-        signer = await asyncio.to_thread(load_ticket_signer, self.ctx.data_dir)
         ticket = issue(self.ctx.journal.get(tx_id), self.ctx.kiosk_id)
         item = await queue_ticket(money, self.ctx.journal.get(tx_id), ticket)
         settled = await money.settle(item)
