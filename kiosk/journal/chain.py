@@ -182,7 +182,7 @@ def verify_rows(rows: Iterable[Row]) -> VerifyReport:
     problems: list[Problem] = []
     hash_before_prev = None  # hash of the row two back: tells an inserted row apart
     prev_seq, prev_hash = 0, GENESIS_HASH
-    tx_state: dict[str, TxState] = {}
+    tx_state: dict[str, tuple[TxState, Any]] = {}  # tx_id -> (its state, its CREATED row's kind)
     checked = 0
     for row in rows:
         seq, tx_id, state, at, kind, amount, data_json, stored_prev, stored_hash = row
@@ -209,20 +209,29 @@ def verify_rows(rows: Iterable[Row]) -> VerifyReport:
                                         f"row {seq} does not link to row {prev_seq}; "
                                         "a row before it was removed or replaced"))
         hash_before_prev, prev_seq, prev_hash = prev_hash, seq, stored_hash
-        problems.extend(_check_transition(tx_state, seq, tx_id, state))
+        problems.extend(_check_transition(tx_state, seq, tx_id, state, kind))
     return VerifyReport(ok=not problems, checked=checked, problems=problems)
 
 
-def _check_transition(tx_state: dict[str, TxState], seq: int, tx_id: Any,
-                      state: Any) -> list[Problem]:
+def _check_transition(tx_state: dict[str, tuple[TxState, Any]], seq: int, tx_id: Any,
+                      state: Any, kind: Any) -> list[Problem]:
+    """A row's move checked against its transaction's kind's table (states.transitions): the
+    kind is the CREATED row's, and a later row naming another kind is itself a problem (a
+    fee row cannot borrow a value-only kind's CREATED → FULFILLING)."""
     new = parse_state(state)
     if new is None:
         return [Problem(seq, "illegal_transition", f"row {seq}: unknown state {state!r}")]
-    current = tx_state.get(tx_id)
-    tx_state[tx_id] = new
-    if is_allowed(current, new):
-        return []
+    head = tx_state.get(tx_id)
+    current, tx_kind = (None, kind) if head is None else head
+    tx_state[tx_id] = (new, tx_kind)
+    found = []
+    if kind != tx_kind:
+        found.append(Problem(seq, "illegal_transition",
+                             f"row {seq}: {tx_id} is a {tx_kind!r} transaction, the row says {kind!r}"))
+    if is_allowed(current, new, tx_kind if isinstance(tx_kind, str) else ""):
+        return found
     if current is None:
-        return [Problem(seq, "illegal_transition",
-                        f"row {seq}: {tx_id} starts with {new}, not CREATED")]
-    return [Problem(seq, "illegal_transition", f"row {seq}: {tx_id} {current} → {new}")]
+        return [*found, Problem(seq, "illegal_transition",
+                                f"row {seq}: {tx_id} starts with {new}, not CREATED")]
+    return [*found, Problem(seq, "illegal_transition",
+                            f"row {seq}: {tx_id} {current} → {new} ({tx_kind})")]

@@ -42,6 +42,26 @@ ALLOWED: dict[TxState, frozenset[TxState]] = {
     _S.CANCELLED: frozenset(),
     _S.REVERSED: frozenset(),
 }
+
+#: Kinds that move value but no money at the kiosk: a top-up paid elsewhere (USSD, the city's
+#: app) and collected onto a card here. Nothing is charged, so there is no PAYING and nothing
+#: to reverse: CREATED goes straight to FULFILLING (the card write plan, journaled before the
+#: write). FULFILLING → CANCELLED is the back-office refusing the claim on the value before
+#: anything was written (already collected elsewhere); once the write may have happened
+#: (UNCERTAIN) the value is on the card or owed to it, never cancelled.
+VALUE_ONLY_KINDS: frozenset[str] = frozenset({"pending_load"})
+VALUE_ONLY_ALLOWED: dict[TxState, frozenset[TxState]] = {
+    **{state: frozenset() for state in TxState},
+    _S.CREATED: frozenset({_S.FULFILLING, _S.CANCELLED}),
+    _S.FULFILLING: frozenset({_S.FULFILLED, _S.UNCERTAIN, _S.CANCELLED}),
+    _S.UNCERTAIN: frozenset({_S.FULFILLED}),
+    _S.FULFILLED: frozenset({_S.POSTED}),
+    _S.POSTED: frozenset({_S.COMPLETED}),
+}
+#: the table of a kind that is not ALLOWED's (every row carries its kind, so the journal's
+#: append and the chain verifier look the table up per transaction)
+ALLOWED_BY_KIND: dict[str, dict[TxState, frozenset[TxState]]] = {k: VALUE_ONLY_ALLOWED for k in VALUE_ONLY_KINDS}
+
 TERMINAL_STATES: frozenset[TxState] = frozenset(s for s, nxt in ALLOWED.items() if not nxt)
 # REFUND_PENDING waits for an operator, not for `recover`, so it is not "open".
 OPEN_STATES: frozenset[TxState] = frozenset(TxState) - TERMINAL_STATES - {_S.REFUND_PENDING}
@@ -51,11 +71,16 @@ OPEN_STATES: frozenset[TxState] = frozenset(TxState) - TERMINAL_STATES - {_S.REF
 STATE_BY_TEXT: dict[str, tuple[TxState, str]] = {s.value: (s, s.value) for s in TxState}
 
 
-def is_allowed(current: TxState | None, new: TxState) -> bool:
-    """Whether a transaction at `current` (None: not started) may move to `new`."""
+def transitions(kind: str) -> dict[TxState, frozenset[TxState]]:
+    """The state table of transactions of `kind`: ALLOWED, or a value-only kind's."""
+    return ALLOWED_BY_KIND.get(kind, ALLOWED)
+
+
+def is_allowed(current: TxState | None, new: TxState, kind: str = "") -> bool:
+    """Whether a transaction of `kind` at `current` (None: not started) may move to `new`."""
     if current is None:
         return new is TxState.CREATED
-    return new in ALLOWED[current]
+    return new in ALLOWED_BY_KIND.get(kind, ALLOWED)[current]
 
 
 def parse_state(text: object) -> TxState | None:

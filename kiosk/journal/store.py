@@ -43,7 +43,7 @@ from kiosk.journal.errors import (
     as_journal_error,
 )
 from kiosk.journal.outbox import OutboxMixin
-from kiosk.journal.states import ALLOWED, OPEN_STATES, STATE_BY_TEXT, TERMINAL_STATES, TxState
+from kiosk.journal.states import ALLOWED, ALLOWED_BY_KIND, OPEN_STATES, STATE_BY_TEXT, TERMINAL_STATES, TxState
 
 log = logging.getLogger("kiosk.journal")
 
@@ -443,13 +443,14 @@ class Journal(OutboxMixin):
 
     def append(self, tx_id: str, state: TxState | str,
                data: Mapping[str, Any] | None = None) -> JournalEntry:
-        """Append the next state of a transaction; refuses a move ALLOWED does not list."""
+        """Append the next state of a transaction; refuses a move its kind's table (ALLOWED,
+        or a value-only kind's: states.transitions) does not list."""
         new_state, state_text = state_pair(state)
         data_json, data_copy = prepare_data(data, "append", tx_id, state_text)
         with self._lock:
             head = self._heads.get(tx_id)
             entry = (self._fast_insert(tx_id, new_state, head[1], head[2], data_json, data_copy)
-                     if head is not None and new_state in ALLOWED[head[0]] else None)
+                     if head is not None and new_state in ALLOWED_BY_KIND.get(head[1], ALLOWED)[head[0]] else None)
             if entry is None:
                 with self._write() as conn:
                     entry = self._append_locked(conn, tx_id,
@@ -483,7 +484,7 @@ class Journal(OutboxMixin):
         current, kind, amount = TxState(head[0]), head[1], head[2]
         entries: list[JournalEntry] = []
         for state, data_json, data_copy in prepared:
-            if state not in ALLOWED[current]:
+            if state not in ALLOWED_BY_KIND.get(kind, ALLOWED)[current]:
                 raise IllegalTransition(f"{tx_id}: {current} → {state} is not allowed",
                                         tx_id=tx_id, current=str(current), requested=str(state))
             entries.append(self._insert(conn, tx_id, state, kind, amount, data_json, data_copy))
