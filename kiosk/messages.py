@@ -10,6 +10,7 @@ from typing import Any
 
 from kiosk.errors import KioskError
 from kiosk.messages_tickets import MESSAGES as _TICKETS
+from kiosk.messages_collect import MESSAGES as _COLLECT
 
 CATALOG: dict[str, tuple[str, str]] = {
     # fee payment
@@ -108,6 +109,7 @@ CATALOG: dict[str, tuple[str, str]] = {
 # dict MESSAGES of key -> (fa, en)); each is listed here once. A key defined twice is an error
 # at import, so two services never silently share one.
 _EXTRA: tuple[dict[str, tuple[str, str]], ...] = (_TICKETS,)
+_EXTRA += (_COLLECT,)
 for _catalog in _EXTRA:
     _twice = set(_catalog) & set(CATALOG)
     if _twice:

@@ -58,6 +58,14 @@ async def _qr_ticket(ctx: Any, env: Any, ui: ScriptedUI) -> Ran:
     return result, result.summary()
 
 
+async def _collect_pending(ctx: Any, env: Any, ui: ScriptedUI) -> Ran:
+    from kiosk.flows.collect_pending import CollectPendingFlow
+
+    result = await CollectPendingFlow(ctx, ui).run()
+    return result, {"card_serial": result.card_serial, "balance_before": result.balance_before,
+                    "balance_after": result.balance_after, "collected": len([c for c in result.collected if c.on_card])}
+
+
 TRANSIT_SCRIPTS: dict[str, TransitScript] = {
     "topup": TransitScript("place the demo transit card, top it up by 200,000 rials, pay, write, verify, post, "
                            "receipt", {"topup.choose_amount": "200000", "topup.confirm": True}, _topup),
@@ -66,4 +74,6 @@ TRANSIT_SCRIPTS: dict[str, TransitScript] = {
     "qr-ticket": TransitScript("buy a return QR ticket (two trips, 90,000 rials): pay, issue the signed QR, record "
                                "it at the back-office, print it", {"ticket.choose_kind": "return", "ticket.confirm": True},
                                _qr_ticket),
+    "collect-pending": TransitScript("place the demo transit card: the 50,000-rial top-up bought for it elsewhere is "
+                                     "claimed, written, verified, recorded and a slip printed", {}, _collect_pending),
 }

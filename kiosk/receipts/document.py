@@ -21,6 +21,8 @@ _TITLES = {
 #: id, or for a transit card its serial number
 _FIRST_ID = {"transit_topup": ("شماره سریال کارت", "Card serial number")}
 _FIRST_ID["qr_ticket"] = ("شناسه بلیت", "Ticket ID")
+_TITLES["pending_topup"] = ("رسید دریافت شارژ خریداری‌شده", "Collected top-up receipt")
+_FIRST_ID["pending_topup"] = ("شماره سریال کارت", "Card serial number")
 _STATUS_TEXT = {
     ReceiptStatus.PAID: ("پرداخت با موفقیت انجام شد", "Payment successful"),
     ReceiptStatus.PENDING_SETTLEMENT: (

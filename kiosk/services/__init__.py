@@ -13,8 +13,10 @@ from kiosk.services.base import InvalidOrder, NotPaid, Order, Posted, Transactio
 from kiosk.services.fee import FEE_PAYMENT, FeeOrder, FeePaymentKind
 from kiosk.services.topup import CARD_TOPUP, CardTopupKind, TopupOrder
 from kiosk.services.ticket import QR_TICKET, QrTicketKind, TicketOrder
+from kiosk.services.pending_load import PENDING_LOAD, PendingLoadKind, PendingLoadOrder
 
 _BUILTIN: tuple[TransactionKind, ...] = (FEE_PAYMENT, CARD_TOPUP, QR_TICKET)
+_BUILTIN += (PENDING_LOAD,)
 KINDS: dict[str, TransactionKind] = {k.name: k for k in _BUILTIN}
 BY_OUTBOX_KIND: dict[str, TransactionKind] = {o: k for k in _BUILTIN for o in k.outbox_kinds}
 
@@ -36,3 +38,4 @@ __all__ = ["BY_OUTBOX_KIND", "CARD_TOPUP", "CardTopupKind", "TopupOrder", "FEE_P
            "Order", "Posted",
            "TransactionKind", "UnknownKind", "kind_of", "kind_of_outbox"]
 __all__ += ["QR_TICKET", "QrTicketKind", "TicketOrder"]
+__all__ += ["PENDING_LOAD", "PendingLoadKind", "PendingLoadOrder"]
