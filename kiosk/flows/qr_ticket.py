@@ -26,7 +26,8 @@ from kiosk.receipt_issuer import render_for
 from kiosk.receipts import ReceiptKeyError
 from kiosk.service_guard import JournalBroken, StorageLow
 from kiosk.services.ticket import QR_TICKET, TICKET_PRICES_RIALS, TicketOrder, issue, queue_ticket, valid_until_for
-from kiosk.tickets import TITLES, TRIPS_OF_KIND, TicketData, TicketSigner, TicketSlip, build_ticket_document, load_ticket_signer
+from kiosk.tickets import (TITLES, TRIPS_OF_KIND, TicketData, TicketSigner, TicketSlip, build_ticket_document,
+                           load_ticket_signer)
 from kiosk.ui_port import Choice, CitizenLeft, Outcome, UIPort
 
 log = logging.getLogger("kiosk.flows.ticket")
@@ -67,7 +68,8 @@ class QrTicketFlow:
             await self.ui.show_error("service.out_of_service")
             return await self._end(Outcome(False, "service.out_of_service"), None, 0)
         try:
-            kind = await self.ui.choose("ticket.choose_kind", [Choice(k, f"ticket.kind.{k}") for k in TICKET_PRICES_RIALS])
+            kinds = [Choice(k, f"ticket.kind.{k}") for k in TICKET_PRICES_RIALS]
+            kind = await self.ui.choose("ticket.choose_kind", kinds)
             price = TICKET_PRICES_RIALS[kind]
             if self.ctx.available(ReceiptPrinter) is None:
                 await self.ui.show_step("ticket.no_printer_notice")
@@ -151,7 +153,8 @@ class QrTicketFlow:
         if settled == SettleResult.SETTLED:
             await money.complete(tx_id, ticket_printed=printed)
         # else: valid now, recorded when the queued post goes through (the outbox completes it)
-        params = self._outcome_params(ticket, printed, tracking=self.ctx.journal.get(tx_id).data.get("tracking_code", ""))
+        tracking = self.ctx.journal.get(tx_id).data.get("tracking_code", "")
+        params = self._outcome_params(ticket, printed, tracking=tracking)
         key = ("ticket.done_on_screen" if not printed
                else "ticket.done" if settled == SettleResult.SETTLED else "ticket.done_pending")
         return await self._end(Outcome(True, key, params, tx_id, payload), self._state(tx_id), price, kind, tx_id,

@@ -65,8 +65,8 @@ def build_ticket_document(slip: TicketSlip, lang: str = "fa") -> Document:
     blocks += [
         Separator(),
         Row(pick(("شناسه بلیت", "Ticket ID")), t.ticket_id, size=20),
-        Row(pick(("کد رهگیری", "Tracking code")), digits(slip.tracking_code) if slip.tracking_code else pick(_NO_TRACKING),
-            size=20),
+        Row(pick(("کد رهگیری", "Tracking code")),
+            digits(slip.tracking_code) if slip.tracking_code else pick(_NO_TRACKING), size=20),
         Row(pick(("شماره مرجع", "Reference number")), digits(slip.rrn) if slip.rrn else "-", size=20),
     ]
     if slip.masked_pan:
