@@ -20,6 +20,7 @@ from typing import Iterator
 from backoffice.seed import seed_demo
 from backoffice.server import RunningServer, serve_in_thread
 from devices.contracts import DeviceConfig
+from devices.dispenser.simulator import link_field, unlink_field
 from devices.pn532.virtual import VirtualPN532
 from devices.printer.emulator import NetworkPrinterEmulator
 from devices.scanner.emulator import SerialScannerEmulator
@@ -111,13 +112,19 @@ def demo_environment(data_dir: Path, *, extra_devices: tuple[DeviceConfig, ...] 
         reader_port = card_reader.start()
         card_reader.place(card_reader.cards.get(DEMO_CARD_UID) or demo_card())
         stack.callback(card_reader.stop)
+        # the card dispenser's read position is this reader's field (the virtual link): a card
+        # it dispenses is a blank card in the field, one it ejects or captures leaves it; its
+        # counts and the card at its read position are kept in the data dir, as the cards are
+        link_field(reader_port, card_reader)
+        stack.callback(unlink_field, reader_port)
         devices = (
             DeviceConfig("terminal", "nexo-http", {"url": terminal_url, "sale_id": KIOSK_ID,
                                                    "poi_id": "SIM-POI-1", "tls_fingerprint": tls.fingerprint}),
             DeviceConfig("printer", "escpos", {"connection": "network", "host": host, "port": port}),
             DeviceConfig("scanner", "serial-scanner", {"port": scanner_port, "suffix": "\r\n"}),
             DeviceConfig("card_reader", "pn532-uart", {"port": reader_port}),
-            DeviceConfig("dispenser", "dispenser-sim", {"stacker": 50}),
+            DeviceConfig("dispenser", "dispenser-sim", {"stacker": 50, "field": reader_port,
+                                                        "state_path": str(data_dir / "dispenser.json")}),
             *extra_devices,
         )
         settings = KioskSettings(
