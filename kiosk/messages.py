@@ -11,6 +11,7 @@ from typing import Any
 from kiosk.errors import KioskError
 from kiosk.messages_tickets import MESSAGES as _TICKETS
 from kiosk.messages_collect import MESSAGES as _COLLECT
+from kiosk.messages_card_sale import MESSAGES as _CARD_SALE
 
 CATALOG: dict[str, tuple[str, str]] = {
     # fee payment
@@ -110,6 +111,7 @@ CATALOG: dict[str, tuple[str, str]] = {
 # at import, so two services never silently share one.
 _EXTRA: tuple[dict[str, tuple[str, str]], ...] = (_TICKETS,)
 _EXTRA += (_COLLECT,)
+_EXTRA += (_CARD_SALE,)
 for _catalog in _EXTRA:
     _twice = set(_catalog) & set(CATALOG)
     if _twice:

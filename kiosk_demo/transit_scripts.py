@@ -66,6 +66,14 @@ async def _collect_pending(ctx: Any, env: Any, ui: ScriptedUI) -> Ran:
                     "balance_after": result.balance_after, "collected": len([c for c in result.collected if c.on_card])}
 
 
+async def _buy_card(ctx: Any, env: Any, ui: ScriptedUI) -> Ran:
+    from kiosk.flows.card_sale import CardSaleFlow
+
+    result = await CardSaleFlow(ctx, ui).run()
+    return result, {"card_serial": result.card_serial, "balance_before": result.balance_before,
+                    "balance_after": result.balance_after, "card_uid": result.card_uid}
+
+
 TRANSIT_SCRIPTS: dict[str, TransitScript] = {
     "topup": TransitScript("place the demo transit card, top it up by 200,000 rials, pay, write, verify, post, "
                            "receipt", {"topup.choose_amount": "200000", "topup.confirm": True}, _topup),
@@ -76,4 +84,7 @@ TRANSIT_SCRIPTS: dict[str, TransitScript] = {
                                _qr_ticket),
     "collect-pending": TransitScript("place the demo transit card: the 50,000-rial top-up bought for it elsewhere is "
                                      "claimed, written, verified, recorded and a slip printed", {}, _collect_pending),
+    "buy-card": TransitScript("buy a new transit card with 200,000 rials on it (card price 100,000): pay, dispense, "
+                              "personalise, verify, hand over, record, receipt",
+                              {"card_sale.choose_value": "200000", "card_sale.confirm": True}, _buy_card),
 }

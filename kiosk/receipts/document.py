@@ -23,6 +23,8 @@ _FIRST_ID = {"transit_topup": ("شماره سریال کارت", "Card serial nu
 _FIRST_ID["qr_ticket"] = ("شناسه بلیت", "Ticket ID")
 _TITLES["pending_topup"] = ("رسید دریافت شارژ خریداری‌شده", "Collected top-up receipt")
 _FIRST_ID["pending_topup"] = ("شماره سریال کارت", "Card serial number")
+_TITLES["transit_card_sale"] = ("رسید خرید کارت بلیت جدید", "New transit card receipt")
+_FIRST_ID["transit_card_sale"] = ("شماره سریال کارت", "Card serial number")
 _STATUS_TEXT = {
     ReceiptStatus.PAID: ("پرداخت با موفقیت انجام شد", "Payment successful"),
     ReceiptStatus.PENDING_SETTLEMENT: (

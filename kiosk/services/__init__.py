@@ -14,9 +14,11 @@ from kiosk.services.fee import FEE_PAYMENT, FeeOrder, FeePaymentKind
 from kiosk.services.topup import CARD_TOPUP, CardTopupKind, TopupOrder
 from kiosk.services.ticket import QR_TICKET, QrTicketKind, TicketOrder
 from kiosk.services.pending_load import PENDING_LOAD, PendingLoadKind, PendingLoadOrder
+from kiosk.services.card_sale import CARD_SALE, CardSaleKind, CardSaleOrder
 
 _BUILTIN: tuple[TransactionKind, ...] = (FEE_PAYMENT, CARD_TOPUP, QR_TICKET)
 _BUILTIN += (PENDING_LOAD,)
+_BUILTIN += (CARD_SALE,)
 KINDS: dict[str, TransactionKind] = {k.name: k for k in _BUILTIN}
 BY_OUTBOX_KIND: dict[str, TransactionKind] = {o: k for k in _BUILTIN for o in k.outbox_kinds}
 
@@ -36,6 +38,6 @@ def kind_of_outbox(outbox_kind: str) -> TransactionKind | None:
 
 __all__ = ["BY_OUTBOX_KIND", "CARD_TOPUP", "CardTopupKind", "TopupOrder", "FEE_PAYMENT", "FeeOrder", "FeePaymentKind", "InvalidOrder", "KINDS", "NotPaid",
            "Order", "Posted",
-           "TransactionKind", "UnknownKind", "kind_of", "kind_of_outbox"]
+           "TransactionKind", "UnknownKind", "kind_of", "kind_of_outbox", "CARD_SALE", "CardSaleKind", "CardSaleOrder"]
 __all__ += ["QR_TICKET", "QrTicketKind", "TicketOrder"]
 __all__ += ["PENDING_LOAD", "PendingLoadKind", "PendingLoadOrder"]
