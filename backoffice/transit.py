@@ -116,14 +116,25 @@ def _refuse_open_action(session: Session, serial: str) -> None:
                        counter_before=action.counter_before)
 
 
-def _check_card(account: TransitAccount | None, card_uid: str, counter_before: int, counter_after: int) -> None:
-    """The card is the one on the account and its counters are past the last recorded load:
-    anything else is a replayed or forged load (counters only ever go up)."""
+def _check_card(session: Session, account: TransitAccount | None, card_uid: str, counter_before: int,
+                counter_after: int) -> None:
+    """The card is the one on the account, and no load holds this counter already: a counter is
+    one write on the card, so a second load claiming it is a replayed or forged one. Loads may
+    arrive out of counter order — a kiosk whose back-office link was down posts its queued load
+    after others posted later ones — so a counter below the highest recorded is accepted when
+    it is free (the unique (serial, counter_after) constraint is the database's last word).
+    A write moves the card's counter by exactly one; any other step is not a write the card
+    made (the request schema already refuses a counter that does not go up)."""
+    if counter_after - counter_before != 1:
+        # last_counter 0: no load recorded for the card yet
+        raise ApiError(409, "transit.counter_replay", last_counter=account.last_counter if account else 0)
     if account is None:
         return
     if account.card_uid != card_uid:
         raise ApiError(409, "transit.card_mismatch")
-    if counter_after <= account.last_counter or counter_before < account.last_counter:
+    taken = session.scalars(select(TransitLoad.id).where(
+        TransitLoad.card_serial == account.card_serial, TransitLoad.counter_after == counter_after)).first()
+    if taken is not None:
         raise ApiError(409, "transit.counter_replay", last_counter=account.last_counter)
 
 
@@ -159,7 +170,7 @@ def _record_load(session: Session, kiosk_id: str, body: LoadIn, req_hash: str, *
                                  status="active", concession="none", created_at=now, updated_at=now)
         session.add(account)
         session.flush()  # the ledger row's foreign key needs it
-    else:
+    elif body.counter_after > account.last_counter:  # a late load from before does not move it back
         account.last_counter, account.last_balance_rials = body.counter_after, body.balance_after
         account.updated_at = now
     load = TransitLoad(
@@ -206,12 +217,15 @@ def post_load(sessions: sessionmaker[Session], kiosk_id: str, key: str | None, b
         if body.pending_load_id is not None:
             pending = _usable_pending_load(session, body.pending_load_id, body.card_serial, body.amount_rials)
         account = session.get(TransitAccount, body.card_serial, with_for_update=True)
-        _check_card(account, body.card_uid, body.counter_before, body.counter_after)
+        _check_card(session, account, body.card_uid, body.counter_before, body.counter_after)
         if account is not None and body.kind == "card_sale":
             raise ApiError(409, "transit.card_already_sold")
-        if account is not None and body.counter_before == account.last_counter:
-            # no value change since the last recorded load: the card held that balance
-            expected = account.last_balance_rials + body.amount_rials
+        prior = None if account is None else session.scalars(select(TransitLoad).where(
+            TransitLoad.card_serial == body.card_serial, TransitLoad.counter_after == body.counter_before)).first()
+        if prior is not None:
+            # the load that left the counter where this one starts: nothing happened on the card
+            # between the two, so this one starts from that balance
+            expected = prior.balance_after + body.amount_rials
             if body.balance_after != expected:
                 raise ApiError(409, "transit.balance_mismatch", expected_balance=expected)
         load = _record_load(session, kiosk_id, body, req_hash, account=account, pending=pending,
@@ -349,7 +363,7 @@ def post_pending_action(sessions: sessionmaker[Session], kiosk_id: str, key: str
         if body.pending_load_id is not None:
             _usable_pending_load(session, body.pending_load_id, body.card_serial, body.amount_rials)
         account = session.get(TransitAccount, body.card_serial, with_for_update=True)
-        _check_card(account, body.card_uid, body.counter_before, body.counter_before + 1)
+        _check_card(session, account, body.card_uid, body.counter_before, body.counter_before + 1)
         action = TransitPendingAction(
             kiosk_id=kiosk_id, transaction_id=body.transaction_id, card_serial=body.card_serial,
             card_uid=body.card_uid, counter_before=body.counter_before, intended_balance=body.intended_balance,
@@ -404,7 +418,7 @@ def settle_pending_action(sessions: sessionmaker[Session], kiosk_id: str, transa
                 pending_load_id=action.pending_load_id,
             )
             account = session.get(TransitAccount, action.card_serial, with_for_update=True)
-            _check_card(account, load.card_uid, load.counter_before, load.counter_after)
+            _check_card(session, account, load.card_uid, load.counter_before, load.counter_after)
             pending = None
             if action.pending_load_id is not None:
                 pending = _usable_pending_load(session, action.pending_load_id, action.card_serial,

@@ -552,12 +552,13 @@ class TransitRefused(TransitError):
 
 
 class LoadReplayRefused(TransitRefused):
-    """The card's counter is not past the last load recorded for its serial: a replayed or
-    forged load (or a card restored from an old copy)."""
+    """A load claiming a card counter another load already holds, or a counter step no card
+    write makes (a write moves it by one): a replayed or forged load, or a card restored from
+    an old copy. `last_counter` is the highest recorded (0: none yet)."""
 
     key = "transit.counter_replay"
-    fa = "سامانه بلیت این شارژ را نپذیرفت: شمارنده کارت از آخرین شارژ ثبت‌شده جلوتر نیست. لطفاً با پشتیبانی تماس بگیرید."
-    en = ("The transit system refused this load: the card's counter is not past its last recorded load. "
+    fa = "سامانه بلیت این شارژ را نپذیرفت: شمارنده کارت با شارژهای ثبت‌شده جور نیست. لطفاً با پشتیبانی تماس بگیرید."
+    en = ("The transit system refused this load: the card's counter does not fit its recorded loads. "
           "Please contact support.")
     fields = {"last_counter": _json_int}
     last_counter: int

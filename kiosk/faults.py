@@ -43,7 +43,29 @@ def check_fault_env() -> None:
         raise UnknownFaultPoint(f"unknown KIOSK_FAULT {name!r}", name=name, known=", ".join(POINTS))
 
 
+class SimulatedCrash(BaseException):
+    """Raised at a fault point armed with `crash_in_process`: the process goes on, but the
+    flow stops there as if the power went — no `except Exception` catches it, so nothing the
+    flow would journal next is journaled. Long soak tests use it to crash hundreds of times in
+    one process; what is on disk is what a real crash leaves."""
+
+
+_armed: set[str] = set()
+
+
+def crash_in_process(name: str | None) -> None:
+    """Arm (or, with None, disarm) an in-process crash at fault point `name`, once."""
+    if name is not None and name not in POINTS:
+        raise UnknownFaultPoint(f"unknown fault point {name!r}", name=name, known=", ".join(POINTS))
+    _armed.clear()
+    if name is not None:
+        _armed.add(name)
+
+
 def fault_point(name: str) -> None:
+    if name in _armed:
+        _armed.discard(name)
+        raise SimulatedCrash(name)
     if os.environ.get(ENV) == name:
         sys.stderr.write(f"KIOSK_FAULT: crashing at {name}\n")
         sys.stderr.flush()

@@ -295,13 +295,31 @@ def test_the_idempotency_key_is_required_and_is_the_transaction_id(env: Env) -> 
 def test_a_replayed_or_forged_counter_is_refused_and_nothing_is_stored(env: Env) -> None:
     serial = sold_card(env)  # counter 1
     assert post_load(env, load_body(serial, new_tx(), 1, 2, 10_000, 110_000)).status_code == 201
-    for before, after in ((1, 2), (0, 1), (1, 3), (0, 5)):  # counter_after not past 2, or before behind it
+    # a counter already recorded (a replay), or a step no card write makes (a forgery)
+    for before, after in ((1, 2), (0, 1), (1, 3), (0, 5)):
         resp = post_load(env, load_body(serial, new_tx(), before, after, 10_000, 120_000))
         assert resp.status_code == 409, (before, after, resp.text)
         assert resp.json() == {"error": "transit.counter_replay", "last_counter": 2}
     assert loads_of(env, serial) == 2
     # a card that rode since (counter moved on at gates) loads fine
     assert post_load(env, load_body(serial, new_tx(), 6, 7, 10_000, 40_000)).status_code == 201
+
+
+def test_a_load_posted_late_is_recorded_when_its_counter_is_free(env: Env) -> None:
+    """Store-and-forward delivers out of counter order: a kiosk whose link was down posts its
+    top-up (counter 2 -> 3) after another kiosk posted a later one (3 -> 4). The late load holds
+    a counter no load holds, so it is recorded, and the account keeps the highest counter."""
+    serial = sold_card(env, balance=100_000)  # counter 1
+    assert post_load(env, load_body(serial, new_tx(), 1, 2, 10_000, 110_000)).status_code == 201
+    assert post_load(env, load_body(serial, new_tx(), 3, 4, 30_000, 160_000)).status_code == 201
+    late = post_load(env, load_body(serial, new_tx(), 2, 3, 20_000, 130_000))
+    assert late.status_code == 201, late.text
+    assert loads_of(env, serial) == 4
+    acct = account(env, serial)
+    assert (acct["last_counter"], acct["last_balance"]) == (4, 160_000)
+    # still no second load on a counter, and the balance must follow the load before it
+    again = post_load(env, load_body(serial, new_tx(), 2, 3, 20_000, 130_000))
+    assert again.status_code == 409 and again.json()["error"] == "transit.counter_replay"
 
 
 def test_a_balance_that_does_not_follow_from_the_last_load_is_refused(env: Env) -> None:
