@@ -117,15 +117,15 @@ def _refuse_open_action(session: Session, serial: str) -> None:
 
 
 def _check_card(session: Session, account: TransitAccount | None, card_uid: str, counter_before: int,
-                counter_after: int) -> None:
+                counter_after: int, *, sale: bool = False) -> None:
     """The card is the one on the account, and no load holds this counter already: a counter is
     one write on the card, so a second load claiming it is a replayed or forged one. Loads may
     arrive out of counter order — a kiosk whose back-office link was down posts its queued load
     after others posted later ones — so a counter below the highest recorded is accepted when
     it is free (the unique (serial, counter_after) constraint is the database's last word).
-    A write moves the card's counter by exactly one; any other step is not a write the card
-    made (the request schema already refuses a counter that does not go up)."""
-    if counter_after - counter_before != 1:
+    A write moves the card's counter by exactly one (a sold card is handed over at the counter
+    personalisation left it at); any other step is not a write the card made."""
+    if counter_after - counter_before != (0 if sale and counter_after == counter_before else 1):
         # last_counter 0: no load recorded for the card yet
         raise ApiError(409, "transit.counter_replay", last_counter=account.last_counter if account else 0)
     if account is None:
@@ -217,7 +217,8 @@ def post_load(sessions: sessionmaker[Session], kiosk_id: str, key: str | None, b
         if body.pending_load_id is not None:
             pending = _usable_pending_load(session, body.pending_load_id, body.card_serial, body.amount_rials)
         account = session.get(TransitAccount, body.card_serial, with_for_update=True)
-        _check_card(session, account, body.card_uid, body.counter_before, body.counter_after)
+        _check_card(session, account, body.card_uid, body.counter_before, body.counter_after,
+                    sale=body.kind == "card_sale")
         if account is not None and body.kind == "card_sale":
             raise ApiError(409, "transit.card_already_sold")
         prior = None if account is None else session.scalars(select(TransitLoad).where(
