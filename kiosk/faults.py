@@ -11,6 +11,9 @@ finally blocks, no flushing, as a power cut would. Points (see docs/faults.md):
   before-receipt   the payment is POSTED; the receipt is not printed
   before-card-write  a top-up's write plan is journaled (FULFILLING); nothing written to the card
   after-card-write   the top-up is written to the card; FULFILLED is not journaled yet
+  after-dispense     a card sale's blank card is at the read position (PAID); nothing planned yet
+  after-card-eject   a sold card was ejected (UNCERTAIN: the hand-over); FULFILLED not journaled yet
+  (a card sale reuses before-card-write: plan journaled, and after-card-write: personalised, verified)
 
 A name that is not one of these is refused when a money-moving process starts
 (`check_fault_env`), so a misspelt fault never silently runs a test without its crash.
@@ -25,6 +28,7 @@ from kiosk.errors import KioskError
 
 POINTS = ("after-created", "after-paying", "after-approved", "after-paid", "after-post-sent",
           "before-receipt", "before-card-write", "after-card-write")
+POINTS += ("after-dispense", "after-card-eject")  # buying a new transit card
 ENV = "KIOSK_FAULT"
 
 
