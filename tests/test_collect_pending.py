@@ -413,17 +413,20 @@ def kiosk_cli(data: Path, *args: str, fault: str | None = None) -> subprocess.Co
                           env=env, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize(("point", "written", "owed"), [
-    ("after-created", False, False),
-    ("before-card-write", False, True),
-    ("after-card-write", True, True),
+@pytest.mark.parametrize(("point", "written", "ends"), [
+    ("after-created", False, "cancelled"),
+    ("before-card-write", False, "owed"),
+    ("after-card-write", True, "owed"),
+    ("after-post-sent", True, "posted"),
 ])
 def test_a_crash_mid_collection_is_recovered_and_never_credited_twice(
-        tmp_path: Path, point: str, written: bool, owed: bool) -> None:
+        tmp_path: Path, point: str, written: bool, ends: str) -> None:
     """The demo dies (os._exit) at `point`; `kiosk demo --script recover` runs on the same data
     dir. Before the claim (after-created): CANCELLED, the load still waits. After it: the claim
     is the card's pending action (COMPLETED, pending_action), the card holds the value exactly
-    when the crash came after the write. Then the card's next tap: 250,000 + 50,000, once."""
+    when the crash came after the write. After the load post reached the back-office: re-posted,
+    the one record answers. Then the card's next tap: 250,000 + 50,000, once."""
+    owed = ends == "owed"
     crashed = kiosk_cli(tmp_path, "--headless", "--script", "collect-pending", "--json", fault=point)
     assert crashed.returncode == 99, crashed.stdout[-2000:] + crashed.stderr[-2000:]
     assert f"KIOSK_FAULT: crashing at {point}" in crashed.stderr
@@ -442,24 +445,38 @@ def test_a_crash_mid_collection_is_recovered_and_never_credited_twice(
     assert card_state(cards[DEMO_CARD_UID]) == ((START + DEMO, 1) if written else (START, 0))
     actions = backoffice_rows(tmp_path / "backoffice.sqlite3",
                               "SELECT transaction_id, pending_load_id, status FROM transit_pending_actions")
-    if owed:
+    if ends == "owed":
         assert got == [S.CREATED, S.FULFILLING, S.FULFILLED, S.POSTED, S.COMPLETED] and data["pending_action"]
         assert actions == [(tx, pending_id, "open")]
+        assert loads(tmp_path) == [] and applied(tmp_path) == [(pending_id, DEMO, None)]
+    elif ends == "posted":
+        assert got == [S.CREATED, S.FULFILLING, S.FULFILLED, S.POSTED, S.COMPLETED] and "pending_action" not in data
+        assert actions == [(tx, pending_id, "applied")]
+        assert loads(tmp_path) == [(tx, "pending_load", DEMO, 1, START + DEMO, pending_id)]
+        # applied, so `kiosk demo` (which seeds on every start) gave the demo card a new one
+        assert applied(tmp_path)[0] == (pending_id, DEMO, tx)
     else:
         assert got == [S.CREATED, S.CANCELLED] and actions == []
-    assert loads(tmp_path) == [] and applied(tmp_path) == [(pending_id, DEMO, None)]
+        assert loads(tmp_path) == [] and applied(tmp_path) == [(pending_id, DEMO, None)]
 
     # the card's next tap, at the collect service
     again = kiosk_cli(tmp_path, "--headless", "--script", "collect-pending", "--json")
     summary = json.loads(again.stdout.strip().splitlines()[-1])
     assert summary["recovered"] == []
-    cards, _ = load_cards(tmp_path / "cards.json")
-    assert card_state(cards[DEMO_CARD_UID]) == (START + DEMO, 1) == (summary["balance_after"], 1)
-    collected_by = tx if owed else summary["transaction_id"]
-    assert [(ld[0], ld[1], ld[5]) for ld in loads(tmp_path)] == [(collected_by, "pending_load", pending_id)]
-    assert applied(tmp_path)[0] == (pending_id, DEMO, collected_by)
-    assert summary["outcome"] == ("collect.none" if owed else "collect.done"), summary
     assert any(s["key"] == "card.pending_applied" for s in summary["transcript"]) == owed
+    collected_by = summary["transaction_id"] if ends == "cancelled" else tx
+    ledger = loads(tmp_path)
+    # the crashed collection's pending load: on the ledger exactly once, applied by one transaction
+    assert [(ld[0], ld[1]) for ld in ledger if ld[5] == pending_id] == [(collected_by, "pending_load")]
+    assert applied(tmp_path)[0] == (pending_id, DEMO, collected_by)
+    # and the card holds exactly what the ledger says was written to it, every load once
+    cards, _ = load_cards(tmp_path / "cards.json")
+    assert card_state(cards[DEMO_CARD_UID]) == (START + DEMO * len(ledger), len(ledger))
+    assert summary["balance_after"] == START + DEMO * len(ledger)
+    assert [(ld[3], ld[4]) for ld in ledger] == [(n, START + DEMO * n) for n in range(1, len(ledger) + 1)]
+    # the load seeded after the first was applied is the only other thing the tap collected
+    assert len(ledger) == (2 if ends == "posted" else 1)
+    assert summary["outcome"] == ("collect.none" if ends == "owed" else "collect.done"), summary
 
 
 # --- C8: the state table per kind --------------------------------------------------------------------------
