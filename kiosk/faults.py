@@ -14,6 +14,7 @@ finally blocks, no flushing, as a power cut would. Points (see docs/faults.md):
   after-dispense     a card sale's blank card is at the read position (PAID); nothing planned yet
   after-card-eject   a sold card was ejected (UNCERTAIN: the hand-over); FULFILLED not journaled yet
   (a card sale reuses before-card-write: plan journaled, and after-card-write: personalised, verified)
+  (a pending-load collection reuses after-created, before-card-write: plan journaled and claimed, and after-card-write)
 
 A name that is not one of these is refused when a money-moving process starts
 (`check_fault_env`), so a misspelt fault never silently runs a test without its crash.
