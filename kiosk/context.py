@@ -27,6 +27,7 @@ from kiosk.journal import Journal, journal_path
 from kiosk.money_path import MoneyPath
 from kiosk.outbox_worker import OutboxWorker
 from kiosk.service_guard import DEFAULT_MIN_FREE_BYTES, JournalBroken
+from kiosk.services.card_sale import attach_devices
 from kiosk.receipt_issuer import ReceiptIssuer
 from kiosk.receipts import load_or_create_key
 from kiosk.settings import KioskSettings
@@ -110,8 +111,11 @@ class KioskContext:
             if own_lock:
                 lock.release()
             raise
-        return cls(settings, data_dir, journal, money.backoffice, devices, money, receipts,
-                   lock=lock if own_lock else None)
+        ctx = cls(settings, data_dir, journal, money.backoffice, devices, money, receipts,
+                  lock=lock if own_lock else None)
+        # recovery of a card sale interrupted at the hand-over asks the dispenser's read position
+        attach_devices(ctx)
+        return ctx
 
     def start_outbox_worker(self, interval_s: float = 5.0, recovery_interval_s: float | None = None,
                             full_verify_interval_s: float = 3600.0) -> asyncio.Task[None]:
