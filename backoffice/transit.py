@@ -411,10 +411,16 @@ def settle_pending_action(sessions: sessionmaker[Session], kiosk_id: str, transa
         if body.counter_seen < floor:  # counters never go back: not this card's state
             raise ApiError(409, "transit.counter_replay", last_counter=floor)
         if body.outcome == "applied":
+            # where the value went: as planned, or (the card had moved on) where the settling
+            # kiosk credited it
+            written_before = (action.counter_before if body.written_counter_before is None
+                              else body.written_counter_before)
+            balance_after = (action.intended_balance if body.written_balance_after is None
+                             else body.written_balance_after)
             load = LoadIn(
                 transaction_id=action.transaction_id, card_serial=action.card_serial, card_uid=action.card_uid,
-                counter_before=action.counter_before, counter_after=action.counter_before + 1,
-                amount_rials=action.amount_rials, balance_after=action.intended_balance,
+                counter_before=written_before, counter_after=written_before + 1,
+                amount_rials=action.amount_rials, balance_after=balance_after,
                 kind="pending_load" if action.pending_load_id is not None else "topup",
                 pending_load_id=action.pending_load_id,
             )

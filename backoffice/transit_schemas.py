@@ -114,6 +114,18 @@ class SettleIn(_Strict):
     outcome: Literal["applied", "rolled_back"]
     counter_seen: Counter
     settled_by_transaction_id: TxId
+    # "applied" somewhere else than planned: the card had moved on (another write took the
+    # planned counter), so the settling kiosk credited the amount at the card's counter then
+    written_counter_before: Counter | None = None
+    written_balance_after: Balance | None = None
+
+    @model_validator(mode="after")
+    def _written_together(self) -> SettleIn:
+        if (self.written_counter_before is None) != (self.written_balance_after is None):
+            raise ValueError("written_counter_before and written_balance_after go together")
+        if self.written_counter_before is not None and self.outcome != "applied":
+            raise ValueError("only an applied action was written")
+        return self
 
 
 class TicketIn(_Strict):

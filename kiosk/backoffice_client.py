@@ -819,13 +819,17 @@ class BackofficeClient:
                                   post.transaction_id, PendingAction.from_json)
 
     def settle_pending_action(self, transaction_id: str, *, card_serial: str, outcome: str, counter_seen: int,
-                              settled_by_transaction_id: str) -> PendingAction:
+                              settled_by_transaction_id: str,
+                              written: tuple[int, int] | None = None) -> PendingAction:
         """Settle an open pending action: outcome "applied" (the value is on the card; the
         back-office records the load) or "rolled_back" (it is not and will not be). Exactly
         once: the same settlement again answers the settled action, another one raises
-        PendingActionAlreadySettled."""
-        body = {"card_serial": card_serial, "outcome": outcome, "counter_seen": counter_seen,
-                "settled_by_transaction_id": settled_by_transaction_id}
+        PendingActionAlreadySettled. `written`: the card had moved on, and the value was
+        credited at (counter before, balance after) instead of where the action planned it."""
+        body: dict[str, Any] = {"card_serial": card_serial, "outcome": outcome, "counter_seen": counter_seen,
+                                "settled_by_transaction_id": settled_by_transaction_id}
+        if written is not None:  # (counter before, balance after) where the value was credited
+            body["written_counter_before"], body["written_balance_after"] = written
         return self._transit_post(f"{API}/transit/pending-actions/{transaction_id}/settle", body,
                                   settled_by_transaction_id, settled_by_transaction_id, PendingAction.from_json)
 

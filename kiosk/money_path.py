@@ -54,7 +54,7 @@ from kiosk.errors import KioskError
 from kiosk.faults import fault_point
 from kiosk.journal import AsyncJournal, Journal, OutboxItem, OutboxStatus, TxState
 from kiosk.sensitive import find_card_number, is_masked_pan, mask_card, to_ascii_digits
-from kiosk.services import kind_of, kind_of_outbox
+from kiosk.services import TransactionKind, UnknownKind, kind_of
 from kiosk.services.base import Posted
 from kiosk.services.fee import FEE_SETTLEMENT
 from kiosk.service_guard import DEFAULT_MIN_FREE_BYTES, ChainGuard, check_free_space
@@ -294,8 +294,17 @@ class MoneyPath:
         finally:
             self._settling.discard(item.id)
 
+    def kind_posting(self, item: OutboxItem) -> TransactionKind | None:
+        """The kind that posts this outbox item: its transaction's, when that kind queues items
+        of this kind; None otherwise (an unknown kind, or an item no kind of this build posts)."""
+        try:
+            kind = kind_of(self.journal.get(item.tx_id).kind)
+        except UnknownKind:
+            return None
+        return kind if item.kind in kind.outbox_kinds else None
+
     async def _settle(self, item: OutboxItem) -> SettleResult:
-        kind = kind_of_outbox(item.kind)
+        kind = self.kind_posting(item)
         if kind is None:
             log.error("outbox item of unknown kind %r not posted", item.kind, extra={"tx": item.tx_id})
             await self.retry_later(item, f"unknown outbox kind {item.kind!r}")

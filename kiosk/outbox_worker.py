@@ -20,11 +20,10 @@ import asyncio
 import logging
 import time
 
-from kiosk.journal import Journal, TxState
+from kiosk.journal import Journal, OutboxStatus, TxState
 from kiosk.money_path import MoneyPath, SettleResult
 from kiosk.recovery import Recovery, Resolution
 from kiosk.service_guard import JournalBroken
-from kiosk.services import kind_of_outbox
 
 log = logging.getLogger("kiosk.outbox")
 
@@ -50,10 +49,16 @@ class OutboxWorker:
         """Post every due settlement once; returns (tx_id, result) for each attempt."""
         done = []
         for item in self.journal.outbox_pending():
-            if kind_of_outbox(item.kind) is None or self.money.is_claimed(item.tx_id):
+            kind = self.money.kind_posting(item)
+            if kind is None or self.money.is_claimed(item.tx_id):
                 continue  # not a back-office post, or a flow is posting its own right now
             state = self.journal.state_of(item.tx_id)
-            if state not in _SETTLING:
+            if item.kind in kind.late_outbox_kinds and any(
+                    other.id != item.id and other.status == OutboxStatus.PENDING and other.kind not in kind.late_outbox_kinds
+                    for other in self.journal.outbox_for(item.tx_id)):
+                continue  # it records a fact about the transaction: after its own posts
+            late = item.kind in kind.late_outbox_kinds and state in (TxState.POSTED, TxState.COMPLETED)
+            if state not in _SETTLING and not late:
                 # PAID (a cut tail) is recovery's: it restores FULFILLING first. Anything else
                 # (already reversed or completed) must never be posted: an operator looks.
                 if state != TxState.PAID:
@@ -62,7 +67,8 @@ class OutboxWorker:
                 continue
             try:
                 result = await self.money.settle(item)
-                if result == SettleResult.SETTLED and self.journal.state_of(item.tx_id) == TxState.POSTED:
+                if (result == SettleResult.SETTLED and not late
+                        and self.journal.state_of(item.tx_id) == TxState.POSTED):
                     # the citizen already left with a receipt marked "settlement pending"
                     await self.money.complete(item.tx_id, completed_by="outbox")
             except (asyncio.CancelledError, JournalBroken):

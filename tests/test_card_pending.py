@@ -51,15 +51,16 @@ def card_balance(env: DemoEnvironment) -> int:
     return int(describe_virtual_card(card)["balance_rials"])  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("after_bytes", [0, 7], ids=["clean", "half-block"])
 @pytest.mark.parametrize("at_op", [1, 2, 3], ids=["log-entry", "value", "commit-record"])
 def test_a_torn_top_up_whose_card_left_is_settled_by_its_next_tap_exactly_once(env: DemoEnvironment,
-                                                                               at_op: int) -> None:
+                                                                               at_op: int, after_bytes: int) -> None:
     """The tear at each write step (log entry, value block, commit record), the card taken
     away for good: the first top-up ends as a pending action (charged, not reversed, owed to
     the card). The card's next tap, at the start of a second top-up, writes or records it;
     then the second top-up goes through. Card = initial + both; the back-office has both
     loads and no open action; the terminal charged both once."""
-    env.card_reader.tear_next_write(at_op=at_op)
+    env.card_reader.tear_next_write(at_op=at_op, after_bytes=after_bytes)
     first, _ = topup(env, 100_000)
     assert first.outcome.message_key == "topup.pending_action"
     opened = account(env).pending_actions
@@ -96,3 +97,88 @@ def test_a_pending_action_is_not_settled_on_another_card(env: DemoEnvironment) -
     assert [a.status for a in account(env).pending_actions] == ["open"]  # still owed to the right card
     # and the back-office refuses to record a load for a card whose uid differs from its serial's
     assert second.outcome.message_key in ("topup.done_pending", "topup.done")
+
+
+def _backoffice_down(env: DemoEnvironment) -> int:
+    port = int(env.settings.backoffice_url.rsplit(":", 1)[1])
+    env.backoffice.stop()
+    return port
+
+
+def _backoffice_up(env: DemoEnvironment, port: int) -> None:
+    from backoffice.server import serve_in_thread
+
+    env.backoffice = serve_in_thread(env.backoffice_db_url, port=port)
+
+
+def _drain(env: DemoEnvironment) -> None:
+    """The running kiosk's outbox worker, a few rounds, everything due now."""
+    from kiosk.outbox_worker import OutboxWorker
+
+    async def go() -> None:
+        ctx = await KioskContext.open(env.settings, env.data_dir)
+        try:
+            worker = OutboxWorker(ctx.journal, ctx.money, recovery_interval_s=None)
+            for _ in range(3):
+                for item in ctx.journal.outbox_pending(now=float("inf")):  # due or not
+                    await ctx.money.writer.outbox_record_attempt(item.id, "test: due now", 0.0)
+                await worker.drain_once()
+        finally:
+            await ctx.close()
+
+    asyncio.run(go())
+
+
+def test_a_card_that_moved_on_while_the_back_office_was_down_gets_its_pending_value_credited_now(
+        env: DemoEnvironment) -> None:
+    """Found by the soak: the pending action is at the back-office, the back-office is down at
+    the card's next tap, so that top-up writes first and takes the counter the torn write had
+    planned — the plan can never land. At a later tap the value is credited at the card's
+    counter then, under the original transaction, and the action settled with where it went:
+    nothing owed is lost, nothing is credited twice, and the loads queued meanwhile go through."""
+    env.card_reader.tear_next_write(at_op=1)
+    first, _ = topup(env, 100_000)
+    assert first.outcome.message_key == "topup.pending_action"
+    env.card_reader.place(env.card_reader.torn_card)
+    port = _backoffice_down(env)
+    second, _ = topup(env, 30_000)  # cannot ask: writes at the counter the plan named
+    assert second.outcome.message_key == "topup.done_pending"
+    assert card_balance(env) == DEMO_CARD_BALANCE + 30_000
+    _backoffice_up(env, port)
+    third, ui = topup(env, 20_000)  # this tap credits the owed 100,000, then tops up 20,000
+    assert any(s.key == "card.pending_applied" for s in ui.transcript)
+    _drain(env)  # the second top-up's queued load
+    _drain(env)
+    assert card_balance(env) == DEMO_CARD_BALANCE + 150_000
+    after = account(env)
+    assert after.pending_actions == () and after.last_balance == DEMO_CARD_BALANCE + 150_000
+    with BackofficeClient(env.settings.backoffice_url, env.settings.backoffice_token, retries=0) as client:
+        amounts = sorted(client.load_status(r.transaction_id).amount_rials for r in (first, second, third))
+    assert amounts == [20_000, 30_000, 100_000]
+    # and the same card again: nothing more is credited
+    fourth, ui = topup(env, 20_000)
+    assert not any(s.key == "card.pending_applied" for s in ui.transcript)
+    assert card_balance(env) == DEMO_CARD_BALANCE + 170_000
+
+
+def test_a_pending_action_still_queued_here_lands_at_the_next_tap_and_is_settled_behind_its_post(
+        env: DemoEnvironment) -> None:
+    """The back-office is down at the tear too: the pending action waits in this kiosk's
+    outbox. At the card's next tap (still down) this kiosk lands the write from its own
+    journal before anything else is written, and queues the settlement behind the pending
+    action's post; when the back-office is back, both go through and the loads agree."""
+    port = _backoffice_down(env)
+    env.card_reader.tear_next_write(at_op=2)
+    first, _ = topup(env, 100_000)
+    assert first.outcome.message_key == "topup.pending_action"
+    env.card_reader.place(env.card_reader.torn_card)
+    second, ui = topup(env, 30_000)
+    assert any(s.key == "card.pending_applied" for s in ui.transcript)
+    assert card_balance(env) == DEMO_CARD_BALANCE + 130_000
+    _backoffice_up(env, port)
+    _drain(env)
+    after = account(env)
+    assert after.pending_actions == () and after.last_balance == DEMO_CARD_BALANCE + 130_000
+    with BackofficeClient(env.settings.backoffice_url, env.settings.backoffice_token, retries=0) as client:
+        assert client.load_status(first.transaction_id).amount_rials == 100_000
+        assert client.load_status(second.transaction_id).amount_rials == 30_000

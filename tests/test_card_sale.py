@@ -411,7 +411,7 @@ def test_a_crash_mid_sale_is_recovered_never_both_never_neither(
 def test_a_crash_at_the_hand_over_with_the_card_still_inside_is_reversed_and_captured(env: DemoEnvironment) -> None:
     """S5, the other side of the hand-over: UNCERTAIN is journaled, then the power goes before
     the eject. Recovery finds the card at the read position: not handed over → money back,
-    card to the bin. Without the dispenser attached recovery leaves it open (never guesses)."""
+    card to the bin. A kiosk whose dispenser is not there leaves it open (never guesses)."""
     def power_cut() -> None:
         raise PowerCut
 
@@ -423,10 +423,10 @@ def test_a_crash_at_the_hand_over_with_the_card_still_inside_is_reversed_and_cap
     with journal(env.data_dir) as j:
         serial = j.get(tx).data["card_serial"]
 
-    async def blind(ctx: KioskContext) -> list[Resolution]:  # no devices attached: it may not decide
+    async def blind(ctx: KioskContext) -> list[Resolution]:  # a kiosk without its dispenser: it may not decide
         return await Recovery(ctx.journal, ctx.money).run()
 
-    (row,) = in_kiosk(env, blind)
+    (row,) = in_kiosk(env, blind, devices=tuple(d for d in env.settings.devices if d.type != "dispenser-sim"))
     assert (row.to_state, row.action, row.resolved) == ("UNCERTAIN", "dispenser_needed", False)
     (row,) = recover(env)
     assert (row.tx_id, row.to_state, row.resolved) == (tx, "REVERSED", True)

@@ -176,7 +176,7 @@ class Soak:
 
         worker = OutboxWorker(self.ctx.journal, self.ctx.money, recovery_interval_s=None)
         for _ in range(3):
-            for item in self.ctx.journal.outbox_pending():
+            for item in self.ctx.journal.outbox_pending(now=float("inf")):  # due or not
                 await self.ctx.money.writer.outbox_record_attempt(item.id, "soak: due now", 0.0)
             await worker.drain_once()
             await Recovery(self.ctx.journal, self.ctx.money).run()
@@ -212,6 +212,8 @@ def test_soak_no_rial_lost_or_doubled(tmp_path: Path) -> None:
             report = journal.verify()
             open_after = [(t.tx_id, str(t.state)) for t in journal.open_transactions()]
             txs = {t.tx_id: t for t in journal.transactions()}
+            stuck = {t: [i.last_error for i in journal.outbox_for(t)] for t, x in txs.items()
+                     if x.state == TxState.FULFILLED}
         loads: dict[str, Any] = {}  # tx -> the load the back-office holds
         tickets: dict[str, Any] = {}  # tx -> the ticket it holds
         with BackofficeClient(env.settings.backoffice_url, env.settings.backoffice_token, retries=0) as client:
@@ -237,7 +239,9 @@ def test_soak_no_rial_lost_or_doubled(tmp_path: Path) -> None:
         acct = accounts[card.uid_hex]
         balance, counter = card_state(env, card)
         mine = [ld for ld in loads.values() if ld.card_uid.lower() == card.uid_hex.lower()]
-        assert balance == INITIAL + sum(ld.amount_rials for ld in mine), (card.uid_hex, balance, mine)
+        ordered = [(t, str(x.state), t in loads, stuck.get(t)) for t, x in txs.items()
+                   if str(x.data.get("card_uid", "")).lower() == card.uid_hex.lower()]
+        assert balance == INITIAL + sum(ld.amount_rials for ld in mine), (card.uid_hex, balance, len(mine), ordered)
         assert (acct.last_balance or INITIAL, acct.last_counter or 0) == (balance, counter), (card.uid_hex, acct)
         assert acct.pending_actions == (), acct.pending_actions  # every pending action settled by a tap
         collected = sum(ld.amount_rials for ld in mine if ld.kind == "pending_load")

@@ -78,7 +78,7 @@ async def read_card_for_citizen(ctx, ui: UIPort, reader: CardReader,  # noqa: AN
         await ui.show_step(f"card.profile.{balance.profile}")
     # a torn top-up of this card, paid at some kiosk and never finished: this tap settles it
     balance, settled = await settle_pending_actions(ctx.backoffice, card, balance,
-                                                    settled_by=ctx.journal.new_tx_id())
+                                                    settled_by=ctx.journal.new_tx_id(), money=ctx.money)
     for item in settled:
         await ui.show_step("card.pending_applied", amount=format_rials(item.amount_rials, lang),
                            tx=item.transaction_id)

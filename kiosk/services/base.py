@@ -101,6 +101,9 @@ class TransactionKind(abc.ABC):
     #: every outbox kind this kind queues (the main post first); a card kind also queues the
     #: pending action of a write whose card did not come back
     outbox_kinds: ClassVar[tuple[str, ...]] = ()
+    #: outbox kinds that may still be posted once the transaction is POSTED or COMPLETED (a
+    #: post that records a fact about it and moves no state)
+    late_outbox_kinds: ClassVar[tuple[str, ...]] = ()
     order_type: ClassVar[type[Order]]
     refusals: ClassVar[tuple[type[BaseException], ...]] = ()
 

@@ -352,6 +352,8 @@ class CardSaleKind(TransactionKind):
         → money back, card to the bin; gone → it was ejected: the load is queued and posted.
         Before giving money back the back-office is asked (a journal cut after the post)."""
         devices = attached(money)
+        if devices is not None and devices.dispenser() is None:
+            devices = None  # a kiosk without its dispenser cannot move a card: it does not guess
         if devices is None or devices.lock.locked():
             if tx.state == TxState.UNCERTAIN and not money.pending_posts(tx.tx_id):
                 return "dispenser_needed" if devices is None else "dispenser_busy"

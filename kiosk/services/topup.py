@@ -30,6 +30,7 @@ from kiosk.backoffice_client import (
     LoadPost,
     LoadRecord,
     PendingAction,
+    PendingActionAlreadySettled,
     PendingActionPost,
 )
 from kiosk.journal import OutboxItem, Transaction, TxState
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
 
 CARD_LOAD = "card_load"
 CARD_PENDING_ACTION = "card_pending_action"
+#: the settlement of this kiosk's own pending action, queued when a tap of the card landed the
+#: write before the pending action reached the back-office (kiosk.services.card_pending)
+CARD_PENDING_SETTLE = "card_pending_settle"
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,8 @@ def pending_action_payload(tx: Transaction, plan: WritePlan) -> dict[str, Any]:
 class CardTopupKind(TransactionKind):
     name: ClassVar[str] = "card_topup"
     outbox_kind: ClassVar[str] = CARD_LOAD
-    outbox_kinds: ClassVar[tuple[str, ...]] = (CARD_LOAD, CARD_PENDING_ACTION)
+    outbox_kinds: ClassVar[tuple[str, ...]] = (CARD_LOAD, CARD_PENDING_ACTION, CARD_PENDING_SETTLE)
+    late_outbox_kinds: ClassVar[tuple[str, ...]] = (CARD_PENDING_SETTLE,)
     order_type: ClassVar[type[Order]] = TopupOrder
     # None: once value is on the card (or owed to it), a refused post is never a reason to
     # give the money back — it is retried and alerted (kiosk.money_path), for an operator
@@ -104,6 +109,8 @@ class CardTopupKind(TransactionKind):
              outbox_kind: str = CARD_LOAD) -> Posted:
         if outbox_kind == CARD_PENDING_ACTION:
             return backoffice.post_pending_action(PendingActionPost.from_dict(payload), idempotency_key=idempotency_key)
+        if outbox_kind == CARD_PENDING_SETTLE:
+            return settle_own_pending_action(backoffice, payload)
         return backoffice.post_load(LoadPost.from_dict(payload), idempotency_key=idempotency_key)
 
     def find_posted(self, backoffice: BackofficeClient, tx_id: str) -> Posted | None:
@@ -118,6 +125,8 @@ class CardTopupKind(TransactionKind):
         return LoadRecord.from_json(data)
 
     def ack_states(self, posted: Posted, outbox_kind: str) -> list[tuple[TxState, dict[str, Any] | None]]:
+        if outbox_kind == CARD_PENDING_SETTLE:
+            return []  # the pending action's own post moved the transaction on
         data: dict[str, Any] = {"tracking_code": posted.tracking_code}
         if outbox_kind == CARD_PENDING_ACTION:
             data["pending_action"] = True
@@ -175,6 +184,29 @@ async def queue_load(money: MoneyPath, tx: Transaction, plan: WritePlan, *, bala
         with_state=(TxState.FULFILLED, {"balance_after": balance_seen, "counter_after": plan.counter_after}),
         anchor=True)
     return money.journal.outbox_item(item_id)
+
+
+def settle_own_pending_action(backoffice: BackofficeClient, payload: Mapping[str, Any]) -> Posted:
+    """Settle, as applied, a pending action this kiosk queued and whose write a later tap of
+    the card landed (payload: transaction_id, card_serial, counter_seen, settled_by). Settled
+    already by another tap (the same or another kiosk): the action as it stands."""
+    try:
+        return backoffice.settle_pending_action(
+            str(payload["transaction_id"]), card_serial=str(payload["card_serial"]), outcome="applied",
+            counter_seen=int(payload["counter_seen"]), settled_by_transaction_id=str(payload["settled_by"]))
+    except PendingActionAlreadySettled:
+        return _SettledElsewhere(str(payload["transaction_id"]))
+
+
+@dataclass(frozen=True)
+class _SettledElsewhere:
+    """What a settlement another tap made first acknowledges (nothing more to record)."""
+
+    transaction_id: str
+    tracking_code: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"transaction_id": self.transaction_id, "settled_elsewhere": True}
 
 
 CARD_TOPUP = CardTopupKind()
