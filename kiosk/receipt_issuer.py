@@ -20,6 +20,8 @@ from kiosk.services.base import NotPaid, paid_entry
 
 log = logging.getLogger("kiosk.receipts")
 
+__all__ = ["IssuedReceipt", "NotPaid", "ReceiptIssuer", "paid_entry", "receipt_data", "render_for"]
+
 
 def receipt_data(tx: Transaction, *, kiosk_id: str, pending: bool) -> ReceiptData:
     """The receipt of `tx`, as its kind writes it (kiosk.services). Signed fields come from

@@ -23,6 +23,7 @@ from devices.contracts import AmountTooLarge, CardDispenser, CardReader, NoCard,
 from devices.transit_card import CardKeys, TransitCard, personalise
 from kiosk.errors import KioskError
 from kiosk.faults import fault_point
+from kiosk.flows.card_write import issue_receipt
 from kiosk.fmt import format_rials
 from kiosk.journal import TxState
 from kiosk.money_path import MoneyPath, SettleResult
@@ -261,11 +262,7 @@ class CardSaleFlow:
 
     # --- the end -----------------------------------------------------------------------------------
     async def _receipt(self, tx_id: str, *, pending: bool) -> tuple[str | None, bool]:
-        await self.ui.show_step("receipt.printing")
-        issued = await self.ctx.receipts.issue(self.ctx.journal.get(tx_id), pending=pending)
-        if not issued.printed:
-            await self.ui.show_error("receipt.not_printed", tracking=tx_id)
-        return issued.payload, issued.printed
+        return await issue_receipt(self.ctx, self.ui, tx_id, pending=pending)
 
     def _state(self, tx_id: str) -> TxState | None:
         try:

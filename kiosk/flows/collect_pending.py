@@ -31,14 +31,10 @@ from typing import Any
 from devices.base import CommandTimeout, DeviceError
 from devices.contracts import CardReader, CardRemoved, NoCard, WrongCard
 from devices.transit_card import (
-    AlreadyOnCard,
     BalanceLimit,
     CardBalance,
-    CardChanged,
     CardCorrupt,
-    OutcomeUnknown,
     TransitCard,
-    WriteOutcome,
     WritePlan,
 )
 from kiosk.backoffice_client import (
@@ -50,6 +46,7 @@ from kiosk.backoffice_client import (
     TransitRefused,
 )
 from kiosk.faults import fault_point
+from kiosk.flows.card_write import issue_receipt, same_card_back, write_verified
 from kiosk.flows.card_topup import read_card_for_citizen
 from kiosk.fmt import format_number, format_rials
 from kiosk.journal import TxState
@@ -293,65 +290,14 @@ class CollectPendingFlow:
         return None
 
     async def _write(self, card: TransitCard, plan: WritePlan, tx_id: str) -> CardBalance | None:
-        """Write and verify by re-reading. A tear: UNCERTAIN, then the same card is asked for
-        again and its counters decide — landed: verified; not landed: written again (roll
-        forward, idempotent by the transaction id). None when the card does not come back or
-        its state cannot be told."""
-        money: MoneyPath = self.ctx.money
-        uncertain = False
-        while True:
-            try:
-                await card.apply(plan)
-                after = await card.read_balance()
-                if (after.seq, after.balance) != (plan.counter_after, plan.balance_after):
-                    raise CardChanged(f"re-read shows counter {after.seq}, balance {after.balance}")
-                return after
-            except AlreadyOnCard:
-                return await card.read_balance()
-            except (CardRemoved, NoCard, WrongCard, CommandTimeout, CardChanged) as exc:
-                log.warning("card write interrupted: %s", exc, extra={"tx": tx_id})
-                if not uncertain:
-                    await money.writer.append(tx_id, TxState.UNCERTAIN, {"reason": type(exc).__name__})
-                    uncertain = True
-                if not await self._same_card_back(plan.uid):
-                    return None
-                try:
-                    outcome = await card.outcome_of(plan)
-                except (OutcomeUnknown, CardChanged, DeviceError) as why:
-                    log.error("write outcome cannot be told: %s", why, extra={"tx": tx_id})
-                    return None
-                if outcome == WriteOutcome.APPLIED:
-                    return await card.read_balance()
+        return await write_verified(self.ctx, self.ui, card, plan, tx_id, place_again="collect.place_again")
 
     async def _same_card_back(self, uid: str) -> bool:
-        """Ask for the same card for up to card_return_wait_s; True once it is on the reader."""
-        reader = self.ctx.available(CardReader)
-        if reader is None:
-            return False
-        await self.ui.show_step("collect.place_again")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.card_return_wait_s
-        while (left := deadline - loop.time()) > 0:
-            try:
-                info = await reader.wait_for_card(timeout=min(left, 1.0))
-            except (CommandTimeout, NoCard):
-                continue
-            except DeviceError:
-                await asyncio.sleep(0.2)
-                continue
-            if info.uid.lower() == uid.lower():
-                return True
-            await self.ui.show_error("card.wrong_card")
-            await asyncio.sleep(0.5)
-        return False
+        return await same_card_back(self.ctx, self.ui, uid, step="collect.place_again")
 
     # --- the end -------------------------------------------------------------------------------
     async def _receipt(self, tx_id: str, *, pending: bool) -> tuple[str | None, bool]:
-        await self.ui.show_step("receipt.printing")
-        issued = await self.ctx.receipts.issue(self.ctx.journal.get(tx_id), pending=pending)
-        if not issued.printed:
-            await self.ui.show_error("receipt.not_printed", tracking=tx_id)
-        return issued.payload, issued.printed
+        return await issue_receipt(self.ctx, self.ui, tx_id, pending=pending)
 
     def _state(self, tx_id: str) -> TxState | None:
         try:
