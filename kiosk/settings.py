@@ -80,7 +80,10 @@ class KioskSettings:
             devices = tuple(load_device_configs(raw.get("devices", [])))
         except Exception as exc:  # devices' own rules (e.g. a name used twice)
             raise InvalidSettings(f"{source}: {exc}", path=source, problem=str(exc)) from exc
-        return cls(devices=devices, **{k: v for k, v in raw.items() if k != "devices"})
+        hints = typing.get_type_hints(cls)
+        values = {k: tuple(v) if (typing.get_origin(hints[k]) is tuple and isinstance(v, list)) else v
+                  for k, v in raw.items() if k != "devices"}
+        return cls(devices=devices, **values)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -124,6 +127,10 @@ def _type_problem(key: str, value: Any, expected: Any) -> str | None:
         ok, name = isinstance(value, dict), "an object"
     elif origin is tuple or origin is list:
         ok, name = isinstance(value, list), "a list"
+        args = typing.get_args(expected)
+        if ok and args and args[0] is int:  # tuple[int, ...]: whole numbers only
+            ok = all(isinstance(x, int) and not isinstance(x, bool) for x in value)
+            name = "a list of whole numbers"
     elif origin is bool:
         ok, name = isinstance(value, bool), "true or false"
     else:  # a field type this checker does not know yet: let the dataclass have it

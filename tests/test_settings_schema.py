@@ -112,3 +112,12 @@ def test_malformed_json_at_the_cli(tmp_path: Path) -> None:
     out = subprocess.run(KIOSK + ["doctor", "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "Traceback" not in out.stderr and out.stderr.count("\n") == 1, out.stderr
     assert "not JSON" in out.stderr
+
+
+def test_top_up_presets_must_be_whole_rials() -> None:
+    from kiosk.settings import schema_problem
+
+    assert schema_problem({"topup_presets_rials": [100_000, "200000"]}) == (
+        "'topup_presets_rials' must be a list of whole numbers, not [100000, \"200000\"]")
+    assert schema_problem({"topup_presets_rials": [100_000, True]}) is not None
+    assert schema_problem({"topup_presets_rials": [100_000, 200_000]}) is None
