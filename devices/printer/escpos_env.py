@@ -5,6 +5,7 @@ dir (not a fresh `tmpXXXX/` in the system temp dir at every command) and its imp
 from __future__ import annotations
 
 import atexit
+import fcntl
 import logging
 import os
 import shutil
@@ -39,10 +40,17 @@ def _import_escpos() -> Path:
     # variable is set. Point tempfile at our dir for that one call and remove what it made.
     saved = tempfile.tempdir
     tempfile.tempdir = str(where)
+    # python-escpos writes its pickle in place (not atomically) when it is missing or stale:
+    # another process importing it at that moment would read half a file (EOFError). One
+    # importer at a time per cache dir, under an exclusive lock.
+    lock = os.open(where / ".import.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         before = set(where.iterdir())
         import escpos.capabilities  # noqa: F401
     finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        os.close(lock)
         tempfile.tempdir = saved
         root.handlers[:] = handlers  # undo its basicConfig(): the kiosk owns the root handlers
     for made in set(where.iterdir()) - before:
