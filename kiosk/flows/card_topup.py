@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass
 
 from devices.base import CommandTimeout, DeviceError
-from devices.contracts import AmountTooLarge, CardReader, CardRemoved, NoCard, PaymentTerminal, WrongCard
+from devices.contracts import AmountTooLarge, CardReader, NoCard, PaymentTerminal
 from devices.transit_card import (
     LogEntry,
     CardBalance,
@@ -28,7 +28,7 @@ from devices.transit_card import (
     WritePlan,
 )
 from kiosk.faults import fault_point
-from kiosk.flows.card_write import issue_receipt, same_card_back, write_verified
+from kiosk.flows.card_write import issue_receipt, plan_on_same_card, same_card_back, write_verified
 from kiosk.fmt import format_rials
 from kiosk.journal import TxState
 from kiosk.money_path import MoneyPath, SettleResult
@@ -230,21 +230,7 @@ class CardTopupFlow:
         return await self._end(outcome, self._state(tx_id), amount, balance, tx_id, written.balance, payload)
 
     async def _plan(self, card: TransitCard, balance: CardBalance, tx_id: str, amount: int) -> WritePlan | None:
-        """The write plan, made on the card read at the start (same UID, same counter); None
-        when that card is not on the reader and does not come back."""
-        for _ in range(2):
-            try:
-                plan = await card.plan_credit(amount, tx_id)
-            except (CardRemoved, NoCard, WrongCard, CommandTimeout):
-                if not await self._same_card_back(balance.uid):
-                    return None
-                continue
-            if plan.uid != balance.uid or plan.counter_before != balance.seq:
-                # another card, or this one changed since it was read: write nothing
-                log.warning("card changed between reading and writing", extra={"tx": tx_id})
-                return None
-            return plan
-        return None
+        return await plan_on_same_card(self.ctx, self.ui, card, balance, tx_id, amount, place_again="topup.place_again")
 
     async def _write(self, card: TransitCard, plan: WritePlan, tx_id: str) -> CardBalance | None:
         return await write_verified(self.ctx, self.ui, card, plan, tx_id, place_again="topup.place_again")

@@ -51,6 +51,25 @@ async def same_card_back(ctx: Any, ui: UIPort, uid: str, *, step: str) -> bool:
     return False
 
 
+async def plan_on_same_card(ctx: Any, ui: UIPort, card: TransitCard, read: CardBalance, tx_id: str, amount: int,
+                            *, place_again: str) -> WritePlan | None:
+    """The credit's write plan, made on the card read at the start (same UID, same counter);
+    None when that card is not on the reader and does not come back, or has changed since it
+    was read (then nothing is written). BalanceLimit over the card's maximum."""
+    for _ in range(2):
+        try:
+            plan = await card.plan_credit(amount, tx_id)
+        except (CardRemoved, NoCard, WrongCard, CommandTimeout):
+            if not await same_card_back(ctx, ui, read.uid, step=place_again):
+                return None
+            continue
+        if plan.uid != read.uid or plan.counter_before != read.seq:
+            log.warning("card changed between reading and writing", extra={"tx": tx_id})
+            return None
+        return plan
+    return None
+
+
 async def write_verified(ctx: Any, ui: UIPort, card: TransitCard, plan: WritePlan, tx_id: str, *,
                          place_again: str) -> CardBalance | None:
     """Write `plan` and verify it by re-reading. A tear: UNCERTAIN (once), then the same card

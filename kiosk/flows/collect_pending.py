@@ -28,8 +28,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from devices.base import CommandTimeout, DeviceError
-from devices.contracts import CardReader, CardRemoved, NoCard, WrongCard
+from devices.base import DeviceError
+from devices.contracts import CardReader
 from devices.transit_card import (
     BalanceLimit,
     CardBalance,
@@ -46,7 +46,7 @@ from kiosk.backoffice_client import (
     TransitRefused,
 )
 from kiosk.faults import fault_point
-from kiosk.flows.card_write import issue_receipt, same_card_back, write_verified
+from kiosk.flows.card_write import issue_receipt, plan_on_same_card, same_card_back, write_verified
 from kiosk.flows.card_topup import read_card_for_citizen
 from kiosk.fmt import format_number, format_rials
 from kiosk.journal import TxState
@@ -274,20 +274,7 @@ class CollectPendingFlow:
         return ended(key, balance_after=written.balance, receipt_payload=payload, tracking_code=tracking), written
 
     async def _plan(self, card: TransitCard, balance: CardBalance, tx_id: str, amount: int) -> WritePlan | None:
-        """The write plan, on the card read at the tap (same UID, same counter); None when that
-        card is not on the reader and does not come back. BalanceLimit over the card's maximum."""
-        for _ in range(2):
-            try:
-                plan = await card.plan_credit(amount, tx_id)
-            except (CardRemoved, NoCard, WrongCard, CommandTimeout):
-                if not await self._same_card_back(balance.uid):
-                    return None
-                continue
-            if plan.uid != balance.uid or plan.counter_before != balance.seq:
-                log.warning("card changed between reading and writing", extra={"tx": tx_id})
-                return None
-            return plan
-        return None
+        return await plan_on_same_card(self.ctx, self.ui, card, balance, tx_id, amount, place_again="collect.place_again")
 
     async def _write(self, card: TransitCard, plan: WritePlan, tx_id: str) -> CardBalance | None:
         return await write_verified(self.ctx, self.ui, card, plan, tx_id, place_again="collect.place_again")
