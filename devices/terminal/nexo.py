@@ -743,10 +743,9 @@ def _validate_payment(body: dict[str, Any]) -> None:
     currency = _str(amounts, "Currency", "AmountsReq")
     if not re.fullmatch(r"[A-Z]{3}", currency):
         raise _fail("AmountsReq.Currency must match ^[A-Z]{3,3}$")
-    if currency == CURRENCY:
-        _schema_amount(amounts, "RequestedAmount", "AmountsReq")
-    else:
-        _schema_number(amounts, "RequestedAmount", "AmountsReq")
+    # an IRR terminal takes whole units: a fraction is rejected in any currency (another
+    # currency, whole, is then refused as PaymentRestriction)
+    _schema_amount(amounts, "RequestedAmount", "AmountsReq")
 
 
 def _validate_reversal(body: dict[str, Any]) -> None:
@@ -806,10 +805,10 @@ def request_sale(body: dict[str, Any], where: str) -> PoiTransaction:
     return _transaction_id(_obj(body, "SaleData", where), "SaleTransactionID", where + ".SaleData")
 
 
-def request_amount(body: dict[str, Any]) -> tuple[str, int | float]:
-    """(Currency, RequestedAmount) of a validated PaymentRequest (whole rials when IRR)."""
+def request_amount(body: dict[str, Any]) -> tuple[str, int]:
+    """(Currency, RequestedAmount in whole units) of a validated PaymentRequest."""
     amounts = body["PaymentTransaction"]["AmountsReq"]
-    return amounts["Currency"], _schema_number(amounts, "RequestedAmount", "AmountsReq")
+    return amounts["Currency"], _schema_amount(amounts, "RequestedAmount", "AmountsReq")
 
 
 def request_original(body: dict[str, Any]) -> tuple[PoiTransaction, int | None]:

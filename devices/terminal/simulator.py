@@ -357,7 +357,6 @@ class NexoTerminalSimulator:
             return b'{"SaleToPOIResponse": {"MessageHeader": '  # cut mid-object: invalid JSON
         if currency != nexo.CURRENCY:
             return nexo.response_message(h, "PaymentResponse", nexo.failure_body(nexo.PAYMENT_RESTRICTION, reference))
-        amount = int(amount)  # validated whole rials
         flight = _InFlight(reference, h.service_id, h.sale_id, threading.Event())
         with self._inflight_lock:
             busy = mode == "busy" or any(f for f in self._inflight.values())
