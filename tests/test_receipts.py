@@ -457,3 +457,25 @@ def test_the_documented_example_payload_verifies() -> None:
     assert (got.tx_id, got.amount_rials, got.journal_seq, got.journal_hash) == (
         TX_ID, 17_000, 1234, "9f2c4e7a1b3d5f60")
     assert _GENUINE.sign(receipt()) == example
+
+
+@pytest.mark.parametrize("lang", ["fa", "en"])
+def test_a_collection_receipt_says_the_top_up_is_on_the_card_not_that_a_payment_succeeded(
+        signer: ReceiptSigner, lang: str) -> None:
+    """A collection moves no money at the kiosk: its slip must not say "payment successful",
+    and its pending form must not send the citizen to the municipality."""
+    paid = receipt(kind="pending_topup", bill_id="1234567890", payment_id="", rrn="", stan="", masked_pan="")
+    texts = " ".join(_texts(build_document(paid, signer.sign(paid), lang=lang)))
+    assert ("شارژ خریداری‌شده روی کارت شما نشست" if lang == "fa" else "now on your card") in texts
+    assert "پرداخت با موفقیت" not in texts and "Payment successful" not in texts
+    pending = dataclasses.replace(paid, status="pending_settlement")
+    texts = " ".join(_texts(build_document(pending, signer.sign(pending), lang=lang)))
+    assert ("اولین تماس کارت" if lang == "fa" else "next tap") in texts
+    assert "شهرداری به‌طور خودکار" not in texts and "municipality automatically" not in texts
+
+
+def test_a_transit_receipt_pending_settlement_speaks_of_the_card_not_the_municipality(signer: ReceiptSigner) -> None:
+    data = receipt(kind="transit_topup", status="pending_settlement", tracking_code="", payment_id="")
+    texts = " ".join(_texts(build_document(data, signer.sign(data), lang="en")))
+    assert "next tap on any kiosk" in texts and "do not pay again" in texts
+    assert "municipality" not in texts

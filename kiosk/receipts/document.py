@@ -35,6 +35,22 @@ _STATUS_TEXT = {
     ReceiptStatus.REVERSED: ("پرداخت ناموفق بود. مبلغ به حساب شما بازگشت داده شد",
                              "Payment failed. Your money has been returned to your card"),
 }
+#: a kind whose "paid" is not a payment (a collection moves no money) or whose pending part is
+#: not a municipal settlement (transit value owed to a card) says so in its own words
+_KIND_STATUS_TEXT: dict[tuple[str, ReceiptStatus], tuple[str, str]] = {
+    ("pending_topup", ReceiptStatus.PAID): ("شارژ خریداری‌شده روی کارت شما نشست", "The top-up you bought is now on your card"),
+    ("pending_topup", ReceiptStatus.PENDING_SETTLEMENT): (
+        "شارژ شما ثبت شد. اگر هنوز کامل روی کارت ننشسته، در اولین تماس کارت با هر کیوسک می‌نشیند. "
+        "این رسید را نگه دارید.",
+        "Your top-up is recorded. If it is not all on the card yet, it goes on at the card's next tap on "
+        "any kiosk. Keep this receipt."),
+}
+for _kind in ("transit_topup", "transit_card_sale"):
+    _KIND_STATUS_TEXT[(_kind, ReceiptStatus.PENDING_SETTLEMENT)] = (
+        "پرداخت شما ثبت شد و نیازی به پرداخت دوباره نیست. اگر اعتبار کارت هنوز کامل نشده، در اولین تماس کارت "
+        "با هر کیوسک تکمیل می‌شود. این رسید و شماره تراکنش آن را نگه دارید.",
+        "Your payment is recorded; do not pay again. If the card's value is not complete yet, it is completed "
+        "at the card's next tap on any kiosk. Keep this receipt and its transaction number.")
 _PENDING_TRACKING = ("پس از تسویه صادر می‌شود", "issued after settlement")
 _VERIFY_CAPTION = ("برای بررسی اصالت رسید، کد را اسکن کنید", "Scan to verify this receipt")
 _COPY_MARK = ("المثنی", "COPY")
@@ -95,7 +111,7 @@ def build_document(data: ReceiptData, payload: str, lang: str = "fa", *, copy: b
         Heading(title, size=30),
         *rows,
         Separator(),
-        Text(pick(_STATUS_TEXT[status]), align="center" if status == ReceiptStatus.PAID else "start",
+        Text(pick(_KIND_STATUS_TEXT.get((data.kind, status), _STATUS_TEXT[status])), align="center" if status == ReceiptStatus.PAID else "start",
              bold=True),
     ]
     if status == ReceiptStatus.PENDING_SETTLEMENT:
