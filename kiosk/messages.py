@@ -12,6 +12,7 @@ from kiosk.errors import KioskError
 from kiosk.messages_tickets import MESSAGES as _TICKETS
 from kiosk.messages_collect import MESSAGES as _COLLECT
 from kiosk.messages_card_sale import MESSAGES as _CARD_SALE
+from kiosk.messages_municipal import MESSAGES as _MUNICIPAL
 
 CATALOG: dict[str, tuple[str, str]] = {
     # fee payment
@@ -112,6 +113,7 @@ CATALOG: dict[str, tuple[str, str]] = {
 _EXTRA: tuple[dict[str, tuple[str, str]], ...] = (_TICKETS,)
 _EXTRA += (_COLLECT,)
 _EXTRA += (_CARD_SALE,)
+_EXTRA += (_MUNICIPAL,)
 for _catalog in _EXTRA:
     _twice = set(_catalog) & set(CATALOG)
     if _twice:

@@ -69,6 +69,17 @@ class ScriptedUI(UIPort):
         self._record(Shown("choose", key, params, answer))
         return str(answer)
 
+    async def choose_many(self, key: str, options: list[Choice], *, min_count: int = 1, **params: Any) -> list[str]:
+        """The script answers with ids separated by commas, or "all"."""
+        answer = str(self._answer(key))
+        ids = [o.id for o in options]
+        picked = ids if answer == "all" else [a.strip() for a in answer.split(",") if a.strip()]
+        if len(picked) < min_count or any(p not in ids for p in picked):
+            raise CitizenLeft(f"script answered {answer!r} to {key}, not {min_count}+ of the options")
+        picked = [i for i in ids if i in picked]
+        self._record(Shown("choose", key, params, ",".join(picked)))
+        return picked
+
     async def ask_digits(self, key: str, *, min_len: int, max_len: int) -> str:
         answer = str(self._answer(key))
         self._record(Shown("digits", key, {}, answer))

@@ -17,6 +17,8 @@ from typing import Any
 class Choice:
     id: str
     label_key: str
+    #: the label's parameters (a fee slip's period and amount), rendered with the message
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,10 @@ class Outcome:
     params: dict[str, Any] = field(default_factory=dict)
     transaction_id: str | None = None
     receipt_payload: str | None = None
+
+
+#: the id of the Done choice `choose_many` adds
+DONE = "__done__"
 
 
 class CitizenLeft(Exception):
@@ -42,6 +48,21 @@ class UIPort(abc.ABC):
     @abc.abstractmethod
     async def choose(self, key: str, options: list[Choice], **params: Any) -> str:
         """Ask for one of `options`; returns the chosen id. Raises CitizenLeft on cancel."""
+
+    async def choose_many(self, key: str, options: list[Choice], *, min_count: int = 1, **params: Any) -> list[str]:
+        """Ask for one or more of `options` (a list with check boxes and Done); returns the
+        chosen ids in the options' order. The default asks one at a time through `choose`, with
+        a Done choice once `min_count` are chosen; a touch screen draws check boxes instead.
+        Raises CitizenLeft on cancel."""
+        chosen: list[str] = []
+        while len(chosen) < len(options):
+            left = [o for o in options if o.id not in chosen]
+            done = [Choice(DONE, "choice.done")] if len(chosen) >= min_count else []
+            answer = await self.choose(key, left + done, **params)
+            if answer == DONE:
+                break
+            chosen.append(answer)
+        return [o.id for o in options if o.id in chosen]
 
     @abc.abstractmethod
     async def ask_digits(self, key: str, *, min_len: int, max_len: int) -> str:

@@ -1,0 +1,95 @@
+"""The four municipal fee types a citizen can look up at the kiosk, and the identifier each
+is looked up by: what the fee-slip, certificate and screens share (the back-office spells the
+same names, backoffice.models.SlipKind)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from kiosk.errors import KioskError
+from kiosk.sensitive import mask_national_code, national_code_ok, to_ascii_digits
+
+
+@dataclass(frozen=True)
+class FeeType:
+    name: str  # the back-office's slip kind
+    label_fa: str
+    label_en: str
+    #: national_code | renovation_code | business_license | plate
+    identifier: str
+    #: may a settlement certificate be asked for (a property's or a business's fees)
+    certifiable: bool = False
+
+    def label(self, lang: str = "fa") -> str:
+        return self.label_fa if lang == "fa" else self.label_en
+
+
+FEE_TYPES: dict[str, FeeType] = {t.name: t for t in (
+    FeeType("renovation_tax", "عوارض نوسازی", "Renovation tax", "renovation_code", certifiable=True),
+    FeeType("business_tax", "عوارض کسب و پیشه", "Business tax", "business_license", certifiable=True),
+    FeeType("waste_charge", "عوارض پسماند", "Waste charge", "national_code"),
+    FeeType("vehicle_tax", "عوارض سالیانه خودرو", "Vehicle tax", "plate"),
+)}
+
+#: how many digits each typed identifier takes on the keypad
+ID_DIGITS: dict[str, tuple[int, int]] = {
+    "national_code": (10, 10),
+    "renovation_code": (6, 16),
+    "business_license": (6, 16),
+}
+
+#: the letters of an Iranian civilian plate, as the picker offers them (الف first, as on the plates)
+PLATE_LETTERS: tuple[str, ...] = ("الف", "ب", "پ", "ت", "ث", "ج", "د", "ز", "س", "ش", "ص", "ط", "ع",
+                                  "ف", "ق", "ک", "گ", "ل", "م", "ن", "و", "ه", "ی", "ژ")
+
+
+class InvalidPlate(KioskError):
+    key: ClassVar[str] = "slips.invalid_plate"
+    fa: ClassVar[str] = "پلاک واردشده کامل نیست: دو رقم، یک حرف، سه رقم و دو رقم کد شهر را وارد کنید."
+    en: ClassVar[str] = "The plate is not complete: enter two digits, a letter, three digits and the two-digit region."
+    money: ClassVar[str] = "none"
+
+
+class InvalidIdentifier(KioskError):
+    key: ClassVar[str] = "slips.invalid_identifier"
+    fa: ClassVar[str] = "شناسه واردشده درست نیست؛ آن را از روی فیش یا مدرک خود دوباره وارد کنید."
+    en: ClassVar[str] = "That identifier is not valid; type it again from your slip or document."
+    money: ClassVar[str] = "none"
+
+
+def plate_text(two: str, letter: str, three: str, region: str) -> str:
+    """One plate as the back-office spells it: "45 ج 781 ایران 20" (ASCII digits)."""
+    two, three, region = (to_ascii_digits(x).strip() for x in (two, three, region))
+    if not (len(two) == 2 and len(three) == 3 and len(region) == 2 and (two + three + region).isdigit()
+            and letter in PLATE_LETTERS):
+        raise InvalidPlate("plate parts do not make a plate")
+    return f"{two} {letter} {three} ایران {region}"
+
+
+def check_identifier(fee_type: FeeType, value: str) -> str:
+    """A typed identifier checked as the keypad takes it: digits only, the national code's
+    check digit. Returns it in ASCII digits; InvalidIdentifier (or InvalidNationalCode) if not."""
+    from kiosk.identifiers import InvalidNationalCode
+
+    if fee_type.identifier == "plate":
+        return value  # made by plate_text
+    digits = to_ascii_digits(value).strip()
+    low, high = ID_DIGITS[fee_type.identifier]
+    if not digits.isdigit() or not low <= len(digits) <= high:
+        raise InvalidIdentifier(f"{fee_type.identifier} of {len(digits)} characters")
+    if fee_type.identifier == "national_code" and not national_code_ok(digits):
+        raise InvalidNationalCode("national code check digit")
+    return digits
+
+
+def mask_identifier(fee_type: FeeType, value: str) -> str:
+    """What a screen, a log or a certificate may show of an identifier: the last 4 digits of a
+    code, a plate's region and letter only."""
+    if fee_type.identifier == "plate":
+        parts = value.split()
+        return f"** {parts[1]} *** ایران {parts[-1]}" if len(parts) >= 5 else "***"
+    digits = to_ascii_digits(value)
+    if fee_type.identifier == "national_code":
+        return mask_national_code(digits)
+    return "*" * max(0, len(digits) - 4) + digits[-4:]
