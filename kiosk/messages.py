@@ -13,6 +13,7 @@ from kiosk.messages_tickets import MESSAGES as _TICKETS
 from kiosk.messages_collect import MESSAGES as _COLLECT
 from kiosk.messages_card_sale import MESSAGES as _CARD_SALE
 from kiosk.messages_municipal import MESSAGES as _MUNICIPAL
+from kiosk.messages_ui import MESSAGES as _UI
 
 CATALOG: dict[str, tuple[str, str]] = {
     # fee payment
@@ -114,6 +115,7 @@ _EXTRA: tuple[dict[str, tuple[str, str]], ...] = (_TICKETS,)
 _EXTRA += (_COLLECT,)
 _EXTRA += (_CARD_SALE,)
 _EXTRA += (_MUNICIPAL,)
+_EXTRA += (_UI,)
 for _catalog in _EXTRA:
     _twice = set(_catalog) & set(CATALOG)
     if _twice:

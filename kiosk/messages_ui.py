@@ -1,0 +1,79 @@
+"""The touch screen's own words (attract, home, keypad, inactivity, device status) and
+`render`, which turns a message key and the params a flow passed into the text shown — the
+one place both the Kivy screens and tests render from, the way kiosk.scripted_ui does
+(amounts in rials formatted per language, `service` from service_fa / service_en).
+
+In Persian, a parameter with no Persian letters (a number, an id, a tracking code) is wrapped
+in a left-to-right isolate, so it is never reordered with the words around it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+MESSAGES: dict[str, tuple[str, str]] = {
+    "ui.kiosk_name": ("کیوسک شهر", "City Kiosk"),
+    "ui.touch_to_start": ("برای شروع، صفحه را لمس کنید", "Touch the screen to start"),
+    "ui.hint.fee": ("عوارض شهرداری را با بارکد فیش بپردازید", "Pay municipal fees with your slip's barcode"),
+    "ui.hint.topup": ("کارت بلیت مترو و اتوبوس را شارژ کنید", "Top up your metro and bus card"),
+    "ui.hint.balance": ("موجودی و سفرهای اخیر کارت بلیت را ببینید", "See your transit card's balance and trips"),
+    "ui.hint.ticket": ("بلیت QR مترو و اتوبوس بخرید", "Buy a metro and bus QR ticket"),
+    "ui.choose_service": ("خدمت مورد نظر را انتخاب کنید", "Choose a service"),
+    "ui.lang_toggle": ("English", "فارسی"),  # the other language, in its own script
+    "ui.cancel": ("انصراف", "Cancel"),
+    "ui.ok": ("باشه", "OK"),
+    "ui.confirm": ("تأیید", "Confirm"),
+    "ui.done": ("پایان", "Done"),
+    "ui.clear": ("پاک کردن", "Clear"),
+    "ui.delete": ("حذف", "Delete"),
+    "ui.digits_hint": ("{min} تا {max} رقم", "{min} to {max} digits"),
+    "ui.still_there": ("هنوز اینجا هستید؟ برای ادامه، صفحه را لمس کنید. بازگشت به صفحهٔ اول تا {seconds} ثانیهٔ دیگر",
+                       "Are you still there? Touch the screen to continue. Back to the start in {seconds} s"),
+    "ui.continue": ("ادامه می‌دهم", "Continue"),
+    "ui.tracking": ("کد رهگیری: {tracking}", "Tracking code: {tracking}"),
+    "ui.transaction": ("شماره تراکنش: {tx}", "Transaction: {tx}"),
+    "ui.receipt_qr": ("رسید شما چاپ نشد. این کد را با تلفن همراه بخوانید و نگه دارید",
+                      "Your receipt was not printed. Scan this code with your phone and keep it"),
+    "ui.balance.title": ("موجودی کارت بلیت", "Transit card balance"),
+    # device status, the reason shown on a service that cannot run now
+    "status.offline": ("{device} در دسترس نیست", "The {device} is not available"),
+    "status.fault": ("{device} خطا دارد", "The {device} has a fault"),
+    "status.not_installed": ("{device} روی این کیوسک نصب نیست", "This kiosk has no {device}"),
+    "status.paper_out": ("کاغذ چاپگر تمام شده است", "The printer is out of paper"),
+    "status.paper_low": ("کاغذ چاپگر رو به اتمام است", "The printer's paper is running low"),
+    "status.stacker_empty": ("کارت خام در دستگاه تمام شده است", "No blank cards are left"),
+    "status.jammed": ("{device} گیر کرده است", "The {device} is jammed"),
+    "device.PaymentTerminal": ("کارتخوان بانکی", "card terminal"),
+    "device.ReceiptPrinter": ("چاپگر رسید", "receipt printer"),
+    "device.Scanner": ("اسکنر بارکد", "barcode scanner"),
+    "device.CardReader": ("کارتخوان بلیت", "transit card reader"),
+    "device.CardDispenser": ("دستگاه کارت", "card dispenser"),
+}
+
+_PARAM_KEYS = ("device",)  # params that are themselves message keys
+
+
+def render(key: str, lang: str = "fa", **params: Any) -> str:
+    """The text of `key` in `lang` with `params`, as a citizen sees it."""
+    from kiosk.fmt import format_rials, to_persian_digits
+    from kiosk.messages import text
+    from kiosk.text.bidi import has_rtl_letters, ltr
+
+    shown = dict(params)
+    if "amount_rials" in shown and "amount" not in shown:
+        shown["amount"] = format_rials(int(shown["amount_rials"]), lang)
+    shown.setdefault("service", shown.get(f"service_{lang}", ""))
+    for name in _PARAM_KEYS:
+        if isinstance(shown.get(name), str) and shown[name] in MESSAGES:
+            shown[name] = text(shown[name], lang)
+    for name in ("min", "max", "seconds"):
+        if isinstance(shown.get(name), int) and lang == "fa":
+            shown[name] = to_persian_digits(str(shown[name]))
+    if lang == "fa":
+        for name, value in list(shown.items()):
+            if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value) \
+                    and not has_rtl_letters(str(value)):
+                shown[name] = ltr(str(value))
+    return text(key, lang, **shown)
+
+
+__all__ = ["MESSAGES", "render"]
