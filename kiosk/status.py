@@ -1,0 +1,256 @@
+"""Device and service status for the screens: one coordinator, in the style of Home Assistant's
+DataUpdateCoordinator. Devices publish typed state (their state, consumables such as paper
+ok/low/out or the card stacker's level, and when they were last seen usable); screens and flows
+subscribe and are called back on a change. Nobody polls a device for the screen: the device
+layer already pushes StatusEvents (and polls the printer and dispenser itself), and
+`attach(manager)` turns them into DeviceStatus rows.
+
+A service is available when every device class it needs has a usable device and no kiosk-wide
+blocker (a journal that fails verification, no transit key) holds it; otherwise it shows as
+unavailable with the reason (a message key and params, shown in the citizen's language).
+No Kivy here: the Kivy screens subscribe like anyone else.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from devices.base import DeviceState, StatusEvent
+
+log = logging.getLogger("kiosk.status")
+
+_USABLE = (DeviceState.ONLINE, DeviceState.BUSY)
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why something cannot be used now: a message key (kiosk.messages) and its params."""
+
+    key: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "params": dict(self.params)}
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    """One device as the screens see it. `consumables` holds its levels ({"paper": "low"},
+    {"stacker": "empty", "bin": "ok"}); `last_ok_at` is the time (epoch s) of the last update
+    that found it usable (None: never); `reason` says why it is not usable now (None: it is)."""
+
+    name: str
+    device_class: str
+    state: DeviceState
+    consumables: Mapping[str, Any]
+    last_ok_at: float | None
+    reason: Reason | None
+    updated_at: float
+
+    @property
+    def usable(self) -> bool:
+        return self.reason is None
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    service: str
+    available: bool
+    reason: Reason | None = None
+    #: the device (or blocker) the reason is about
+    blocked_by: str | None = None
+
+
+#: what each citizen service needs, by device contract class or blocker name. The scanner
+#: (the keypad always works) and the receipt printer (a receipt not printed is shown as a QR
+#: on the screen) are never required.
+SERVICE_NEEDS: dict[str, tuple[str, ...]] = {
+    "fee_payment": ("journal", "PaymentTerminal"),
+    "card_topup": ("journal", "transit_keys", "PaymentTerminal", "CardReader"),
+    "card_balance": ("transit_keys", "CardReader"),
+    "card_sale": ("journal", "transit_keys", "PaymentTerminal", "CardDispenser", "CardReader"),
+    "collect_pending": ("journal", "transit_keys", "CardReader"),
+    "qr_ticket": ("journal", "PaymentTerminal"),
+}
+
+#: consumable values that make a device unusable, and the reason shown
+_EMPTY: dict[tuple[str, str], str] = {
+    ("paper", "out"): "status.paper_out",
+    ("paper", "jammed"): "status.jammed",
+    ("stacker", "empty"): "status.stacker_empty",
+    ("transport", "jammed"): "status.jammed",
+    ("bin", "full"): "status.fault",
+}
+
+
+def judge(device_class: str, state: DeviceState, consumables: Mapping[str, Any]) -> Reason | None:
+    """The reason a device in this state with these consumables cannot be used, or None."""
+    device = {"device": f"device.{device_class}"}
+    for (name, value), key in _EMPTY.items():
+        if str(consumables.get(name, "")) == value:
+            return Reason(key, device)
+    if state in _USABLE:
+        return None
+    if state in (DeviceState.OFFLINE, DeviceState.STARTING):
+        return Reason("status.offline", device)
+    return Reason("status.fault", device)
+
+
+Listener = Callable[["StatusCoordinator"], None]
+
+
+class StatusCoordinator:
+    """Holds the latest DeviceStatus per device and the availability of every service; calls
+    its listeners (on the publishing thread, the kiosk's event loop) after each change."""
+
+    def __init__(self, needs: Mapping[str, tuple[str, ...]] | None = None, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.needs = dict(SERVICE_NEEDS if needs is None else needs)
+        self._clock = clock
+        self._devices: dict[str, DeviceStatus] = {}
+        self._blockers: dict[str, Reason] = {}
+        self._listeners: list[Listener] = []
+        self._services = self._compute_services()
+        self.last_update_at: float | None = None
+
+    # --- publishing ---------------------------------------------------------------------------
+    def publish(self, name: str, *, device_class: str, state: DeviceState,
+                consumables: Mapping[str, Any] | None = None) -> DeviceStatus:
+        """A device's (or its adapter's) latest state; listeners are told if anything changed."""
+        now = self._clock()
+        old = self._devices.get(name)
+        levels = dict(consumables if consumables is not None else (old.consumables if old else {}))
+        reason = judge(device_class, DeviceState(state), levels)
+        last_ok = now if reason is None else (old.last_ok_at if old else None)
+        row = DeviceStatus(name, device_class, DeviceState(state), MappingProxyType(levels), last_ok, reason, now)
+        changed = old is None or (old.state, dict(old.consumables), old.reason) != (row.state, levels, row.reason)
+        self._devices[name] = row
+        self.last_update_at = now
+        if changed:
+            self._changed()
+        return row
+
+    def set_blocker(self, name: str, reason: Reason | None) -> None:
+        """A kiosk-wide condition a service may need ("journal", "transit_keys"): `reason`
+        blocks every service that lists it, None lifts it."""
+        if self._blockers.get(name) == reason:
+            return
+        if reason is None:
+            self._blockers.pop(name, None)
+        else:
+            self._blockers[name] = reason
+        self._changed()
+
+    def attach(self, manager: Any) -> Callable[[], None]:
+        """Follow a devices.manager.DeviceManager: one row per configured device from its
+        published status map now, then an update on every StatusEvent it relays. Reads only
+        what the devices already published (no I/O). Returns the unsubscribe function."""
+        for name, st in manager.status_map().items():
+            self.publish(name, device_class=st.device_class, state=st.state, consumables=st.consumables)
+
+        def on_event(event: StatusEvent) -> None:
+            try:
+                st = manager.status_map()[event.device]
+            except KeyError:
+                return
+            self.publish(event.device, device_class=st.device_class, state=st.state, consumables=st.consumables)
+
+        return manager.subscribe(on_event)
+
+    # --- reading ------------------------------------------------------------------------------
+    @property
+    def devices(self) -> Mapping[str, DeviceStatus]:
+        return MappingProxyType(self._devices)
+
+    @property
+    def services(self) -> Mapping[str, ServiceStatus]:
+        return MappingProxyType(self._services)
+
+    def service(self, name: str) -> ServiceStatus:
+        return self._services.get(name) or ServiceStatus(name, False, Reason("service.unavailable"))
+
+    def blocker(self, name: str) -> Reason | None:
+        return self._blockers.get(name)
+
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        """Call `listener(coordinator)` after every change; returns the function that stops it."""
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return remove
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "devices": {n: {"class": d.device_class, "state": str(d.state), "consumables": dict(d.consumables),
+                            "last_ok_at": d.last_ok_at, "reason": d.reason.to_dict() if d.reason else None}
+                        for n, d in self._devices.items()},
+            "services": {n: {"available": s.available, "reason": s.reason.to_dict() if s.reason else None,
+                             "blocked_by": s.blocked_by} for n, s in self._services.items()},
+        }
+
+    # --- internals ----------------------------------------------------------------------------
+    def _first_of(self, device_class: str) -> DeviceStatus | None:
+        """The first device of that class, as KioskContext.available picks it."""
+        for row in self._devices.values():
+            if row.device_class == device_class:
+                return row
+        return None
+
+    def _compute_services(self) -> dict[str, ServiceStatus]:
+        out: dict[str, ServiceStatus] = {}
+        for service, needs in self.needs.items():
+            status = ServiceStatus(service, True)
+            for need in needs:
+                if need in self._blockers:
+                    status = ServiceStatus(service, False, self._blockers[need], need)
+                    break
+                if not need[:1].isupper():
+                    continue  # a blocker name that is not blocking now
+                row = self._first_of(need)
+                if row is None:
+                    status = ServiceStatus(service, False, Reason("status.not_installed", {"device": f"device.{need}"}),
+                                           need)
+                    break
+                if row.reason is not None:
+                    status = ServiceStatus(service, False, row.reason, row.name)
+                    break
+            out[service] = status
+        return out
+
+    def _changed(self) -> None:
+        self._services = self._compute_services()
+        for listener in list(self._listeners):
+            try:
+                listener(self)
+            except Exception:  # a broken screen must not break the status of the others
+                log.exception("status listener failed")
+
+
+__all__ = ["DeviceStatus", "Reason", "SERVICE_NEEDS", "ServiceStatus", "StatusCoordinator", "judge"]
+
+
+def refresh_blockers(coordinator: StatusCoordinator, ctx: Any) -> None:
+    """The kiosk-wide blockers from a KioskContext: a journal that fails verification stops
+    every service that moves money; no readable transit key stops the transit services."""
+    broken = ctx.out_of_service
+    coordinator.set_blocker("journal", Reason("service.out_of_service") if broken is not None else None)
+    coordinator.set_blocker("transit_keys", None if ctx.transit_keys is not None else Reason("service.unavailable"))
+
+
+def for_context(ctx: Any) -> StatusCoordinator:
+    """A coordinator following a KioskContext's devices and blockers."""
+    coordinator = StatusCoordinator()
+    coordinator.attach(ctx.devices)
+    refresh_blockers(coordinator, ctx)
+    return coordinator
+
+
+__all__ += ["for_context", "refresh_blockers"]
