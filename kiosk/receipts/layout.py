@@ -80,6 +80,21 @@ class QR:
 
 
 @dataclass(frozen=True)
+class Barcode:
+    """A 1D barcode of digits: "code128" (code set C, two digits a symbol) or "itf"
+    (Interleaved 2 of 5); both need an even number of digits. module_dots is the narrow bar
+    (2..6, what GS w allows), height_dots the bar height (1..255, GS h). The caption (e.g.
+    the digits) is printed under it. Printers with native codes get GS k (see barcode_command),
+    others a raster picture of the same bars."""
+
+    data: str
+    symbology: str = "code128"
+    height_dots: int = 80
+    module_dots: int = 2
+    caption: str = ""
+
+
+@dataclass(frozen=True)
 class Feed:
     """Blank paper, in printer lines."""
 
@@ -250,7 +265,76 @@ def _render_block_uncached(block: Any, ctx: _Ctx, native_qr: bool) -> list[_Part
         if block.caption:
             parts.append(("image", _render_text_block(Text(block.caption, 22, "center"), ctx.width, ctx.direction)))
         return parts
+    if isinstance(block, Barcode):
+        return _render_barcode(block, ctx, native_qr)
     raise TypeError(f"not a layout block: {type(block).__name__}")
+
+
+#: GS k function B symbol types (Epson: 70 ITF, 73 CODE128)
+_GS_K_TYPES = {"code128": 73, "itf": 70}
+_ZXING_FORMATS = {"code128": "Code128", "itf": "ITF"}
+
+
+class BarcodeCommand(str):
+    """The raw ESC/POS of a native 1D barcode, carried as a ("text", …) PrintJob part: the
+    driver's contract has no barcode part, and its text part sends an ASCII string as it is
+    (every byte of these commands is below 0x80). `data` is the digits the symbol carries."""
+
+    data: str
+
+    def __new__(cls, command: str, data: str) -> "BarcodeCommand":
+        obj = super().__new__(cls, command)
+        obj.data = data
+        return obj
+
+
+def _check_barcode(block: Barcode) -> None:
+    if block.symbology not in _GS_K_TYPES:
+        raise ValueError(f"Barcode symbology must be one of {sorted(_GS_K_TYPES)}, not {block.symbology!r}")
+    if not (block.data.isascii() and block.data.isdigit()) or len(block.data) % 2:
+        raise ValueError(f"Barcode data must be an even number of ASCII digits, not {block.data!r}")
+    if not 2 <= block.module_dots <= 6 or not 1 <= block.height_dots <= 255:
+        raise ValueError(f"Barcode module_dots must be 2..6 and height_dots 1..255, "
+                         f"not {block.module_dots}, {block.height_dots}")
+
+
+def barcode_command(block: Barcode) -> BarcodeCommand:
+    """GS k (function B) for the block, centred, no printer HRI (the caption is ours): GS h
+    height, GS w module, GS H 0, ESC a 1, GS k m n data, ESC a 0. Code 128 data opens with
+    "{C" and sends each pair of digits as one byte (00..99), as ESC/POS code set C wants."""
+    _check_barcode(block)
+    if block.symbology == "code128":
+        body = "{C" + "".join(chr(int(block.data[i:i + 2])) for i in range(0, len(block.data), 2))
+    else:
+        body = block.data
+    command = (f"\x1dh{chr(block.height_dots)}\x1dw{chr(block.module_dots)}\x1dH\x00\x1ba\x01"
+               f"\x1dk{chr(_GS_K_TYPES[block.symbology])}{chr(len(body))}{body}\x1ba\x00")
+    return BarcodeCommand(command, block.data)
+
+
+@functools.lru_cache(maxsize=64)
+def barcode_image(data: str, symbology: str = "code128", module_dots: int = 2,
+                  height_dots: int = 80) -> PILImage.Image:
+    """The bars of a Barcode block as a 1-bit image, no quiet zone: what a printer without
+    native barcodes gets, drawn by zxing-cpp as the printer simulator draws GS k."""
+    import numpy as np
+    import zxingcpp
+
+    _check_barcode(Barcode(data, symbology, height_dots, module_dots))
+    code = zxingcpp.create_barcode(data, getattr(zxingcpp.BarcodeFormat, _ZXING_FORMATS[symbology]))
+    row = np.asarray(code.to_image(scale=1, add_quiet_zones=False))[0] < 128
+    bars = np.repeat(np.where(row, 0, 255).astype(np.uint8), module_dots)
+    return PILImage.fromarray(np.tile(bars, (height_dots, 1)), "L").convert("1")
+
+
+def _render_barcode(block: Barcode, ctx: _Ctx, native: bool) -> list[_Part]:
+    bars = barcode_image(block.data, block.symbology, block.module_dots, block.height_dots)
+    if bars.width > ctx.inner:
+        raise ValueError(f"Barcode is {bars.width} dots wide, the paper prints {ctx.inner}")
+    parts: list[_Part] = [("barcode", barcode_command(block)) if native else ("image", _centered(bars, ctx))]
+    if block.caption:
+        parts.append(("image", _render_text_block(Text(block.caption, 22, "center"), ctx.width, ctx.direction)))
+    return parts
 
 
 def _check(doc: Document, width_dots: int) -> None:
@@ -293,6 +377,9 @@ def render(doc: Document, *, width_dots: int = 576, native_qr: bool = True) -> P
             elif kind == "qr":
                 flush_blank()
                 parts.append((kind, value))
+            elif kind == "barcode":
+                flush_blank()
+                parts.append(("text", value))
             else:
                 top, bottom = _blank_rows(value)
                 if top >= value.height:  # an all-white image is just paper
@@ -352,3 +439,4 @@ __all__ = [
     "render", "render_full_raster", "ltr", "qr_image", "qr_matrix", "qr_module_size",
     "FONT_REGULAR", "FONT_BOLD", "FEED_LINE_DOTS", "MARGIN_DOTS", "QR_DEFAULT_DOTS",
 ]
+__all__ += ["Barcode", "BarcodeCommand", "barcode_command", "barcode_image"]
