@@ -230,3 +230,11 @@ def test_code128_command_packs_digit_pairs_in_code_set_c() -> None:
 def test_barcode_block_refuses_what_it_cannot_print(bad: Barcode) -> None:
     with pytest.raises(ValueError):
         render(Document((bad,)))
+
+
+def test_a_58mm_roll_still_carries_a_readable_barcode() -> None:
+    slip = SLIPS["business_tax"]
+    paper = decode_escpos(slip_bytes(_doc(slip), width_dots=384), width_dots=384)
+    assert paper.image.width == 384 and paper.barcodes == [slip_barcode(slip)]
+    for backend in ("zxing", "zbar"):
+        assert _camera_reads(paper.image, backend) == {"Code128": slip_barcode(slip), "QRCode": slip_barcode(slip)}
