@@ -18,11 +18,22 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from backoffice import billing, settlement, tickets, transit
+from backoffice import billing, municipal, permits, settlement, tickets, transit
 from backoffice.auth import kiosk_for_token, service_for_token
 from backoffice.db import make_engine, session_factory, upgrade
 from backoffice.errors import ApiError
 from backoffice.models import ServiceRole
+from backoffice.municipal import LookupLimits
+from backoffice.municipal_schemas import (
+    CertificateIn,
+    CertificateOut,
+    LookupIn,
+    LookupOut,
+    PermitCheckOut,
+    PermitIn,
+    PermitOut,
+    PermitQuoteOut,
+)
 from backoffice.schemas import (
     MAX_JOURNAL_SEQ,
     BillOut,
@@ -57,11 +68,12 @@ log = logging.getLogger("backoffice.api")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 SWAGGER_PREFIX = "/static/swagger-ui"
 # paths whose validation errors are a bad query rather than a bad body
-_QUERY_PATHS = ("/fee-slips", "/journal-anchors", "/daily-totals")
+_QUERY_PATHS = ("/fee-slips", "/journal-anchors", "/daily-totals", "/traffic-permits/quote", "/traffic-permits/check")
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 422: {"model": ErrorBody},
 }
+_LIMITED_ERRORS: dict[int | str, dict[str, Any]] = {**_ERRORS, 429: {"model": ErrorBody}}
 
 
 def _sessions(request: Request) -> sessionmaker[Session]:
@@ -126,13 +138,16 @@ def _kiosk_or_integration(request: Request,
 KioskId = Annotated[str, Depends(_kiosk)]
 IntegrationName = Annotated[str, Depends(_service(ServiceRole.INTEGRATION))]
 GateName = Annotated[str, Depends(_service(ServiceRole.GATE))]
+CameraName = Annotated[str, Depends(_service(ServiceRole.CAMERA))]
 Caller = Annotated[tuple[str, str], Depends(_kiosk_or_integration)]
 Serial = Annotated[str, PathParam(pattern=CARD_SERIAL_PATTERN)]
 Db = Annotated[Session, Depends(_session)]
 
 
-def create_app(db_url: str, *, migrate: bool = True, engine: Engine | None = None) -> FastAPI:
-    """The app bound to `db_url`; `migrate` runs `alembic upgrade head` first."""
+def create_app(db_url: str, *, migrate: bool = True, engine: Engine | None = None,
+               lookup_limits: LookupLimits | None = None) -> FastAPI:
+    """The app bound to `db_url`; `migrate` runs `alembic upgrade head` first.
+    `lookup_limits`: default from the environment (LookupLimits.from_env)."""
     if migrate:
         upgrade(db_url)
     engine = engine or make_engine(db_url)
@@ -148,6 +163,8 @@ def create_app(db_url: str, *, migrate: bool = True, engine: Engine | None = Non
                   docs_url=None, redoc_url=None)
     app.state.engine = engine
     app.state.sessions = session_factory(engine)
+    app.state.lookup_limits = lookup_limits or LookupLimits.from_env()
+    app.state.secret_cache = {}
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/docs", include_in_schema=False)
@@ -164,7 +181,7 @@ def create_app(db_url: str, *, migrate: bool = True, engine: Engine | None = Non
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status_code)
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -183,15 +200,22 @@ def create_app(db_url: str, *, migrate: bool = True, engine: Engine | None = Non
 
     @app.get("/api/v1/fee-slips", response_model=OwnerSlipsOut, responses=_ERRORS)
     def get_fee_slips(
+        request: Request,
         kiosk: KioskId,
-        db: Db,
         national_code: Annotated[str | None, Query(max_length=32)] = None,
         renovation_code: Annotated[str | None, Query(max_length=64)] = None,
         plate: Annotated[str | None, Query(max_length=64)] = None,
         business_license: Annotated[str | None, Query(max_length=64)] = None,
     ) -> OwnerSlipsOut:
-        return billing.fee_slips(db, national_code=national_code, renovation_code=renovation_code,
-                                 plate=plate, business_license=business_license)
+        def query(session: Session) -> OwnerSlipsOut:
+            return billing.fee_slips(session, national_code=national_code, renovation_code=renovation_code,
+                                     plate=plate, business_license=business_license)
+
+        who = municipal.legacy_identifier(national_code, plate, business_license)
+        if who is None:  # malformed: billing answers the 422
+            with _sessions(request)() as session:
+                return query(session)
+        return municipal.legacy_lookup(_sessions(request), _limits(request), _secret(request), kiosk, *who, query)
 
     @app.post("/api/v1/payments", status_code=201, response_model=SettlementOut, responses=_ERRORS)
     def post_payment(
@@ -218,7 +242,54 @@ def create_app(db_url: str, *, migrate: bool = True, engine: Engine | None = Non
         return settlement.journal_anchors(db, kiosk, after_seq, limit)
 
     _transit_routes(app)
+    _municipal_routes(app)
     return app
+
+
+def _limits(request: Request) -> LookupLimits:
+    return request.app.state.lookup_limits  # type: ignore[no-any-return]
+
+
+def _secret(request: Request) -> bytes:
+    return municipal.audit_secret(_sessions(request), request.app.state.secret_cache)
+
+
+def _municipal_routes(app: FastAPI) -> None:
+    """Issue 9: look-ups by fee type (limited, audited), certificates, traffic-zone permits."""
+
+    @app.post("/api/v1/lookups", response_model=LookupOut, responses=_LIMITED_ERRORS)
+    def post_lookup(body: LookupIn, request: Request, kiosk: KioskId) -> LookupOut:
+        # a POST so identifiers stay out of URLs (and out of any proxy's access log)
+        return municipal.lookup(_sessions(request), _limits(request), _secret(request), kiosk, body)
+
+    @app.post("/api/v1/certificates", status_code=201, response_model=CertificateOut, responses=_LIMITED_ERRORS)
+    def post_certificate(body: CertificateIn, request: Request, kiosk: KioskId,
+                         idempotency_key: Annotated[str | None, Header()] = None) -> Response:
+        return _json(*municipal.request_certificate(_sessions(request), _limits(request), _secret(request), kiosk,
+                                                    idempotency_key, body))
+
+    @app.get("/api/v1/certificates/{certificate_id}", response_model=CertificateOut, responses=_ERRORS)
+    def get_certificate(certificate_id: str, kiosk: KioskId, db: Db) -> CertificateOut:
+        return municipal.certificate_status(db, certificate_id)
+
+    @app.get("/api/v1/traffic-permits/quote", response_model=PermitQuoteOut, responses=_ERRORS)
+    def get_permit_quote(kiosk: KioskId, db: Db, plate: Annotated[str, Query(max_length=64)],
+                         date: Annotated[dt.date, Query()]) -> PermitQuoteOut:
+        return permits.quote(db, plate, date)
+
+    @app.get("/api/v1/traffic-permits/check", response_model=PermitCheckOut, responses=_ERRORS)
+    def get_permit_check(camera: CameraName, db: Db, plate: Annotated[str, Query(max_length=64)],
+                         date: Annotated[dt.date | None, Query()] = None) -> PermitCheckOut:
+        return permits.check(db, plate, date)
+
+    @app.post("/api/v1/traffic-permits", status_code=201, response_model=PermitOut, responses=_ERRORS)
+    def post_permit(body: PermitIn, request: Request, kiosk: KioskId,
+                    idempotency_key: Annotated[str | None, Header()] = None) -> Response:
+        return _json(*permits.post_permit(_sessions(request), kiosk, idempotency_key, body))
+
+    @app.get("/api/v1/traffic-permits/{transaction_id}", response_model=PermitOut, responses=_ERRORS)
+    def get_permit(transaction_id: str, kiosk: KioskId, db: Db) -> PermitOut:
+        return permits.permit_status(db, kiosk, transaction_id)
 
 
 def _json(status: int, text: str) -> Response:

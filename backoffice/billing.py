@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backoffice.errors import ApiError
-from backoffice.identity import normalize_code, normalize_plate
+from backoffice.identity import mask_name, normalize_code, normalize_plate
 from backoffice.models import Bill, BillStatus, Owner, SlipKind
 from backoffice.schemas import BillOut, FeeSlipOut, OwnerSlipsOut
 from kiosk.bills import InvalidBill, parse_bill
@@ -102,4 +102,5 @@ def fee_slips(
     ]
     log.info("fee slips for %s: %d (%d unpaid)", who, len(slips),
              sum(s.status == BillStatus.UNPAID for s in slips))
-    return OwnerSlipsOut(owner_name=owners[0].name_fa, slips=slips)
+    # masked: what a person holding the slip sees of the payer (identity.mask_name)
+    return OwnerSlipsOut(owner_name=mask_name(owners[0].name_fa), slips=slips)

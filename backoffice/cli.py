@@ -91,6 +91,8 @@ def _seed(args: argparse.Namespace) -> int:
                 (_pair(item, "--integration") for item in args.integration or [])}
     services.update({name: (ServiceRole.GATE, token) for name, token in
                      (_pair(item, "--gate") for item in args.gate or [])})
+    services.update({name: (ServiceRole.CAMERA, token) for name, token in
+                     (_pair(item, "--camera") for item in args.camera or [])})
     summary = seed_demo(_db(args), kiosks, services)
     print(json.dumps(asdict(summary)))
     return 0
@@ -131,8 +133,24 @@ def _serve(args: argparse.Namespace) -> int:
     def announce() -> None:
         print(f"backoffice: serving {base} (API docs: {base}/docs); Ctrl-C stops", flush=True)
 
+    from backoffice.municipal import LookupLimits, parse_limit
+
     try:
-        serve_foreground(url, sock, log_level=args.log_level.lower(), on_started=announce)
+        limits = LookupLimits.from_env()
+        if args.lookup_limit_kiosk:
+            n, window = parse_limit(args.lookup_limit_kiosk)
+            limits = LookupLimits(n, window, limits.per_identifier, limits.identifier_window_s, limits.legacy)
+        if args.lookup_limit_identifier:
+            n, window = parse_limit(args.lookup_limit_identifier)
+            limits = LookupLimits(limits.per_kiosk, limits.kiosk_window_s, n, window, limits.legacy)
+    except ValueError as exc:
+        sock.close()
+        raise CliError(str(exc), 2) from None
+    if args.lookup_limit_legacy:
+        limits = LookupLimits(limits.per_kiosk, limits.kiosk_window_s, limits.per_identifier,
+                              limits.identifier_window_s, True)
+    try:
+        serve_foreground(url, sock, log_level=args.log_level.lower(), on_started=announce, lookup_limits=limits)
     finally:
         sock.close()
     return 0
@@ -263,11 +281,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an integration credential: may create transit pending loads (repeatable)")
     p.add_argument("--gate", action="append", metavar="NAME:TOKEN",
                    help="a gate credential: may redeem QR tickets (repeatable)")
+    p.add_argument("--camera", action="append", metavar="NAME:TOKEN",
+                   help="an enforcement camera credential: may check traffic-zone permits (repeatable)")
     p.set_defaults(func=_seed)
 
     p = sub.add_parser("serve", parents=[common], help="migrate, then serve the HTTP API (prints its URL)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_port, default=8700, help="TCP port (default 8700; 0 = any free port)")
+    p.add_argument("--lookup-limit-kiosk", metavar="N/SECONDS",
+                   help="slip look-ups allowed per kiosk (default $BACKOFFICE_LOOKUP_LIMIT_KIOSK or 20/60)")
+    p.add_argument("--lookup-limit-identifier", metavar="N/SECONDS",
+                   help="look-ups allowed per identifier across all kiosks "
+                   "(default $BACKOFFICE_LOOKUP_LIMIT_IDENTIFIER or 5/600)")
+    p.add_argument("--lookup-limit-legacy", action="store_true",
+                   help="count GET /api/v1/fee-slips against the look-up limits too (it is audited either way)")
     p.set_defaults(func=_serve)
 
     kiosk = sub.add_parser("kiosk", help="kiosk credentials")
@@ -286,8 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = tsub.add_parser("add", parents=[common], help="create an integration or gate credential (or rotate "
                         "its token); prints the token")
     p.add_argument("name")
-    p.add_argument("--role", required=True, choices=("integration", "gate"),
-                   help="integration: create pending loads, read every kiosk's daily totals; gate: redeem tickets")
+    p.add_argument("--role", required=True, choices=("integration", "gate", "camera"),
+                   help="integration: create pending loads, read every kiosk's daily totals; gate: redeem tickets; "
+                   "camera: check traffic-zone permits")
     p.add_argument("--token", help="use this token instead of a random one (same rules as kiosk tokens)")
     p.set_defaults(func=_token_add)
     p = tsub.add_parser("disable", parents=[common], help="revoke an integration's or gate's access")

@@ -4,6 +4,8 @@ kiosk.sensitive (one rule for the whole project); this module only normalises fo
 
 from __future__ import annotations
 
+import re
+
 from kiosk.sensitive import to_ascii_digits
 
 
@@ -16,3 +18,42 @@ def normalize_plate(plate: str) -> str:
 def normalize_code(code: str) -> str:
     """Renovation codes and business licences: ASCII digits, no spaces or dashes."""
     return to_ascii_digits(code).replace(" ", "").replace("-", "").strip()
+
+
+# --- issue 9: plates checked strictly, and what may be shown or logged of an owner ----------------
+# the letters of Iranian private plates (and الف of government cars); ي/ك are folded first
+_PLATE_LETTER = "(الف|[بپتثجچحخدذرزژسشصضطظعغفقکگلمنوهی])"
+_PLATE = re.compile(r"^(\d{2})\s*" + _PLATE_LETTER + r"\s*(\d{3})\s*[-–]?\s*(?:ایران|IR)?\s*[-–]?\s*(\d{2})$",
+                    re.IGNORECASE)
+
+
+def canonical_plate(plate: str) -> str | None:
+    """An Iranian plate — two digits, a Persian letter, three digits, the two-digit region — in
+    the one spelling owners and permits are stored under ("22 ب 365 ایران 10"), from any digit
+    script and spacing ("۲۲ب۳۶۵-۱۰", "22 ب 365 IR 10"); None when it is not a plate."""
+    match = _PLATE.match(normalize_plate(plate))
+    if match is None:
+        return None
+    two, letter, three, region = match.groups()
+    return f"{two} {letter} {three} ایران {region}"
+
+
+def mask_name(name: str) -> str:
+    """What a person holding the slip may see of the payer: the first letter of each word, then
+    *** ("علی رضایی" -> "ع*** ر***"). The one masking rule for owner names."""
+    return " ".join(word[0] + "***" for word in name.split()) or "***"
+
+
+def mask_code(code: str) -> str:
+    """A renovation code or business licence for logs and certificates: first 2 and last 2
+    characters ("3178397000" -> "31******00"); short codes are all stars."""
+    return code[:2] + "*" * (len(code) - 4) + code[-2:] if len(code) >= 8 else "****"
+
+
+def mask_plate(plate: str) -> str:
+    """A canonical plate with its three-digit serial hidden ("22 ب *** ایران 10")."""
+    parts = plate.split(" ")
+    if len(parts) == 5:
+        parts[2] = "***"
+        return " ".join(parts)
+    return "****"

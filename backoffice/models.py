@@ -335,6 +335,7 @@ class TicketRedemption(Base):
 class ServiceRole(enum.StrEnum):
     INTEGRATION = "integration"  # USSD / app payment systems: create pending loads, read totals
     GATE = "gate"  # metro/bus gates: redeem QR tickets
+    CAMERA = "camera"  # traffic-zone enforcement cameras: check a plate's day permit (issue 9)
 
 
 class ServiceToken(Base):
@@ -349,7 +350,99 @@ class ServiceToken(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class Setting(Base):
+    """Back-office settings every replica reads from the one database (migration 0005): the
+    audit HMAC secret, the traffic-zone permit's price and booking horizon."""
+
+    __tablename__ = "backoffice_settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class LookupAudit(Base):
+    """One look-up of an owner's slips by a kiosk (allowed or refused by a limit). The
+    identifier is kept only as HMAC-SHA256 under the server secret: the audit can count and
+    link look-ups of one identifier, never say whose it was. These rows are also what the
+    look-up limits count (municipal.py), so they are the limits' shared state across replicas."""
+
+    __tablename__ = "lookup_audit"
+    __table_args__ = (
+        Index("ix_lookup_audit_kiosk_at", "kiosk_id", "created_at"),
+        Index("ix_lookup_audit_identifier_at", "identifier_hmac", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kiosk_id: Mapped[str] = mapped_column(ForeignKey("kiosks.kiosk_id", ondelete="CASCADE"))
+    endpoint: Mapped[str] = mapped_column(String(32))  # "lookup" | "certificate" | "fee-slips"
+    fee_type: Mapped[str] = mapped_column(String(32))
+    identifier_hmac: Mapped[str] = mapped_column(String(64))
+    result_count: Mapped[int] = mapped_column(Integer, default=0)
+    refused: Mapped[bool] = mapped_column(Boolean, default=False)
+    refused_by: Mapped[str | None] = mapped_column(String(16))  # "kiosk" | "identifier"
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Certificate(Base):
+    """A settlement certificate (مفاصاحساب): every slip of one fee type of a property or
+    business was paid at `as_of`. The row is its own idempotency record per (kiosk, key)."""
+
+    __tablename__ = "certificates"
+    __table_args__ = (
+        UniqueConstraint("certificate_id", name="uq_certificates_certificate_id"),
+        UniqueConstraint("kiosk_id", "request_key", name="uq_certificates_kiosk_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    certificate_id: Mapped[str] = mapped_column(String(32))
+    kiosk_id: Mapped[str] = mapped_column(ForeignKey("kiosks.kiosk_id", ondelete="CASCADE"), index=True)
+    request_key: Mapped[str] = mapped_column(String(128))
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    fee_type: Mapped[str] = mapped_column(String(32))
+    identifier_hmac: Mapped[str] = mapped_column(String(64), index=True)
+    identifier_masked: Mapped[str] = mapped_column(String(64))
+    owner_name_masked: Mapped[str] = mapped_column(String(200))
+    slips_checked: Mapped[int] = mapped_column(Integer)
+    as_of: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    valid_until: Mapped[dt.date] = mapped_column(Date)
+    response_json: Mapped[str] = mapped_column(Text)
+
+
+class TrafficPermit(Base):
+    """A traffic-zone day permit (طرح ترافیک) a kiosk sold. (plate, permit_date) unique: the
+    database's last word on one permit per plate and day; (kiosk, transaction) unique: the row
+    is its own idempotency record."""
+
+    __tablename__ = "traffic_permits"
+    __table_args__ = (
+        UniqueConstraint("plate", "permit_date", name="uq_traffic_permits_plate_date"),
+        UniqueConstraint("kiosk_id", "transaction_id", name="uq_traffic_permits_kiosk_transaction"),
+        UniqueConstraint("permit_id", name="uq_traffic_permits_permit_id"),
+        UniqueConstraint("tracking_code", name="uq_traffic_permits_tracking_code"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    permit_id: Mapped[str] = mapped_column(String(32))
+    kiosk_id: Mapped[str] = mapped_column(ForeignKey("kiosks.kiosk_id", ondelete="CASCADE"), index=True)
+    transaction_id: Mapped[str] = mapped_column(String(64))
+    plate: Mapped[str] = mapped_column(String(64))  # canonical, see identity.canonical_plate
+    permit_date: Mapped[dt.date] = mapped_column(Date)
+    amount_rials: Mapped[int] = mapped_column(BigInteger)
+    paid_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    rrn: Mapped[str] = mapped_column(String(64), default="")
+    stan: Mapped[str] = mapped_column(String(32), default="")
+    poi_reference: Mapped[str] = mapped_column(String(64), default="")
+    masked_pan: Mapped[str] = mapped_column(String(32), default="")
+    tracking_code: Mapped[str] = mapped_column(String(32))
+    journal_seq: Mapped[int | None] = mapped_column(BigInteger)
+    journal_head: Mapped[str | None] = mapped_column(String(64))
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    response_json: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 TABLE_NAMES: tuple[str, ...] = (
     "kiosks", "owners", "bills", "payments", "idempotency", "transit_accounts", "transit_pending_loads",
     "transit_loads", "transit_pending_actions", "tickets", "ticket_redemptions", "service_tokens",
+    "backoffice_settings", "lookup_audit", "certificates", "traffic_permits",
 )

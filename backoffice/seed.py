@@ -83,6 +83,7 @@ class _DemoOwner:
     business_license: str | None
     slips: tuple[tuple[SlipKind, int], ...]  # (kind, how many months)
     paid_first: int = 0  # how many of its oldest slips are already paid
+    paid_kinds: tuple[SlipKind, ...] = ()  # kinds whose slips are all paid (a certificate can be issued)
 
 
 OWNERS: tuple[_DemoOwner, ...] = (
@@ -96,7 +97,27 @@ OWNERS: tuple[_DemoOwner, ...] = (
                ((SlipKind.BUSINESS_TAX, 4), (SlipKind.WASTE_CHARGE, 4))),
     _DemoOwner(5, OwnerKind.NATIONAL, "مریم حسینی", "1293847569", "11-305-22-4-0-0-0", None, None,
                ((SlipKind.RENOVATION_TAX, 4), (SlipKind.WASTE_CHARGE, 4)), paid_first=2),
+    # issue 9: owners whose slips of a kind are all paid (a settlement certificate is issued),
+    # and a property with exactly three unpaid renovation slips (a basket of three)
+    _DemoOwner(6, OwnerKind.NATIONAL, "رضا احمدی", "0062314572", "5-221-14-3-0-0-0", None, None,
+               ((SlipKind.RENOVATION_TAX, 4), (SlipKind.WASTE_CHARGE, 2)),
+               paid_kinds=(SlipKind.RENOVATION_TAX, SlipKind.WASTE_CHARGE)),
+    _DemoOwner(7, OwnerKind.BUSINESS, "کافه نارنج سارا موسوی", "0241785960", None, None, "1401-0098812",
+               ((SlipKind.BUSINESS_TAX, 3),), paid_kinds=(SlipKind.BUSINESS_TAX,)),
+    _DemoOwner(8, OwnerKind.PLATE, "امیر حسین‌زاده", "1135602840", None, "۶۸ د ۲۱۴ ایران ۴۴", None,
+               ((SlipKind.VEHICLE_TAX, 2),), paid_kinds=(SlipKind.VEHICLE_TAX,)),
+    _DemoOwner(9, OwnerKind.NATIONAL, "نرگس جعفری", "3389140727", "8-77-301-2-0-0-0", "۱۳ س ۵۲۷ ایران ۶۶", None,
+               ((SlipKind.RENOVATION_TAX, 3), (SlipKind.VEHICLE_TAX, 2))),
 )
+# issue 9's seeded cases, by what a demo or test wants to show
+PAID_RENOVATION_CODE = "5-221-14-3-0-0-0"  # every renovation slip paid: a certificate
+PAID_BUSINESS_LICENSE = "1401-0098812"  # every business slip paid: a certificate
+PAID_PLATE = "۶۸ د ۲۱۴ ایران ۴۴"  # every vehicle slip paid
+PAID_NATIONAL_CODE = "0062314572"  # every waste-charge slip paid
+BASKET_RENOVATION_CODE = "8-77-301-2-0-0-0"  # exactly three unpaid renovation slips
+BASKET_PLATE = "۱۳ س ۵۲۷ ایران ۶۶"  # two unpaid vehicle slips
+UNPAID_BUSINESS_LICENSE = "1399-0412775"  # four unpaid business slips (the bakery)
+UNPAID_NATIONAL_CODE = "0029163846"  # six unpaid waste-charge slips
 
 # (bill_id, payment_id, payer, description) — utility bills that are not municipal fee slips
 UTILITY_BILLS: tuple[tuple[str, str, str, str], ...] = (
@@ -141,7 +162,8 @@ def _slips_of(owner: _DemoOwner) -> Iterator[dict[str, object]]:
         for seq, (jy, jm) in enumerate(_months(count), start=1):
             amount = BASE_AMOUNT[kind] + 10_000 * ((owner.number * 7 + seq) % 9)
             subscriber = f"{owner.number}{list(SlipKind).index(kind) + 1}{kind_no}{seq:03d}"
-            status = BillStatus.PAID if (seq <= owner.paid_first and kind_no == 1) else BillStatus.UNPAID
+            paid = kind in owner.paid_kinds or (seq <= owner.paid_first and kind_no == 1)
+            status = BillStatus.PAID if paid else BillStatus.UNPAID
             yield _slip(owner, kind, subscriber, jy, jm, amount, status)
 
 

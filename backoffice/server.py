@@ -13,6 +13,7 @@ from typing import Callable
 import uvicorn
 
 from backoffice.app import create_app
+from backoffice.municipal import LookupLimits
 
 log = logging.getLogger("backoffice.server")
 
@@ -81,10 +82,11 @@ class _AnnouncingServer(uvicorn.Server):
 
 
 def serve_foreground(db_url: str, sock: socket.socket, *, log_level: str = "warning",
-                     on_started: Callable[[], None] = lambda: None) -> None:
+                     on_started: Callable[[], None] = lambda: None,
+                     lookup_limits: LookupLimits | None = None) -> None:
     """Serve on the bound `sock` in this thread until SIGINT/SIGTERM (`backoffice serve`).
     The database is migrated first; its errors are raised before anything is served."""
-    app = create_app(db_url, migrate=True)
+    app = create_app(db_url, migrate=True, lookup_limits=lookup_limits)
     # no access log: fee-slip queries carry national codes in the URL
     config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on",
                             timeout_graceful_shutdown=5)
@@ -92,9 +94,10 @@ def serve_foreground(db_url: str, sock: socket.socket, *, log_level: str = "warn
 
 
 def serve_in_thread(db_url: str, host: str = "127.0.0.1", port: int = 0, *,
-                    startup_timeout: float = 30.0) -> RunningServer:
-    """Migrate `db_url`, bind HOST:PORT (0 = any free port) and serve until `.stop()`."""
-    app = create_app(db_url, migrate=True)
+                    startup_timeout: float = 30.0, lookup_limits: LookupLimits | None = None) -> RunningServer:
+    """Migrate `db_url`, bind HOST:PORT (0 = any free port) and serve until `.stop()`.
+    `lookup_limits`: default from the environment (LookupLimits.from_env)."""
+    app = create_app(db_url, migrate=True, lookup_limits=lookup_limits)
     sock = bind_socket(host, port)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=5)

@@ -729,7 +729,7 @@ def test_migration_0004_applies_on_an_existing_0003_database_and_back(fresh_url:
             conn.execute(sa.text("INSERT INTO transit_accounts VALUES ('04A1B2C3', 5000, 0, 'active', 'none',"
                                  " '2025-01-01 00:00:00')"))
         upgrade(fresh_url)
-        assert current_revision(fresh_url) == "0004_transit"
+        assert current_revision(fresh_url) == "0005_municipal"
         tables = set(sa.inspect(engine).get_table_names())
         assert {"transit_loads", "transit_pending_loads", "transit_pending_actions", "tickets",
                 "ticket_redemptions", "service_tokens", "transit_accounts_0003"} <= tables
