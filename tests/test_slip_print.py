@@ -238,3 +238,17 @@ def test_a_58mm_roll_still_carries_a_readable_barcode() -> None:
     assert paper.image.width == 384 and paper.barcodes == [slip_barcode(slip)]
     for backend in ("zxing", "zbar"):
         assert _camera_reads(paper.image, backend) == {"Code128": slip_barcode(slip), "QRCode": slip_barcode(slip)}
+
+
+@pytest.mark.parametrize("profile", ["TM-T20II", "TM-T88V", "POS-5890", "TSP600"])
+def test_the_native_barcode_reaches_the_wire_byte_for_byte_on_other_printer_profiles(profile: str) -> None:
+    # python-escpos's text() may put its own code page select first; the GS k it must not touch
+    from devices.printer.profile import load_profile
+
+    slip = SLIPS["vehicle_tax"]
+    width = load_profile(profile).width_dots
+    job = render(_doc(slip), width_dots=width)
+    (command,) = [v for k, v in job.parts if k == "text"]
+    raw = job_to_escpos_bytes(job, profile)
+    assert str(command).encode("ascii") in raw
+    assert decode_escpos(raw, width_dots=width).barcodes == [slip_barcode(slip)]
