@@ -140,7 +140,11 @@ class PaymentTerminal(Device, abc.ABC):
     async def reverse(self, ref: MessageRef, amount_rials: int, original: PoiTransaction, *,
                       timeout: float = 30.0) -> PaymentResult:
         """Return the money of the approved sale `original` to the card, under `ref` (category
-        Reversal): REVERSED, or DECLINED / NOT_FOUND when the terminal refuses."""
+        Reversal): REVERSED, or DECLINED / NOT_FOUND when the terminal refuses. `amount_rials`
+        is the ReversedAmount: the sale's amount reverses it, less is a partial referenced
+        refund of that share (several may follow, each under its own `ref`, up to what is
+        left of the sale; more than is left is refused). The REVERSED result's
+        `amount_rials` is what the terminal says it gave back (0 when it does not say)."""
 
     @abc.abstractmethod
     async def abort(self, ref: MessageRef) -> None:

@@ -201,6 +201,9 @@ class Sale:
     poi_timestamp: str = ""
     service_id: str = ""
     sale_id: str = ""
+    #: what partial referenced refunds have given back so far (whole rials); the sale is
+    #: "reversed" once this reaches its amount
+    reversed_rials: int = 0
 
 
 def _response(result: Result, error_condition: str = "", additional: dict[str, str] | None = None) -> dict[str, Any]:
@@ -239,12 +242,13 @@ def failure_body(error_condition: str, reference: str = "") -> dict[str, Any]:
     return body
 
 
-def reversal_response_body(sale: Sale, reversal_poi: PoiTransaction) -> dict[str, Any]:
-    """A done reversal: its own POITransactionID, and (optional in the schema) ReversedAmount."""
+def reversal_response_body(sale: Sale, reversal_poi: PoiTransaction, amount_rials: int | None = None) -> dict[str, Any]:
+    """A done reversal: its own POITransactionID, and (optional in the schema) ReversedAmount:
+    what this reversal gave back (`amount_rials`, a partial refund), else the sale's amount."""
     return {
         "Response": _response(Result.SUCCESS, additional={"rrn": sale.rrn, "stan": sale.stan}),
         "POIData": {"POITransactionID": _tx(reversal_poi.transaction_id, reversal_poi.timestamp)},
-        "ReversedAmount": sale.amount_rials,
+        "ReversedAmount": sale.amount_rials if amount_rials is None else amount_rials,
     }
 
 

@@ -21,7 +21,12 @@ behaviour; each rule below names its source, and docs/payment-terminal.md lists 
     terminal that documents it) may a MessageReference name a sale by SaleTransactionID, and
     then only within the asker's SaleID;
   - a reversal names the original sale by its POITransactionID and that transaction's
-    TimeStamp; another timestamp does not name it (NotFound).
+    TimeStamp; another timestamp does not name it (NotFound);
+  - a ReversalRequest with a ReversedAmount below what is left of the sale is a partial
+    referenced refund (Adyen Terminal API, "referenced refunds": a ReversalRequest with
+    ReversedAmount for a partial refund): the sale keeps the total given back so far, each
+    refund is answered under its own ServiceID (so TransactionStatus, category Reversal,
+    finds each one), and a refund of more than is left is refused (NotAllowed, our reading).
 
 Wire: POST / (or /nexo) with a SaleToPOIRequest JSON → SaleToPOIResponse JSON. Control: POST
 /sim/mode {"mode": "..."}, GET /sim/ledger. The ledger is written (SQLite, synchronous=FULL)
@@ -84,8 +89,12 @@ class _Ledger:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS sales (poi_transaction_id TEXT PRIMARY KEY, reference TEXT,"
             " amount_rials INTEGER, status TEXT, masked_pan TEXT, rrn TEXT, stan TEXT, approval_code TEXT,"
-            " error_condition TEXT, sale_timestamp TEXT, poi_timestamp TEXT, service_id TEXT, sale_id TEXT)"
+            " error_condition TEXT, sale_timestamp TEXT, poi_timestamp TEXT, service_id TEXT, sale_id TEXT,"
+            " reversed_rials INTEGER NOT NULL DEFAULT 0)"
         )
+        if "reversed_rials" not in {r[1] for r in self._db.execute("PRAGMA table_info(sales)")}:
+            # a ledger written before partial refunds were offered
+            self._db.execute("ALTER TABLE sales ADD COLUMN reversed_rials INTEGER NOT NULL DEFAULT 0")
         # the answer given to each Payment / Reversal, as TransactionStatus repeats it
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS answers (sale_id TEXT, service_id TEXT, category TEXT, reference TEXT,"
@@ -95,7 +104,8 @@ class _Ledger:
         self._db.execute("CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER)")
 
     _COLS = ("reference", "poi_transaction_id", "amount_rials", "status", "masked_pan", "rrn", "stan",
-             "approval_code", "error_condition", "sale_timestamp", "poi_timestamp", "service_id", "sale_id")
+             "approval_code", "error_condition", "sale_timestamp", "poi_timestamp", "service_id", "sale_id",
+             "reversed_rials")
 
     def next_counter(self, name: str) -> int:
         with self._lock:
@@ -309,13 +319,16 @@ class NexoTerminalSimulator:
         return [
             {"reference": s.reference, "poi_id": self.poi_id, "poi_transaction_id": s.poi_transaction_id,
              "amount_rials": s.amount_rials, "status": s.status, "masked_pan": s.masked_pan,
-             "rrn": s.rrn, "stan": s.stan, "error_condition": s.error_condition}
+             "rrn": s.rrn, "stan": s.stan, "error_condition": s.error_condition,
+             "reversed_rials": s.reversed_rials}
             for s in self.ledger_store.all()
         ]
 
     def net_charged(self, reference: str) -> int:
-        """What the card holder is out of pocket for this reference: approved minus reversed."""
-        return sum(s.amount_rials for s in self.ledger_store.by_reference(reference) if s.status == "approved")
+        """What the card holder is out of pocket for this reference: approved minus reversed
+        (a partial refund gives back part of an approved sale)."""
+        return sum(s.amount_rials - s.reversed_rials for s in self.ledger_store.by_reference(reference)
+                   if s.status == "approved")
 
     # --- request handling (called on server threads) -----------------------------------------
     def handle(self, raw: bytes) -> dict[str, Any] | bytes | None:
@@ -489,15 +502,20 @@ class NexoTerminalSimulator:
         if sale is None or sale.poi_timestamp != original.timestamp:
             # the original is named by its POITransactionID *and* that transaction's TimeStamp
             body = nexo.failure_body(nexo.NOT_FOUND)
-        elif sale.status != "approved" or (amount is not None and amount != sale.amount_rials):
-            # nothing was charged, already reversed, or a partial reversal (not offered here)
+        elif sale.status != "approved" or (amount is not None and not 0 < amount <= sale.amount_rials - sale.reversed_rials):
+            # nothing was charged, already reversed, or more than what is left of the sale
             body = nexo.failure_body(nexo.NOT_ALLOWED)
         else:
-            sale = replace(sale, status="reversed")
+            # a ReversalRequest with ReversedAmount below what is left is a partial referenced
+            # refund (Adyen Terminal API); without ReversedAmount, or for all that is left, the
+            # sale is reversed
+            given = sale.amount_rials - sale.reversed_rials if amount is None else amount
+            total = sale.reversed_rials + given
+            sale = replace(sale, reversed_rials=total, status="reversed" if total == sale.amount_rials else "approved")
             seq = self.ledger_store.next_counter("poi_tx")
-            body = nexo.reversal_response_body(sale, PoiTransaction(f"{self.poi_id}-{seq:08d}", nexo.now_iso()))
+            body = nexo.reversal_response_body(sale, PoiTransaction(f"{self.poi_id}-{seq:08d}", nexo.now_iso()), given)
             self.ledger_store.put(sale, ("Reversal", h.sale_id, h.service_id, "ReversalResponse", body))
-            log.info("sim sale %s reversed", sale.reference)
+            log.info("sim sale %s: %d rials given back (%s)", sale.reference, given, sale.status)
             return nexo.response_message(h, "ReversalResponse", body)
         self.ledger_store.put_answer("Reversal", h.sale_id, h.service_id, reference or (sale.reference if sale else ""),
                                      "ReversalResponse", body)
