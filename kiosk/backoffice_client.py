@@ -78,8 +78,10 @@ class FeeSlip:
 
 @dataclass(frozen=True)
 class OwnerSlips:
-    owner_name: str
+    owner_name: str  # masked by the back-office ("ع*** ر***"): what the slip holder sees
     slips: tuple[FeeSlip, ...]
+    fee_type: str = ""  # lookup_slips() only
+    identifier_masked: str = ""  # lookup_slips() only
 
     @property
     def unpaid(self) -> tuple[FeeSlip, ...]:
@@ -669,10 +671,275 @@ _TRANSIT_ERRORS: dict[str, type[TransitError]] = {cls.key: cls for cls in (
     PendingActionNotFound, PendingActionAlreadySettled, TicketDuplicate, LoadNotFound, TicketNotFound)}
 
 
+# --- municipal services (issue 9) ---------------------------------------------------------------
+#: the fee types a look-up takes, and what identifies the owner for each
+FEE_TYPES: dict[str, str] = {
+    "renovation_tax": "renovation code",
+    "business_tax": "business licence number",
+    "waste_charge": "national code",
+    "vehicle_tax": "plate",
+}
+#: the fee types a settlement certificate is issued for (a property, a business)
+CERTIFICATE_FEE_TYPES = ("renovation_tax", "business_tax")
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """A settlement certificate (مفاصاحساب): every slip of `fee_type` was paid at `as_of`."""
+
+    certificate_id: str
+    fee_type: str
+    identifier_masked: str
+    owner_name_masked: str
+    as_of: str  # ISO 8601 UTC
+    valid_until: dt.date
+    slips_checked: int
+    status: str = "valid"  # "valid" | "expired"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["valid_until"] = self.valid_until.isoformat()
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Certificate:
+        until = _date(data["valid_until"])
+        if until is None:
+            raise ValueError("a certificate without valid_until")
+        return cls(certificate_id=str(data["certificate_id"]), fee_type=str(data["fee_type"]),
+                   identifier_masked=str(data["identifier_masked"]),
+                   owner_name_masked=str(data["owner_name_masked"]), as_of=str(data["as_of"]),
+                   valid_until=until, slips_checked=int(data["slips_checked"]),
+                   status=str(data.get("status", "valid")))
+
+
+@dataclass(frozen=True)
+class PermitQuote:
+    """The traffic-zone permit's price for a plate and day, and whether it can be bought:
+    `reason` is "" (available), "date_invalid" (outside min_date..max_date) or "exists"."""
+
+    plate: str  # canonical spelling ("22 ب 365 ایران 10")
+    date: dt.date
+    price_rials: int
+    available: bool
+    reason: str
+    min_date: dt.date
+    max_date: dt.date
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PermitQuote:
+        available = data["available"]
+        if not isinstance(available, bool):
+            raise TypeError("available is not a boolean")
+        day, first, last = (_date(data[k]) for k in ("date", "min_date", "max_date"))
+        if day is None or first is None or last is None:
+            raise ValueError("a quote without its dates")
+        return cls(plate=str(data["plate"]), date=day, price_rials=int(data["price_rials"]), available=available,
+                   reason=str(data.get("reason", "")), min_date=first, max_date=last)
+
+
+@dataclass(frozen=True)
+class PermitPost:
+    """A traffic-zone day permit to record: the plate, the Tehran day, what was paid, and the
+    terminal's references (masked PAN only). `date` may be given as a date; it is kept as
+    its ISO text so the post is plain JSON for the outbox."""
+
+    transaction_id: str
+    plate: str
+    date: str  # ISO date of the Tehran day the permit is for
+    amount_rials: int
+    paid_at: str  # ISO 8601 UTC
+    rrn: str = ""
+    stan: str = ""
+    poi_reference: str = ""
+    masked_pan: str = ""
+    journal_seq: int | None = None
+    journal_head: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.date, dt.date):
+            object.__setattr__(self, "date", self.date.isoformat())
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "transaction_id": self.transaction_id, "plate": self.plate, "date": self.date,
+            "amount_rials": self.amount_rials, "paid_at": self.paid_at,
+            "terminal": {"rrn": self.rrn, "stan": self.stan, "poi_reference": self.poi_reference,
+                         "masked_pan": self.masked_pan},
+        }
+        if self.journal_seq is not None:  # absent, not null, as PaymentPost
+            data["journal_seq"], data["journal_head"] = self.journal_seq, self.journal_head
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PermitPost:
+        """From `to_dict()`'s shape (terminal refs nested) or a flat one."""
+        terminal = data.get("terminal") or data
+        seq, head = data.get("journal_seq"), data.get("journal_head")
+        return cls(
+            transaction_id=str(data["transaction_id"]), plate=str(data["plate"]), date=str(data["date"]),
+            amount_rials=int(data["amount_rials"]), paid_at=str(data["paid_at"]),
+            **{k: str(terminal.get(k) or "") for k in ("rrn", "stan", "poi_reference", "masked_pan")},
+            journal_seq=None if seq is None else int(seq), journal_head=None if head is None else str(head),
+        )
+
+
+@dataclass(frozen=True)
+class PermitRecord:
+    """A permit as the back-office recorded it (its tracking code goes on the receipt)."""
+
+    permit_id: str
+    transaction_id: str
+    plate: str
+    date: str  # ISO date
+    amount_rials: int
+    tracking_code: str
+    status: str  # "issued"
+    issued_at: str  # ISO 8601 UTC
+    journal_seq: int | None = None
+    journal_head: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PermitRecord:
+        seq, head = data.get("journal_seq"), data.get("journal_head")
+        return cls(permit_id=str(data["permit_id"]), transaction_id=str(data["transaction_id"]),
+                   plate=str(data["plate"]), date=str(data["date"]), amount_rials=int(data["amount_rials"]),
+                   tracking_code=str(data["tracking_code"]), status=str(data["status"]),
+                   issued_at=str(data["issued_at"]), journal_seq=None if seq is None else int(seq),
+                   journal_head=None if head is None else str(head))
+
+
+def _slips(value: Any) -> tuple[FeeSlip, ...]:
+    if not isinstance(value, list):
+        raise TypeError("slips is not a list")
+    return tuple(FeeSlip.from_json(s) for s in value)
+
+
+def _iso_date(value: Any) -> dt.date:
+    return dt.date.fromisoformat(_json_str(value))
+
+
+class MunicipalError(BackofficeError):
+    """A municipal-services answer of the back-office's own (issue 9). `fields` are the extra
+    values its body carries (read strictly: a body without them is not the back-office's)."""
+
+    fields: ClassVar[dict[str, Callable[[Any], Any]]] = {}
+
+    def __init__(self, detail: str = "", **context: Any) -> None:
+        super().__init__(detail, **context)
+        for name in self.fields:
+            setattr(self, name, context.get(name))
+
+
+class LookupLimited(MunicipalError):
+    """Too many look-ups: by this kiosk, or of this identifier across all kiosks (a guard
+    against enumerating citizens). `retry_after_s`: when one more will be allowed."""
+
+    key = "lookup.rate_limited"
+    fa = ("تعداد استعلام‌ها از حد مجاز گذشته است. لطفاً حدود {wait_minutes} دقیقه دیگر دوباره تلاش کنید. "
+          "اگر فیش کاغذی دارید، می‌توانید همین حالا آن را با شناسه قبض و شناسه پرداخت بپردازید.")
+    en = ("Too many look-ups were made just now. Please try again in about {wait_minutes} minute(s). "
+          "If you have the paper slip, you can pay it now with its bill id and payment id.")
+    fields = {"retry_after_s": _json_int}
+    retry_after_s: int
+
+    def __init__(self, detail: str = "", *, retry_after_s: int, **context: Any) -> None:
+        context.setdefault("wait_minutes", max(1, -(-int(retry_after_s) // 60)))
+        super().__init__(detail, retry_after_s=int(retry_after_s), **context)
+
+
+class IdentifierInvalid(MunicipalError):
+    key = "lookup.identifier_invalid"
+    fa = "کد واردشده درست نیست. لطفاً آن را دوباره از روی فیش یا مدرک خود وارد کنید."
+    en = "The code you entered is not valid. Please enter it again from your slip or document."
+
+
+class OutstandingSlips(MunicipalError):
+    """No certificate: these slips are unpaid. The kiosk can offer to pay them."""
+
+    key = "certificate.outstanding"
+    fa = "برای صدور مفاصاحساب ابتدا باید فیش‌های پرداخت‌نشده ({count} فیش) پرداخت شوند."
+    en = "A settlement certificate needs the unpaid slips ({count}) to be paid first."
+    fields = {"slips": _slips}
+    slips: tuple[FeeSlip, ...]
+
+    def __init__(self, detail: str = "", *, slips: tuple[FeeSlip, ...] = (), **context: Any) -> None:
+        context.setdefault("count", len(slips))
+        super().__init__(detail, slips=tuple(slips), **context)
+
+
+class CertificateNotFound(MunicipalError):
+    key = "certificate.not_found"
+    fa = "مفاصاحسابی با این شماره در سامانه شهرداری ثبت نشده است."
+    en = "No settlement certificate with this number is recorded at the municipality."
+
+
+class PermitRefused(MunicipalError):
+    """A definite refusal of a permit post: nothing was recorded, a retry is refused again."""
+
+    key = "permit.refused"
+    fa = "سامانه طرح ترافیک این درخواست را نپذیرفت. لطفاً با پشتیبانی تماس بگیرید."
+    en = "The traffic-zone system refused this request. Please contact support."
+
+
+class PermitExists(PermitRefused):
+    key = "permit.exists"
+    fa = "این پلاک برای این روز مجوز طرح ترافیک دارد و نیازی به خرید دوباره نیست."
+    en = "This plate already holds a traffic-zone permit for this day; there is nothing to buy."
+
+
+class PermitDateInvalid(PermitRefused):
+    key = "permit.date_invalid"
+    fa = "مجوز طرح ترافیک را فقط برای روزهای {min_date} تا {max_date} می‌توان خرید. لطفاً روز دیگری انتخاب کنید."
+    en = "A traffic-zone permit can be bought only for {min_date} to {max_date}. Please choose another day."
+    fields = {"min_date": _iso_date, "max_date": _iso_date}
+    min_date: dt.date
+    max_date: dt.date
+
+
+class PermitAmountMismatch(PermitRefused):
+    key = "permit.amount_mismatch"
+    fa = "بهای مجوز طرح ترافیک تغییر کرده است ({expected_rials} ریال). لطفاً دوباره استعلام بگیرید."
+    en = "The traffic-zone permit's price has changed ({expected_rials} rials). Please ask for a new quote."
+    fields = {"expected_rials": _json_int}
+    expected_rials: int
+
+
+class PlateInvalid(PermitRefused):
+    key = "plate.invalid"
+    fa = "شماره پلاک درست نیست: دو رقم، یک حرف، سه رقم و دو رقم کد شهر. لطفاً دوباره وارد کنید."
+    en = "The plate number is not valid: two digits, a letter, three digits and the two-digit region. Please re-enter it."
+
+
+class PermitNotFound(MunicipalError):
+    """The back-office's own `permit.not_found` for this kiosk's transaction (never a bare 404)."""
+
+    key = "permit.not_found"
+    fa = "مجوز طرح ترافیکی با این شماره تراکنش ثبت نشده است."
+    en = "No traffic-zone permit is recorded under this transaction."
+
+
+class PermitPostPending(SettlementPending):
+    """A permit post that could not reach the back-office: paid; keep it queued (same key)."""
+
+    key = "permit.post_pending"
+    fa = "پرداخت شما انجام شد و ثبت مجوز طرح ترافیک به‌زودی تکمیل می‌شود. رسید خود را نگه دارید."
+    en = "Your payment went through; the traffic-zone permit will be recorded shortly. Keep your receipt."
+
+
+_MUNICIPAL_ERRORS: dict[str, type[MunicipalError]] = {cls.key: cls for cls in (
+    LookupLimited, IdentifierInvalid, OutstandingSlips, CertificateNotFound, PermitExists, PermitDateInvalid,
+    PermitAmountMismatch, PlateInvalid, PermitNotFound)}
+
+
 _RETRYABLE_EXC = (requests.ConnectionError, requests.Timeout)
 
 # the value up to the next parameter, percent-encoded Persian digits included
 _NATIONAL_IN_URL = re.compile(r"(national_code=)([^&\s\"']+)")
+_PLATE_IN_URL = re.compile(r"(plate=)([^&\s\"']+)")
 
 
 def _masked_param(match: re.Match[str]) -> str:
@@ -686,7 +953,10 @@ class _MaskNationalCodeInUrls(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
         if "national_code=" in text:
-            record.msg, record.args = _NATIONAL_IN_URL.sub(_masked_param, text), None
+            text = _NATIONAL_IN_URL.sub(_masked_param, text)
+            record.msg, record.args = text, None
+        if "plate=" in text:  # a permit quote's plate: hidden whole
+            record.msg, record.args = _PLATE_IN_URL.sub(r"\1***", text), None
         return True
 
 
@@ -738,7 +1008,7 @@ class BackofficeClient:
         if resp.status_code == 200:
             return self._parse(resp, lambda data: OwnerSlips(
                 str(data["owner_name"]), tuple(FeeSlip.from_json(s) for s in data["slips"])))
-        raise self._refusal(resp)
+        raise self._municipal_refusal(resp)
 
     def post_payment(self, post: PaymentPost, *, idempotency_key: str) -> Settlement:
         """Safe to retry: the back-office answers a repeated key with the first answer.
@@ -865,6 +1135,93 @@ class BackofficeClient:
         answer as the fee calls read it (_refusal: no code of ours → BackofficeUnavailable)."""
         code = cls._error_code(resp)
         kind = _TRANSIT_ERRORS.get(code)
+        if kind is None:
+            return cls._refusal(resp)
+        try:
+            body = resp.json()
+            values = {name: conv(body[name]) for name, conv in kind.fields.items()}
+        except (ValueError, KeyError, TypeError):
+            return BackofficeUnavailable(f"{code} without its values", attempts=1)
+        return kind(f"back-office answered HTTP {resp.status_code} {code}", **values)
+
+    # --- municipal services (issue 9) ------------------------------------------------------------
+    def lookup_slips(self, fee_type: str, identifier: str) -> OwnerSlips:
+        """The owner's slips of `fee_type` (renovation_tax: renovation code, business_tax:
+        business licence, waste_charge: national code, vehicle_tax: plate), unpaid first, with
+        the payer's name masked. Raises OwnerNotFound, IdentifierInvalid, LookupLimited
+        (retry_after_s), BackofficeUnavailable; ValueError for an unknown fee type."""
+        if fee_type not in FEE_TYPES:
+            raise ValueError(f"unknown fee type {fee_type!r} (one of {', '.join(FEE_TYPES)})")
+        # a POST: the identifier stays out of the URL (and out of any proxy's access log)
+        resp = self._call("POST", f"{API}/lookups", json={"fee_type": fee_type, "identifier": identifier},
+                          log_as=f"look-up of {fee_type}")
+        if resp.status_code == 200:
+            return self._parse(resp, lambda data: OwnerSlips(
+                str(data["owner_name"]), tuple(FeeSlip.from_json(s) for s in data["slips"]),
+                fee_type=str(data["fee_type"]), identifier_masked=str(data["identifier_masked"])))
+        raise self._municipal_refusal(resp)
+
+    def request_certificate(self, fee_type: str, identifier: str, *, idempotency_key: str) -> Certificate:
+        """A settlement certificate for a property (renovation_tax, renovation code) or a
+        business (business_tax, licence) whose slips are all paid. Raises OutstandingSlips
+        (.slips: what to pay first), OwnerNotFound, IdentifierInvalid, LookupLimited. The same
+        key answers the same certificate."""
+        if fee_type not in CERTIFICATE_FEE_TYPES:
+            raise ValueError(f"no certificate for fee type {fee_type!r} (one of {', '.join(CERTIFICATE_FEE_TYPES)})")
+        resp = self._call("POST", f"{API}/certificates", json={"fee_type": fee_type, "identifier": identifier},
+                          headers={"Idempotency-Key": idempotency_key}, log_as=f"certificate for {fee_type}")
+        if resp.status_code in (200, 201):
+            return self._parse(resp, Certificate.from_json)
+        raise self._municipal_refusal(resp)
+
+    def certificate_status(self, certificate_id: str) -> Certificate:
+        """A certificate by its id (any kiosk may check one); CertificateNotFound otherwise."""
+        resp = self._call("GET", f"{API}/certificates/{certificate_id}")
+        if resp.status_code == 200:
+            return self._parse(resp, Certificate.from_json)
+        raise self._municipal_refusal(resp)
+
+    def permit_quote(self, plate: str, date: dt.date) -> PermitQuote:
+        """The traffic-zone day permit's price for `plate` on the Tehran day `date`, whether it
+        can be bought (and why not), and the days that can be bought. PlateInvalid for a plate
+        that is not two digits, a letter, three digits and the region."""
+        resp = self._call("GET", f"{API}/traffic-permits/quote", params={"plate": plate, "date": date.isoformat()},
+                          log_as="traffic-permit quote")
+        if resp.status_code == 200:
+            return self._parse(resp, PermitQuote.from_json)
+        raise self._municipal_refusal(resp)
+
+    def post_permit(self, post: PermitPost, *, idempotency_key: str) -> PermitRecord:
+        """Record a paid permit (the key is the kiosk transaction id). Safe to retry: the same
+        post answers the first record. Refusals are PermitRefused (PermitExists,
+        PermitDateInvalid, PermitAmountMismatch, PlateInvalid), raised only on the
+        back-office's own code; anything else is PermitPostPending: keep it queued."""
+        try:
+            resp = self._call("POST", f"{API}/traffic-permits", json=post.to_dict(),
+                              headers={"Idempotency-Key": idempotency_key}, tx=post.transaction_id)
+            if resp.status_code in (200, 201):
+                return self._parse(resp, PermitRecord.from_json)
+            raise self._municipal_refusal(resp)
+        except PermitPostPending:
+            raise
+        except BackofficeUnavailable as exc:
+            raise PermitPostPending(exc.detail, attempts=exc.attempts) from exc
+
+    def permit_status(self, transaction_id: str) -> PermitRecord:
+        """This kiosk's recorded permit for `transaction_id`. PermitNotFound only on the
+        back-office's own answer (also for another kiosk's permit); BackofficeUnavailable when
+        it cannot say."""
+        resp = self._call("GET", f"{API}/traffic-permits/{transaction_id}", tx=transaction_id)
+        if resp.status_code == 200:
+            return self._parse(resp, PermitRecord.from_json)
+        raise self._municipal_refusal(resp)
+
+    @classmethod
+    def _municipal_refusal(cls, resp: requests.Response) -> BackofficeError:
+        """A municipal code as its typed error (with the values its body must carry); any other
+        answer as the fee calls read it (_refusal)."""
+        code = cls._error_code(resp)
+        kind = _MUNICIPAL_ERRORS.get(code)
         if kind is None:
             return cls._refusal(resp)
         try:
