@@ -28,8 +28,8 @@ class FeeType:
 FEE_TYPES: dict[str, FeeType] = {t.name: t for t in (
     FeeType("renovation_tax", "عوارض نوسازی", "Renovation tax", "renovation_code", certifiable=True),
     FeeType("business_tax", "عوارض کسب و پیشه", "Business tax", "business_license", certifiable=True),
-    FeeType("waste_charge", "عوارض پسماند", "Waste charge", "national_code"),
-    FeeType("vehicle_tax", "عوارض سالیانه خودرو", "Vehicle tax", "plate"),
+    FeeType("waste_charge", "بهای خدمات پسماند", "Waste collection charge", "national_code"),
+    FeeType("vehicle_tax", "عوارض خودرو", "Vehicle tax", "plate"),
 )}
 
 #: how many digits each typed identifier takes on the keypad

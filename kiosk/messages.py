@@ -6,12 +6,15 @@ Error keys are not repeated here: each KioskError subclass carries its own fa/en
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from kiosk.errors import KioskError
+from kiosk.fmt import format_datetime, format_jalali_date, format_rials
 from kiosk.messages_tickets import MESSAGES as _TICKETS
 from kiosk.messages_collect import MESSAGES as _COLLECT
 from kiosk.messages_card_sale import MESSAGES as _CARD_SALE
+from kiosk.messages_basket import MESSAGES as _BASKET
 from kiosk.messages_municipal import MESSAGES as _MUNICIPAL
 from kiosk.messages_ui import MESSAGES as _UI
 
@@ -114,6 +117,7 @@ CATALOG: dict[str, tuple[str, str]] = {
 _EXTRA: tuple[dict[str, tuple[str, str]], ...] = (_TICKETS,)
 _EXTRA += (_COLLECT,)
 _EXTRA += (_CARD_SALE,)
+_EXTRA += (_BASKET,)
 _EXTRA += (_MUNICIPAL,)
 _EXTRA += (_UI,)
 for _catalog in _EXTRA:
@@ -133,6 +137,23 @@ def _error_classes() -> dict[str, type[KioskError]]:
     return found
 
 
+def render_params(params: dict[str, Any], lang: str) -> dict[str, Any]:
+    """Parameters as the citizen reads them in `lang`, so every UI renders them alike:
+    `amount_rials` gives `amount` (rials with the separator), a date Jalali (fa) or ISO (en), a
+    moment in Tehran time, and `X_key` (a message key) gives `X` in the same language."""
+    out = dict(params)
+    for name, value in params.items():
+        if name.endswith("_key") and isinstance(value, str):
+            out.setdefault(name[:-4], text(value, lang))
+        elif isinstance(value, dt.datetime):
+            out[name] = format_datetime(value, lang)
+        elif isinstance(value, dt.date):
+            out[name] = format_jalali_date(value, lang)
+    if "amount_rials" in params and "amount" not in params:
+        out["amount"] = format_rials(int(params["amount_rials"]), lang)
+    return out
+
+
 def text(key: str, lang: str = "fa", **params: Any) -> str:
     """The text for `key` in `lang`, formatted with params (missing params left as is)."""
     if key in CATALOG:
@@ -144,6 +165,6 @@ def text(key: str, lang: str = "fa", **params: Any) -> str:
         fa, en = cls.fa, cls.en
     template = fa if lang == "fa" else en
     try:
-        return template.format(**params)
+        return template.format(**render_params(params, lang))
     except (KeyError, IndexError, ValueError):
         return template

@@ -3,15 +3,13 @@ traffic-zone permits (kiosk/flows/fee_slips.py, certificate.py, traffic_permit.p
 
 from __future__ import annotations
 
+from kiosk.fee_types import FEE_TYPES
+
 MESSAGES: dict[str, tuple[str, str]] = {
     "choice.done": ("تأیید", "Done"),
     # look up and print
     "slips.title": ("استعلام و چاپ فیش عوارض", "Look up and print fee slips"),
     "slips.choose_type": ("نوع عوارض را انتخاب کنید", "Choose the fee type"),
-    "slips.type.renovation_tax": ("عوارض نوسازی", "Renovation tax"),
-    "slips.type.business_tax": ("عوارض کسب و پیشه", "Business tax"),
-    "slips.type.waste_charge": ("عوارض پسماند", "Waste charge"),
-    "slips.type.vehicle_tax": ("عوارض سالیانه خودرو", "Vehicle tax"),
     "slips.enter_national_code": ("کد ملی ۱۰ رقمی را وارد کنید", "Enter the 10-digit national code"),
     "slips.enter_renovation_code": ("کد نوسازی ملک را وارد کنید", "Enter the property's renovation code"),
     "slips.enter_business_license": ("شماره پروانه کسب را وارد کنید", "Enter the business licence number"),
@@ -61,3 +59,4 @@ MESSAGES: dict[str, tuple[str, str]] = {
                        "Traffic-zone permit for plate {plate} on {date}, {amount}. Pay now?"),
     "permit.issued": ("مجوز ثبت شد. کد رهگیری: {tracking}", "The permit is recorded. Tracking code: {tracking}"),
 }
+MESSAGES.update({f"slips.type.{t.name}": (t.label_fa, t.label_en) for t in FEE_TYPES.values()})

@@ -6,6 +6,8 @@ A script maps a question key to its answers (a list is consumed in order):
   {"fee.how_to_enter": "manual" | "wait",   # "wait": don't touch the screen, let the scanner read
    "fee.enter_bill_id": "7748317800142", "fee.enter_payment_id": "1770160",
    "fee.confirm": true}
+A choice may be answered "#N" (the N-th option, from 0) and a multiple choice "all" or
+"first:N" when the ids are not known in advance (a fee slip's id).
 A question with no answer left means the citizen walked away (CitizenLeft).
 """
 
@@ -64,16 +66,23 @@ class ScriptedUI(UIPort):
         if answer == "wait":  # the citizen uses the scanner, not the screen
             self._record(Shown("choose", key, params, "(scanner)"))
             await asyncio.Event().wait()
+        if isinstance(answer, str) and answer.startswith("#") and answer[1:].isdigit() and int(answer[1:]) < len(options):
+            answer = options[int(answer[1:])].id  # "#0": the first option, whatever its id
         if answer not in {o.id for o in options}:
             raise CitizenLeft(f"script answered {answer!r} to {key}, not one of the options")
         self._record(Shown("choose", key, params, answer))
         return str(answer)
 
     async def choose_many(self, key: str, options: list[Choice], *, min_count: int = 1, **params: Any) -> list[str]:
-        """The script answers with ids separated by commas, or "all"."""
+        """The script answers with ids separated by commas, "all", or "first:N"."""
         answer = str(self._answer(key))
         ids = [o.id for o in options]
-        picked = ids if answer == "all" else [a.strip() for a in answer.split(",") if a.strip()]
+        if answer == "all":
+            picked = ids
+        elif answer.startswith("first:") and answer[6:].isdigit():
+            picked = ids[:int(answer[6:])]
+        else:
+            picked = [a.strip() for a in answer.split(",") if a.strip()]
         if len(picked) < min_count or any(p not in ids for p in picked):
             raise CitizenLeft(f"script answered {answer!r} to {key}, not {min_count}+ of the options")
         picked = [i for i in ids if i in picked]

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from devices.base import DeviceError
 from devices.contracts import ReceiptPrinter
 from devices.registry import create, driver_for
+from kiosk.certificates import PREFIX as CERTIFICATE_PREFIX
 from kiosk.errors import KioskError
 from kiosk.fmt import format_datetime, format_rials, to_persian_digits
 from kiosk.journal import Journal, JournalError, TxState, journal_path
@@ -52,7 +53,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser("receipt", help="verify signed receipts; show the receipt key",
                                    description="Signed receipt tools (رسید).")
     actions = parser.add_subparsers(dest="receipt_action", metavar="ACTION")
-    verify = actions.add_parser("verify", parents=[common], help="check a receipt's QR payload (CK2:… or the older CK1:…)")
+    verify = actions.add_parser("verify", parents=[common], help="check a receipt's QR payload (CK2:… or the older CK1:…) or a settlement certificate's (CKC1:…)")
     verify.add_argument("payload", help="the text of the receipt's QR code")
     verify.add_argument("--pubkey", help="the kiosk's public key: a .pub file or its base64 "
                         "(default: this data dir's receipt key)")
@@ -125,6 +126,8 @@ def _verify(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"کلید عمومی نامعتبر است. / The public key is not valid: {exc}", file=sys.stderr)
         return 2
+    if args.payload.strip().startswith(CERTIFICATE_PREFIX):
+        return _verify_certificate(args, key)
     try:
         receipt = verify_payload(args.payload, key)
     except InvalidReceipt as exc:
@@ -148,6 +151,28 @@ def _verify(args: argparse.Namespace) -> int:
             print(("دفتر تراکنش‌ها با رسید می‌خواند / " if witness[0] else
                    "دفتر تراکنش‌ها با رسید نمی‌خواند / ") + witness[1])
     return 0 if witness is None or witness[0] else 1
+
+
+def _verify_certificate(args: argparse.Namespace, key: Ed25519PublicKey) -> int:
+    """A settlement certificate (CKC1:) is checked with the same kiosk key as a receipt; the
+    key stands for the kiosk named inside (the verifier chose it, as for a receipt)."""
+    from kiosk.certificates import InvalidCertificate, describe, peek_kiosk_id, verify_certificate
+
+    try:
+        cert = verify_certificate(args.payload, {peek_kiosk_id(args.payload): key})
+    except InvalidCertificate as exc:
+        if args.json:
+            print(json.dumps({"valid": False, "reason": exc.reason, **exc.to_dict()}, ensure_ascii=False))
+        else:
+            print(exc.message("fa"))
+            print(exc.message("en"))
+            print(f"reason: {exc.reason}")
+        return 1
+    if args.json:
+        print(json.dumps({"valid": True, "certificate": cert.to_dict()}, ensure_ascii=False))
+    else:
+        print("\n".join(describe(cert)))
+    return 0
 
 
 def _check_witness(receipt: VerifiedReceipt, root: Path) -> tuple[bool, str]:

@@ -3,13 +3,10 @@
 
 from __future__ import annotations
 
+from kiosk.fee_types import FEE_TYPES
+
 #: FeeSlip.kind -> (Persian, English)
-FEE_KINDS: dict[str, tuple[str, str]] = {
-    "renovation_tax": ("عوارض نوسازی", "Renovation tax"),
-    "business_tax": ("عوارض کسب و پیشه", "Business tax"),
-    "waste_charge": ("بهای خدمات پسماند", "Waste collection charge"),
-    "vehicle_tax": ("عوارض خودرو", "Vehicle tax"),
-}
+FEE_KINDS: dict[str, tuple[str, str]] = {t.name: (t.label_fa, t.label_en) for t in FEE_TYPES.values()}
 
 LINES: dict[str, tuple[str, str]] = {
     "municipality": ("شهرداری تهران", "Tehran Municipality"),

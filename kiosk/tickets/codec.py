@@ -243,6 +243,10 @@ class TicketSigner:
         self._private_key = private_key
         self.public_key: Ed25519PublicKey = private_key.public_key()
 
+    def sign_message(self, message: bytes) -> bytes:
+        """The raw signature of `message` (a sibling payload: a settlement certificate)."""
+        return self._private_key.sign(message)
+
     def sign(self, ticket: TicketData) -> str:
         body = encode_body(ticket)
         signature = self._private_key.sign(PREFIX.encode("ascii") + body)
