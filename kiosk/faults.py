@@ -15,6 +15,8 @@ finally blocks, no flushing, as a power cut would. Points (see docs/faults.md):
   after-card-eject   a sold card was ejected (UNCERTAIN: the hand-over); FULFILLED not journaled yet
   (a card sale reuses before-card-write: plan journaled, and after-card-write: personalised, verified)
   (a pending-load collection reuses after-created, before-card-write: plan journaled and claimed, and after-card-write)
+  between-basket-settlements  a fee basket's bill is settled; the next bill is not posted yet
+  after-partial-refund  the terminal refunded a refused bill's share; the refund is not journaled yet
 
 A name that is not one of these is refused when a money-moving process starts
 (`check_fault_env`), so a misspelt fault never silently runs a test without its crash.
@@ -30,6 +32,7 @@ from kiosk.errors import KioskError
 POINTS = ("after-created", "after-paying", "after-approved", "after-paid", "after-post-sent",
           "before-receipt", "before-card-write", "after-card-write")
 POINTS += ("after-dispense", "after-card-eject")  # buying a new transit card
+POINTS += ("between-basket-settlements", "after-partial-refund")  # paying several fee slips at once
 ENV = "KIOSK_FAULT"
 
 

@@ -15,6 +15,7 @@ from kiosk.messages_tickets import MESSAGES as _TICKETS
 from kiosk.messages_collect import MESSAGES as _COLLECT
 from kiosk.messages_card_sale import MESSAGES as _CARD_SALE
 from kiosk.messages_basket import MESSAGES as _BASKET
+from kiosk.messages_basket import MESSAGES as _BASKET
 from kiosk.messages_municipal import MESSAGES as _MUNICIPAL
 from kiosk.messages_ui import MESSAGES as _UI
 
@@ -117,6 +118,7 @@ CATALOG: dict[str, tuple[str, str]] = {
 _EXTRA: tuple[dict[str, tuple[str, str]], ...] = (_TICKETS,)
 _EXTRA += (_COLLECT,)
 _EXTRA += (_CARD_SALE,)
+_EXTRA += (_BASKET,)
 _EXTRA += (_BASKET,)
 _EXTRA += (_MUNICIPAL,)
 _EXTRA += (_UI,)

@@ -72,6 +72,7 @@ class SettleResult(enum.StrEnum):
     REFUND_PENDING = "refund_pending"  # refused, and the reversal needs an operator
     REVERSAL_PENDING = "reversal_pending"  # refused, the terminal is unreachable: retried later
     CHECK_PENDING = "check_pending"  # paid; the back-office cannot say yet whether it holds it
+    REFUSED = "refused"  # one part of a transaction refused (a basket's bill): its kind refunds its share
 
 
 @dataclass(frozen=True)
@@ -316,6 +317,11 @@ class MoneyPath:
             await self.retry_later(item, str(exc))
             return SettleResult.PENDING
         except kind.refusals as exc:
+            part_refused = getattr(kind, "part_refused", None)
+            if part_refused is not None:
+                # a post of one part of the transaction (a basket's bill): the kind asks
+                # whether the back-office holds it and journals the refusal of that part only
+                return await part_refused(self, item, exc)
             # a definite business refusal of this transaction — unless what the back-office
             # holds is ours (a first post whose answer was lost): ask before giving money back
             try:
@@ -396,6 +402,10 @@ class MoneyPath:
         `ask_backoffice=False` only where this process knows it never queued a settlement."""
         with self.claimed(tx_id):
             state = self.journal.state_of(tx_id)
+            paid_hook = getattr(kind_of(self.journal.get(tx_id).kind), "reverse_paid", None)
+            if paid_hook is not None and state == TxState.PAID and ask_backoffice:
+                # a kind with several posts (a basket) asks about each of them itself
+                return await paid_hook(self, tx_id, reason)
             queued = self.pending_posts(tx_id)
             if state in (TxState.PAID, TxState.FULFILLING) and queued:
                 # This kiosk committed to settling (a FULFILLING row cut from the journal's tail
@@ -473,6 +483,98 @@ class MoneyPath:
         # NotFound for the reversal itself: the terminal does not know the original sale (a
         # terminal that lost it): the money was taken and is not known to be back
         return await self._refund_pending(tx_id, result)
+
+    # --- partial refund (one share of an approved sale) ---------------------------------------
+    def part_refund_refs(self, tx_id: str, part: Mapping[str, Any]) -> list[MessageRef]:
+        """Every refund request journaled for this part of the transaction, newest first."""
+        refs = []
+        for entry in reversed(self.journal.get(tx_id).entries):
+            data = entry.data
+            if (entry.state == TxState.FULFILLING and data.get("step") == "refunding" and "message_ref" in data
+                    and all(data.get(k) == v for k, v in part.items())):
+                with contextlib.suppress(MessageRefError):
+                    refs.append(MessageRef.from_dict(data["message_ref"]))
+        return refs
+
+    async def refund_part(self, tx_id: str, part: Mapping[str, Any], amount_rials: int,
+                          reason: str = "") -> SettleResult:
+        """Give back one share (`amount_rials`) of the approved sale — a partial referenced
+        refund: a ReversalRequest naming the original sale with ReversedAmount = the share.
+        Like a reversal: each request goes out under a message reference journaled first
+        (a FULFILLING row {**part, step: refunding, message_ref, amount_rials}), and before a
+        new one is made every earlier one for this part is asked about by its own reference.
+        The answer is journaled as {**part, step: refunded} (REVERSED) or {**part, step:
+        refund_refused} (REFUND_PENDING: an operator refunds it); REVERSAL_PENDING while the
+        terminal cannot say (the transaction stays FULFILLING and is asked again)."""
+        try:
+            term = self.terminal()
+        except DeviceOffline as exc:
+            log.warning("partial refund deferred: %s", exc, extra={"tx": tx_id})
+            return SettleResult.REVERSAL_PENDING
+        for earlier in self.part_refund_refs(tx_id, part):
+            try:
+                status = await term.transaction_status(earlier, timeout=self.status_timeout)
+            except DeviceError as exc:
+                log.warning("status of an earlier partial refund unknown (%s)", exc, extra={"tx": tx_id})
+                return SettleResult.REVERSAL_PENDING
+            done = await self._journal_part_answer(tx_id, part, amount_rials, status)
+            if done is not None:
+                return done
+            # NOT_FOUND: that request never reached the terminal; look at the next
+        tx = self.journal.get(tx_id)
+        data = tx.data
+        if not (data.get("poi_reference") and data.get("poi_timestamp")):
+            log.error("no POI transaction to refund against: an operator refunds", extra={"tx": tx_id})
+            await self.writer.append(tx_id, TxState.FULFILLING, {**part, "step": "refund_refused",
+                                                                  "error_condition": "noOriginal"})
+            return SettleResult.REFUND_PENDING
+        original = PoiTransaction(str(data["poi_reference"]), str(data["poi_timestamp"]))
+        ref = term.new_ref(tx_id, "Reversal")
+        step: dict[str, Any] = {**part, "step": "refunding", "message_ref": ref.to_dict(), "amount_rials": amount_rials}
+        if reason:
+            step["reason"] = reason
+        await self.writer.append(tx_id, TxState.FULFILLING, step)
+        try:
+            result = await term.reverse(ref, amount_rials, original, timeout=self.status_timeout * 2)
+        except DeviceOffline as exc:
+            log.warning("partial refund deferred: %s", exc, extra={"tx": tx_id})
+            return SettleResult.REVERSAL_PENDING  # the next round asks about this ref, then retries
+        except DeviceError as exc:
+            log.warning("partial refund answer unusable (%s); asking the terminal", exc, extra={"tx": tx_id})
+            try:
+                result = await term.transaction_status(ref, timeout=self.status_timeout)
+            except DeviceError as exc2:
+                log.warning("partial refund unconfirmed, retried later: %s", exc2, extra={"tx": tx_id})
+                return SettleResult.REVERSAL_PENDING
+            if result.outcome == PaymentOutcome.NOT_FOUND:
+                return SettleResult.REVERSAL_PENDING
+        fault_point("after-partial-refund")
+        done = await self._journal_part_answer(tx_id, part, amount_rials, result)
+        if done is not None:
+            return done
+        # NotFound for the refund itself: the terminal does not know the original sale
+        await self.writer.append(tx_id, TxState.FULFILLING, {**part, "step": "refund_refused",
+                                                              "error_condition": result.error_condition or "NotFound"})
+        return SettleResult.REFUND_PENDING
+
+    async def _journal_part_answer(self, tx_id: str, part: Mapping[str, Any], amount_rials: int,
+                                   result: PaymentResult) -> SettleResult | None:
+        if result.outcome == PaymentOutcome.REVERSED:
+            if result.amount_rials and result.amount_rials != amount_rials:
+                # the terminal says it gave back another amount: not what was asked, an operator looks
+                await self.writer.append(tx_id, TxState.FULFILLING, {
+                    **part, "step": "refund_refused", "error_condition": "amountDiffers",
+                    "reversed_rials": result.amount_rials})
+                return SettleResult.REFUND_PENDING
+            await self.writer.append(tx_id, TxState.FULFILLING, {**part, "step": "refunded", "amount_rials": amount_rials})
+            return SettleResult.REVERSED
+        if result.outcome == PaymentOutcome.IN_PROGRESS:
+            return SettleResult.REVERSAL_PENDING
+        if result.outcome == PaymentOutcome.NOT_FOUND:
+            return None
+        await self.writer.append(tx_id, TxState.FULFILLING, {
+            **part, "step": "refund_refused", "error_condition": result.error_condition or str(result.outcome)})
+        return SettleResult.REFUND_PENDING
 
     def _new_reversal_ref(self, tx_id: str) -> MessageRef | None:
         term = self._terminal()

@@ -67,6 +67,10 @@ class OutboxWorker:
                 continue
             try:
                 result = await self.money.settle(item)
+                after_post = getattr(kind, "after_post", None)
+                if after_post is not None and not late:
+                    # a kind with several posts (a fee basket) finishes once its last one is answered
+                    result = await after_post(self.money, item.tx_id) or result
                 if (result == SettleResult.SETTLED and not late
                         and self.journal.state_of(item.tx_id) == TxState.POSTED):
                     # the citizen already left with a receipt marked "settlement pending"

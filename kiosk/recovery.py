@@ -23,6 +23,12 @@ money-path code the flows use. Runs at every start and as `kiosk recover`.
                 whose card is gone queues a pending action, so the card's next tap settles it
   POSTED      → COMPLETED (the receipt was not printed; it can be reprinted)
 
+A fee basket (several slips, one payment; kiosk.services.basket) resumes by its kind too: at
+PAID it asks the back-office about each bill (none held → the whole sale reversed); at
+FULFILLING it queues the bills not queued yet, posts the queued ones, asks about each earlier
+partial refund by its own message reference, refunds refused shares and finishes (FULFILLED,
+POSTED → COMPLETED, or REFUND_PENDING when the terminal refused a share's refund).
+
 Recovery switches on the transaction's kind for the kind's own steps; an open transaction of
 a kind this build does not know is left open for an operator ("unknown_kind"), never handled
 as a fee. Nothing is resolved on a journal that fails verification: `run` raises JournalBroken. A
@@ -113,7 +119,7 @@ class Recovery:
             result = await self.money.reverse(tx.tx_id, "recovery: paid but not fulfilled")
             if result != SettleResult.SETTLED:
                 return _settle_word(result)
-            state = TxState.POSTED
+            state = self.journal.state_of(tx.tx_id)  # POSTED (a basket: FULFILLING, carried on below)
         if state == TxState.REVERSING:
             return _settle_word(await self.money.reverse(tx.tx_id, "recovery: reversal retried"))
         if state in (TxState.FULFILLING, TxState.UNCERTAIN, TxState.FULFILLED):
@@ -141,4 +147,5 @@ def _settle_word(result: SettleResult) -> str:
         SettleResult.SETTLED: "completed",
         SettleResult.PENDING: "queued",
         SettleResult.CHECK_PENDING: "backoffice_unreachable",
+        SettleResult.REFUSED: "refused",
     }[result]

@@ -62,6 +62,20 @@ VALUE_ONLY_ALLOWED: dict[TxState, frozenset[TxState]] = {
 #: append and the chain verifier look the table up per transaction)
 ALLOWED_BY_KIND: dict[str, dict[TxState, frozenset[TxState]]] = {k: VALUE_ONLY_ALLOWED for k in VALUE_ONLY_KINDS}
 
+#: Several fee slips paid with one card payment (kiosk.services.basket): each bill is settled
+#: on its own, and each step of each bill is a FULFILLING row of its own, journaled before and
+#: after money moves — a bill's post queued, settled or refused, the refund of a refused bill's
+#: share sent (with the message reference it goes out under), confirmed or refused. So
+#: FULFILLING → FULFILLING. A share whose refund the terminal refused ends the basket in
+#: REFUND_PENDING for an operator, once every other bill is settled or refunded
+#: (FULFILLING → REFUND_PENDING). Every bill refused: the whole sale is reversed as usual.
+BASKET_KINDS: frozenset[str] = frozenset({"fee_basket"})
+BASKET_ALLOWED: dict[TxState, frozenset[TxState]] = {
+    **ALLOWED,
+    _S.FULFILLING: ALLOWED[_S.FULFILLING] | {_S.FULFILLING, _S.REFUND_PENDING},
+}
+ALLOWED_BY_KIND.update({k: BASKET_ALLOWED for k in BASKET_KINDS})
+
 TERMINAL_STATES: frozenset[TxState] = frozenset(s for s, nxt in ALLOWED.items() if not nxt)
 # REFUND_PENDING waits for an operator, not for `recover`, so it is not "open".
 OPEN_STATES: frozenset[TxState] = frozenset(TxState) - TERMINAL_STATES - {_S.REFUND_PENDING}

@@ -126,6 +126,32 @@ def check_masked_pan(masked_pan: str) -> None:
         raise ValueError(f"masked_pan is not masked ({digits} digits visible); pass first6******last4")
 
 
+#: what became of one item of a receipt that pays several bills at once (printed, not signed)
+ITEM_OUTCOMES = ("settled", "pending", "refunded", "refund_pending")
+
+
+@dataclass(frozen=True)
+class ReceiptItem:
+    """One bill of a receipt that pays several at once (a fee basket). Printed beside the
+    signed fields, never signed: what became of each bill is known only after the payment."""
+
+    label_fa: str
+    label_en: str
+    bill_id: str
+    payment_id: str
+    amount_rials: int
+    outcome: str  # one of ITEM_OUTCOMES
+    tracking_code: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("bill_id", "payment_id", "tracking_code"):
+            _check_text_field(name, getattr(self, name))
+        if self.outcome not in ITEM_OUTCOMES:
+            raise ValueError(f"outcome must be one of {ITEM_OUTCOMES}, not {self.outcome!r}")
+        if not isinstance(self.amount_rials, int) or isinstance(self.amount_rials, bool) or self.amount_rials < 0:
+            raise ValueError(f"amount_rials must be a non-negative int, not {self.amount_rials!r}")
+
+
 @dataclass(frozen=True)
 class ReceiptData:
     """What one receipt says. Signed (fixed at payment time): kind, `at` (the PAID row's
@@ -150,6 +176,8 @@ class ReceiptData:
     status: str
     journal_seq: int
     journal_hash: str
+    #: the bills of a basket, each with what became of it (printed, not signed); () otherwise
+    items: tuple[ReceiptItem, ...] = ()
 
     def __post_init__(self) -> None:
         check_masked_pan(self.masked_pan)

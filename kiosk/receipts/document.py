@@ -81,6 +81,8 @@ def build_document(data: ReceiptData, payload: str, lang: str = "fa", *, copy: b
         amount = f"{format_rials(data.amount_rials, 'en')} ({format_toman(data.amount_rials, 'en')})"
     tracking = digits(data.tracking_code) if data.tracking_code else pick(_PENDING_TRACKING)
     title = pick(_TITLES.get(data.kind, ("رسید", "Receipt")))
+    if data.items:
+        return _items_document(data, payload, amount, title, pick, digits, fa, copy)
     rows: list[Any] = [
         Row(pick(("مبلغ", "Amount")), amount, bold=True),
         Row(pick(_FIRST_ID.get(data.kind, ("شناسه قبض", "Bill ID"))), digits(data.bill_id)),
@@ -115,6 +117,66 @@ def build_document(data: ReceiptData, payload: str, lang: str = "fa", *, copy: b
              bold=True),
     ]
     if status == ReceiptStatus.PENDING_SETTLEMENT:
+        blocks.append(Text(pick(("پیگیری با شماره تراکنش: ", "Follow up with transaction number: "))
+                           + ltr(data.tx_id), size=20))
+    blocks.append(QR(payload, caption=pick(_VERIFY_CAPTION)))
+    return Document(tuple(blocks), direction="rtl" if fa else "ltr")
+
+
+_TITLES["fee_basket"] = ("رسید پرداخت چند فیش عوارض", "Receipt: several municipal fee slips")
+_ITEM_OUTCOME_TEXT = {
+    "settled": ("پرداخت شد", "Paid"),
+    "pending": ("ثبت نزد شهرداری به‌زودی", "To be recorded shortly"),
+    "refunded": ("پذیرفته نشد؛ مبلغ آن به کارت بازگشت", "Refused; its amount returned to your card"),
+    "refund_pending": ("پذیرفته نشد؛ بازگشت مبلغ آن پیگیری می‌شود", "Refused; its refund is being followed up"),
+}
+
+
+def _items_document(data: ReceiptData, payload: str, amount: str, title: str, pick: Any, digits: Any,
+                    fa: bool, copy: bool) -> Document:
+    """A receipt that pays several bills at once: the total charged, then each bill with what
+    became of it (tracking code, refunded, refund pending), then what came back to the card."""
+
+    def rials(n: int) -> str:
+        return f"{ltr(format_number(n, 'fa'))} ریال" if fa else format_rials(n, "en")
+
+    rows: list[Any] = [Row(pick(("مبلغ پرداختی", "Amount charged")), amount, bold=True),
+                       Row(pick(("تعداد فیش", "Slips")), digits(str(len(data.items))))]
+    for n, item in enumerate(data.items, 1):
+        rows += [
+            Separator(),
+            Text(f"{digits(str(n))}. " + (item.label_fa if fa else item.label_en), bold=True),
+            Row(pick(("مبلغ", "Amount")), rials(item.amount_rials)),
+            Row(pick(("شناسه قبض", "Bill ID")), digits(item.bill_id)),
+            Row(pick(("شناسه پرداخت", "Payment ID")), digits(item.payment_id)),
+            Row(pick(("وضعیت", "Status")), pick(_ITEM_OUTCOME_TEXT[item.outcome])),
+        ]
+        if item.tracking_code:
+            rows.append(Row(pick(("کد رهگیری", "Tracking code")), digits(item.tracking_code)))
+    refunded = sum(i.amount_rials for i in data.items if i.outcome == "refunded")
+    pending = sum(i.amount_rials for i in data.items if i.outcome == "refund_pending")
+    rows.append(Separator())
+    if refunded:
+        rows.append(Row(pick(("بازگشت به کارت", "Returned to card")), rials(refunded), bold=True))
+    if pending:
+        rows.append(Row(pick(("بازگشت در حال پیگیری", "Refund being followed up")), rials(pending), bold=True))
+    rows += [Row(pick(("شماره مرجع", "Reference number")), digits(data.rrn) if data.rrn else "-")]
+    if data.stan:
+        rows.append(Row(pick(("شماره پیگیری", "Trace number")), digits(data.stan)))
+    if data.masked_pan:
+        rows.append(Row(pick(("کارت", "Card")), digits(data.masked_pan)))
+    rows += [
+        Row(pick(("تاریخ", "Date")), format_datetime(data.at, lang="fa" if fa else "en")),
+        Row(pick(("شماره تراکنش", "Transaction")), data.tx_id, size=20),
+        Row(pick(("کیوسک", "Kiosk")), data.kiosk_id, size=20),
+        Row(pick(("ردیف دفتر", "Journal row")), f"{data.journal_seq} · {data.journal_hash_prefix}", size=20),
+    ]
+    blocks: list[Any] = [Heading(pick(("کیوسک شهر", "City Kiosk"))),
+                         Text(pick(("شهرداری تهران", "Tehran Municipality")), align="center"), Separator()]
+    if copy:
+        blocks += [Heading(pick(_COPY_MARK), size=30), Text(pick(_COPY_NOTE), size=20, align="center")]
+    blocks += [Heading(title, size=30), *rows]
+    if pending or any(i.outcome == "pending" for i in data.items):
         blocks.append(Text(pick(("پیگیری با شماره تراکنش: ", "Follow up with transaction number: "))
                            + ltr(data.tx_id), size=20))
     blocks.append(QR(payload, caption=pick(_VERIFY_CAPTION)))

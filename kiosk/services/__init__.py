@@ -15,10 +15,12 @@ from kiosk.services.topup import CARD_TOPUP, CardTopupKind, TopupOrder
 from kiosk.services.ticket import QR_TICKET, QrTicketKind, TicketOrder
 from kiosk.services.pending_load import PENDING_LOAD, PendingLoadKind, PendingLoadOrder
 from kiosk.services.card_sale import CARD_SALE, CardSaleKind, CardSaleOrder
+from kiosk.services.basket import FEE_BASKET, BasketOrder, FeeBasketKind
 
 _BUILTIN: tuple[TransactionKind, ...] = (FEE_PAYMENT, CARD_TOPUP, QR_TICKET)
 _BUILTIN += (PENDING_LOAD,)
 _BUILTIN += (CARD_SALE,)
+_BUILTIN += (FEE_BASKET,)
 KINDS: dict[str, TransactionKind] = {k.name: k for k in _BUILTIN}
 BY_OUTBOX_KIND: dict[str, TransactionKind] = {o: k for k in _BUILTIN for o in k.outbox_kinds}
 
@@ -41,3 +43,4 @@ __all__ = ["BY_OUTBOX_KIND", "CARD_TOPUP", "CardTopupKind", "TopupOrder", "FEE_P
            "TransactionKind", "UnknownKind", "kind_of", "kind_of_outbox", "CARD_SALE", "CardSaleKind", "CardSaleOrder"]
 __all__ += ["QR_TICKET", "QrTicketKind", "TicketOrder"]
 __all__ += ["PENDING_LOAD", "PendingLoadKind", "PendingLoadOrder"]
+__all__ += ["FEE_BASKET", "FeeBasketKind", "BasketOrder"]

@@ -1,0 +1,402 @@
+"""Several fee slips paid with one card payment (issue 9, item 4), end to end in-process: the
+real back-office on loopback (SQLite), the nexo driver against the terminal simulator, the
+ESC/POS printer emulator. Crashes at the basket's points (kiosk.faults.crash_in_process: the
+flow stops where a power cut would; the context is dropped and `recover` runs as a restart
+does), and every ledger is checked after: the journal (final state, verify), the
+back-office's payments (each settled bill once, under `<tx>.<i>`), the terminal (net charge
+= total − refunds) and the receipt's lines."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import pytest
+import sqlalchemy as sa
+
+from backoffice.seed import DEMO_NATIONAL_CODE
+from backoffice.server import serve_in_thread
+from kiosk.backoffice_client import BackofficeClient, FeeSlip, PaymentPost
+from kiosk.commands.recover import recover
+from kiosk.context import KioskContext
+from kiosk.faults import SimulatedCrash, crash_in_process
+from kiosk.flows.fee_basket import FeeBasketFlow, FeeBasketResult
+from kiosk.journal import IllegalTransition, Journal, TxState, journal_path
+from kiosk.receipts import build_document, verify_payload
+from kiosk.receipts.layout import Row
+from kiosk.scripted_ui import ScriptedUI
+from kiosk.services import kind_of
+from kiosk.services.basket import bill_outcomes
+from kiosk_demo.environment import DemoEnvironment, demo_environment
+
+CONFIRM = {"basket.confirm": True}
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[DemoEnvironment]:
+    with demo_environment(tmp_path) as environment:
+        yield environment
+
+
+def slips(env: DemoEnvironment, n: int = 3) -> list[FeeSlip]:
+    """n unpaid demo slips whose total the simulator approves (no total ending in 13 thousand)."""
+    with BackofficeClient(env.settings.backoffice_url, env.settings.backoffice_token, retries=0) as client:
+        chosen = list(client.fee_slips(national_code=DEMO_NATIONAL_CODE).unpaid[:n])
+    assert (sum(s.amount_rials for s in chosen) // 1000) % 100 != 13
+    return chosen
+
+
+def pay(env: DemoEnvironment, chosen: Sequence[FeeSlip], ui: ScriptedUI | None = None, *,
+        crash: str | None = None) -> FeeBasketResult | None:
+    """Run the basket flow once; with `crash`, die at that point (None returned) and leave
+    the data dir as a power cut would."""
+
+    async def go() -> FeeBasketResult | None:
+        ctx = await KioskContext.open(env.settings, env.data_dir)
+        crash_in_process(crash)
+        try:
+            return await FeeBasketFlow(ctx, ui or ScriptedUI(CONFIRM)).pay(chosen)
+        except SimulatedCrash:
+            return None
+        finally:
+            crash_in_process(None)
+            await ctx.close()
+
+    return asyncio.run(go())
+
+
+def recover_now(env: DemoEnvironment) -> dict[str, dict[str, Any]]:
+    return {r["tx_id"]: r for r in asyncio.run(recover(env.data_dir, env.settings))}
+
+
+def journal(env: DemoEnvironment) -> Journal:
+    return Journal(journal_path(env.data_dir), kiosk_id="check")
+
+
+def only_tx(env: DemoEnvironment) -> str:
+    [tx] = journal(env).transactions()
+    return tx.tx_id
+
+
+def payments(env: DemoEnvironment) -> list[dict[str, Any]]:
+    engine = sa.create_engine(env.backoffice_db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT transaction_id, bill_id, payment_id, amount_rials, tracking_code "
+                                    "FROM payments ORDER BY transaction_id")).mappings().all()
+    engine.dispose()
+    return [dict(r) for r in rows]
+
+
+def kiosk_payments(env: DemoEnvironment, tx_id: str) -> dict[str, dict[str, Any]]:
+    return {p["transaction_id"]: p for p in payments(env) if p["transaction_id"].startswith(tx_id + ".")}
+
+
+def pay_elsewhere(env: DemoEnvironment, slip: FeeSlip, ref: str) -> None:
+    with BackofficeClient(env.settings.backoffice_url, env.settings.backoffice_token, retries=0) as client:
+        client.post_payment(PaymentPost(transaction_id=ref, bill_id=slip.bill_id, payment_id=slip.payment_id,
+                                        amount_rials=slip.amount_rials, paid_at="2026-11-28T10:00:00Z"),
+                            idempotency_key=ref)
+
+
+class PayElsewhereOnConfirm(ScriptedUI):
+    """While the citizen reads the total, some of the bills are paid through another channel."""
+
+    def __init__(self, env: DemoEnvironment, paid: Sequence[FeeSlip]) -> None:
+        super().__init__(CONFIRM)
+        self.env, self.paid = env, paid
+
+    async def confirm(self, key: str, **params: Any) -> bool:
+        for n, slip in enumerate(self.paid):
+            await asyncio.to_thread(pay_elsewhere, self.env, slip, f"bank-app-{n}")
+        return await super().confirm(key, **params)
+
+
+def receipt_lines(env: DemoEnvironment, tx_id: str) -> list[tuple[str, str]]:
+    tx = journal(env).get(tx_id)
+    data = kind_of(tx.kind).receipt_data(tx, kiosk_id="k", pending=False)
+    return [(i.outcome, i.tracking_code) for i in data.items]
+
+
+def check_ledgers(env: DemoEnvironment, tx_id: str, chosen: Sequence[FeeSlip], settled: set[int]) -> None:
+    """Journal closed and verified; the back-office holds exactly the settled bills, once each,
+    under this basket's ids; the terminal holds exactly their total."""
+    j = journal(env)
+    assert j.verify().ok and j.open_transactions() == []
+    held = kiosk_payments(env, tx_id)
+    assert sorted(held) == sorted(f"{tx_id}.{i}" for i in settled)
+    for i in settled:
+        assert (held[f"{tx_id}.{i}"]["bill_id"], held[f"{tx_id}.{i}"]["amount_rials"]) == \
+            (chosen[i].bill_id, chosen[i].amount_rials)
+    for slip in chosen:  # never two settlements of one bill, whoever paid it
+        assert sum(p["bill_id"] == slip.bill_id and p["payment_id"] == slip.payment_id for p in payments(env)) <= 1
+    assert env.terminal.net_charged(tx_id) == sum(chosen[i].amount_rials for i in settled)
+    assert len([s for s in env.terminal.ledger() if s["reference"] == tx_id]) == 1  # one card payment
+
+
+# --- the happy path and refusals while the citizen is there --------------------------------------
+
+def test_three_slips_are_paid_with_one_card_payment_and_settled_each_once(env: DemoEnvironment) -> None:
+    chosen = slips(env, 3)
+    result = pay(env, chosen)
+    assert result is not None
+    total = sum(s.amount_rials for s in chosen)
+    assert result.final_state == TxState.COMPLETED and result.outcome.ok
+    assert result.outcome.message_key == "basket.paid" and result.amount_rials == total
+    check_ledgers(env, result.transaction_id, chosen, {0, 1, 2})
+    held = kiosk_payments(env, result.transaction_id)
+    assert [b.outcome for b in result.bills] == ["settled"] * 3
+    assert [b.tracking_code for b in result.bills] == [held[f"{result.transaction_id}.{i}"]["tracking_code"]
+                                                       for i in range(3)]
+    states = [e.state for e in journal(env).get(result.transaction_id).entries]
+    assert states == [TxState.CREATED, TxState.PAYING, TxState.PAID] + [TxState.FULFILLING] * 6 + \
+        [TxState.FULFILLED, TxState.POSTED, TxState.COMPLETED]
+    # one signed receipt for the total, listing each bill with its tracking code
+    [printed] = env.printer.receipts()
+    assert printed.qr_codes == [result.receipt_payload]
+    with KioskContextKey(env) as public_key:
+        verified = verify_payload(result.receipt_payload, public_key)
+    assert verified.amount_rials == total and verified.kind == "fee_basket"
+    assert receipt_lines(env, result.transaction_id) == [("settled", b.tracking_code) for b in result.bills]
+
+
+class KioskContextKey:
+    """The kiosk's receipt public key (read from a context on the same data dir)."""
+
+    def __init__(self, env: DemoEnvironment) -> None:
+        self.env = env
+
+    def __enter__(self) -> Any:
+        async def go() -> Any:
+            ctx = await KioskContext.open(self.env.settings, self.env.data_dir)
+            try:
+                return ctx.receipts.signer.public_key
+            finally:
+                await ctx.close()
+
+        return asyncio.run(go())
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def test_a_bill_paid_elsewhere_before_paying_is_dropped_before_any_money_moves(env: DemoEnvironment) -> None:
+    chosen = slips(env, 3)
+    pay_elsewhere(env, chosen[1], "bank-app-early")
+    ui = ScriptedUI(CONFIRM)
+    result = pay(env, chosen, ui)
+    assert result is not None and result.final_state == TxState.COMPLETED
+    assert ui.keys("error") == ["basket.bill_dropped"]
+    assert [(b.bill_id, b.outcome) for b in result.bills] == [
+        (chosen[1].bill_id, "not_paid"), (chosen[0].bill_id, "settled"), (chosen[2].bill_id, "settled")]
+    assert result.bills[0].reason == "bill.already_paid"
+    assert result.amount_rials == chosen[0].amount_rials + chosen[2].amount_rials
+    assert env.terminal.net_charged(result.transaction_id) == result.amount_rials
+    assert sorted(kiosk_payments(env, result.transaction_id)) == [f"{result.transaction_id}.0",
+                                                                  f"{result.transaction_id}.1"]
+
+
+def test_a_bill_refused_at_settlement_gets_its_share_refunded_and_the_rest_settled(env: DemoEnvironment) -> None:
+    chosen = slips(env, 3)
+    result = pay(env, chosen, PayElsewhereOnConfirm(env, [chosen[1]]))
+    assert result is not None
+    tx_id = result.transaction_id
+    assert result.final_state == TxState.COMPLETED and result.outcome.ok
+    assert result.outcome.message_key == "basket.paid_part_refunded"
+    assert result.outcome.params["refunded_rials"] == chosen[1].amount_rials
+    assert [b.outcome for b in result.bills] == ["settled", "refunded", "settled"]
+    assert result.refunded_rials == chosen[1].amount_rials
+    check_ledgers(env, tx_id, chosen, {0, 2})
+    [sale] = [s for s in env.terminal.ledger() if s["reference"] == tx_id]
+    assert sale["status"] == "approved" and sale["reversed_rials"] == chosen[1].amount_rials
+    # the refund went out under a message reference journaled before it, and is confirmed
+    steps = [(e.data.get("bill"), e.data.get("step")) for e in journal(env).get(tx_id).entries
+             if e.state == TxState.FULFILLING]
+    assert (1, "refused") in steps and steps.index((1, "refunding")) < steps.index((1, "refunded"))
+    refunding = [e.data for e in journal(env).get(tx_id).entries if e.data.get("step") == "refunding"]
+    assert refunding[0]["message_ref"]["category"] == "Reversal" and refunding[0]["amount_rials"] == chosen[1].amount_rials
+    assert [o for o, _ in receipt_lines(env, tx_id)] == ["settled", "refunded", "settled"]
+    [printed] = env.printer.receipts()
+    assert printed.qr_codes == [result.receipt_payload]
+
+
+def test_every_bill_refused_at_settlement_reverses_the_whole_sale(env: DemoEnvironment) -> None:
+    chosen = slips(env, 2)
+    result = pay(env, chosen, PayElsewhereOnConfirm(env, chosen))
+    assert result is not None
+    assert result.final_state == TxState.REVERSED and not result.outcome.ok
+    assert result.outcome.message_key == "basket.all_refused_reversed"
+    assert [b.outcome for b in result.bills] == ["refunded", "refunded"]
+    check_ledgers(env, result.transaction_id, chosen, set())
+    assert [s["status"] for s in env.terminal.ledger()] == ["reversed"]
+    assert env.printer.receipts() == []  # nothing was bought: no receipt, as for one refused fee
+
+
+def test_a_share_refund_the_terminal_refuses_ends_refund_pending_naming_the_bill(env: DemoEnvironment) -> None:
+    from devices.terminal import nexo
+
+    chosen = slips(env, 3)
+    env.terminal._reversal = lambda req: nexo.response_message(  # type: ignore[method-assign]
+        req.header, "ReversalResponse", nexo.failure_body(nexo.REFUSAL))  # the acquirer refuses refunds today
+    result = pay(env, chosen, PayElsewhereOnConfirm(env, [chosen[2]]))
+    assert result is not None
+    tx_id = result.transaction_id
+    assert result.final_state == TxState.REFUND_PENDING and result.outcome.ok  # two bills are paid
+    assert result.outcome.message_key == "basket.paid_refund_pending"
+    assert result.outcome.params["pending_rials"] == chosen[2].amount_rials
+    assert [b.outcome for b in result.bills] == ["settled", "settled", "refund_pending"]
+    tx = journal(env).get(tx_id)
+    assert tx.data["bills_refund_pending"] == [2] and tx.data["refund_pending_rials"] == chosen[2].amount_rials
+    assert journal(env).verify().ok and journal(env).open_transactions() == []  # an operator's, not recovery's
+    assert sorted(kiosk_payments(env, tx_id)) == [f"{tx_id}.0", f"{tx_id}.1"]
+    assert env.terminal.net_charged(tx_id) == sum(s.amount_rials for s in chosen)  # still held: an operator refunds
+    assert [o for o, _ in receipt_lines(env, tx_id)] == ["settled", "settled", "refund_pending"]
+
+
+class StopBackofficeOnConfirm(ScriptedUI):
+    def __init__(self, env: DemoEnvironment) -> None:
+        super().__init__(CONFIRM)
+        self.env = env
+
+    async def confirm(self, key: str, **params: Any) -> bool:
+        self.env.backoffice.stop()
+        return await super().confirm(key, **params)
+
+
+def test_backoffice_down_at_settlement_keeps_every_bill_queued_and_recovery_settles_them(env: DemoEnvironment) -> None:
+    chosen = slips(env, 3)
+    port = int(env.backoffice.url.rsplit(":", 1)[1])
+    result = pay(env, chosen, StopBackofficeOnConfirm(env))
+    assert result is not None
+    tx_id = result.transaction_id
+    assert result.final_state == TxState.FULFILLING and result.outcome.ok
+    assert result.outcome.message_key == "basket.pending" and result.receipt_payload
+    assert [b.outcome for b in result.bills] == ["pending"] * 3
+    assert len([i for i in journal(env).outbox_for(tx_id) if i.status == "pending"]) == 3
+    with serve_in_thread(env.backoffice_db_url, port=port):
+        resolved = recover_now(env)
+        assert resolved[tx_id]["to_state"] == "COMPLETED"
+        check_ledgers(env, tx_id, chosen, {0, 1, 2})
+
+
+def test_the_outbox_worker_finishes_a_queued_basket_while_the_kiosk_runs(env: DemoEnvironment) -> None:
+    chosen = slips(env, 2)
+    port = int(env.backoffice.url.rsplit(":", 1)[1])
+    ui = StopBackofficeOnConfirm(env)
+
+    async def go() -> tuple[str, TxState]:
+        ctx = await KioskContext.open(env.settings, env.data_dir)
+        try:
+            ctx.start_outbox_worker(interval_s=0.1, recovery_interval_s=3600.0)
+            result = await FeeBasketFlow(ctx, ui).pay(chosen)
+            assert result.final_state == TxState.FULFILLING
+            with serve_in_thread(env.backoffice_db_url, port=port):
+                for item in ctx.journal.outbox_for(result.transaction_id):
+                    ctx.journal.outbox_record_attempt(item.id, "test: due now", 0.0)
+                for _ in range(200):
+                    if ctx.journal.state_of(result.transaction_id) == TxState.COMPLETED:
+                        break
+                    await asyncio.sleep(0.05)
+                return result.transaction_id, ctx.journal.state_of(result.transaction_id)
+        finally:
+            await ctx.close()
+
+    tx_id, state = asyncio.run(go())
+    assert state == TxState.COMPLETED
+    check_ledgers(env, tx_id, chosen, {0, 1})
+
+
+def test_an_empty_or_doubled_selection_is_refused_before_anything_is_asked(env: DemoEnvironment) -> None:
+    chosen = slips(env, 2)
+    for selection in ([], [chosen[0], chosen[0]]):
+        ui = ScriptedUI(CONFIRM)
+        result = pay(env, selection, ui)
+        assert result is not None and result.transaction_id is None
+        assert ui.keys("error") == ["basket.invalid"]
+    assert journal(env).transactions() == [] and env.terminal.ledger() == []
+
+
+def test_cancel_at_the_total_charges_nothing(env: DemoEnvironment) -> None:
+    result = pay(env, slips(env, 2), ScriptedUI({"basket.confirm": False}))
+    assert result is not None and result.outcome.message_key == "basket.cancelled"
+    assert journal(env).transactions() == [] and env.terminal.ledger() == []
+
+
+def test_the_basket_state_table_allows_its_steps_and_a_fee_does_not(env: DemoEnvironment) -> None:
+    with journal(env) as j:
+        basket = j.begin("fee_basket", 100, {"items": [{"bill_id": "1", "payment_id": "2", "amount_rials": 100}]}).tx_id
+        fee = j.begin("fee_payment", 100, {"bill_id": "1", "payment_id": "2"}).tx_id
+        for tx in (basket, fee):
+            j.append(tx, TxState.PAYING)
+            j.append(tx, TxState.PAID)
+            j.append(tx, TxState.FULFILLING)
+        j.append(basket, TxState.FULFILLING, {"bill": 0, "step": "refused"})
+        with pytest.raises(IllegalTransition):
+            j.append(fee, TxState.FULFILLING, {"bill": 0, "step": "refused"})
+        with pytest.raises(IllegalTransition):
+            j.append(fee, TxState.REFUND_PENDING)
+        j.append(basket, TxState.REFUND_PENDING)
+        assert j.verify().ok
+
+
+# --- crashes between the steps of one basket ------------------------------------------------------
+
+@pytest.mark.parametrize("point, settled_before", [
+    ("after-paid", None),                       # nothing queued: recovery reverses the whole sale
+    ("between-basket-settlements", 1),          # bill 0 settled; 1 and 2 queued
+    ("after-post-sent", 0),                     # bill 0 reached the back-office; its answer not journaled
+    ("before-receipt", 3),                      # everything settled; no receipt yet
+])
+def test_a_crash_inside_a_basket_is_finished_by_recovery_with_every_ledger_agreeing(
+        env: DemoEnvironment, point: str, settled_before: int | None) -> None:
+    chosen = slips(env, 3)
+    assert pay(env, chosen, crash=point) is None
+    tx_id = only_tx(env)
+    before = journal(env).get(tx_id)
+    if settled_before is not None:
+        assert sum(o.step == "settled" for o in bill_outcomes(before)) == settled_before
+    resolved = recover_now(env)
+    if point == "after-paid":
+        assert resolved[tx_id]["to_state"] == "REVERSED"
+        check_ledgers(env, tx_id, chosen, set())
+        return
+    assert resolved[tx_id]["to_state"] == "COMPLETED"
+    check_ledgers(env, tx_id, chosen, {0, 1, 2})
+    assert [o for o, _ in receipt_lines(env, tx_id)] == ["settled"] * 3
+    assert recover_now(env) == {}  # nothing left: a second restart does nothing
+
+
+@pytest.mark.parametrize("point", ["between-basket-settlements", "after-partial-refund"])
+def test_a_crash_around_a_refused_bill_refunds_its_share_exactly_once(env: DemoEnvironment, point: str) -> None:
+    chosen = slips(env, 3)
+    assert pay(env, chosen, PayElsewhereOnConfirm(env, [chosen[1]]), crash=point) is None
+    tx_id = only_tx(env)
+    if point == "after-partial-refund":
+        # the terminal gave the share back; the journal has only the request (refunding)
+        assert env.terminal.net_charged(tx_id) == chosen[0].amount_rials + chosen[2].amount_rials
+        assert bill_outcomes(journal(env).get(tx_id))[1].step == "refunding"
+    resolved = recover_now(env)
+    assert resolved[tx_id]["to_state"] == "COMPLETED"
+    check_ledgers(env, tx_id, chosen, {0, 2})
+    [sale] = [s for s in env.terminal.ledger() if s["reference"] == tx_id]
+    assert sale["reversed_rials"] == chosen[1].amount_rials  # refunded once, not twice
+    refunds = [e for e in journal(env).get(tx_id).entries if e.data.get("step") == "refunding"]
+    assert len(refunds) == 1  # recovery asked about the journaled request instead of sending another
+    assert [o for o, _ in receipt_lines(env, tx_id)] == ["settled", "refunded", "settled"]
+
+
+def test_the_printed_basket_receipt_lists_each_bill_and_what_came_back(env: DemoEnvironment) -> None:
+    chosen = slips(env, 3)
+    result = pay(env, chosen, PayElsewhereOnConfirm(env, [chosen[1]]))
+    assert result is not None
+    tx = journal(env).get(result.transaction_id)
+    data = kind_of(tx.kind).receipt_data(tx, kiosk_id="kiosk-test", pending=False)
+    for lang in ("fa", "en"):
+        doc = build_document(data, result.receipt_payload, lang=lang)
+        rows = [b for b in doc.blocks if isinstance(b, Row)]
+        labels = [r.label for r in rows]
+        assert labels.count("Bill ID" if lang == "en" else "شناسه قبض") == 3
+        assert labels.count("Tracking code" if lang == "en" else "کد رهگیری") == 2
+    en = build_document(data, result.receipt_payload, lang="en")
+    values = {r.label: r.value for r in en.blocks if isinstance(r, Row)}
+    assert values["Returned to card"] == f"{chosen[1].amount_rials:,} rials"
