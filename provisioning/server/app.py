@@ -1,0 +1,329 @@
+"""The fleet server's HTTP API.
+
+/api/v1/enroll and /api/v1/agent/* are for agents: every request is signed with the kiosk's
+Ed25519 key (provisioning.common.signing). /api/v1/* else is for managers: a bearer token
+with a role (viewer < operator < admin). Every refusal is a JSON body {"error", "message"}
+and an entry in the audit log. The app keeps no state of its own between requests (the
+database holds everything), so several processes may serve one PostgreSQL database."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any, AsyncIterator, Callable, Iterator
+
+from fastapi import Body, Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from provisioning.common import signing
+from provisioning.server import service as svc
+from provisioning.server.db import make_engine, session_factory, upgrade
+from provisioning.server.models import KioskStatus, Role
+
+log = logging.getLogger("fleet.api")
+
+MAX_BODY = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    interval_s: int = svc.DEFAULT_INTERVAL_S
+    config_ttl: dt.timedelta = svc.DEFAULT_CONFIG_TTL
+    max_skew_s: int = signing.MAX_SKEW_S
+
+
+class EnrollIn(BaseModel):
+    token: str = Field(max_length=256)
+    serial: str = Field(max_length=64)
+    model: str = Field(max_length=64)
+    app_version: str = Field(max_length=32)
+    public_key: str = Field(max_length=64)
+
+
+class FeedbackIn(BaseModel):
+    status: str = Field(max_length=16)
+    result: str | None = Field(default=None, max_length=svc.MAX_RESULT_CHARS)
+
+
+class EnrollTokenIn(BaseModel):
+    label: str = Field(min_length=1, max_length=100)
+    site: str | None = None
+    needs_approval: bool = False
+    max_uses: int = 1
+    ttl_s: int = 86400
+
+
+class ManagerTokenIn(BaseModel):
+    name: str
+    role: Role
+
+
+class CommandIn(BaseModel):
+    kind: str = Field(max_length=32)
+    args: dict[str, str] = {}
+    ttl_s: int = int(svc.DEFAULT_COMMAND_TTL.total_seconds())
+
+
+def _sessions(request: Request) -> sessionmaker[Session]:
+    return request.app.state.sessions  # type: ignore[no-any-return]
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+_bearer = HTTPBearer(auto_error=False, description="a manager's token (fleet token create)")
+
+
+def _manager(request: Request,
+             credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> svc.Manager:
+    manager = None
+    if credentials is not None:
+        with _sessions(request)() as session:
+            manager = svc.manager_for_token(session, credentials.credentials.strip())
+    if manager is None:
+        raise svc.FleetError(401, "auth.unauthorized", "a valid manager token is needed",
+                             action=f"manager {request.method} {request.url.path}"[:64])
+    request.state.actor = manager.actor
+    return manager
+
+
+ManagerDep = Annotated[svc.Manager, Depends(_manager)]
+
+
+def _db(request: Request) -> Iterator[Session]:
+    with _sessions(request)() as session, session.begin():
+        yield session
+
+
+Db = Annotated[Session, Depends(_db)]
+
+
+async def _signed_path(request: Request) -> tuple[str, bytes]:
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        raise svc.FleetError(413, "request.too_large", "the request body is too large")
+    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return path, body
+
+
+def _agent_call(allow: tuple[str, ...]) -> Callable[..., Any]:
+    async def dep(request: Request) -> tuple[str, bytes]:
+        path, body = await _signed_path(request)
+        headers = {k: request.headers.get(k, "") for k in
+                   (signing.H_KIOSK, signing.H_TIMESTAMP, signing.H_NONCE, signing.H_SIGNATURE)}
+        request.state.actor = f"kiosk?:{headers[signing.H_KIOSK][:64]}"
+        settings = _settings(request)
+
+        def check() -> str:
+            with _sessions(request)() as session, session.begin():
+                kiosk = svc.check_signed_request(session, method=request.method, path=path, headers=headers,
+                                                 body=body, now=time.time(), max_skew_s=settings.max_skew_s,
+                                                 allow=allow)
+                return kiosk.kiosk_id
+
+        kiosk_id = await run_in_threadpool(check)
+        request.state.actor = f"kiosk:{kiosk_id}"
+        return kiosk_id, body
+
+    return dep
+
+
+AgentCall = Annotated[tuple[str, bytes], Depends(_agent_call((KioskStatus.ACCEPTED,)))]
+AnyAgentCall = Annotated[tuple[str, bytes], Depends(_agent_call(tuple(KioskStatus)))]
+
+
+def _json_body(body: bytes, action: str) -> dict[str, Any]:
+    try:
+        value = json.loads(body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise svc.FleetError(422, "request.invalid", "the body is not JSON", action=action) from None
+    if not isinstance(value, dict):
+        raise svc.FleetError(422, "request.invalid", "the body must be a JSON object", action=action)
+    return value
+
+
+def create_app(db_url: str, *, migrate: bool = True, engine: Engine | None = None,
+               settings: Settings | None = None) -> FastAPI:
+    if migrate:
+        upgrade(db_url)
+    engine = engine or make_engine(db_url)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(title="City Kiosk fleet server", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.engine = engine
+    app.state.sessions = session_factory(engine)
+    app.state.settings = settings or Settings()
+
+    @app.exception_handler(svc.FleetError)
+    async def _refused(request: Request, exc: svc.FleetError) -> JSONResponse:
+        actor = getattr(request.state, "actor", None) or f"anonymous:{request.client.host if request.client else '?'}"
+        await run_in_threadpool(svc.audit_refusal, _sessions(request), actor, exc,
+                                path=request.url.path, method=request.method)
+        log.info("refused %s %s: %s", request.method, request.url.path, exc.code)
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = [{k: v for k, v in err.items() if k in ("loc", "msg", "type")} for err in exc.errors()]
+        refusal = svc.FleetError(422, "request.invalid", "the request does not have the expected shape",
+                                 action=f"{request.method} {request.url.path}"[:64])
+        actor = getattr(request.state, "actor", None) or "anonymous"
+        await run_in_threadpool(svc.audit_refusal, _sessions(request), actor, refusal)
+        return JSONResponse({**refusal.body(), "detail": json.loads(json.dumps(detail, default=str))},
+                            status_code=422)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/api/v1/ping")
+    def ping() -> dict[str, bool]:
+        """Unauthenticated and does nothing: the baseline the heartbeat bench compares with."""
+        return {"ok": True}
+
+    _agent_routes(app)
+    _manager_routes(app)
+    return app
+
+
+def _agent_routes(app: FastAPI) -> None:
+    @app.post("/api/v1/enroll", status_code=201)
+    async def enroll(request: Request) -> JSONResponse:
+        path, body = await _signed_path(request)
+        request.state.actor = "anonymous:enroll"
+        try:
+            data = EnrollIn.model_validate_json(body or b"{}")
+        except ValueError:
+            raise svc.FleetError(422, "request.invalid", "an enrollment needs token, serial, model, app_version "
+                                 "and public_key", action="enroll") from None
+        try:
+            signing.public_from_b64(data.public_key)
+        except signing.SignatureError as exc:
+            raise svc.FleetError(422, "enroll.bad_key", f"public_key: {exc}", action="enroll") from None
+        headers = dict(request.headers)
+        headers = {k: request.headers.get(k, "") for k in
+                   (signing.H_KIOSK, signing.H_TIMESTAMP, signing.H_NONCE, signing.H_SIGNATURE)}
+        settings = _settings(request)
+
+        def work() -> dict[str, Any]:
+            with _sessions(request)() as session, session.begin():
+                svc.check_enroll_signature(session, method=request.method, path=path, headers=headers, body=body,
+                                           public_key=data.public_key, now=time.time(),
+                                           max_skew_s=settings.max_skew_s)
+                kiosk = svc.enroll(session, token=data.token, serial=data.serial, model=data.model,
+                                   app_version=data.app_version, public_key=data.public_key)
+                key = svc.signing_key(session)
+                return {"kiosk_id": kiosk.kiosk_id, "status": kiosk.status, "site": kiosk.site,
+                        "fleet_public_key": signing.public_b64(key), "interval_s": settings.interval_s}
+
+        return JSONResponse(await run_in_threadpool(work), status_code=201)
+
+    @app.get("/api/v1/agent/status")
+    def agent_status(call: AnyAgentCall, request: Request) -> dict[str, Any]:
+        with _sessions(request)() as session:
+            kiosk = session.get(svc.Kiosk, call[0])
+            assert kiosk is not None
+            return {"kiosk_id": kiosk.kiosk_id, "status": kiosk.status, "site": kiosk.site}
+
+    @app.post("/api/v1/agent/heartbeat")
+    def agent_heartbeat(call: AgentCall, request: Request) -> dict[str, Any]:
+        body = _json_body(call[1], "heartbeat")
+        with _sessions(request)() as session, session.begin():
+            kiosk = session.get(svc.Kiosk, call[0])
+            assert kiosk is not None
+            return svc.heartbeat(session, kiosk, body, interval_s=_settings(request).interval_s)
+
+    @app.get("/api/v1/agent/config")
+    def agent_config(call: AgentCall, request: Request) -> Response:
+        with _sessions(request)() as session, session.begin():
+            kiosk = session.get(svc.Kiosk, call[0])
+            assert kiosk is not None
+            doc = svc.config_document(session, kiosk, svc.signing_key(session), _settings(request).config_ttl)
+        if doc is None:
+            return Response(status_code=204)
+        return JSONResponse(doc)
+
+    @app.post("/api/v1/agent/commands/{command_id}/feedback")
+    def agent_feedback(command_id: int, call: AgentCall, request: Request) -> dict[str, Any]:
+        try:
+            data = FeedbackIn.model_validate_json(call[1] or b"{}")
+        except ValueError:
+            raise svc.FleetError(422, "request.invalid", "feedback is {status, result}",
+                                 action="command.feedback", target=call[0]) from None
+        with _sessions(request)() as session, session.begin():
+            kiosk = session.get(svc.Kiosk, call[0])
+            assert kiosk is not None
+            return svc.command_view(svc.command_feedback(session, kiosk, command_id, data.status, data.result))
+
+
+def _manager_routes(app: FastAPI) -> None:
+    @app.get("/api/v1/kiosks")
+    def kiosks(manager: ManagerDep, db: Db, request: Request) -> list[dict[str, Any]]:
+        svc.require(manager, Role.VIEWER, "kiosk.list")
+        return svc.list_kiosks(db, _settings(request).interval_s)
+
+    @app.get("/api/v1/kiosks/{kiosk_id}")
+    def kiosk(kiosk_id: str, manager: ManagerDep, db: Db, request: Request) -> dict[str, Any]:
+        svc.require(manager, Role.VIEWER, "kiosk.show", kiosk_id)
+        return svc.get_kiosk(db, kiosk_id, _settings(request).interval_s)
+
+    for decision in ("accept", "reject", "revoke"):
+        def decide(kiosk_id: str, manager: ManagerDep, db: Db, request: Request,
+                   decision: str = decision) -> dict[str, Any]:
+            kiosk = svc.decide(db, manager, kiosk_id, decision)
+            return {"kiosk_id": kiosk.kiosk_id, "status": kiosk.status}
+
+        app.post(f"/api/v1/kiosks/{{kiosk_id}}/{decision}", name=f"kiosk_{decision}")(decide)
+
+    @app.post("/api/v1/enroll-tokens", status_code=201)
+    def enroll_token(body: EnrollTokenIn, manager: ManagerDep, db: Db) -> dict[str, Any]:
+        token = svc.create_enroll_token(db, manager, label=body.label, site=body.site,
+                                        needs_approval=body.needs_approval, max_uses=body.max_uses,
+                                        ttl=dt.timedelta(seconds=body.ttl_s))
+        return {"token": token}
+
+    @app.post("/api/v1/manager-tokens", status_code=201)
+    def manager_token(body: ManagerTokenIn, manager: ManagerDep, db: Db) -> dict[str, Any]:
+        return {"name": body.name, "role": body.role.value,
+                "token": svc.create_manager_token(db, manager, body.name, body.role)}
+
+    @app.post("/api/v1/config/{scope}")
+    @app.post("/api/v1/config/{scope}/{target}")
+    def push_config(scope: str, manager: ManagerDep, db: Db,
+                    settings: Annotated[dict[str, Any], Body()], target: str = "") -> dict[str, Any]:
+        return {"scope": scope, "target": target, "revision": svc.push_layer(db, manager, scope, target, settings)}
+
+    @app.post("/api/v1/kiosks/{kiosk_id}/commands", status_code=201)
+    def command(kiosk_id: str, body: CommandIn, manager: ManagerDep, db: Db) -> dict[str, Any]:
+        return svc.command_view(svc.queue_command(db, manager, kiosk_id, body.kind, body.args,
+                                                  dt.timedelta(seconds=body.ttl_s)))
+
+    @app.get("/api/v1/kiosks/{kiosk_id}/commands")
+    def commands(kiosk_id: str, manager: ManagerDep, db: Db) -> list[dict[str, Any]]:
+        svc.require(manager, Role.VIEWER, "command.list", kiosk_id)
+        return svc.list_commands(db, kiosk_id)
+
+    @app.get("/api/v1/audit")
+    def audit(manager: ManagerDep, db: Db, limit: int = 100, outcome: str | None = None) -> list[dict[str, Any]]:
+        svc.require(manager, Role.ADMIN, "audit.read")
+        return svc.audit_entries(db, min(max(limit, 1), 1000), outcome=outcome)
+
+    @app.get("/api/v1/fleet-key")
+    def fleet_key(manager: ManagerDep, db: Db) -> dict[str, str]:
+        svc.require(manager, Role.VIEWER, "fleet_key.show")
+        return {"public_key": signing.public_b64(svc.signing_key(db))}

@@ -1,0 +1,328 @@
+"""`fleet` command line: serve the fleet server, and manage it straight on its database
+(manager and enrollment tokens, kiosks, configuration, commands, the audit log).
+
+The CLI acts with the database's authority (it holds the URL, so it holds everything): it is
+an admin, and every action it takes is in the audit log as `cli:<user>`. Remote managers use
+the HTTP API with a token of their role.
+
+Exit codes: 0 ok, 1 failed or refused, 2 usage error; a mistake is one line on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from backoffice.cli import CliError, _bind, _db_failure, _level, _port, check_db_url
+
+DEFAULT_DB = "sqlite:///fleet.sqlite3"
+
+
+def _db(args: argparse.Namespace) -> str:
+    return str(args.db or os.environ.get("FLEET_DB_URL") or DEFAULT_DB)
+
+
+def _duration(text: str) -> dt.timedelta:
+    m = re.fullmatch(r"(\d+)([smhd])", text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"a duration is a number and s, m, h or d (e.g. 24h), not {text!r}")
+    return dt.timedelta(seconds=int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)])
+
+
+def _cli_manager() -> Any:
+    from provisioning.server.models import Role
+    from provisioning.server.service import Manager
+
+    try:
+        who = getpass.getuser()
+    except Exception:  # no user name (a container without passwd entry)
+        who = str(os.getuid())
+    return Manager(f"cli:{who}"[:64], Role.ADMIN)
+
+
+def _in_session(args: argparse.Namespace, work: Callable[[Any, Any], Any], *, migrate: bool = True) -> Any:
+    """Run work(session, manager) in one transaction; a FleetError is audited and refused."""
+    from provisioning.server.db import make_engine, session_factory, upgrade
+    from provisioning.server.service import FleetError, audit_refusal
+
+    url = _db(args)
+    if migrate:
+        upgrade(url)
+    engine = make_engine(url)
+    sessions = session_factory(engine)
+    manager = _cli_manager()
+    try:
+        with sessions() as session, session.begin():
+            return work(session, manager)
+    except FleetError as exc:
+        audit_refusal(sessions, manager.actor, exc)
+        raise CliError(f"{exc.message} ({exc.code})", 1) from None
+    finally:
+        engine.dispose()
+
+
+def _print(value: Any, as_json: bool, text: Callable[[Any], str]) -> None:
+    print(json.dumps(value, ensure_ascii=False, indent=2) if as_json else text(value))
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from provisioning.server.db import current_revision, upgrade
+
+    upgrade(_db(args))
+    print(current_revision(_db(args)))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from provisioning.server.app import Settings
+    from provisioning.server.server import serve_foreground, url_of
+
+    sock = _bind(args.host, args.port)
+    base = url_of(args.host, sock.getsockname()[1])
+
+    def announce() -> None:
+        print(f"fleet: serving {base}; Ctrl-C stops", flush=True)
+
+    try:
+        serve_foreground(_db(args), sock, settings=Settings(interval_s=args.interval), log_level=args.log_level.lower(),
+                         on_started=announce)
+    finally:
+        sock.close()
+    return 0
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    from provisioning.server.models import Role
+    from provisioning.server.service import create_manager_token
+
+    print(_in_session(args, lambda s, m: create_manager_token(s, m, args.name, Role(args.role))))
+    return 0
+
+
+def _token_disable(args: argparse.Namespace) -> int:
+    from provisioning.server.service import disable_manager_token
+
+    _in_session(args, lambda s, m: disable_manager_token(s, m, args.name))
+    return 0
+
+
+def _enroll_token(args: argparse.Namespace) -> int:
+    from provisioning.server.service import create_enroll_token
+
+    print(_in_session(args, lambda s, m: create_enroll_token(
+        s, m, label=args.label, site=args.site, needs_approval=args.approval, max_uses=args.uses,
+        ttl=args.expires)))
+    return 0
+
+
+def _kiosks(args: argparse.Namespace) -> int:
+    from provisioning.server.service import list_kiosks
+
+    rows = _in_session(args, lambda s, m: list_kiosks(s, args.interval))
+
+    def table(rows: list[dict[str, Any]]) -> str:
+        if not rows:
+            return "no kiosks"
+        lines = [f"{'KIOSK':<20} {'STATUS':<9} {'SITE':<12} {'PRESENCE':<8} {'CONFIG':<9} ALERTS"]
+        for r in rows:
+            c = r["config"]
+            cfg = f"{c['reported_version'] or 0}/{c['desired_version']}"
+            lines.append(f"{r['kiosk_id']:<20} {r['status']:<9} {r['site'] or '-':<12} {r['presence']:<8} "
+                         f"{cfg:<9} {'; '.join(r['alerts']) or '-'}")
+        return "\n".join(lines)
+
+    _print(rows, args.json, table)
+    return 0
+
+
+def _kiosk_show(args: argparse.Namespace) -> int:
+    from provisioning.server.service import get_kiosk
+
+    view = _in_session(args, lambda s, m: get_kiosk(s, args.kiosk_id, args.interval))
+    _print(view, True, str)
+    return 0
+
+
+def _decide(decision: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        from provisioning.server.service import decide
+
+        status = _in_session(args, lambda s, m: decide(s, m, args.kiosk_id, decision).status)
+        print(f"{args.kiosk_id}: {status}")
+        return 0
+
+    return run
+
+
+def _target(text: str) -> tuple[str, str]:
+    scope, _, name = text.partition(":")
+    if scope == "fleet" and not name:
+        return "fleet", ""
+    if scope in ("site", "kiosk") and name:
+        return scope, name
+    raise argparse.ArgumentTypeError(f"--target is fleet, site:NAME or kiosk:ID, not {text!r}")
+
+
+def _config_push(args: argparse.Namespace) -> int:
+    from provisioning.server.service import push_layer
+
+    try:
+        settings = json.loads(Path(args.file).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CliError(f"{args.file}: {exc.strerror or exc}", 1) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CliError(f"{args.file}: not JSON ({exc})", 1) from None
+    scope, target = args.target
+    revision = _in_session(args, lambda s, m: push_layer(s, m, scope, target, settings))
+    print(f"{scope}{':' + target if target else ''}: revision {revision}")
+    return 0
+
+
+def _command(args: argparse.Namespace) -> int:
+    from provisioning.server.service import command_view, queue_command
+
+    cmd_args = {}
+    for item in args.arg or []:
+        k, sep, v = item.partition("=")
+        if not sep:
+            raise CliError("--arg wants KEY=VALUE", 2)
+        cmd_args[k] = v
+    view = _in_session(args, lambda s, m: command_view(queue_command(s, m, args.kiosk_id, args.kind, cmd_args,
+                                                                     args.expires)))
+    _print(view, args.json, lambda v: f"command {v['id']} ({v['kind']}) queued for {v['kiosk_id']}, "
+                                      f"expires {v['expires_at']}")
+    return 0
+
+
+def _commands(args: argparse.Namespace) -> int:
+    from provisioning.server.service import list_commands
+
+    rows = _in_session(args, lambda s, m: list_commands(s, args.kiosk_id))
+    _print(rows, args.json, lambda rows: "\n".join(
+        f"{r['id']:>5} {r['kind']:<16} {r['status']:<9} {r['updated_at']}" for r in rows) or "no commands")
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from provisioning.server.service import audit_entries
+
+    rows = _in_session(args, lambda s, m: audit_entries(s, args.limit))
+    _print(rows, args.json, lambda rows: "\n".join(
+        f"{r['at']} {r['actor']:<24} {r['action']:<24} {r['target']:<20} {r['outcome']}" for r in rows))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", help=f"database URL (default $FLEET_DB_URL or {DEFAULT_DB})")
+    common.add_argument("--log-level", default="WARNING", type=_level, help="DEBUG, INFO, WARNING, ERROR")
+    listing = argparse.ArgumentParser(add_help=False)
+    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--interval", type=int, default=60, help="the heartbeat interval the server uses (s)")
+    parser = argparse.ArgumentParser(prog="fleet", description="City Kiosk fleet server and its management")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("migrate", parents=[common], help="bring the database to the newest schema")
+    p.set_defaults(func=_migrate)
+    p = sub.add_parser("serve", parents=[common], help="migrate, then serve the fleet API")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=_port, default=8710, help="TCP port (default 8710; 0 = any free port)")
+    p.add_argument("--interval", type=int, default=60, help="heartbeat interval told to agents (s, default 60)")
+    p.set_defaults(func=_serve)
+
+    tok = sub.add_parser("token", help="manager API tokens (roles viewer, operator, admin)")
+    tsub = tok.add_subparsers(dest="token_command", metavar="ACTION")
+    p = tsub.add_parser("create", parents=[common], help="create (or rotate) a manager's token; prints it once")
+    p.add_argument("name")
+    p.add_argument("--role", required=True, choices=("viewer", "operator", "admin"))
+    p.set_defaults(func=_token_create)
+    p = tsub.add_parser("disable", parents=[common], help="disable a manager's token")
+    p.add_argument("name")
+    p.set_defaults(func=_token_disable)
+
+    en = sub.add_parser("enrollment", help="enrollment tokens kiosks enroll with")
+    esub = en.add_subparsers(dest="enrollment_command", metavar="ACTION")
+    p = esub.add_parser("create", parents=[common], help="create an enrollment token; prints it once")
+    p.add_argument("--label", required=True, help="what it is for (shown in the audit log)")
+    p.add_argument("--site", help="kiosks enrolled with it belong to this site")
+    p.add_argument("--uses", type=int, default=1, help="how many kiosks may enroll with it (default 1)")
+    p.add_argument("--expires", type=_duration, default=dt.timedelta(days=1), help="lifetime (default 24h)")
+    p.add_argument("--approval", action="store_true", help="kiosks wait (pending) until a manager accepts them")
+    p.set_defaults(func=_enroll_token)
+
+    p = sub.add_parser("kiosks", parents=[common, listing], help="list kiosks: status, presence, config, alerts")
+    p.set_defaults(func=_kiosks)
+    p = sub.add_parser("kiosk", parents=[common, listing], help="one kiosk in full: desired/reported/delta")
+    p.add_argument("kiosk_id")
+    p.set_defaults(func=_kiosk_show)
+    for decision, text in (("accept", "accept a pending kiosk"), ("reject", "reject a pending kiosk"),
+                           ("revoke", "cut a kiosk off (at its next request)")):
+        p = sub.add_parser(decision, parents=[common], help=text)
+        p.add_argument("kiosk_id")
+        p.set_defaults(func=_decide(decision))
+
+    cfg = sub.add_parser("config", help="configuration layers")
+    csub = cfg.add_subparsers(dest="config_command", metavar="ACTION")
+    p = csub.add_parser("push", parents=[common], help="push a layer (a partial kiosk.json) to a target")
+    p.add_argument("file")
+    p.add_argument("--target", required=True, type=_target, help="fleet, site:NAME or kiosk:ID")
+    p.set_defaults(func=_config_push)
+
+    p = sub.add_parser("command", parents=[common], help="queue a command for a kiosk")
+    p.add_argument("kiosk_id")
+    p.add_argument("kind", help="restart, maintenance_on, maintenance_off, disable_service, enable_service, "
+                   "upload_logs")
+    p.add_argument("--arg", action="append", metavar="KEY=VALUE", help="e.g. service=topup")
+    p.add_argument("--expires", type=_duration, default=dt.timedelta(hours=24), help="default 24h")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_command)
+    p = sub.add_parser("commands", parents=[common, listing], help="a kiosk's commands and their feedback")
+    p.add_argument("kiosk_id")
+    p.set_defaults(func=_commands)
+
+    p = sub.add_parser("audit", parents=[common], help="the audit log, newest first")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_audit)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.umask(0o077)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from alembic.util.exc import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from backoffice.logs import configure
+
+    configure(getattr(args, "log_level", "WARNING"))
+    url = _db(args) if hasattr(args, "db") else ""
+    try:
+        if url:
+            check_db_url(url)
+        try:
+            return int(args.func(args) or 0)
+        except (SQLAlchemyError, CommandError) as exc:
+            raise _db_failure(url, exc) from None
+    except CliError as exc:
+        print(f"fleet: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,605 @@
+"""What the fleet server does, independent of HTTP: enrollment, signed-request checks,
+manager tokens and roles, configuration layers and signed documents, heartbeats, commands,
+and the audit log. The API (app.py) and the CLI (cli.py) both call these functions, so a
+rule holds whichever way a manager reaches the fleet.
+
+Every refusal is a FleetError with a stable code and one line of English for a person; the
+caller records it in the audit log (audit_refusal) in its own transaction, so the refusal is
+kept even though the refused work is rolled back."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import random
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from provisioning.common import signing
+from provisioning.common.config import DOC_TYPE, SCOPES, layer_problem, merge, settings_hash
+from provisioning.server.db import lock_signing_key
+from provisioning.server.models import (
+    AuditEntry,
+    Command,
+    CommandStatus,
+    ConfigLayer,
+    Counter,
+    EnrollToken,
+    Kiosk,
+    KioskStatus,
+    ManagerToken,
+    Nonce,
+    Role,
+    SigningKey,
+    utcnow,
+)
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+NONCE_PATTERN = re.compile(r"[A-Za-z0-9_-]{%d,%d}" % (signing.NONCE_MIN, signing.NONCE_MAX))
+DEFAULT_INTERVAL_S = 60
+DEFAULT_CONFIG_TTL = dt.timedelta(days=7)
+DEFAULT_COMMAND_TTL = dt.timedelta(hours=24)
+MAX_ENROLL_TTL = dt.timedelta(days=90)
+MAX_RESULT_CHARS = 65536
+#: commands an agent knows, and the arguments each takes
+COMMAND_KINDS: dict[str, tuple[str, ...]] = {
+    "restart": (), "maintenance_on": (), "maintenance_off": (),
+    "disable_service": ("service",), "enable_service": ("service",), "upload_logs": (),
+}
+DEVICE_OK = ("ok", "ready", "idle", "online")
+
+
+class FleetError(Exception):
+    """A refusal: HTTP status, stable code, one line for a person; `action`/`target` name
+    what was attempted, for the audit log."""
+
+    def __init__(self, status: int, code: str, message: str, *, action: str = "", target: str = "") -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.action, self.target = action, target
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.code, "message": self.message}
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+# --- audit --------------------------------------------------------------------------------------
+def audit(session: Session, actor: str, action: str, target: str, outcome: str = "ok", **detail: Any) -> None:
+    session.add(AuditEntry(at=utcnow(), actor=actor[:100], action=action[:64], target=target[:100],
+                           outcome=outcome[:64], detail=detail))
+
+
+def audit_refusal(sessions: sessionmaker[Session], actor: str, exc: FleetError, **detail: Any) -> None:
+    """Record a refusal in a transaction of its own (the refused one was rolled back)."""
+    with sessions() as session, session.begin():
+        audit(session, actor, exc.action or "request", exc.target or "-", exc.code,
+              message=exc.message, **detail)
+
+
+def audit_entries(session: Session, limit: int = 100, *, outcome: str | None = None) -> list[dict[str, Any]]:
+    q = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+    if outcome is not None:
+        q = q.where(AuditEntry.outcome == outcome)
+    return [{"id": a.id, "at": signing.iso(a.at), "actor": a.actor, "action": a.action, "target": a.target,
+             "outcome": a.outcome, "detail": a.detail} for a in session.scalars(q)]
+
+
+# --- managers -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Manager:
+    name: str
+    role: Role
+
+    @property
+    def actor(self) -> str:
+        return f"manager:{self.name}"
+
+
+#: the CLI acts with the database's own authority (whoever holds the URL holds everything)
+CLI = Manager("cli", Role.ADMIN)
+
+
+def manager_for_token(session: Session, token: str) -> Manager | None:
+    if not token:
+        return None
+    row = session.scalars(select(ManagerToken).where(ManagerToken.token_sha256 == sha256(token))).one_or_none()
+    if row is None or not row.enabled:
+        return None
+    return Manager(row.name, Role(row.role))
+
+
+def require(manager: Manager, need: Role, action: str, target: str = "-") -> None:
+    if manager.role.rank < need.rank:
+        raise FleetError(403, "auth.forbidden",
+                         f"{action} needs the {need.value} role; {manager.name!r} is {manager.role.value}",
+                         action=action, target=target)
+
+
+def _check_name(text: str, what: str, action: str) -> None:
+    if not isinstance(text, str) or not NAME_PATTERN.fullmatch(text):
+        raise FleetError(422, "request.invalid", f"{what} is 1-64 letters, digits, '.', '_' or '-'",
+                         action=action, target=str(text)[:64])
+
+
+def create_manager_token(session: Session, by: Manager, name: str, role: Role) -> str:
+    """A new token for manager `name` (rotates an existing one); returns it (shown once)."""
+    require(by, Role.ADMIN, "manager_token.create", name)
+    _check_name(name, "a manager name", "manager_token.create")
+    token = new_secret()
+    row = session.get(ManagerToken, name)
+    if row is None:
+        session.add(ManagerToken(name=name, token_sha256=sha256(token), role=role.value, enabled=True,
+                                 created_at=utcnow(), created_by=by.name))
+    else:
+        row.token_sha256, row.role, row.enabled = sha256(token), role.value, True
+    audit(session, by.actor, "manager_token.create", name, role=role.value)
+    return token
+
+
+def disable_manager_token(session: Session, by: Manager, name: str) -> None:
+    require(by, Role.ADMIN, "manager_token.disable", name)
+    row = session.get(ManagerToken, name)
+    if row is None:
+        raise FleetError(404, "manager.unknown", f"no manager {name!r}", action="manager_token.disable", target=name)
+    row.enabled = False
+    audit(session, by.actor, "manager_token.disable", name)
+
+
+# --- enrollment ---------------------------------------------------------------------------------
+def create_enroll_token(session: Session, by: Manager, *, label: str, site: str | None = None,
+                        needs_approval: bool = False, max_uses: int = 1,
+                        ttl: dt.timedelta = dt.timedelta(days=1)) -> str:
+    require(by, Role.ADMIN, "enroll_token.create", label)
+    if site is not None:
+        _check_name(site, "a site name", "enroll_token.create")
+    if not 1 <= max_uses <= 100_000:
+        raise FleetError(422, "request.invalid", "max uses is 1 to 100000", action="enroll_token.create")
+    if not dt.timedelta(minutes=1) <= ttl <= MAX_ENROLL_TTL:
+        raise FleetError(422, "request.invalid", "an enrollment token lives 1 minute to 90 days",
+                         action="enroll_token.create")
+    token = new_secret()
+    now = utcnow()
+    session.add(EnrollToken(token_sha256=sha256(token), label=label[:100], site=site, needs_approval=needs_approval,
+                            max_uses=max_uses, uses=0, expires_at=now + ttl, revoked=False, created_at=now,
+                            created_by=by.name))
+    audit(session, by.actor, "enroll_token.create", label, site=site, max_uses=max_uses,
+          needs_approval=needs_approval, expires_at=signing.iso(now + ttl))
+    return token
+
+
+def _token_refusal(row: EnrollToken | None, now: dt.datetime) -> FleetError | None:
+    def no(code: str, message: str) -> FleetError:
+        return FleetError(401, code, message, action="enroll", target="-")
+
+    if row is None:
+        return no("enroll.token_invalid", "not a valid enrollment token; nothing was stored")
+    if row.revoked:
+        return no("enroll.token_revoked", "this enrollment token was revoked; nothing was stored")
+    if row.expires_at <= now:
+        return no("enroll.token_expired", "this enrollment token has expired; nothing was stored")
+    if row.uses >= row.max_uses:
+        return no("enroll.token_used_up", "this enrollment token has been used up; nothing was stored")
+    return None
+
+
+def enroll(session: Session, *, token: str, serial: str, model: str, app_version: str,
+           public_key: str) -> Kiosk:
+    """Enroll a kiosk: accepted, or pending when its token says so. Refused (nothing stored)
+    without a valid token. The same kiosk enrolling again with the same key gets its record
+    back without using the token again (a retry after a lost answer)."""
+    now = utcnow()
+    row = session.scalars(select(EnrollToken).where(EnrollToken.token_sha256 == sha256(token or ""))).one_or_none()
+    _check_name(serial, "a serial number", "enroll")
+    existing = session.get(Kiosk, serial)
+    if row is not None and existing is not None and existing.public_key == public_key \
+            and existing.enroll_token_id == row.id:
+        return existing  # the same kiosk, key and token: a retry, the token is not used again
+    refusal = _token_refusal(row, now)
+    if refusal is not None:
+        raise refusal
+    assert row is not None
+    if existing is not None and existing.status not in (KioskStatus.REVOKED, KioskStatus.REJECTED):
+        raise FleetError(409, "enroll.serial_taken",
+                         f"kiosk {serial!r} is enrolled with another key; a manager must revoke it first",
+                         action="enroll", target=serial)
+    other = session.scalars(select(Kiosk.kiosk_id).where(Kiosk.public_key == public_key)).first()
+    if other is not None:
+        raise FleetError(409, "enroll.key_taken", "this key belongs to another kiosk; generate a new one",
+                         action="enroll", target=serial)
+    used = session.execute(
+        update(EnrollToken).where(EnrollToken.id == row.id, EnrollToken.uses < EnrollToken.max_uses)
+        .values(uses=EnrollToken.uses + 1)).rowcount
+    if used != 1:  # another kiosk took the last use meanwhile
+        raise FleetError(401, "enroll.token_used_up", "this enrollment token has been used up; nothing was stored",
+                         action="enroll", target=serial)
+    status = KioskStatus.PENDING if row.needs_approval else KioskStatus.ACCEPTED
+    fields = dict(serial=serial, model=model[:64], app_version=app_version[:32], public_key=public_key,
+                  status=status.value, site=row.site, enroll_token_id=row.id, enrolled_at=now,
+                  decided_at=None if row.needs_approval else now,
+                  decided_by=None if row.needs_approval else f"token:{row.id}",
+                  last_seen_at=None, heartbeat=None, desired_version=0, desired_hash=None,
+                  reported_version=None, reported_values=None, config_state=None)
+    if existing is None:
+        kiosk = Kiosk(kiosk_id=serial, **fields)
+        session.add(kiosk)
+    else:  # a revoked or rejected kiosk re-enrolling with a new key (re-imaged)
+        kiosk = existing
+        for k, v in fields.items():
+            setattr(kiosk, k, v)
+    session.flush()
+    audit(session, f"kiosk:{serial}", "enroll", serial, status=status.value, token=row.id, site=row.site,
+          key=signing.key_id(public_key))
+    return kiosk
+
+
+def _kiosk(session: Session, kiosk_id: str, action: str) -> Kiosk:
+    kiosk = session.get(Kiosk, kiosk_id)
+    if kiosk is None:
+        raise FleetError(404, "kiosk.unknown", f"no kiosk {kiosk_id!r}", action=action, target=kiosk_id)
+    return kiosk
+
+
+def decide(session: Session, by: Manager, kiosk_id: str, decision: str) -> Kiosk:
+    """accept / reject a pending kiosk (operator), revoke any kiosk (admin)."""
+    action = f"kiosk.{decision}"
+    need = Role.ADMIN if decision == "revoke" else Role.OPERATOR
+    require(by, need, action, kiosk_id)
+    kiosk = _kiosk(session, kiosk_id, action)
+    if decision in ("accept", "reject") and kiosk.status != KioskStatus.PENDING:
+        raise FleetError(409, "kiosk.not_pending", f"kiosk {kiosk_id!r} is {kiosk.status}, not pending",
+                         action=action, target=kiosk_id)
+    new = {"accept": KioskStatus.ACCEPTED, "reject": KioskStatus.REJECTED, "revoke": KioskStatus.REVOKED}[decision]
+    kiosk.status, kiosk.decided_at, kiosk.decided_by = new.value, utcnow(), by.name
+    audit(session, by.actor, action, kiosk_id)
+    return kiosk
+
+
+# --- signed agent requests ----------------------------------------------------------------------
+def check_signed_request(session: Session, *, method: str, path: str, headers: Mapping[str, str], body: bytes,
+                         now: float, max_skew_s: int = signing.MAX_SKEW_S,
+                         allow: tuple[str, ...] = (KioskStatus.ACCEPTED,)) -> Kiosk:
+    """The kiosk that signed this request, once its signature, timestamp and nonce pass and
+    its status is in `allow`; FleetError (401 auth.*, 403 kiosk.*) otherwise."""
+    kiosk_id = headers.get(signing.H_KIOSK, "")
+    ts, nonce, sig = (headers.get(h, "") for h in (signing.H_TIMESTAMP, signing.H_NONCE, signing.H_SIGNATURE))
+    target = kiosk_id[:64] or "-"
+
+    def no(status: int, code: str, message: str) -> FleetError:
+        return FleetError(status, code, message, action=f"agent {method} {path.split('?')[0]}"[:64], target=target)
+
+    if not (kiosk_id and ts and nonce and sig):
+        raise no(401, "auth.unsigned", "the request carries no fleet signature")
+    if not ts.isdigit() or abs(int(ts) - now) > max_skew_s:
+        raise no(401, "auth.skew", f"the request's timestamp is more than {max_skew_s} s from the server's clock")
+    if not NONCE_PATTERN.fullmatch(nonce):
+        raise no(401, "auth.bad_nonce", "the nonce must be 16-64 characters of base64url")
+    kiosk = session.get(Kiosk, kiosk_id)
+    if kiosk is None:
+        raise no(401, "auth.unknown_kiosk", "no such kiosk is enrolled")
+    try:
+        signing.verify(kiosk.public_key, sig, signing.string_to_sign(method, path, body, ts, nonce, kiosk_id))
+    except signing.SignatureError:
+        raise no(401, "auth.bad_signature", "the request's signature does not verify with the kiosk's key") from None
+    if kiosk.status not in allow:
+        raise no(403, f"kiosk.{kiosk.status}", f"kiosk {kiosk_id!r} is {kiosk.status}")
+    remember_nonce(session, kiosk_id, nonce, now, max_skew_s, no)
+    return kiosk
+
+
+def remember_nonce(session: Session, owner: str, nonce: str, now: float, max_skew_s: int, no: Any) -> None:
+    seen = dt.datetime.fromtimestamp(now, dt.timezone.utc)
+    try:
+        with session.begin_nested():
+            session.add(Nonce(kiosk_id=owner, nonce=nonce, seen_at=seen))
+    except IntegrityError:
+        raise no(401, "auth.replay", "this request was already received (nonce seen before)") from None
+    if random.random() < 0.01:  # a nonce older than twice the skew can no longer pass the clock check
+        session.execute(delete(Nonce).where(Nonce.seen_at < seen - dt.timedelta(seconds=2 * max_skew_s)))
+
+
+def check_enroll_signature(session: Session, *, method: str, path: str, headers: Mapping[str, str], body: bytes,
+                           public_key: str, now: float, max_skew_s: int = signing.MAX_SKEW_S) -> None:
+    """An enrollment request is signed with the key it enrolls: proof the kiosk holds it."""
+    def no(status: int, code: str, message: str) -> FleetError:
+        return FleetError(status, code, message, action="enroll", target="-")
+
+    ts, nonce, sig = (headers.get(h, "") for h in (signing.H_TIMESTAMP, signing.H_NONCE, signing.H_SIGNATURE))
+    if headers.get(signing.H_KIOSK) != signing.ENROLL_ID or not (ts and nonce and sig):
+        raise no(401, "auth.unsigned", "an enrollment request must be signed with the key it enrolls")
+    if not ts.isdigit() or abs(int(ts) - now) > max_skew_s:
+        raise no(401, "auth.skew", f"the request's timestamp is more than {max_skew_s} s from the server's clock")
+    if not NONCE_PATTERN.fullmatch(nonce):
+        raise no(401, "auth.bad_nonce", "the nonce must be 16-64 characters of base64url")
+    try:
+        signing.verify(public_key, sig, signing.string_to_sign(method, path, body, ts, nonce, signing.ENROLL_ID))
+    except signing.SignatureError:
+        raise no(401, "auth.bad_signature", "the enrollment is not signed by the key it carries") from None
+    remember_nonce(session, "enroll:" + signing.key_id(public_key), nonce, now, max_skew_s, no)
+
+
+# --- configuration ------------------------------------------------------------------------------
+def _bump(session: Session, name: str = "config") -> int:
+    session.execute(update(Counter).where(Counter.name == name).values(value=Counter.value + 1))
+    return int(session.scalars(select(Counter.value).where(Counter.name == name)).one())
+
+
+def push_layer(session: Session, by: Manager, scope: str, target: str, settings: Any) -> int:
+    """Store a new revision of the layer (scope, target); returns its revision number."""
+    action = "config.push"
+    where = f"{scope}:{target}" if target else scope
+    require(by, Role.ADMIN, action, where)
+    if scope not in SCOPES:
+        raise FleetError(422, "config.bad_target", "a target is fleet, site:NAME or kiosk:ID",
+                         action=action, target=where)
+    if scope == "fleet":
+        target = ""
+    else:
+        _check_name(target, f"a {scope} name", action)
+    if scope == "kiosk":
+        _kiosk(session, target, action)
+    problem = layer_problem(settings)
+    if problem:
+        raise FleetError(422, "config.invalid", f"configuration refused: {problem}", action=action, target=where)
+    revision = _bump(session)
+    session.add(ConfigLayer(scope=scope, target=target, revision=revision, settings=settings,
+                            created_at=utcnow(), created_by=by.name))
+    audit(session, by.actor, action, where, revision=revision, keys=sorted(settings))
+    return revision
+
+
+def _layer(session: Session, scope: str, target: str) -> ConfigLayer | None:
+    return session.scalars(select(ConfigLayer).where(ConfigLayer.scope == scope, ConfigLayer.target == target)
+                           .order_by(ConfigLayer.revision.desc()).limit(1)).first()
+
+
+def effective_settings(session: Session, kiosk: Kiosk) -> tuple[dict[str, Any], dict[str, int]]:
+    """The merged fleet → site → kiosk settings of `kiosk`, and the revision of each layer."""
+    layers, revisions = [], {}
+    for scope, target in (("fleet", ""), ("site", kiosk.site), ("kiosk", kiosk.kiosk_id)):
+        if target is None:
+            continue
+        row = _layer(session, scope, target)
+        if row is not None:
+            layers.append(row.settings)
+            revisions[scope] = row.revision
+    return merge(layers), revisions
+
+
+def desired(session: Session, kiosk: Kiosk) -> tuple[int, dict[str, Any]]:
+    """(version, settings) the kiosk should run. The version is a fleet-wide counter value,
+    taken anew whenever the kiosk's merged settings change, so it only ever grows."""
+    settings, _ = effective_settings(session, kiosk)
+    if not settings:
+        return 0, {}
+    digest = settings_hash(settings)
+    if digest != kiosk.desired_hash:
+        kiosk.desired_version, kiosk.desired_hash = _bump(session), digest
+    return kiosk.desired_version, settings
+
+
+def signing_key(session: Session) -> signing.Ed25519PrivateKey:
+    """The fleet's document key, created once (under a lock) and shared by every process."""
+    row = session.get(SigningKey, "fleet")
+    if row is None:
+        lock_signing_key(session)
+        row = session.get(SigningKey, "fleet")
+        if row is None:
+            key = signing.new_private_key()
+            row = SigningKey(name="fleet", private_b64=signing.b64e(signing.private_raw(key)),
+                             public_b64=signing.public_b64(key), created_at=utcnow())
+            session.add(row)
+            session.flush()
+    return signing.private_from_raw(signing.b64d(row.private_b64))
+
+
+def config_document(session: Session, kiosk: Kiosk, key: signing.Ed25519PrivateKey,
+                    ttl: dt.timedelta = DEFAULT_CONFIG_TTL) -> dict[str, Any] | None:
+    version, settings = desired(session, kiosk)
+    if version == 0:
+        return None
+    now = utcnow()
+    _, revisions = effective_settings(session, kiosk)
+    return signing.sign_document(key, {
+        "_type": DOC_TYPE, "spec": 1, "kiosk_id": kiosk.kiosk_id, "version": version,
+        "issued_at": signing.iso(now), "expires": signing.iso(now + ttl), "layers": revisions,
+        "settings": settings})
+
+
+def delta(desired_settings: Mapping[str, Any], reported: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The desired keys whose reported value differs (AWS IoT's shadow delta)."""
+    reported = reported or {}
+    return {k: v for k, v in desired_settings.items() if reported.get(k, _MISSING) != v}
+
+
+_MISSING = object()
+
+
+# --- heartbeats ---------------------------------------------------------------------------------
+HEARTBEAT_FIELDS = ("app_version", "config_version", "config_state", "devices", "open_transactions",
+                    "refunds_pending", "last_tx_at", "data_lock")
+
+
+def heartbeat(session: Session, kiosk: Kiosk, body: Mapping[str, Any], *, interval_s: int) -> dict[str, Any]:
+    now = utcnow()
+    before = kiosk.config_state
+    kiosk.last_seen_at = now
+    kiosk.heartbeat = {k: body.get(k) for k in HEARTBEAT_FIELDS}
+    if isinstance(body.get("app_version"), str):
+        kiosk.app_version = body["app_version"][:32]
+    version = body.get("config_version")
+    kiosk.reported_version = version if isinstance(version, int) and not isinstance(version, bool) else None
+    values = body.get("config_values")
+    kiosk.reported_values = values if isinstance(values, dict) else None
+    state = body.get("config_state")
+    kiosk.config_state = state[:200] if isinstance(state, str) else None
+    if kiosk.config_state and kiosk.config_state.startswith("refused") and kiosk.config_state != before:
+        # the agent refused a configuration document: a security event the managers must see
+        audit(session, f"kiosk:{kiosk.kiosk_id}", "config.refused_by_kiosk", kiosk.kiosk_id,
+              kiosk.config_state.split(":")[1].strip() if ":" in kiosk.config_state else "config.refused",
+              state=kiosk.config_state)
+    want, _ = desired(session, kiosk)
+    return {"interval_s": interval_s, "desired_config_version": want,
+            "commands": [command_view(c) for c in pending_commands(session, kiosk.kiosk_id, now)]}
+
+
+def presence(kiosk: Kiosk, interval_s: int, now: dt.datetime | None = None) -> str:
+    """online, offline (two intervals without a heartbeat) or never (seen)."""
+    if kiosk.last_seen_at is None:
+        return "never"
+    now = now or utcnow()
+    return "offline" if (now - kiosk.last_seen_at).total_seconds() > 2 * interval_s else "online"
+
+
+def alerts(kiosk: Kiosk, interval_s: int, now: dt.datetime | None = None) -> list[str]:
+    out = []
+    if kiosk.status == KioskStatus.PENDING:
+        out.append("enrollment pending approval")
+    if kiosk.status != KioskStatus.ACCEPTED:
+        return out
+    if presence(kiosk, interval_s, now) == "offline":
+        out.append("offline")
+    hb = kiosk.heartbeat or {}
+    devices = hb.get("devices") if isinstance(hb.get("devices"), dict) else {}
+    for name, status in sorted(devices.items()):
+        if str(status) not in DEVICE_OK and str(status) != "unknown":
+            out.append(f"device {name}: {status}")
+    if isinstance(hb.get("refunds_pending"), int) and hb["refunds_pending"] > 0:
+        out.append(f"{hb['refunds_pending']} refund(s) pending for an operator")
+    if kiosk.config_state and kiosk.config_state.startswith("refused"):
+        out.append(f"configuration {kiosk.config_state}")
+    return out
+
+
+def kiosk_view(session: Session, kiosk: Kiosk, interval_s: int, *, detail: bool = False) -> dict[str, Any]:
+    version, settings = desired(session, kiosk) if kiosk.status == KioskStatus.ACCEPTED else (0, {})
+    out: dict[str, Any] = {
+        "kiosk_id": kiosk.kiosk_id, "serial": kiosk.serial, "model": kiosk.model, "app_version": kiosk.app_version,
+        "status": kiosk.status, "site": kiosk.site, "presence": presence(kiosk, interval_s),
+        "last_seen_at": signing.iso(kiosk.last_seen_at) if kiosk.last_seen_at else None,
+        "config": {"desired_version": version, "reported_version": kiosk.reported_version,
+                   "state": kiosk.config_state, "in_sync": version == (kiosk.reported_version or 0)
+                   and not delta(settings, kiosk.reported_values)},
+        "alerts": alerts(kiosk, interval_s),
+    }
+    if detail:
+        out["config"].update(desired=settings, reported=kiosk.reported_values,
+                             delta=delta(settings, kiosk.reported_values))
+        out["heartbeat"] = kiosk.heartbeat
+        out["key_id"] = signing.key_id(kiosk.public_key)
+    return out
+
+
+def list_kiosks(session: Session, interval_s: int) -> list[dict[str, Any]]:
+    return [kiosk_view(session, k, interval_s) for k in session.scalars(select(Kiosk).order_by(Kiosk.kiosk_id))]
+
+
+def get_kiosk(session: Session, kiosk_id: str, interval_s: int) -> dict[str, Any]:
+    return kiosk_view(session, _kiosk(session, kiosk_id, "kiosk.show"), interval_s, detail=True)
+
+
+# --- commands -----------------------------------------------------------------------------------
+def command_view(c: Command) -> dict[str, Any]:
+    return {"id": c.id, "kiosk_id": c.kiosk_id, "kind": c.kind, "args": c.args, "status": c.status,
+            "created_at": signing.iso(c.created_at), "expires_at": signing.iso(c.expires_at),
+            "updated_at": signing.iso(c.updated_at), "result": c.result}
+
+
+def queue_command(session: Session, by: Manager, kiosk_id: str, kind: str, args: Mapping[str, Any] | None = None,
+                  ttl: dt.timedelta = DEFAULT_COMMAND_TTL) -> Command:
+    action = f"command.{kind}"[:64]
+    require(by, Role.OPERATOR, action, kiosk_id)
+    kiosk = _kiosk(session, kiosk_id, action)
+    if kind not in COMMAND_KINDS:
+        raise FleetError(422, "command.unknown", f"unknown command {kind!r}; known: {', '.join(COMMAND_KINDS)}",
+                         action="command", target=kiosk_id)
+    args = dict(args or {})
+    wanted = COMMAND_KINDS[kind]
+    if sorted(args) != sorted(wanted) or not all(isinstance(v, str) and NAME_PATTERN.fullmatch(v)
+                                                 for v in args.values()):
+        raise FleetError(422, "command.bad_args", f"{kind} takes {', '.join(wanted) or 'no arguments'}",
+                         action=action, target=kiosk_id)
+    if kiosk.status != KioskStatus.ACCEPTED:
+        raise FleetError(409, "kiosk.not_accepted", f"kiosk {kiosk_id!r} is {kiosk.status}",
+                         action=action, target=kiosk_id)
+    if not dt.timedelta(seconds=10) <= ttl <= dt.timedelta(days=30):
+        raise FleetError(422, "request.invalid", "a command expires 10 s to 30 days after it is queued",
+                         action=action, target=kiosk_id)
+    now = utcnow()
+    cmd = Command(kiosk_id=kiosk_id, kind=kind, args=args, status=CommandStatus.QUEUED.value, created_at=now,
+                  expires_at=now + ttl, updated_at=now, created_by=by.name, result=None)
+    session.add(cmd)
+    session.flush()
+    audit(session, by.actor, action, kiosk_id, command=cmd.id, args=args)
+    return cmd
+
+
+def _expire(session: Session, kiosk_id: str, now: dt.datetime) -> None:
+    session.execute(update(Command).where(
+        Command.kiosk_id == kiosk_id,
+        Command.status.in_((CommandStatus.QUEUED.value, CommandStatus.RECEIVED.value)),
+        Command.expires_at <= now).values(status=CommandStatus.EXPIRED.value, updated_at=now))
+
+
+def pending_commands(session: Session, kiosk_id: str, now: dt.datetime) -> list[Command]:
+    _expire(session, kiosk_id, now)
+    return list(session.scalars(select(Command).where(
+        Command.kiosk_id == kiosk_id,
+        Command.status.in_((CommandStatus.QUEUED.value, CommandStatus.RECEIVED.value))).order_by(Command.id)))
+
+
+def list_commands(session: Session, kiosk_id: str) -> list[dict[str, Any]]:
+    _expire(session, kiosk_id, utcnow())
+    return [command_view(c) for c in session.scalars(select(Command).where(Command.kiosk_id == kiosk_id)
+                                                     .order_by(Command.id))]
+
+
+_NEXT = {CommandStatus.QUEUED: (CommandStatus.RECEIVED, CommandStatus.DONE, CommandStatus.FAILED),
+         CommandStatus.RECEIVED: (CommandStatus.DONE, CommandStatus.FAILED)}
+
+
+def command_feedback(session: Session, kiosk: Kiosk, command_id: int, status: str, result: str | None) -> Command:
+    """The agent's word on its command: received, then done or failed (hawkBit's feedback)."""
+    action = "command.feedback"
+    now = utcnow()
+    _expire(session, kiosk.kiosk_id, now)
+    cmd = session.get(Command, command_id)
+    if cmd is None or cmd.kiosk_id != kiosk.kiosk_id:
+        # another kiosk's command is answered as if it did not exist
+        raise FleetError(404, "command.unknown", f"kiosk {kiosk.kiosk_id!r} has no command {command_id}",
+                         action=action, target=kiosk.kiosk_id)
+    try:
+        new = CommandStatus(status)
+    except ValueError:
+        raise FleetError(422, "request.invalid", "feedback is received, done or failed",
+                         action=action, target=kiosk.kiosk_id) from None
+    current = CommandStatus(cmd.status)
+    if current == CommandStatus.EXPIRED:
+        raise FleetError(409, "command.expired", f"command {command_id} expired before it was done",
+                         action=action, target=kiosk.kiosk_id)
+    if current == new:
+        return cmd  # a repeated report (the answer to the first was lost)
+    if new not in _NEXT.get(current, ()):
+        raise FleetError(409, "command.bad_transition", f"command {command_id} is {current.value}, "
+                         f"it cannot become {new.value}", action=action, target=kiosk.kiosk_id)
+    cmd.status, cmd.updated_at = new.value, now
+    if result is not None:
+        cmd.result = str(result)[:MAX_RESULT_CHARS]
+    audit(session, f"kiosk:{kiosk.kiosk_id}", action, kiosk.kiosk_id, command=command_id, status=new.value)
+    return cmd
+
+
+def count(session: Session, model: Any) -> int:
+    return int(session.scalar(select(func.count()).select_from(model)) or 0)
