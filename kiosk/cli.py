@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     for info in sorted(pkgutil.iter_modules(kiosk.commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"kiosk.commands.{info.name}")
         module.register(sub, common)
+    importlib.import_module("provisioning.agent.command").register(sub, common)  # fleet agent (issue 11)
     for entry in sorted(importlib.metadata.entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
         try:
             plugin = entry.load()

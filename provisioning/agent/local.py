@@ -1,0 +1,73 @@
+"""What the agent reads from its own kiosk, locally and read-only: the journal (open
+transactions, refunds waiting for an operator, the last transaction's time), who holds the
+data lock, and device status.
+
+Device status: the devices configured in kiosk.json; a status for each from
+<data_dir>/device-status.json ({"name": "ok" | "fault: …" | …}) when the running kiosk writes
+one, else "unknown" (the kiosk does not publish its DeviceManager's status yet)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from kiosk.data_lock import LOCK_FILENAME
+from kiosk.journal import Journal, TxState, journal_path
+from kiosk.settings import CONFIG_FILENAME
+
+DEVICE_STATUS_FILE = "device-status.json"
+
+
+def journal_summary(data_dir: Path) -> dict[str, Any]:
+    path = journal_path(data_dir)
+    if not path.exists():
+        return {"open_transactions": 0, "refunds_pending": 0, "last_tx_at": None}
+    journal = Journal.open_readonly(path)
+    try:
+        open_count = len(journal.open_transactions())
+        # the newest state of every transaction: those an operator must refund
+        rows = journal._read(  # noqa: SLF001 (read-only query on the journal's own table)
+            "SELECT count(*) FROM journal j JOIN (SELECT tx_id, max(seq) AS last FROM journal GROUP BY tx_id) t "
+            "ON j.seq = t.last WHERE j.state = ?", (TxState.REFUND_PENDING.value,))
+        refunds = int(rows[0][0]) if rows else 0
+        seq, _ = journal.head()
+        last = journal.entry_at(seq) if seq else None
+    finally:
+        journal.close()
+    last_at = dt.datetime.fromtimestamp(last.at, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if last else None
+    return {"open_transactions": open_count, "refunds_pending": refunds, "last_tx_at": last_at}
+
+
+def data_lock_holder(data_dir: Path) -> str | None:
+    """The pid holding the kiosk's data lock (a running kiosk, recover, the demo), or None."""
+    path = Path(data_dir) / LOCK_FILENAME
+    if not path.exists():
+        return None
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def device_status(data_dir: Path) -> dict[str, str]:
+    try:
+        raw = json.loads((Path(data_dir) / CONFIG_FILENAME).read_text(encoding="utf-8"))
+        names = [str(d.get("name")) for d in raw.get("devices", []) if isinstance(d, dict)]
+    except (OSError, ValueError, AttributeError):
+        names = []
+    try:
+        live = json.loads((Path(data_dir) / DEVICE_STATUS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        live = {}
+    live = live if isinstance(live, dict) else {}
+    return {name: str(live.get(name, "unknown"))[:80] for name in names}

@@ -1,0 +1,277 @@
+"""The agent's work: enroll once, then runs (one run = status check, heartbeat, config,
+commands, outbox), repeated at the interval the server gives with back-off and jitter when
+the server cannot be reached."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import json
+import logging
+import random
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from kiosk.settings import CONFIG_FILENAME
+from provisioning.agent import apply as applying
+from provisioning.agent.client import FleetClient
+from provisioning.agent.errors import AgentError, ConfigRefused, FleetRefused, FleetUnavailable, NotEnrolled
+from provisioning.agent.local import data_lock_holder, device_status, journal_summary
+from provisioning.agent.state import AgentState, fleet_dir, load_or_create_key, read_json, write_json
+from provisioning.common import signing
+
+log = logging.getLogger("fleet.agent")
+
+MAX_BACKOFF_S = 900
+LOG_TAIL_BYTES = 32 * 1024
+
+
+def app_version() -> str:
+    try:
+        return importlib.metadata.version("city-kiosk")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def default_serial(data_dir: Path) -> str | None:
+    raw = read_json(Path(data_dir) / CONFIG_FILENAME, {}) or {}
+    return raw.get("kiosk_id") if isinstance(raw, dict) else None
+
+
+def enroll(data_dir: Path, server_url: str, token: str, *, serial: str, model: str = "city-kiosk",
+           fleet_key: str | None = None, restart_command: list[str] | None = None) -> AgentState:
+    """Make (or reuse) this kiosk's key and enroll it. The fleet's public key from the answer is
+    pinned (or, with `fleet_key`, checked against the one the installer was given)."""
+    key = load_or_create_key(data_dir)
+    client = FleetClient(server_url, key, signing.ENROLL_ID)
+    answer = client.call("POST", "/api/v1/enroll", {
+        "token": token, "serial": serial, "model": model, "app_version": app_version(),
+        "public_key": signing.public_b64(key)})
+    if fleet_key and answer["fleet_public_key"] != fleet_key:
+        raise AgentError("the server's fleet key is not the one given with --fleet-key; not enrolled")
+    state = AgentState(server_url=server_url.rstrip("/"), kiosk_id=answer["kiosk_id"], status=answer["status"],
+                       fleet_public_key=answer["fleet_public_key"], interval_s=int(answer["interval_s"]),
+                       restart_command=list(restart_command or []))
+    state.save(data_dir)
+    _log(data_dir, f"enrolled as {state.kiosk_id}: {state.status}")
+    return state
+
+
+def _log(data_dir: Path, line: str) -> None:
+    log.info("%s", line)
+    path = fleet_dir(data_dir) / "agent.log"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(f"{signing.iso(dt.datetime.now(dt.timezone.utc))} {line}\n")
+
+
+@dataclass
+class RunReport:
+    status: str = ""
+    heartbeat: bool = False
+    config: str = ""
+    commands: list[dict[str, Any]] = field(default_factory=list)
+    interval_s: int = 60
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "heartbeat": self.heartbeat, "config": self.config,
+                "commands": self.commands, "interval_s": self.interval_s}
+
+
+class Agent:
+    def __init__(self, data_dir: Path, *, session: Any = None) -> None:
+        self.data_dir = Path(data_dir)
+        state = AgentState.load(self.data_dir)
+        if state is None:
+            raise NotEnrolled()
+        self.state = state
+        self.client = FleetClient(state.server_url, load_or_create_key(self.data_dir), state.kiosk_id,
+                                  session=session)
+        self.config_state = (read_json(fleet_dir(self.data_dir) / "config-state.json", {}) or {}).get("state")
+
+    # -- one run --
+    def run_once(self) -> RunReport:
+        report = RunReport()
+        self._flush_outbox()
+        if self.state.status != "accepted":
+            answer = self.client.call("GET", "/api/v1/agent/status")
+            if answer["status"] != self.state.status:
+                _log(self.data_dir, f"status {self.state.status} -> {answer['status']}")
+            self.state.status = answer["status"]
+            self.state.save(self.data_dir)
+            if self.state.status != "accepted":
+                report.status = self.state.status
+                return report
+        report.status = "accepted"
+        try:
+            answer = self.client.call("POST", "/api/v1/agent/heartbeat", self.heartbeat_body())
+        except FleetRefused as exc:
+            self._refused(exc)
+            raise
+        report.heartbeat = True
+        report.interval_s = self.state.interval_s = int(answer.get("interval_s") or self.state.interval_s)
+        current = applying.applied(self.data_dir)
+        if answer.get("desired_config_version", 0) > (current.version if current else 0):
+            report.config = self.update_config()
+            # tell the server at once what now runs (AWS IoT's "reported")
+            self.client.call("POST", "/api/v1/agent/heartbeat", self.heartbeat_body())
+        for cmd in answer.get("commands", []):
+            report.commands.append(self.run_command(cmd))
+        self._flush_outbox()
+        self.state.save(self.data_dir)
+        return report
+
+    def _refused(self, exc: FleetRefused) -> None:
+        if exc.code.startswith("kiosk."):  # revoked or rejected: cut off
+            self.state.status = exc.code.split(".", 1)[1]
+            self.state.save(self.data_dir)
+            _log(self.data_dir, f"the server says this kiosk is {self.state.status}")
+
+    def heartbeat_body(self) -> dict[str, Any]:
+        current = applying.applied(self.data_dir)
+        summary = journal_summary(self.data_dir)
+        holder = data_lock_holder(self.data_dir)
+        keys = list(current.settings) if current else []
+        state = self.config_state
+        if current is not None and state in (None, "applied"):
+            drift = sorted(k for k, v in applying.current_values(self.data_dir, keys).items()
+                           if current.settings.get(k) != v)
+            missing = sorted(set(keys) - set(applying.current_values(self.data_dir, keys)))
+            if drift or missing:
+                state = f"drift: kiosk.json differs from version {current.version} in {', '.join(drift + missing)}"
+        return {"app_version": app_version(), "config_version": current.version if current else None,
+                "config_values": applying.current_values(self.data_dir, keys), "config_state": state,
+                "devices": device_status(self.data_dir), "data_lock": f"pid {holder}" if holder else "free",
+                **summary}
+
+    def _set_config_state(self, state: str) -> str:
+        self.config_state = state
+        write_json(fleet_dir(self.data_dir) / "config-state.json", {"state": state})
+        return state
+
+    def update_config(self) -> str:
+        doc = self.client.call("GET", "/api/v1/agent/config")
+        if doc is None:
+            return "none"
+        try:
+            done = applying.apply_document(self.data_dir, doc, fleet_public_key=self.state.fleet_public_key,
+                                           kiosk_id=self.state.kiosk_id)
+        except ConfigRefused as exc:
+            _log(self.data_dir, f"configuration refused: {exc.code}: {exc.reason}")
+            return self._set_config_state(f"refused: {exc.code}: {exc.reason}"[:200])
+        except applying.ConfigDeferred as exc:
+            return self._set_config_state(f"pending: {exc.reason}"[:200])
+        if done is not None:
+            _log(self.data_dir, f"configuration version {done.version} applied")
+        return self._set_config_state("applied")
+
+    # -- commands --
+    def run_command(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        cid, kind = int(cmd["id"]), str(cmd["kind"])
+        if cmd.get("status") == "queued":
+            self._feedback(cid, "received", None)
+        try:
+            result = self._execute(kind, dict(cmd.get("args") or {}))
+            status = "done"
+        except applying.ConfigDeferred as exc:
+            _log(self.data_dir, f"command {cid} ({kind}) deferred: {exc.reason}")
+            return {"id": cid, "kind": kind, "status": "received", "result": f"deferred: {exc.reason}"}
+        except (AgentError, OSError, subprocess.SubprocessError) as exc:
+            status, result = "failed", str(exc)[:2000]
+        _log(self.data_dir, f"command {cid} ({kind}) {status}")
+        self._feedback(cid, status, result)
+        return {"id": cid, "kind": kind, "status": status, "result": result}
+
+    def _execute(self, kind: str, args: dict[str, str]) -> str:
+        handlers: dict[str, Callable[[], str]] = {
+            "restart": self._restart,
+            "maintenance_on": lambda: self._switch({"maintenance": True}),
+            "maintenance_off": lambda: self._switch({"maintenance": False}),
+            "disable_service": lambda: self._service(args.get("service", ""), False),
+            "enable_service": lambda: self._service(args.get("service", ""), True),
+            "upload_logs": self._logs,
+        }
+        if kind not in handlers:
+            raise AgentError(f"this agent does not know the command {kind!r}")
+        return handlers[kind]()
+
+    def _restart(self) -> str:
+        if not self.state.restart_command:
+            raise AgentError("no restart hook is configured (kiosk agent enroll --restart-command …)")
+        out = subprocess.run(self.state.restart_command, capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            raise AgentError(f"the restart hook exited {out.returncode}: {out.stderr.strip()[-300:]}")
+        return "restart hook ran"
+
+    def _fleet_extra(self) -> dict[str, Any]:
+        raw = read_json(self.data_dir / CONFIG_FILENAME, {}) or {}
+        extra = raw.get("extra") if isinstance(raw.get("extra"), dict) else {}
+        fleet = extra.get("fleet") if isinstance(extra.get("fleet"), dict) else {}
+        return dict(fleet)
+
+    def _switch(self, change: dict[str, Any]) -> str:
+        applying.write_settings_locked(self.data_dir, {"extra": {"fleet": {**self._fleet_extra(), **change}}})
+        return json.dumps(change)
+
+    def _service(self, name: str, enable: bool) -> str:
+        fleet = self._fleet_extra()
+        disabled = set(fleet.get("disabled_services") or [])
+        (disabled.discard if enable else disabled.add)(name)
+        return self._switch({"disabled_services": sorted(disabled)})
+
+    def _logs(self) -> str:
+        path = fleet_dir(self.data_dir) / "agent.log"
+        data = path.read_bytes()[-LOG_TAIL_BYTES:] if path.exists() else b""
+        summary = journal_summary(self.data_dir)
+        return json.dumps({"journal": summary, "agent_log": data.decode("utf-8", "replace")}, ensure_ascii=False)
+
+    # -- outbox: feedback survives a lost connection --
+    def _outbox_path(self) -> Path:
+        return fleet_dir(self.data_dir) / "outbox.json"
+
+    def _feedback(self, cid: int, status: str, result: str | None) -> None:
+        items = read_json(self._outbox_path(), []) or []
+        items.append({"id": cid, "status": status, "result": result})
+        write_json(self._outbox_path(), items)
+        self._flush_outbox()
+
+    def _flush_outbox(self) -> None:
+        items = read_json(self._outbox_path(), []) or []
+        while items:
+            item = items[0]
+            try:
+                self.client.call("POST", f"/api/v1/agent/commands/{int(item['id'])}/feedback",
+                                 {"status": item["status"], "result": item["result"]})
+            except FleetUnavailable:
+                break  # kept for the next run
+            except FleetRefused as exc:
+                if exc.code.startswith(("kiosk.", "auth.")):
+                    raise
+                _log(self.data_dir, f"feedback for command {item['id']} dropped: {exc.code}")
+            items.pop(0)
+            write_json(self._outbox_path(), items)
+
+
+def run_forever(agent: Agent, *, stop: Callable[[], bool] = lambda: False,
+                sleep: Callable[[float], None] = time.sleep) -> None:
+    """Run at the server's interval; when it cannot be reached, back off exponentially (with
+    jitter, so a fleet coming back after an outage does not arrive all at once)."""
+    failures = 0
+    while not stop():
+        try:
+            report = agent.run_once()
+            failures = 0
+            delay = float(report.interval_s)
+        except FleetUnavailable as exc:
+            failures += 1
+            delay = min(MAX_BACKOFF_S, agent.state.interval_s * 2 ** min(failures, 10))
+            log.warning("fleet server unavailable (%s); next try in about %.0f s", exc.detail, delay)
+        except FleetRefused as exc:
+            if exc.code.startswith("kiosk."):
+                raise
+            failures += 1
+            delay = min(MAX_BACKOFF_S, agent.state.interval_s * 2 ** min(failures, 10))
+            log.warning("fleet server refused (%s); next try in about %.0f s", exc.code, delay)
+        sleep(delay * random.uniform(0.5, 1.5) if failures else delay * random.uniform(0.9, 1.1))

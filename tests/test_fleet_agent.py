@@ -1,0 +1,278 @@
+"""The kiosk-side fleet agent against a real fleet server on loopback (SQLite and PostgreSQL):
+`kiosk agent enroll` and `kiosk agent run --once` as a technician types them, configuration
+applied to kiosk.json only when signed, newer and unexpired and valid for the kiosk's own
+schema, never while a transaction is open or the kiosk holds its data dir, commands with
+feedback, back-off with jitter, and the refusals reported to the server's audit log."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kiosk.data_lock import DataLock
+from kiosk.journal import Journal, TxState, journal_path
+from provisioning.agent import apply as applying
+from provisioning.agent.errors import ConfigRefused, FleetRefused, FleetUnavailable
+from provisioning.agent.runner import Agent, enroll, run_forever
+from provisioning.common import signing
+from provisioning.server import service as svc
+from provisioning.server.models import Role
+from test_fleet_support import Fleet, fleet, fleet_db, fleet_pg_database  # noqa: F401
+
+KIOSK = "kiosk-n-01"
+LOCAL = {"kiosk_id": KIOSK, "backoffice_url": "http://127.0.0.1:8700",
+         "backoffice_token": "secret-token-Qm7Vx2Lp9Rt4Wz8Kc3Nd", "lang": "fa", "pay_timeout_s": 90}
+
+
+def _kiosk(args: list[str], data: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KIOSK_DATA_DIR": str(data)}
+    return subprocess.run([sys.executable, "-m", "kiosk.cli", *args], capture_output=True, text=True,
+                          timeout=120, env=env, cwd=Path(__file__).resolve().parents[1])
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    d = tmp_path / "kiosk"
+    d.mkdir(mode=0o700)
+    (d / "kiosk.json").write_text(json.dumps(LOCAL))
+    return d
+
+
+def _enroll(f: Fleet, data: Path, **kw: Any) -> Agent:
+    enroll(data, f.url, f.enroll_token(**kw), serial=KIOSK)
+    return Agent(data)
+
+
+def _push(f: Fleet, target: str, layer: dict[str, Any]) -> None:
+    r = f.api("POST", f"/api/v1/config/{target}", json=layer)
+    assert r.status_code == 200, r.text
+
+
+def _doc(f: Fleet, version: int, settings: dict[str, Any], *, expires_in: dt.timedelta = dt.timedelta(days=1),
+         key: Any = None, kiosk_id: str = KIOSK) -> dict[str, Any]:
+    """A document as the server makes them, signed with the server's own key (or `key`)."""
+    with f.session() as s, s.begin():
+        fleet_key = svc.signing_key(s)
+    now = svc.utcnow()
+    return signing.sign_document(key or fleet_key, {
+        "_type": "kiosk-config", "spec": 1, "kiosk_id": kiosk_id, "version": version, "issued_at": signing.iso(now),
+        "expires": signing.iso(now + expires_in), "layers": {}, "settings": settings})
+
+
+def _local(data: Path) -> dict[str, Any]:
+    return json.loads((data / "kiosk.json").read_text())
+
+
+# --- the commands a technician types ------------------------------------------------------------
+def test_enroll_and_run_once_from_the_command_line(fleet: Fleet, data: Path) -> None:
+    _push(fleet, "fleet", {"lang": "en", "pay_timeout_s": 45, "extra": {"brand": "tehran"}})
+    out = _kiosk(["agent", "enroll", "--server", fleet.url, "--token", fleet.enroll_token(site="north"),
+                  "--json"], data)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["status"] == "accepted"
+    key_file = data / "fleet" / "agent.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600 and len(key_file.read_bytes()) == 32
+    out = _kiosk(["agent", "run", "--once", "--json"], data)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["heartbeat"] and report["config"] == "applied"
+    local = _local(data)
+    assert local["lang"] == "en" and local["pay_timeout_s"] == 45 and local["extra"] == {"brand": "tehran"}
+    assert local["backoffice_token"] == LOCAL["backoffice_token"]  # the kiosk's own keys are kept
+    assert json.loads((data / "fleet" / "kiosk.json.bak").read_text()) == LOCAL  # the backup
+    view = fleet.api("GET", f"/api/v1/kiosks/{KIOSK}").json()
+    assert view["config"]["in_sync"] and view["config"]["reported_version"] == view["config"]["desired_version"]
+    assert view["config"]["state"] == "applied"
+    out = _kiosk(["agent", "status", "--json"], data)
+    assert json.loads(out.stdout)["config_version"] == view["config"]["desired_version"]
+
+
+def test_a_revoked_kiosk_is_cut_off_with_one_line(fleet: Fleet, data: Path) -> None:
+    _enroll(fleet, data)
+    assert fleet.api("POST", f"/api/v1/kiosks/{KIOSK}/revoke").status_code == 200
+    out = _kiosk(["agent", "run", "--once"], data)
+    assert out.returncode == 1 and "kiosk.revoked" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_pending_kiosk_waits_then_runs_once_accepted(fleet: Fleet, data: Path) -> None:
+    agent = _enroll(fleet, data, needs_approval=True)
+    assert agent.run_once().status == "pending"
+    assert fleet.api("POST", f"/api/v1/kiosks/{KIOSK}/accept").status_code == 200
+    report = agent.run_once()
+    assert report.status == "accepted" and report.heartbeat
+
+
+def test_enroll_refuses_a_server_whose_fleet_key_is_not_the_pinned_one(fleet: Fleet, data: Path) -> None:
+    other = signing.public_b64(signing.new_private_key())
+    out = _kiosk(["agent", "enroll", "--server", fleet.url, "--token", fleet.enroll_token(), "--fleet-key", other],
+                 data)
+    assert out.returncode == 1 and "fleet key" in out.stderr
+    assert not (data / "fleet" / "agent.json").exists()
+
+
+def test_enroll_with_a_bad_token_says_so(fleet: Fleet, data: Path) -> None:
+    out = _kiosk(["agent", "enroll", "--server", fleet.url, "--token", "nope"], data)
+    assert out.returncode == 1 and "enroll.token_invalid" in out.stderr and "Traceback" not in out.stderr
+
+
+# --- configuration: only signed, newer, unexpired, valid ----------------------------------------
+def test_a_configuration_signed_by_another_key_is_refused_and_audited(fleet: Fleet, data: Path) -> None:
+    agent = _enroll(fleet, data)
+    with pytest.raises(ConfigRefused) as err:
+        applying.apply_document(data, _doc(fleet, 5, {"lang": "en"}, key=signing.new_private_key()),
+                                fleet_public_key=agent.state.fleet_public_key, kiosk_id=KIOSK)
+    assert err.value.code == "config.bad_signature"
+    assert _local(data) == LOCAL
+    # the same through the server: a man in the middle swaps the document
+    _push(fleet, "fleet", {"lang": "en"})
+    agent.state.fleet_public_key = signing.public_b64(signing.new_private_key())  # pinned key ≠ signer
+    report = agent.run_once()
+    assert report.config.startswith("refused: config.bad_signature")
+    assert _local(data) == LOCAL
+    entry = fleet.audit("config.bad_signature")[0]
+    assert entry["action"] == "config.refused_by_kiosk" and entry["actor"] == f"kiosk:{KIOSK}"
+    assert "config.bad_signature" in fleet.api("GET", f"/api/v1/kiosks/{KIOSK}").json()["alerts"][0]
+
+
+def test_older_equal_expired_malformed_and_foreign_documents_are_refused(fleet: Fleet, data: Path) -> None:
+    agent = _enroll(fleet, data)
+    pub = agent.state.fleet_public_key
+
+    def apply(doc: dict[str, Any]) -> Any:
+        return applying.apply_document(data, doc, fleet_public_key=pub, kiosk_id=KIOSK)
+
+    assert apply(_doc(fleet, 7, {"lang": "en"})).version == 7
+    assert apply(_doc(fleet, 7, {"lang": "fa"})) is None  # the same version: already runs
+    for doc, code in ((_doc(fleet, 6, {"lang": "fa"}), "config.rollback"),
+                      (_doc(fleet, 9, {"lang": "fa"}, expires_in=dt.timedelta(seconds=-1)), "config.expired"),
+                      (_doc(fleet, 9, {"pay_timeout_s": "soon"}), "config.invalid"),
+                      (_doc(fleet, 9, {"lnag": "fa"}), "config.invalid"),
+                      (_doc(fleet, 9, {"backoffice_token": "stolen-token-aaaaaaaaaaaaaaa"}), "config.invalid"),
+                      (_doc(fleet, 9, {"lang": "fa"}, kiosk_id="kiosk-other"), "config.other_kiosk"),
+                      ({"signed": {"version": 9}}, "config.bad_signature")):
+        with pytest.raises(ConfigRefused) as err:
+            apply(doc)
+        assert err.value.code == code, (code, err.value)
+        assert _local(data)["lang"] == "en" and applying.applied(data).version == 7
+    tampered = _doc(fleet, 9, {"lang": "fa"})
+    tampered["signed"]["settings"]["lang"] = "en"
+    with pytest.raises(ConfigRefused, match="does not verify"):
+        apply(tampered)
+
+
+def test_configuration_waits_for_an_open_transaction_and_for_the_running_kiosk(fleet: Fleet, data: Path) -> None:
+    agent = _enroll(fleet, data)
+    _push(fleet, "fleet", {"lang": "en"})
+    journal = Journal(journal_path(data), kiosk_id=KIOSK)
+    tx = journal.begin("fee", 150_000)
+    journal.close()
+    assert agent.run_once().config == "pending: 1 transaction(s) open"
+    assert _local(data) == LOCAL
+    view = fleet.api("GET", f"/api/v1/kiosks/{KIOSK}").json()
+    assert view["config"]["state"].startswith("pending") and view["config"]["delta"] == {"lang": "en"}
+    assert view["heartbeat"]["open_transactions"] == 1
+    journal = Journal(journal_path(data), kiosk_id=KIOSK)
+    journal.append(tx.tx_id, TxState.CANCELLED)
+    journal.close()
+    with DataLock(data):  # the kiosk process runs and owns its data dir
+        report = agent.run_once()
+        assert report.config.startswith("pending: kiosk running (pid")
+        assert _local(data) == LOCAL
+        assert fleet.api("GET", f"/api/v1/kiosks/{KIOSK}").json()["heartbeat"]["data_lock"] == f"pid {os.getpid()}"
+    assert agent.run_once().config == "applied"
+    assert _local(data)["lang"] == "en"
+    assert fleet.api("GET", f"/api/v1/kiosks/{KIOSK}").json()["config"]["in_sync"]
+
+
+def test_a_local_edit_shows_as_drift_and_in_the_delta(fleet: Fleet, data: Path) -> None:
+    agent = _enroll(fleet, data)
+    _push(fleet, "fleet", {"lang": "en"})
+    agent.run_once()
+    local = _local(data)
+    local["lang"] = "fa"
+    (data / "kiosk.json").write_text(json.dumps(local))
+    agent.run_once()
+    view = fleet.api("GET", f"/api/v1/kiosks/{KIOSK}").json()
+    assert view["config"]["state"].startswith("drift") and view["config"]["delta"] == {"lang": "en"}
+    assert not view["config"]["in_sync"]
+
+
+# --- commands -----------------------------------------------------------------------------------
+def test_commands_run_and_report_done_or_failed(fleet: Fleet, data: Path, tmp_path: Path) -> None:
+    agent = _enroll(fleet, data)
+    operator = fleet.manager_token("olga", Role.OPERATOR)
+    for body in ({"kind": "maintenance_on"}, {"kind": "disable_service", "args": {"service": "topup"}},
+                 {"kind": "upload_logs"}, {"kind": "restart"}):
+        assert fleet.api("POST", f"/api/v1/kiosks/{KIOSK}/commands", operator, json=body).status_code == 201
+    report = agent.run_once()
+    assert [(c["kind"], c["status"]) for c in report.commands] == [
+        ("maintenance_on", "done"), ("disable_service", "done"), ("upload_logs", "done"), ("restart", "failed")]
+    assert _local(data)["extra"]["fleet"] == {"maintenance": True, "disabled_services": ["topup"]}
+    listed = fleet.api("GET", f"/api/v1/kiosks/{KIOSK}/commands", operator).json()
+    assert [c["status"] for c in listed] == ["done", "done", "done", "failed"]
+    logs = json.loads(listed[2]["result"])
+    assert "enrolled as kiosk-n-01" in logs["agent_log"] and logs["journal"]["open_transactions"] == 0
+    assert "restart hook" in listed[3]["result"]
+    # with a restart hook
+    marker = tmp_path / "restarted"
+    agent.state.restart_command = [sys.executable, "-c", f"open({str(marker)!r}, 'w').close()"]
+    fleet.api("POST", f"/api/v1/kiosks/{KIOSK}/commands", json={"kind": "restart"})
+    fleet.api("POST", f"/api/v1/kiosks/{KIOSK}/commands", json={"kind": "enable_service",
+                                                                 "args": {"service": "topup"}})
+    assert [c["status"] for c in agent.run_once().commands] == ["done", "done"]
+    assert marker.exists() and _local(data)["extra"]["fleet"]["disabled_services"] == []
+    assert agent.run_once().commands == []
+
+
+def test_a_command_waits_while_the_kiosk_holds_its_data_dir(fleet: Fleet, data: Path) -> None:
+    agent = _enroll(fleet, data)
+    fleet.api("POST", f"/api/v1/kiosks/{KIOSK}/commands", json={"kind": "maintenance_on"})
+    with DataLock(data):
+        assert [c["status"] for c in agent.run_once().commands] == ["received"]
+    assert fleet.api("GET", f"/api/v1/kiosks/{KIOSK}/commands").json()[0]["status"] == "received"
+    assert [c["status"] for c in agent.run_once().commands] == ["done"]
+    assert _local(data)["extra"]["fleet"]["maintenance"] is True
+
+
+def test_feedback_is_kept_in_the_outbox_while_the_server_is_away(fleet: Fleet, data: Path) -> None:
+    agent = _enroll(fleet, data)
+    cid = fleet.api("POST", f"/api/v1/kiosks/{KIOSK}/commands", json={"kind": "upload_logs"}).json()["id"]
+    cmd = fleet.api("GET", f"/api/v1/kiosks/{KIOSK}/commands").json()[0]
+    real = agent.client.base_url
+    agent.client.base_url = "http://127.0.0.1:9"  # nothing listens there
+    agent.run_command(cmd)
+    outbox = json.loads((data / "fleet" / "outbox.json").read_text())
+    assert [(i["id"], i["status"]) for i in outbox] == [(cid, "received"), (cid, "done")]
+    agent.client.base_url = real
+    agent.run_once()
+    assert json.loads((data / "fleet" / "outbox.json").read_text()) == []
+    assert fleet.api("GET", f"/api/v1/kiosks/{KIOSK}/commands").json()[0]["status"] == "done"
+
+
+# --- back-off -----------------------------------------------------------------------------------
+def test_an_unreachable_server_is_retried_with_growing_jittered_delays(fleet: Fleet, data: Path) -> None:
+    agent = _enroll(fleet, data)
+    agent.client.base_url = "http://127.0.0.1:9"
+    agent.state.interval_s = 10
+    delays: list[float] = []
+    run_forever(agent, stop=lambda: len(delays) >= 8, sleep=delays.append)
+    assert 5 <= delays[0] <= 30  # interval × 2 × jitter 0.5–1.5
+    assert all(d <= 900 * 1.5 for d in delays)
+    assert delays[5] > delays[0] and len({round(d, 6) for d in delays}) == len(delays)
+    with pytest.raises(FleetUnavailable):
+        agent.run_once()
+
+
+def test_run_forever_stops_on_revocation(fleet: Fleet, data: Path) -> None:
+    agent = _enroll(fleet, data)
+    fleet.api("POST", f"/api/v1/kiosks/{KIOSK}/revoke")
+    with pytest.raises(FleetRefused) as err:
+        run_forever(agent, sleep=lambda _s: None)
+    assert err.value.code == "kiosk.revoked" and agent.state.status == "revoked"
