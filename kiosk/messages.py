@@ -10,11 +10,10 @@ import datetime as dt
 from typing import Any
 
 from kiosk.errors import KioskError
-from kiosk.fmt import format_datetime, format_jalali_date, format_rials
+from kiosk.fmt import format_datetime, format_jalali_date, format_rials, to_persian_digits
 from kiosk.messages_tickets import MESSAGES as _TICKETS
 from kiosk.messages_collect import MESSAGES as _COLLECT
 from kiosk.messages_card_sale import MESSAGES as _CARD_SALE
-from kiosk.messages_basket import MESSAGES as _BASKET
 from kiosk.messages_basket import MESSAGES as _BASKET
 from kiosk.messages_municipal import MESSAGES as _MUNICIPAL
 from kiosk.messages_ui import MESSAGES as _UI
@@ -119,7 +118,6 @@ _EXTRA: tuple[dict[str, tuple[str, str]], ...] = (_TICKETS,)
 _EXTRA += (_COLLECT,)
 _EXTRA += (_CARD_SALE,)
 _EXTRA += (_BASKET,)
-_EXTRA += (_BASKET,)
 _EXTRA += (_MUNICIPAL,)
 _EXTRA += (_UI,)
 for _catalog in _EXTRA:
@@ -151,6 +149,8 @@ def render_params(params: dict[str, Any], lang: str) -> dict[str, Any]:
             out[name] = format_datetime(value, lang)
         elif isinstance(value, dt.date):
             out[name] = format_jalali_date(value, lang)
+        elif isinstance(value, int) and not isinstance(value, bool) and name != "amount_rials":
+            out[name] = to_persian_digits(str(value)) if lang == "fa" else str(value)  # a count
     if "amount_rials" in params and "amount" not in params:
         out["amount"] = format_rials(int(params["amount_rials"]), lang)
     return out

@@ -19,6 +19,7 @@ from typing import Any
 
 from kiosk.fmt import format_rials
 from kiosk.messages import text
+from kiosk.sensitive import mask_national_code, national_code_ok
 from kiosk.ui_port import Choice, CitizenLeft, Outcome, UIPort
 
 
@@ -91,7 +92,8 @@ class ScriptedUI(UIPort):
 
     async def ask_digits(self, key: str, *, min_len: int, max_len: int) -> str:
         answer = str(self._answer(key))
-        self._record(Shown("digits", key, {}, answer))
+        # what the transcript (stdout, the demo's JSON) keeps: never a full national code
+        self._record(Shown("digits", key, {}, mask_national_code(answer) if national_code_ok(answer) else answer))
         return answer
 
     async def confirm(self, key: str, **params: Any) -> bool:

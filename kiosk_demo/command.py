@@ -20,6 +20,7 @@ from kiosk.errors import KioskError
 from kiosk.faults import UnknownFaultPoint
 from kiosk.cli import kiosk_command
 from kiosk.paths import data_dir
+from kiosk_demo.municipal_scripts import MUNICIPAL_SCRIPTS
 from kiosk_demo.transit_scripts import TRANSIT_SCRIPTS
 
 SCRIPTS = {
@@ -29,6 +30,7 @@ SCRIPTS = {
     "pay-fee-cancel": "the citizen looks the slip up, then cancels: nothing is charged",
 }
 SCRIPTS.update({name: t.description for name, t in TRANSIT_SCRIPTS.items()})
+SCRIPTS.update({name: t.description for name, t in MUNICIPAL_SCRIPTS.items()})
 #: not citizens: the technician's commands, run against the embedded simulators
 TOOLS = {
     "recover": "resolve the data dir's open transactions against the embedded environment",
@@ -99,6 +101,8 @@ def _print_human(s: dict[str, Any]) -> None:
                   f"{s.get('balance_after')} rials\n")
     if s.get("receipt_png"):
         out.write(f"  receipt image {s['receipt_png']}\n")
+    for path in s.get("printed") or ():
+        out.write(f"  printed       {path}\n")
     if s.get("receipt_payload"):
         # a command the person can paste: `kiosk` is not on the PATH after `make run`
         out.write(f"  verify with   {kiosk_command()} receipt verify {shlex.quote(s['receipt_payload'])} "

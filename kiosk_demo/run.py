@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,11 @@ from kiosk.recovery import Recovery, Resolution
 from kiosk.scripted_ui import ScriptedUI
 from kiosk.service_guard import JournalBroken
 from kiosk_demo.environment import demo_environment
+from kiosk_demo.municipal_scripts import MUNICIPAL_SCRIPTS
 from kiosk_demo.transit_scripts import TRANSIT_SCRIPTS
+
+#: the scripts that run one flow of the table shape (transit and municipal services)
+SCRIPTED = {**TRANSIT_SCRIPTS, **MUNICIPAL_SCRIPTS}
 
 log = logging.getLogger("kiosk.demo")
 
@@ -67,7 +72,7 @@ async def run_demo(data: Path, script: str, *, echo: bool = True,
     with DataLock(data) as lock, demo_environment(
             data, terminal_mode=options.terminal_answer, terminal_latency_s=options.terminal_latency_s) as env:
         slip = None
-        if script not in TRANSIT_SCRIPTS:
+        if script not in SCRIPTED:
             probe = BackofficeClient(env.settings.backoffice_url, env.settings.backoffice_token)
             try:
                 slip = await asyncio.to_thread(_pick_unpaid_slip, probe)
@@ -91,9 +96,9 @@ async def run_demo(data: Path, script: str, *, echo: bool = True,
                 if slip is not None:
                     print(f"citizen: {script} — {slip.description_fa} ({slip.amount_rials:,} rials)", flush=True)
                 else:
-                    print(f"citizen: {script} — {TRANSIT_SCRIPTS[script].description}", flush=True)
+                    print(f"citizen: {script} — {SCRIPTED[script].description}", flush=True)
             card: dict[str, Any] = {}
-            transit = TRANSIT_SCRIPTS.get(script)
+            transit = SCRIPTED.get(script)
             if transit is not None:
                 ui = ScriptedUI(transit.answers, echo=echo)
                 result, card = await transit.run(ctx, env, ui)
@@ -105,15 +110,16 @@ async def run_demo(data: Path, script: str, *, echo: bool = True,
                     asyncio.get_running_loop().call_later(0.2, env.scanner.send, barcode)
                 result = await FeePaymentFlow(ctx, ui).run()
             receipt_png = _save_receipt(env, data, result.transaction_id)
+            printed = _save_printed(env, data, script)
             report = ctx.journal.verify()
         finally:
             await ctx.close()
-    if script in TRANSIT_SCRIPTS:
-        expected = TRANSIT_SCRIPTS[script].expected_state
+    if script in SCRIPTED:
+        expected = SCRIPTED[script].expected_state
     else:
         expected = {"pay-fee-declined": TxState.DECLINED, "pay-fee-cancel": None}.get(script, TxState.COMPLETED)
     ok = (broken is None and result.final_state == expected and report.ok
-          and (script not in TRANSIT_SCRIPTS or result.outcome.ok)
+          and (script not in SCRIPTED or result.outcome.ok)
           and all(r.resolved for r in recovered))
     return {
         "ok": ok,
@@ -124,6 +130,7 @@ async def run_demo(data: Path, script: str, *, echo: bool = True,
         "amount_rials": result.amount_rials,
         "receipt_payload": result.receipt_payload,
         "receipt_png": receipt_png,
+        "printed": printed,
         "journal_ok": report.ok,
         "recovered": [r.to_dict() for r in recovered],
         "transcript": [{"kind": s.kind, "key": s.key, "fa": s.line("fa"), "en": s.line("en")} for s in ui.transcript],
@@ -141,6 +148,30 @@ def _save_receipt(env: Any, data: Path, tx_id: str | None) -> str | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     receipts[-1].image.save(path)
     return str(path)
+
+
+def _save_printed(env: Any, data: Path, script: str) -> list[str]:
+    """Every document the printer emulator received in this run (slips, a certificate, a
+    receipt), each as a PNG decoded from its ESC/POS bytes: the summary lists their paths."""
+    # the emulator records a job when its connection closes, on its own thread: let the last
+    # one land (the count holds still for a moment) before reading them
+    seen, still_since, deadline = -1, time.monotonic(), time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        count = len(env.printer.jobs)
+        if count != seen:
+            seen, still_since = count, time.monotonic()
+        elif time.monotonic() - still_since >= 0.3:
+            break
+        time.sleep(0.05)
+    out = []
+    folder = data / "printed"
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n, paper in enumerate(env.printer.receipts(), 1):
+        path = folder / f"{script}-{stamp}-{n}.png"
+        paper.image.save(path)
+        out.append(str(path))
+    return out
 
 
 async def run_tool(data: Path, tool: str, *, as_json: bool, options: DemoOptions = DemoOptions()) -> int:

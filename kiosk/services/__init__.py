@@ -16,11 +16,13 @@ from kiosk.services.ticket import QR_TICKET, QrTicketKind, TicketOrder
 from kiosk.services.pending_load import PENDING_LOAD, PendingLoadKind, PendingLoadOrder
 from kiosk.services.card_sale import CARD_SALE, CardSaleKind, CardSaleOrder
 from kiosk.services.basket import FEE_BASKET, BasketOrder, FeeBasketKind
+from kiosk.services.permit import TRAFFIC_PERMIT, PermitOrder, TrafficPermitKind
 
 _BUILTIN: tuple[TransactionKind, ...] = (FEE_PAYMENT, CARD_TOPUP, QR_TICKET)
 _BUILTIN += (PENDING_LOAD,)
 _BUILTIN += (CARD_SALE,)
 _BUILTIN += (FEE_BASKET,)
+_BUILTIN += (TRAFFIC_PERMIT,)
 KINDS: dict[str, TransactionKind] = {k.name: k for k in _BUILTIN}
 BY_OUTBOX_KIND: dict[str, TransactionKind] = {o: k for k in _BUILTIN for o in k.outbox_kinds}
 
@@ -44,3 +46,4 @@ __all__ = ["BY_OUTBOX_KIND", "CARD_TOPUP", "CardTopupKind", "TopupOrder", "FEE_P
 __all__ += ["QR_TICKET", "QrTicketKind", "TicketOrder"]
 __all__ += ["PENDING_LOAD", "PendingLoadKind", "PendingLoadOrder"]
 __all__ += ["FEE_BASKET", "FeeBasketKind", "BasketOrder"]
+__all__ += ["TRAFFIC_PERMIT", "PermitOrder", "TrafficPermitKind"]
