@@ -3,11 +3,12 @@ ending in the signed QR, and the exact ESC/POS bytes the printer driver sends fo
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from devices.printer.escpos_driver import job_to_escpos_bytes
 from devices.printer.profile import DEFAULT_PROFILE
-from kiosk.fmt import format_datetime, format_number, format_rials, format_toman, to_persian_digits
+from kiosk.fmt import format_datetime, format_jalali_date, format_number, format_rials, format_toman, to_persian_digits
 from kiosk.receipts.codec import ReceiptData, ReceiptStatus
 from kiosk.receipts.layout import QR, Document, Heading, Row, Separator, Text, render
 from kiosk.text.bidi import ltr
@@ -25,6 +26,10 @@ _TITLES["pending_topup"] = ("رسید دریافت شارژ خریداری‌ش�
 _FIRST_ID["pending_topup"] = ("شماره سریال کارت", "Card serial number")
 _TITLES["transit_card_sale"] = ("رسید خرید کارت بلیت جدید", "New transit card receipt")
 _FIRST_ID["transit_card_sale"] = ("شماره سریال کارت", "Card serial number")
+_TITLES["traffic_permit"] = ("رسید مجوز روزانه طرح ترافیک", "Traffic-zone day permit receipt")
+_FIRST_ID["traffic_permit"] = ("پلاک", "Plate")
+#: what the receipt's second identifier is (the codec's `payment_id` field carries it)
+_SECOND_ID = {"traffic_permit": ("روز مجوز", "Permit day")}
 _STATUS_TEXT = {
     ReceiptStatus.PAID: ("پرداخت با موفقیت انجام شد", "Payment successful"),
     ReceiptStatus.PENDING_SETTLEMENT: (
@@ -58,6 +63,17 @@ _COPY_NOTE = ("چاپ دوباره رسید؛ کد امضاشده همان رس�
               "Reprint; the signed code is the original receipt's")
 
 
+def _second_value(data: ReceiptData, lang: str) -> str:
+    """The second identifier as printed: a permit's day (signed as an ISO date) in the reader's
+    calendar, anything else as its digits."""
+    if data.kind == "traffic_permit":
+        try:
+            return format_jalali_date(dt.date.fromisoformat(data.payment_id), lang)
+        except ValueError:
+            pass
+    return to_persian_digits(data.payment_id) if lang == "fa" else data.payment_id
+
+
 def build_document(data: ReceiptData, payload: str, lang: str = "fa", *, copy: bool = False) -> Document:
     """The printed receipt, Persian (right to left) or English, ending in the signed QR.
     `copy` marks a reprint (المثنی / COPY) above the title; the payload is the original's.
@@ -86,7 +102,8 @@ def build_document(data: ReceiptData, payload: str, lang: str = "fa", *, copy: b
     rows: list[Any] = [
         Row(pick(("مبلغ", "Amount")), amount, bold=True),
         Row(pick(_FIRST_ID.get(data.kind, ("شناسه قبض", "Bill ID"))), digits(data.bill_id)),
-        *([Row(pick(("شناسه پرداخت", "Payment ID")), digits(data.payment_id))] if data.payment_id else []),
+        *([Row(pick(_SECOND_ID.get(data.kind, ("شناسه پرداخت", "Payment ID"))), _second_value(data, lang))]
+          if data.payment_id else []),
         Row(pick(("نوع خدمت", "Service")), data.service_label_fa if fa else data.service_label_en),
         Row(pick(("کد رهگیری", "Tracking code")), tracking),
         Row(pick(("شماره مرجع", "Reference number")), digits(data.rrn) if data.rrn else "-"),
