@@ -676,3 +676,11 @@ def test_client_reads_no_refusal_from_an_answer_that_is_not_the_back_offices() -
         with pytest.raises(PermitPostPending) as err:
             c.post_permit(post, idempotency_key="p-1")
         assert err.value.money == "charged_pending"
+
+
+def test_client_debug_lines_hide_the_plate(client: BackofficeClient, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="urllib3.connectionpool")
+    client.permit_quote("44 م 918 ایران 22", today())
+    lines = [r.getMessage() for r in caplog.records if r.name == "urllib3.connectionpool"]
+    assert any("plate=***" in line for line in lines), lines
+    assert not any("918" in line for line in lines)
