@@ -403,8 +403,10 @@ class MoneyPath:
         with self.claimed(tx_id):
             state = self.journal.state_of(tx_id)
             paid_hook = getattr(kind_of(self.journal.get(tx_id).kind), "reverse_paid", None)
-            if paid_hook is not None and state == TxState.PAID and ask_backoffice:
-                # a kind with several posts (a basket) asks about each of them itself
+            if paid_hook is not None and state in (TxState.PAID, TxState.FULFILLING) and ask_backoffice:
+                # a kind with several posts (a basket) asks about each of them itself; asking
+                # about the transaction id alone would read "nothing held" and reverse money
+                # whose bills are settled
                 return await paid_hook(self, tx_id, reason)
             queued = self.pending_posts(tx_id)
             if state in (TxState.PAID, TxState.FULFILLING) and queued:

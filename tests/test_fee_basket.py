@@ -400,3 +400,29 @@ def test_the_printed_basket_receipt_lists_each_bill_and_what_came_back(env: Demo
     en = build_document(data, result.receipt_payload, lang="en")
     values = {r.label: r.value for r in en.blocks if isinstance(r, Row)}
     assert values["Returned to card"] == f"{chosen[1].amount_rials:,} rials"
+
+
+@pytest.mark.parametrize("outbox_too", [False, True])
+def test_a_basket_whose_fulfilling_rows_were_cut_is_carried_on_never_reversed(
+        env: DemoEnvironment, outbox_too: bool) -> None:
+    """Bill 0 settled, then the journal's FULFILLING rows are cut (an attacker, or a restored
+    old copy): the journal says PAID. Asking the back-office about the basket's own id would
+    read "nothing held" and reverse a settled bill's money; each bill is asked instead."""
+    import sqlite3
+
+    chosen = slips(env, 3)
+    assert pay(env, chosen, crash="between-basket-settlements") is None
+    tx_id = only_tx(env)
+    db = sqlite3.connect(journal_path(env.data_dir))
+    db.execute("DROP TRIGGER IF EXISTS journal_no_delete")
+    db.execute("DELETE FROM journal WHERE tx_id = ? AND state = 'FULFILLING'", (tx_id,))
+    if outbox_too:
+        db.execute("DELETE FROM outbox WHERE tx_id = ?", (tx_id,))
+    db.commit()
+    db.close()
+    with journal(env) as j:
+        assert j.state_of(tx_id) == TxState.PAID and j.verify().ok  # a cut tail passes a local verify
+    resolved = recover_now(env)
+    assert resolved[tx_id]["to_state"] == "COMPLETED"
+    check_ledgers(env, tx_id, chosen, {0, 1, 2})
+    assert TxState.REVERSING not in [e.state for e in journal(env).get(tx_id).entries]

@@ -239,12 +239,15 @@ class FeeBasketKind(TransactionKind):
         return SettleResult.REFUSED
 
     async def reverse_paid(self, money: MoneyPath, tx_id: str, reason: str) -> SettleResult:
-        """Recovery found the basket PAID (the citizen is gone). Nothing queued and no bill
-        held at the back-office: the whole sale is reversed. A bill post queued, or a bill the
+        """MoneyPath.reverse of a PAID or FULFILLING basket. FULFILLING: carried on (its bills
+        are settled or refunded one by one). PAID — recovery, the citizen gone: nothing queued
+        and no bill held at the back-office: the whole sale is reversed. A bill post queued, or a bill the
         back-office holds (a journal whose FULFILLING rows were cut): this kiosk had committed
         to settling — the held bills are journaled settled and the rest carried on."""
         from kiosk.money_path import SettleResult
 
+        if money.journal.state_of(tx_id) == TxState.FULFILLING:
+            return await settle_basket(money, tx_id)  # committed to settling: carried on, never reversed blind
         if money.pending_posts(tx_id):
             await money.writer.append(tx_id, TxState.FULFILLING, {"settlement_found": "outbox"})
             return await settle_basket(money, tx_id)
@@ -333,15 +336,29 @@ async def queue_bills(money: MoneyPath, tx_id: str) -> None:
     FULFILLING row {bill, step: queued}; the first moves PAID → FULFILLING. Idempotent: a
     bill's key is `<tx>.<i>`, and a bill already answered is never queued again."""
     tx = money.journal.get(tx_id)
-    queued = {item.payload.get("bill_index") for item in money.journal.outbox_for(tx_id) if item.kind == BASKET_BILL}
+    items = {item.payload.get("bill_index"): item for item in money.journal.outbox_for(tx_id)
+             if item.kind == BASKET_BILL}
     paid_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     for outcome in bill_outcomes(tx):
-        if outcome.index in queued or outcome.step != "new":
+        item = items.get(outcome.index)
+        if outcome.step == "new" and item is not None and item.status != OutboxStatus.PENDING:
+            # answered, but the row saying so is gone (a journal cut back): the outbox's
+            # settled row is the answer (an acknowledged post, or a refusal after asking)
+            await money.writer.append_many(tx_id, _answer_steps(outcome.index, item))
+            continue
+        if item is not None or outcome.step != "new":
             continue
         await money.writer.outbox_enqueue(
             tx_id, BASKET_BILL, FEE_BASKET.bill_payload(tx, outcome.index, paid_at=paid_at),
             idempotency_key=bill_tx_id(tx_id, outcome.index),
             with_state=(TxState.FULFILLING, {"bill": outcome.index, "step": "queued"}), anchor=True)
+
+
+def _answer_steps(index: int, item: OutboxItem) -> list[tuple[TxState, dict[str, Any] | None]]:
+    if item.status == OutboxStatus.ACKED and item.response:
+        return FEE_BASKET.ack_states(Settlement.from_json(item.response), BASKET_BILL)
+    reason = str((item.response or {}).get("key") or (item.response or {}).get("error") or "refused")
+    return [(TxState.FULFILLING, {"bill": index, "step": "refused", "reason": reason, "found": "outbox"})]
 
 
 async def settle_basket(money: MoneyPath, tx_id: str) -> SettleResult:
