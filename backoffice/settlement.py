@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backoffice.billing import canonical_ids
 from backoffice.errors import ApiError
-from backoffice.models import Bill, BillStatus, IdempotencyRecord, Payment, utcnow
+from backoffice.models import Bill, BillStatus, IdempotencyRecord, Payment, TrafficPermit, utcnow
 from backoffice.schemas import JournalAnchorOut, JournalAnchorsOut, PaymentIn, SettlementOut
 from kiosk.sensitive import find_card_number, is_masked_pan
 
@@ -154,15 +154,20 @@ def payment_status(session: Session, kiosk_id: str, transaction_id: str) -> Sett
 def journal_anchors(session: Session, kiosk_id: str, after_seq: int = 0,
                     limit: int = MAX_ANCHORS_PAGE) -> JournalAnchorsOut:
     """`kiosk_id`'s anchored settlements with journal_seq > after_seq, in seq order; at most
-    `limit` (the client pages on by the last seq it got)."""
-    rows = session.scalars(
-        select(Payment)
-        .where(Payment.kiosk_id == kiosk_id, Payment.journal_seq.is_not(None), Payment.journal_seq > after_seq)
-        .order_by(Payment.journal_seq, Payment.id)
-        .limit(min(max(limit, 1), MAX_ANCHORS_PAGE))
-    )
+    `limit` (the client pages on by the last seq it got). Traffic-zone permits (issue 9) carry
+    anchors as payments do and are listed with them."""
+    page = min(max(limit, 1), MAX_ANCHORS_PAGE)
+    found: list[tuple[int, int, str, str, dt.datetime]] = []
+    for table in (Payment, TrafficPermit):
+        rows = session.execute(
+            select(table.journal_seq, table.id, table.transaction_id, table.journal_head, table.created_at)
+            .where(table.kiosk_id == kiosk_id, table.journal_seq.is_not(None), table.journal_seq > after_seq)
+            .order_by(table.journal_seq, table.id)
+            .limit(page))
+        found.extend((int(seq), int(row_id), str(tx), str(head), at) for seq, row_id, tx, head, at in rows)
+    # each list is the first `page` of its table in seq order, so the first `page` of both are too
+    found.sort(key=lambda r: (r[0], r[1]))
     return JournalAnchorsOut(anchors=[
-        JournalAnchorOut(transaction_id=p.transaction_id, journal_seq=int(p.journal_seq or 0),
-                         journal_head=str(p.journal_head), received_at=iso_utc(p.created_at))
-        for p in rows
+        JournalAnchorOut(transaction_id=tx, journal_seq=seq, journal_head=head, received_at=iso_utc(at))
+        for seq, _id, tx, head, at in found[:page]
     ])

@@ -684,3 +684,20 @@ def test_client_debug_lines_hide_the_plate(client: BackofficeClient, caplog: pyt
     lines = [r.getMessage() for r in caplog.records if r.name == "urllib3.connectionpool"]
     assert any("plate=***" in line for line in lines), lines
     assert not any("918" in line for line in lines)
+
+
+def test_permit_anchors_are_listed_with_the_payments_anchors(server: RunningServer) -> None:
+    slip = lookup(server, "vehicle_tax", BASKET_PLATE).json()["slips"][0]
+    paid = api(server, "POST", "/api/v1/payments", headers={"Idempotency-Key": "pay-anc"}, json={
+        "transaction_id": "pay-anc", "bill_id": slip["bill_id"], "payment_id": slip["payment_id"],
+        "amount_rials": slip["amount_rials"], "paid_at": now_iso(), "journal_seq": 4, "journal_head": "04" * 32})
+    assert paid.status_code == 201
+    for tx, seq, day in (("tp-a3", 3, 1), ("tp-a7", 7, 2)):
+        assert buy(server, permit_body(tx, day=today() + dt.timedelta(days=day), journal_seq=seq,
+                                       journal_head=f"{seq:02d}" * 32)).status_code == 201
+    assert buy(server, permit_body("tp-none", day=today() + dt.timedelta(days=3))).status_code == 201
+    got = api(server, "GET", "/api/v1/journal-anchors").json()["anchors"]
+    assert [(a["transaction_id"], a["journal_seq"]) for a in got] == [("tp-a3", 3), ("pay-anc", 4), ("tp-a7", 7)]
+    page = api(server, "GET", "/api/v1/journal-anchors", params={"after_seq": 3, "limit": 1}).json()["anchors"]
+    assert [a["transaction_id"] for a in page] == ["pay-anc"]
+    assert api(server, "GET", "/api/v1/journal-anchors", token=TOKEN_B).json()["anchors"] == []
