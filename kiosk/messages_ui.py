@@ -28,6 +28,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "ui.digits_hint": ("{min} تا {max} رقم", "{min} to {max} digits"),
     "ui.still_there": ("هنوز اینجا هستید؟ برای ادامه، صفحه را لمس کنید. بازگشت به صفحهٔ اول تا {seconds} ثانیهٔ دیگر",
                        "Are you still there? Touch the screen to continue. Back to the start in {seconds} s"),
+    "ui.amount": ("{amount}", "{amount}"),
     "ui.continue": ("ادامه می‌دهم", "Continue"),
     "ui.tracking": ("کد رهگیری: {tracking}", "Tracking code: {tracking}"),
     "ui.transaction": ("شماره تراکنش: {tx}", "Transaction: {tx}"),

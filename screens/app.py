@@ -1,0 +1,687 @@
+"""The Kivy touch UI: `KivyUI` implements the UI port (kiosk.ui_port) on a portrait touchscreen,
+and runs citizen sessions — attract, home, one flow, its outcome, back to attract — on the
+same asyncio loop as Kivy (`App.async_run(async_lib="asyncio")`), so the flows and the devices
+run exactly as they do under the scripted UI.
+
+Screens (`KivyUI.screen` names the one shown): attract (touch to start, rotating hints, an
+out-of-service banner), home (service tiles; an unavailable one is greyed with the reason from
+the status coordinator), step, choose, digits (our own keypad, keys at least 15 mm),
+confirm, error, outcome (what happened to the money, tracking and transaction numbers, the
+receipt's QR on the screen when it was not printed). The language button (Persian first)
+re-renders every label in place. No free-text entry anywhere.
+
+Inactivity: after `idle_s` without a touch on a screen that waits for the citizen, a warning
+counts down `warn_s` seconds (one tap continues); then the flow is unwound (CitizenLeft), what
+was typed is wiped and the kiosk goes back to attract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import io
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import qrcode
+from kivy.app import App
+from kivy.clock import Clock
+from kivy.core.image import Image as CoreImage
+from kivy.core.window import Window
+from kivy.graphics import Color, Rectangle
+from kivy.metrics import Metrics
+from kivy.uix.boxlayout import BoxLayout
+from kivy.uix.floatlayout import FloatLayout
+from kivy.uix.gridlayout import GridLayout
+from kivy.uix.image import Image
+from kivy.uix.widget import Widget
+
+from kiosk.fmt import to_persian_digits
+from kiosk.messages_ui import render
+from kiosk.status import StatusCoordinator
+from kiosk.text.bidi import ltr
+from kiosk.ui_port import Choice, CitizenLeft, Outcome, UIPort
+from screens.rtl import RTLLabel, TouchButton
+
+log = logging.getLogger("kiosk.ui")
+
+#: the smallest touch target, in millimetres on the glass (ISO 9241-9 / kiosk guidance)
+MIN_TARGET_MM = 15.0
+
+WHITE = (1, 1, 1, 1)
+INK = (0.10, 0.11, 0.13, 1)
+MUTED = (0.38, 0.40, 0.44, 1)
+BAD = (0.70, 0.12, 0.10, 1)
+GOOD = (0.05, 0.45, 0.22, 1)
+CANCEL_BG = (0.55, 0.56, 0.60, 1)
+BANNER_BG = (0.70, 0.12, 0.10, 1)
+
+
+def mm_px(mm: float) -> float:
+    """Millimetres on the glass in pixels at the configured dpi (KIVY_DPI)."""
+    return mm * Metrics.dpi / 25.4
+
+
+@dataclass(frozen=True)
+class Service:
+    id: str
+    title_key: str
+    flow: str  # "module:Class", imported when the citizen picks it
+
+
+SERVICES: tuple[Service, ...] = (
+    Service("fee_payment", "fee.title", "kiosk.flows.fee_payment:FeePaymentFlow"),
+    Service("card_topup", "topup.title", "kiosk.flows.card_topup:CardTopupFlow"),
+    Service("card_balance", "ui.balance.title", "kiosk.flows.card_balance:CardBalanceFlow"),
+    Service("qr_ticket", "ticket.title", "kiosk.flows.qr_ticket:QrTicketFlow"),
+    Service("card_sale", "card_sale.title", "kiosk.flows.card_sale:CardSaleFlow"),
+    Service("collect_pending", "collect.title", "kiosk.flows.collect_pending:CollectPendingFlow"),
+)
+
+HINTS = ("ui.hint.fee", "ui.hint.topup", "ui.hint.balance", "ui.hint.ticket")
+
+
+class Filled(Widget):
+    """A widget with a flat background colour."""
+
+    def __init__(self, rgba: tuple[float, ...] = WHITE, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        with self.canvas.before:
+            self._c = Color(*rgba)
+            self._r = Rectangle(pos=self.pos, size=self.size)
+        self.fbind("pos", self._sync)
+        self.fbind("size", self._sync)
+
+    def _sync(self, *_: Any) -> None:
+        self._r.pos, self._r.size = self.pos, self.size
+
+
+class KioskRoot(FloatLayout):
+    """The window's root: white, and every touch anywhere counts as activity."""
+
+    def __init__(self, on_activity: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._on_activity = on_activity
+        with self.canvas.before:
+            Color(*WHITE)
+            self._bg = Rectangle(pos=self.pos, size=self.size)
+        self.fbind("size", lambda *_: setattr(self._bg, "size", self.size))
+
+    def on_touch_down(self, touch: Any) -> bool:
+        self._on_activity()
+        return bool(super().on_touch_down(touch))
+
+
+class Row(BoxLayout):
+    """A horizontal row that mirrors for a right-to-left language (first child on the right)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("orientation", "horizontal")
+        super().__init__(**kwargs)
+        self.rtl = False
+
+    def set_rtl(self, rtl: bool) -> None:
+        if rtl != self.rtl:
+            self.rtl = rtl
+            kids = list(self.children)
+            self.clear_widgets()
+            for w in kids:  # self.children is last-added first: re-adding reverses the order
+                self.add_widget(w)
+
+
+class KivyUI(UIPort):
+    def __init__(self, *, lang: str = "fa", status: StatusCoordinator | None = None,
+                 idle_s: float = 45.0, warn_s: float = 20.0, error_s: float = 12.0,
+                 outcome_s: float = 25.0, hint_s: float = 4.0, hold_steps: bool = False) -> None:
+        self.default_lang = lang
+        self.lang = lang
+        self.status = status or StatusCoordinator()
+        self.idle_s, self.warn_s, self.error_s, self.outcome_s, self.hint_s = idle_s, warn_s, error_s, outcome_s, hint_s
+        #: tour mode: a step screen stays until `release_step()` (a screenshot can be taken)
+        self.hold_steps = hold_steps
+        self._step_gate: asyncio.Future[None] | None = None
+        self.screen = ""
+        self.screen_key = ""
+        self.root: KioskRoot | None = None
+        self.started: asyncio.Future[None] | None = None
+        self._answer: asyncio.Future[Any] | None = None
+        self._cancel_waiters: list[asyncio.Future[None]] = []
+        self._abandoned = False
+        self._receipt_not_printed = False
+        self._digits = ""
+        self._idle_ev: Any = None
+        self._warn_ev: Any = None
+        self._warn_left = 0
+        self._hint_ev: Any = None
+        self._hint_i = 0
+        self.overlay: Widget | None = None
+        self.last_outcome: Outcome | None = None
+        self.listeners: list[Callable[[str], None]] = []  # told the name of each screen shown
+
+    # --- building ----------------------------------------------------------------------------
+    def build(self) -> KioskRoot:
+        self.root = KioskRoot(self._activity)
+        outer = BoxLayout(orientation="vertical", padding=mm_px(4), spacing=mm_px(3))
+        self.header = Row(size_hint_y=None, height=max(mm_px(MIN_TARGET_MM) + 8, 90), spacing=mm_px(3))
+        self.title = RTLLabel(font_size=40, bold=True, color=INK)
+        self.lang_button = TouchButton(font_size=30, size_hint_x=None, width=max(mm_px(30), 180))
+        self.lang_button.bind(on_release=lambda *_: self.toggle_language())
+        self.header.add_widget(self.title)
+        self.header.add_widget(self.lang_button)
+        self.banner = RTLLabel(font_size=28, color=WHITE, size_hint_y=None, height=0, halign="center")
+        with self.banner.canvas.before:
+            self._banner_color = Color(*BANNER_BG)
+            self._banner_rect = Rectangle()
+        self.banner.fbind("pos", lambda *_: setattr(self._banner_rect, "pos", self.banner.pos))
+        self.banner.fbind("size", lambda *_: setattr(self._banner_rect, "size", self.banner.size))
+        self.body = BoxLayout(orientation="vertical", spacing=mm_px(3))
+        self.footer = Row(size_hint_y=None, height=max(mm_px(MIN_TARGET_MM) + 8, 100), spacing=mm_px(4))
+        for w in (self.header, self.banner, self.body, self.footer):
+            outer.add_widget(w)
+        self.root.add_widget(outer)
+        self.status.add_listener(self._status_changed)
+        self._apply_lang()
+        return self.root
+
+    def _label(self, key: str, *, size: int = 34, bold: bool = False, color: tuple[float, ...] = INK,
+               fit: bool = True, halign: str = "auto", **params: Any) -> RTLLabel:
+        lab = RTLLabel(font_size=size, bold=bold, color=color, halign=halign, lang=self.lang,
+                       size_hint_y=None if fit else 1, fit_height=fit, height=size * 2)
+        return lab.show(key, **params)
+
+    def _button(self, key: str, on_press: Callable[[], None], *, choice_id: str = "", size: int = 34,
+                background: tuple[float, ...] | None = None, **params: Any) -> TouchButton:
+        btn = TouchButton(font_size=size, lang=self.lang, choice_id=choice_id, size_hint_y=None,
+                          height=max(mm_px(MIN_TARGET_MM), 110), size_hint_min_x=mm_px(MIN_TARGET_MM))
+        if background is not None:
+            btn.background = background
+        btn.show(key, **params)
+        btn.bind(on_release=lambda *_: on_press())
+        return btn
+
+    def _clear(self, screen: str, key: str = "") -> None:
+        self.body.clear_widgets()
+        self.footer.clear_widgets()
+        self.footer.rtl = False
+        self._stop_hints()
+        self._stop_idle()
+        self.screen, self.screen_key = screen, key
+        self.title.show("ui.kiosk_name", self.lang)
+        self._show_banner()
+
+    def _shown(self) -> None:
+        self.footer.rtl = False
+        self.footer.set_rtl(self.lang == "fa")
+        for listener in list(self.listeners):
+            listener(self.screen)
+
+    def _spacer(self) -> Widget:
+        return Widget()
+
+    # --- language ----------------------------------------------------------------------------
+    def toggle_language(self) -> None:
+        self.lang = "en" if self.lang == "fa" else "fa"
+        self._apply_lang()
+        self._activity()
+
+    def set_language(self, lang: str) -> None:
+        if lang != self.lang:
+            self.toggle_language()
+
+    def _apply_lang(self) -> None:
+        """Re-render every label from its message key in the new language; mirror the rows."""
+        if self.root is None:
+            return
+        for w in self.root.walk(restrict=False):
+            if isinstance(w, RTLLabel):
+                w.relabel(self.lang)
+            if isinstance(w, Row):
+                w.set_rtl(self.lang == "fa")
+        self.lang_button.show("ui.lang_toggle", self.lang)
+        if self.screen == "digits":
+            self._update_digits()
+
+    # --- status --------------------------------------------------------------------------------
+    def _status_changed(self, _coordinator: StatusCoordinator) -> None:
+        self._show_banner()
+        if self.screen == "home" and self._answer is not None and not self._answer.done():
+            self._build_home(self._answer)
+
+    def _show_banner(self) -> None:
+        reason = self.status.blocker("journal")
+        if reason is None:
+            self.banner.height = 0
+            self.banner.opacity = 0
+            self.banner.text = ""
+            self.banner.msg_key = None
+        else:
+            self.banner.show(reason.key, self.lang, **dict(reason.params))
+            self.banner.opacity = 1
+            self.banner.height = 130
+
+    # --- inactivity ----------------------------------------------------------------------------
+    def _activity(self) -> None:
+        if self._warn_ev is not None:
+            self._dismiss_warning()
+        if self._idle_ev is not None:
+            self._idle_ev.cancel()
+            self._idle_ev = Clock.schedule_once(self._idle, self.idle_s)
+
+    def _start_idle(self) -> None:
+        self._stop_idle()
+        self._idle_ev = Clock.schedule_once(self._idle, self.idle_s)
+
+    def _stop_idle(self) -> None:
+        if self._idle_ev is not None:
+            self._idle_ev.cancel()
+            self._idle_ev = None
+        self._dismiss_warning()
+
+    def _idle(self, *_: Any) -> None:
+        self._idle_ev = None
+        self._warn_left = int(round(self.warn_s))
+        box = FloatLayout()
+        shade = Filled((0, 0, 0, 0.55), size_hint=(1, 1), pos_hint={"x": 0, "y": 0})
+        card = BoxLayout(orientation="vertical", size_hint=(0.86, None), height=520, padding=mm_px(5),
+                         spacing=mm_px(4), pos_hint={"center_x": 0.5, "center_y": 0.5})
+        with card.canvas.before:
+            Color(*WHITE)
+            rect = Rectangle()
+        card.fbind("pos", lambda *_: setattr(rect, "pos", card.pos))
+        card.fbind("size", lambda *_: setattr(rect, "size", card.size))
+        self._warn_label = self._label("ui.still_there", size=36, seconds=self._warn_left)
+        card.add_widget(self._warn_label)
+        card.add_widget(self._spacer())
+        card.add_widget(self._button("ui.continue", self._activity))
+        box.add_widget(shade)
+        box.add_widget(card)
+        self.overlay = box
+        assert self.root is not None
+        self.root.add_widget(box)
+        self._warn_ev = Clock.schedule_interval(self._tick, 1.0)
+        for listener in list(self.listeners):
+            listener("inactivity")
+
+    def _tick(self, *_: Any) -> None:
+        self._warn_left -= 1
+        if self._warn_left > 0:
+            self._warn_label.show("ui.still_there", seconds=self._warn_left)
+            return
+        self._dismiss_warning()
+        self._reset()
+
+    def _dismiss_warning(self) -> None:
+        if self._warn_ev is not None:
+            self._warn_ev.cancel()
+            self._warn_ev = None
+        if self.overlay is not None and self.root is not None:
+            self.root.remove_widget(self.overlay)
+            self.overlay = None
+            if self._answer is not None and not self._answer.done():
+                self._start_idle()  # one tap extends: the waiting screen gets its full time again
+
+    def _reset(self) -> None:
+        """The citizen walked away: unwind the flow and wipe what was typed."""
+        log.info("inactivity: session reset")
+        self._abandoned = True
+        self._digits = ""
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_exception(CitizenLeft("inactivity"))
+        for waiter in self._cancel_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # --- waiting for the citizen ----------------------------------------------------------------
+    def _new_answer(self) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._answer = fut
+        return fut
+
+    def _answer_with(self, fut: asyncio.Future[Any], value: Any) -> None:
+        if not fut.done():
+            if isinstance(value, BaseException):
+                fut.set_exception(value)
+            else:
+                fut.set_result(value)
+
+    async def _wait(self, fut: asyncio.Future[Any], timeout: float | None = None, *, idle: bool = True) -> Any:
+        if idle:
+            self._start_idle()
+        try:
+            if timeout is None:
+                return await fut
+            done, _ = await asyncio.wait({fut}, timeout=timeout)
+            return fut.result() if done else None
+        finally:
+            self._stop_idle()
+            if self._answer is fut:
+                self._answer = None
+
+    def _left(self) -> None:
+        if self._abandoned:
+            raise CitizenLeft("inactivity")
+
+    # --- the UI port ---------------------------------------------------------------------------
+    async def show_step(self, key: str, **params: Any) -> None:
+        if self._abandoned:
+            return
+        self._clear("step", key)
+        self.body.add_widget(self._spacer())
+        self.body.add_widget(self._label(key, size=40, halign="center", **params))
+        self.body.add_widget(self._spacer())
+        self._cancel_button = self._button("ui.cancel", self._cancel_wait, background=CANCEL_BG)
+        self._cancel_button.opacity = 1 if self._cancel_waiters else 0
+        self._cancel_button.disabled = not self._cancel_waiters
+        self.footer.add_widget(self._cancel_button)
+        self._shown()
+        if self.hold_steps:
+            self._step_gate = asyncio.get_running_loop().create_future()
+            await self._step_gate
+
+    def release_step(self) -> None:
+        if self._step_gate is not None and not self._step_gate.done():
+            self._step_gate.set_result(None)
+
+    def _cancel_wait(self) -> None:
+        for waiter in self._cancel_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait_cancel(self) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._cancel_waiters.append(fut)
+        if self.screen == "step" and hasattr(self, "_cancel_button"):
+            self._cancel_button.opacity, self._cancel_button.disabled = 1, False
+        try:
+            await fut
+        finally:
+            self._cancel_waiters.remove(fut)
+
+    async def choose(self, key: str, options: list[Choice], **params: Any) -> str:
+        self._left()
+        fut = self._new_answer()
+        self._clear("choose", key)
+        self.body.add_widget(self._label(key, size=36, **params))
+        grid = GridLayout(cols=1, spacing=mm_px(3), size_hint_y=None)
+        grid.bind(minimum_height=grid.setter("height"))
+        for option in options:
+            grid.add_widget(self._choice_button(option, fut))
+        self.body.add_widget(grid)
+        self.body.add_widget(self._spacer())
+        self.footer.add_widget(self._button("ui.cancel", lambda: self._answer_with(fut, CitizenLeft("cancel")),
+                                            background=CANCEL_BG))
+        self._shown()
+        return str(await self._wait(fut))
+
+    def _choice_button(self, option: Choice, fut: asyncio.Future[Any]) -> TouchButton:
+        params = dict(option.params)
+        key = option.label_key
+        if option.id.isdigit() and key.endswith("preset"):
+            # a suggested amount: its id is the amount in rials, which is what the citizen reads
+            params.setdefault("amount_rials", int(option.id))
+            if "{amount}" not in render(key, "en"):
+                key = "ui.amount"
+        return self._button(key, lambda: self._answer_with(fut, option.id), choice_id=option.id, **params)
+
+    async def ask_digits(self, key: str, *, min_len: int, max_len: int) -> str:
+        self._left()
+        fut = self._new_answer()
+        self._clear("digits", key)
+        self._digits = ""
+        self._min_len, self._max_len = min_len, max_len
+        self.body.add_widget(self._label(key, size=36))
+        self.body.add_widget(self._label("ui.digits_hint", size=26, color=MUTED, min=min_len, max=max_len))
+        self._display = RTLLabel(font_size=56, bold=True, halign="center", color=INK, size_hint_y=None,
+                                 height=110, lang=self.lang)
+        self.body.add_widget(self._display)
+        self.keypad = GridLayout(cols=3, spacing=mm_px(2.5), size_hint=(None, None))
+        key_size = max(mm_px(MIN_TARGET_MM) * 1.25, 130)
+        self.keypad.width = 3 * key_size + 2 * mm_px(2.5)
+        self.keypad.height = 4 * key_size + 3 * mm_px(2.5)
+        self._keys: dict[str, TouchButton] = {}
+        for k in ("1", "2", "3", "4", "5", "6", "7", "8", "9", "clear", "0", "delete"):
+            if k.isdigit():
+                btn = TouchButton(font_size=52, bold=True, choice_id=k, size_hint=(None, None),
+                                  size=(key_size, key_size), lang=self.lang)
+                btn.text = to_persian_digits(k) if self.lang == "fa" else k
+                btn.bind(on_release=lambda _b, d=k: self._press_digit(d))
+            else:
+                btn = TouchButton(font_size=30, choice_id=k, size_hint=(None, None), size=(key_size, key_size),
+                                  lang=self.lang, background=CANCEL_BG)
+                btn.show(f"ui.{k}")
+                btn.bind(on_release=lambda _b, op=k: self._press_edit(op))
+            self._keys[k] = btn
+            self.keypad.add_widget(btn)
+        pad_row = BoxLayout(size_hint_y=None, height=self.keypad.height)
+        pad_row.add_widget(Widget())
+        pad_row.add_widget(self.keypad)
+        pad_row.add_widget(Widget())
+        self.body.add_widget(pad_row)
+        self.body.add_widget(self._spacer())
+        self._ok = self._button("ui.confirm", lambda: self._answer_with(fut, self._digits), choice_id="ok",
+                                background=GOOD)
+        self.footer.add_widget(self._ok)
+        self.footer.add_widget(self._button("ui.cancel", lambda: self._answer_with(fut, CitizenLeft("cancel")),
+                                            background=CANCEL_BG, choice_id="cancel"))
+        self._update_digits()
+        self._shown()
+        try:
+            return str(await self._wait(fut))
+        finally:
+            self._digits = ""  # nothing typed outlives its question
+
+    def _press_digit(self, d: str) -> None:
+        if len(self._digits) < self._max_len:
+            self._digits += d
+        self._update_digits()
+
+    def _press_edit(self, op: str) -> None:
+        self._digits = "" if op == "clear" else self._digits[:-1]
+        self._update_digits()
+
+    def _update_digits(self) -> None:
+        shown = to_persian_digits(self._digits) if self.lang == "fa" else self._digits
+        self._display.text = ltr(shown) if shown else ""
+        self._display.lang = self.lang
+        for k, btn in self._keys.items():
+            if k.isdigit():
+                btn.text = to_persian_digits(k) if self.lang == "fa" else k
+                btn.disabled = len(self._digits) >= self._max_len
+        self._ok.disabled = len(self._digits) < self._min_len
+
+    async def confirm(self, key: str, **params: Any) -> bool:
+        self._left()
+        fut = self._new_answer()
+        self._clear("confirm", key)
+        self.body.add_widget(self._spacer())
+        self.body.add_widget(self._label(key, size=38, **params))
+        self.body.add_widget(self._spacer())
+        self.footer.add_widget(self._button("ui.confirm", lambda: self._answer_with(fut, True), choice_id="yes",
+                                            background=GOOD))
+        self.footer.add_widget(self._button("ui.cancel", lambda: self._answer_with(fut, False), choice_id="no",
+                                            background=CANCEL_BG))
+        self._shown()
+        return bool(await self._wait(fut))
+
+    async def show_error(self, key: str, **params: Any) -> None:
+        if key == "receipt.not_printed":
+            self._receipt_not_printed = True
+        if self._abandoned:
+            return
+        fut = self._new_answer()
+        self._clear("error", key)
+        self.body.add_widget(self._spacer())
+        self.body.add_widget(self._label(key, size=38, color=BAD, **params))
+        self.body.add_widget(self._spacer())
+        self.footer.add_widget(self._button("ui.ok", lambda: self._answer_with(fut, True), choice_id="ok"))
+        self._shown()
+        await self._wait(fut, self.error_s)
+
+    async def show_outcome(self, outcome: Outcome) -> None:
+        self.last_outcome = outcome
+        if self._abandoned:
+            return
+        fut = self._new_answer()
+        self._clear("outcome", outcome.message_key)
+        self.body.add_widget(self._label(outcome.message_key, size=38, bold=True,
+                                         color=GOOD if outcome.ok else BAD, **outcome.params))
+        tracking = outcome.params.get("tracking")
+        if tracking and "{tracking}" not in render(outcome.message_key, "en"):
+            self.body.add_widget(self._label("ui.tracking", size=30, tracking=tracking))
+        if outcome.transaction_id and "{tx}" not in render(outcome.message_key, "en"):
+            self.body.add_widget(self._label("ui.transaction", size=26, color=MUTED, tx=outcome.transaction_id))
+        if outcome.receipt_payload and self._receipt_not_printed:
+            self.body.add_widget(self._label("ui.receipt_qr", size=30))
+            self.body.add_widget(self._qr(outcome.receipt_payload))
+        self.body.add_widget(self._spacer())
+        self.footer.add_widget(self._button("ui.done", lambda: self._answer_with(fut, True), choice_id="done"))
+        self._shown()
+        await self._wait(fut, self.outcome_s)
+
+    def _qr(self, payload: str) -> Image:
+        qr = qrcode.QRCode(border=2, box_size=8, error_correction=qrcode.constants.ERROR_CORRECT_M)
+        qr.add_data(payload)
+        buf = io.BytesIO()
+        qr.make_image(fill_color="black", back_color="white").save(buf, format="png")
+        buf.seek(0)
+        texture = CoreImage(buf, ext="png").texture
+        texture.mag_filter = "nearest"
+        side = max(mm_px(45), 360)
+        img = Image(texture=texture, size_hint=(1, None), height=side, fit_mode="contain")
+        img.qr_payload = payload
+        return img
+
+    # --- sessions --------------------------------------------------------------------------------
+    async def attract(self) -> None:
+        """The attract screen until somebody touches it."""
+        fut = self._build_attract()
+        await self._wait(fut, idle=False)
+
+    def _build_attract(self) -> asyncio.Future[Any]:
+        """Back to the start: Persian, nothing of the last citizen kept."""
+        self.lang = self.default_lang
+        self._abandoned = False
+        self._receipt_not_printed = False
+        self._apply_lang()
+        fut = self._new_answer()
+        self._clear("attract")
+        self.title.text, self.title.msg_key = "", None  # the name is the screen's own, in big
+        self.body.add_widget(self._spacer())
+        self.body.add_widget(self._label("ui.kiosk_name", size=72, bold=True, halign="center"))
+        self._hint = self._label(HINTS[0], size=36, color=MUTED, halign="center")
+        self.body.add_widget(self._hint)
+        self.body.add_widget(self._spacer())
+        start = self._button("ui.touch_to_start", lambda: self._answer_with(fut, True), choice_id="start", size=40)
+        start.height = max(mm_px(30), 200)
+        self.body.add_widget(start)
+        self.body.add_widget(self._spacer())
+        self._hint_i = 0
+        self._hint_ev = Clock.schedule_interval(self._next_hint, self.hint_s)
+        self._shown()
+        return fut
+
+    def _next_hint(self, *_: Any) -> None:
+        self._hint_i = (self._hint_i + 1) % len(HINTS)
+        self._hint.show(HINTS[self._hint_i])
+
+    def _stop_hints(self) -> None:
+        if self._hint_ev is not None:
+            self._hint_ev.cancel()
+            self._hint_ev = None
+
+    async def home(self) -> str | None:
+        """The service tiles; the id picked, or None (cancel, inactivity)."""
+        fut = self._new_answer()
+        self._build_home(fut)
+        try:
+            return str(await self._wait(fut))
+        except CitizenLeft:
+            return None
+
+    def _build_home(self, fut: asyncio.Future[Any]) -> None:
+        self._clear("home")
+        self.body.add_widget(self._label("ui.choose_service", size=38, bold=True))
+        grid = GridLayout(cols=2, spacing=mm_px(3), size_hint_y=None)
+        grid.bind(minimum_height=grid.setter("height"))
+        self.tiles: dict[str, TouchButton] = {}
+        for service in SERVICES:
+            state = self.status.service(service.id)
+            cell = BoxLayout(orientation="vertical", size_hint_y=None, height=max(mm_px(28), 230), spacing=4)
+            tile = self._button(service.title_key, lambda s=service.id: self._answer_with(fut, s),
+                                choice_id=service.id, size=32)
+            tile.size_hint_y = 1
+            tile.disabled = not state.available
+            cell.add_widget(tile)
+            if not state.available and state.reason is not None:
+                why = self._label(state.reason.key, size=22, color=BAD, halign="center", **dict(state.reason.params))
+                why.size_hint_y, why.fit_height, why.height = None, False, 70
+                tile.reason_label = why
+                cell.add_widget(why)
+            self.tiles[service.id] = tile
+            grid.add_widget(cell)
+        self.body.add_widget(grid)
+        self.body.add_widget(self._spacer())
+        self.footer.add_widget(self._button("ui.cancel", lambda: self._answer_with(fut, CitizenLeft("home")),
+                                            background=CANCEL_BG, choice_id="cancel"))
+        self._shown()
+
+    async def run_sessions(self, ctx: Any, *, sessions: int | None = None,
+                           on_idle: Callable[[], None] | None = None) -> None:
+        """Attract → home → a flow → its outcome, for ever (or `sessions` times)."""
+        n = 0
+        while sessions is None or n < sessions:
+            if on_idle is not None:
+                on_idle()
+            await self.attract()
+            service = await self.home()
+            if service is None:
+                continue
+            n += 1
+            await self.run_service(ctx, service)
+        self._build_attract()  # the last session over: the attract screen, waiting for nobody
+
+    async def run_service(self, ctx: Any, service_id: str) -> Any:
+        spec = next(s for s in SERVICES if s.id == service_id)
+        module, _, cls = spec.flow.partition(":")
+        flow = getattr(importlib.import_module(module), cls)(ctx, self)
+        try:
+            return await flow.run()
+        except CitizenLeft:
+            return None
+        except Exception:
+            log.exception("flow %s failed", service_id)
+            await self.show_error("service.unavailable")
+            return None
+        finally:
+            self._digits = ""
+
+
+class KioskApp(App):
+    """The Kivy app around a KivyUI. Kiosk mode ignores Escape and the window's close."""
+
+    title = "City Kiosk"
+
+    def __init__(self, ui: KivyUI, *, kiosk_mode: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ui = ui
+        self.kiosk_mode = kiosk_mode
+        self.started = asyncio.get_event_loop().create_future()
+
+    def build(self) -> Widget:
+        root = self.ui.build()
+        Window.bind(on_keyboard=self._on_keyboard)
+        if self.kiosk_mode:
+            Window.bind(on_request_close=lambda *_args, **_kw: True)
+        return root
+
+    def on_start(self) -> None:
+        if not self.started.done():
+            self.started.set_result(None)
+
+    def _on_keyboard(self, _window: Any, key: int, *_: Any) -> bool:
+        return key == 27  # Escape (and Android's back): swallowed, never closes the kiosk
+
+
+__all__ = ["KioskApp", "KivyUI", "MIN_TARGET_MM", "SERVICES", "mm_px"]
