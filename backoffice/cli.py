@@ -245,6 +245,60 @@ def _kiosk_disable(args: argparse.Namespace) -> int:
     return 0
 
 
+# settings a person may change with `backoffice settings set` (the audit secret is not one:
+# changing it would unlink every earlier audit row from later look-ups)
+SETTABLE = {"traffic_permit.price_rials": (1, 10**11), "traffic_permit.horizon_days": (0, 366)}
+
+
+def _settings_show(args: argparse.Namespace) -> int:
+    from sqlalchemy.orm import Session
+
+    from backoffice.db import make_engine, upgrade
+    from backoffice.models import Setting
+
+    url = _db(args)
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        with Session(engine) as session:
+            values = {row.key: row.value for row in session.query(Setting).order_by(Setting.key)
+                      if row.key in SETTABLE}
+    finally:
+        engine.dispose()
+    print(json.dumps(values))
+    return 0
+
+
+def _settings_set(args: argparse.Namespace) -> int:
+    from sqlalchemy.orm import Session
+
+    from backoffice.db import make_engine, upgrade
+    from backoffice.models import Setting
+
+    if args.key not in SETTABLE:
+        raise CliError(f"unknown setting {args.key!r} (one of {', '.join(SETTABLE)})", 2)
+    low, high = SETTABLE[args.key]
+    try:
+        value = int(args.value)
+    except ValueError:
+        raise CliError(f"{args.key} is a whole number (got {args.value!r})", 2) from None
+    if not low <= value <= high:
+        raise CliError(f"{args.key} must be {low}..{high} (got {value})", 2)
+    url = _db(args)
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        with Session(engine) as session, session.begin():
+            row = session.get(Setting, args.key)
+            if row is None:
+                session.add(Setting(key=args.key, value=str(value)))
+            else:
+                row.value = str(value)
+    finally:
+        engine.dispose()
+    return 0
+
+
 def _port(text: str) -> int:
     try:
         port = int(text)
@@ -321,6 +375,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = tsub.add_parser("disable", parents=[common], help="revoke an integration's or gate's access")
     p.add_argument("name")
     p.set_defaults(func=_token_disable)
+
+    settings = sub.add_parser("settings", help="traffic-zone permit price and booking horizon")
+    ssub = settings.add_subparsers(dest="settings_command", metavar="ACTION")
+    p = ssub.add_parser("show", parents=[common], help="print the settings as JSON")
+    p.set_defaults(func=_settings_show)
+    p = ssub.add_parser("set", parents=[common], help="change a setting (every replica reads it at once)")
+    p.add_argument("key", help=", ".join(SETTABLE))
+    p.add_argument("value")
+    p.set_defaults(func=_settings_set)
     return parser
 
 

@@ -701,3 +701,18 @@ def test_permit_anchors_are_listed_with_the_payments_anchors(server: RunningServ
     page = api(server, "GET", "/api/v1/journal-anchors", params={"after_seq": 3, "limit": 1}).json()["anchors"]
     assert [a["transaction_id"] for a in page] == ["pay-anc"]
     assert api(server, "GET", "/api/v1/journal-anchors", token=TOKEN_B).json()["anchors"] == []
+
+
+def test_settings_cli_changes_the_price_a_running_server_quotes(db_url: str,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    with serve(db_url) as server:
+        assert backoffice_cli.main(["settings", "set", "traffic_permit.price_rials", "1750000", "--db", db_url]) == 0
+        quote = api(server, "GET", "/api/v1/traffic-permits/quote", params={"plate": PLATE, "date": today().isoformat()})
+        assert quote.json()["price_rials"] == 1_750_000
+    assert backoffice_cli.main(["settings", "show", "--db", db_url]) == 0
+    assert json.loads(capsys.readouterr().out) == {"traffic_permit.horizon_days": "7",
+                                                   "traffic_permit.price_rials": "1750000"}
+    for argv in (["audit.hmac_secret", "00"], ["traffic_permit.horizon_days", "-1"], ["traffic_permit.price_rials", "x"]):
+        assert backoffice_cli.main(["settings", "set", *argv, "--db", db_url]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("backoffice: ")
