@@ -426,3 +426,31 @@ def test_a_basket_whose_fulfilling_rows_were_cut_is_carried_on_never_reversed(
     assert resolved[tx_id]["to_state"] == "COMPLETED"
     check_ledgers(env, tx_id, chosen, {0, 1, 2})
     assert TxState.REVERSING not in [e.state for e in journal(env).get(tx_id).entries]
+
+
+def test_a_refund_that_never_reached_the_terminal_is_asked_about_then_sent_once_under_a_new_reference(
+        env: DemoEnvironment) -> None:
+    """The refund request's connection drops before the terminal sees it: the share is not
+    known to be back, so the basket stays open (never written off as refunded, never sent
+    blind twice). Recovery asks about the journaled request (NotFound: it never arrived), then
+    sends one new request under a new ServiceID."""
+    chosen = slips(env, 3)
+    real = env.terminal._reversal
+    env.terminal._reversal = lambda req: None  # type: ignore[method-assign]  # dropped unanswered
+    result = pay(env, chosen, PayElsewhereOnConfirm(env, [chosen[0]]))
+    assert result is not None
+    tx_id = result.transaction_id
+    assert result.final_state == TxState.FULFILLING and result.outcome.message_key == "basket.paid_refund_pending"
+    assert [b.outcome for b in result.bills] == ["refund_pending", "settled", "settled"]
+    assert env.terminal.net_charged(tx_id) == sum(s.amount_rials for s in chosen)  # nothing given back yet
+    assert journal(env).open_transactions()[0].tx_id == tx_id  # recovery's, not an operator's
+
+    env.terminal._reversal = real  # type: ignore[method-assign]
+    resolved = recover_now(env)
+    assert resolved[tx_id]["to_state"] == "COMPLETED"
+    check_ledgers(env, tx_id, chosen, {1, 2})
+    refs = [e.data["message_ref"]["service_id"] for e in journal(env).get(tx_id).entries
+            if e.data.get("step") == "refunding"]
+    assert len(refs) == 2 and refs[0] != refs[1]
+    [sale] = [s for s in env.terminal.ledger() if s["reference"] == tx_id]
+    assert sale["reversed_rials"] == chosen[0].amount_rials
