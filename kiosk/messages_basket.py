@@ -15,6 +15,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "basket.confirm": ("{count} فیش، جمعاً {total_rials} ریال. با یک بار پرداخت با کارت پرداخت می‌کنید؟",
                        "{count} slips, {total_rials} rials in all. Pay them with one card payment?"),
     "basket.cancelled": ("پرداخت انجام نشد و مبلغی از حساب شما کم نشد", "Nothing was paid and nothing was charged"),
+    "basket.amount_over_limit": ("جمع این فیش‌ها بیشتر از سقف پرداخت با کارت در این کیوسک است. مبلغی از حساب شما کم "
+                                 "نشد. لطفاً فیش‌های کمتری را با هم پرداخت کنید",
+                                 "These slips together are over the card-payment limit of this kiosk. Nothing was "
+                                 "charged. Please pay fewer slips at a time"),
     "basket.settling": ("در حال ثبت {count} پرداخت نزد شهرداری…", "Recording {count} payments with the municipality…"),
     "basket.paid": ("همهٔ {count} فیش پرداخت شد. کدهای رهگیری روی رسید چاپ شده است",
                     "All {count} slips are paid. The tracking codes are printed on the receipt"),

@@ -503,7 +503,7 @@ class MoneyPath:
         """Give back one share (`amount_rials`) of the approved sale — a partial referenced
         refund: a ReversalRequest naming the original sale with ReversedAmount = the share.
         Like a reversal: each request goes out under a message reference journaled first
-        (a FULFILLING row {**part, step: refunding, message_ref, amount_rials}), and before a
+        (a FULFILLING row {**part, step: refunding, message_ref, share_rials}), and before a
         new one is made every earlier one for this part is asked about by its own reference.
         The answer is journaled as {**part, step: refunded} (REVERSED) or {**part, step:
         refund_refused} (REFUND_PENDING: an operator refunds it); REVERSAL_PENDING while the
@@ -532,7 +532,7 @@ class MoneyPath:
             return SettleResult.REFUND_PENDING
         original = PoiTransaction(str(data["poi_reference"]), str(data["poi_timestamp"]))
         ref = term.new_ref(tx_id, "Reversal")
-        step: dict[str, Any] = {**part, "step": "refunding", "message_ref": ref.to_dict(), "amount_rials": amount_rials}
+        step: dict[str, Any] = {**part, "step": "refunding", "message_ref": ref.to_dict(), "share_rials": amount_rials}
         if reason:
             step["reason"] = reason
         await self.writer.append(tx_id, TxState.FULFILLING, step)
@@ -568,7 +568,7 @@ class MoneyPath:
                     **part, "step": "refund_refused", "error_condition": "amountDiffers",
                     "reversed_rials": result.amount_rials})
                 return SettleResult.REFUND_PENDING
-            await self.writer.append(tx_id, TxState.FULFILLING, {**part, "step": "refunded", "amount_rials": amount_rials})
+            await self.writer.append(tx_id, TxState.FULFILLING, {**part, "step": "refunded", "share_rials": amount_rials})
             return SettleResult.REVERSED
         if result.outcome == PaymentOutcome.IN_PROGRESS:
             return SettleResult.REVERSAL_PENDING

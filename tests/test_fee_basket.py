@@ -214,7 +214,7 @@ def test_a_bill_refused_at_settlement_gets_its_share_refunded_and_the_rest_settl
              if e.state == TxState.FULFILLING]
     assert (1, "refused") in steps and steps.index((1, "refunding")) < steps.index((1, "refunded"))
     refunding = [e.data for e in journal(env).get(tx_id).entries if e.data.get("step") == "refunding"]
-    assert refunding[0]["message_ref"]["category"] == "Reversal" and refunding[0]["amount_rials"] == chosen[1].amount_rials
+    assert refunding[0]["message_ref"]["category"] == "Reversal" and refunding[0]["share_rials"] == chosen[1].amount_rials
     assert [o for o, _ in receipt_lines(env, tx_id)] == ["settled", "refunded", "settled"]
     [printed] = env.printer.receipts()
     assert printed.qr_codes == [result.receipt_payload]
@@ -454,3 +454,22 @@ def test_a_refund_that_never_reached_the_terminal_is_asked_about_then_sent_once_
     assert len(refs) == 2 and refs[0] != refs[1]
     [sale] = [s for s in env.terminal.ledger() if s["reference"] == tx_id]
     assert sale["reversed_rials"] == chosen[0].amount_rials
+
+
+def test_a_total_over_the_terminal_maximum_is_cancelled_before_the_terminal_is_asked(env: DemoEnvironment) -> None:
+    chosen = slips(env, 3)
+
+    async def go() -> FeeBasketResult:
+        ctx = await KioskContext.open(env.settings, env.data_dir)
+        try:
+            term = ctx.money.terminal()
+            # a terminal whose maximum lies between one slip and the three together
+            term.capabilities["max_amount_rials"] = chosen[1].amount_rials + 1
+            return await FeeBasketFlow(ctx, ScriptedUI(CONFIRM)).pay(chosen)
+        finally:
+            await ctx.close()
+
+    result = asyncio.run(go())
+    assert result.final_state == TxState.CANCELLED and result.outcome.message_key == "basket.amount_over_limit"
+    assert [b.outcome for b in result.bills] == ["not_charged"] * 3
+    assert env.terminal.ledger() == [] and kiosk_payments(env, result.transaction_id) == {}

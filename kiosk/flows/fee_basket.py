@@ -182,8 +182,8 @@ class FeeBasketFlow:
             charge = await money.charge(tx_id, total)
         except AmountTooLarge as exc:  # refused before the terminal was asked
             await money.cancel(tx_id, {"reason": exc.to_dict()})
-            await self.ui.show_error("pay.amount_over_limit")
-            return await self._end(Outcome(False, "pay.amount_over_limit", transaction_id=tx_id), TxState.CANCELLED,
+            await self.ui.show_error("basket.amount_over_limit")
+            return await self._end(Outcome(False, "basket.amount_over_limit", transaction_id=tx_id), TxState.CANCELLED,
                                    total, tx_id, bills=dropped + _not_charged(order))
         except DeviceError as exc:  # no terminal at all: nothing was asked, nothing charged
             await money.cancel(tx_id, {"reason": exc.to_dict()})
