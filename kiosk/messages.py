@@ -10,7 +10,7 @@ import datetime as dt
 from typing import Any
 
 from kiosk.errors import KioskError
-from kiosk.fmt import format_datetime, format_jalali_date, format_rials, to_persian_digits
+from kiosk.fmt import format_datetime, format_jalali_date, format_number, format_rials, to_persian_digits
 from kiosk.messages_tickets import MESSAGES as _TICKETS
 from kiosk.messages_collect import MESSAGES as _COLLECT
 from kiosk.messages_card_sale import MESSAGES as _CARD_SALE
@@ -139,8 +139,9 @@ def _error_classes() -> dict[str, type[KioskError]]:
 
 def render_params(params: dict[str, Any], lang: str) -> dict[str, Any]:
     """Parameters as the citizen reads them in `lang`, so every UI renders them alike:
-    `amount_rials` gives `amount` (rials with the separator), a date Jalali (fa) or ISO (en), a
-    moment in Tehran time, and `X_key` (a message key) gives `X` in the same language."""
+    `amount_rials` gives `amount` (rials with the unit), any other `*_rials` the grouped number,
+    a count the reader's digits, a date Jalali, a moment in Tehran time, and `X_key` (a message
+    key) gives `X` in the same language."""
     out = dict(params)
     for name, value in params.items():
         if name.endswith("_key") and isinstance(value, str):
@@ -149,7 +150,9 @@ def render_params(params: dict[str, Any], lang: str) -> dict[str, Any]:
             out[name] = format_datetime(value, lang)
         elif isinstance(value, dt.date):
             out[name] = format_jalali_date(value, lang)
-        elif isinstance(value, int) and not isinstance(value, bool) and name != "amount_rials":
+        elif isinstance(value, int) and not isinstance(value, bool) and name.endswith("_rials"):
+            out[name] = format_number(value, lang)  # an amount whose unit the text says
+        elif isinstance(value, int) and not isinstance(value, bool):
             out[name] = to_persian_digits(str(value)) if lang == "fa" else str(value)  # a count
     if "amount_rials" in params and "amount" not in params:
         out["amount"] = format_rials(int(params["amount_rials"]), lang)
