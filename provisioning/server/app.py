@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Annotated, Any, AsyncIterator, Callable, Iterator
+from typing import Annotated, Any, AsyncIterator, Callable
 
 from fastapi import Body, Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -101,12 +101,12 @@ def _manager(request: Request,
 ManagerDep = Annotated[svc.Manager, Depends(_manager)]
 
 
-def _db(request: Request) -> Iterator[Session]:
+def _tx(request: Request, work: Callable[[Session], Any]) -> Any:
+    """work(session) in one transaction, committed before the answer is sent (a dependency
+    with yield may close after the response, and a client must never read "done" before the
+    commit)."""
     with _sessions(request)() as session, session.begin():
-        yield session
-
-
-Db = Annotated[Session, Depends(_db)]
+        return work(session)
 
 
 async def _signed_path(request: Request) -> tuple[str, bytes]:
@@ -215,7 +215,6 @@ def _agent_routes(app: FastAPI) -> None:
             signing.public_from_b64(data.public_key)
         except signing.SignatureError as exc:
             raise svc.FleetError(422, "enroll.bad_key", f"public_key: {exc}", action="enroll") from None
-        headers = dict(request.headers)
         headers = {k: request.headers.get(k, "") for k in
                    (signing.H_KIOSK, signing.H_TIMESTAMP, signing.H_NONCE, signing.H_SIGNATURE)}
         settings = _settings(request)
@@ -273,57 +272,64 @@ def _agent_routes(app: FastAPI) -> None:
 
 def _manager_routes(app: FastAPI) -> None:
     @app.get("/api/v1/kiosks")
-    def kiosks(manager: ManagerDep, db: Db, request: Request) -> list[dict[str, Any]]:
+    def kiosks(manager: ManagerDep, request: Request) -> list[dict[str, Any]]:
         svc.require(manager, Role.VIEWER, "kiosk.list")
-        return svc.list_kiosks(db, _settings(request).interval_s)
+        return _tx(request, lambda db: svc.list_kiosks(db, _settings(request).interval_s))  # type: ignore[no-any-return]
 
     @app.get("/api/v1/kiosks/{kiosk_id}")
-    def kiosk(kiosk_id: str, manager: ManagerDep, db: Db, request: Request) -> dict[str, Any]:
+    def kiosk(kiosk_id: str, manager: ManagerDep, request: Request) -> dict[str, Any]:
         svc.require(manager, Role.VIEWER, "kiosk.show", kiosk_id)
-        return svc.get_kiosk(db, kiosk_id, _settings(request).interval_s)
+        return _tx(request, lambda db: svc.get_kiosk(db, kiosk_id, _settings(request).interval_s))  # type: ignore[no-any-return]
+
+    def _decider(decision: str) -> Callable[..., dict[str, Any]]:
+        def decide(kiosk_id: str, manager: ManagerDep, request: Request) -> dict[str, Any]:
+            def work(db: Session) -> dict[str, Any]:
+                kiosk = svc.decide(db, manager, kiosk_id, decision)
+                return {"kiosk_id": kiosk.kiosk_id, "status": kiosk.status}
+
+            return _tx(request, work)  # type: ignore[no-any-return]
+
+        return decide
 
     for decision in ("accept", "reject", "revoke"):
-        def decide(kiosk_id: str, manager: ManagerDep, db: Db, request: Request,
-                   decision: str = decision) -> dict[str, Any]:
-            kiosk = svc.decide(db, manager, kiosk_id, decision)
-            return {"kiosk_id": kiosk.kiosk_id, "status": kiosk.status}
-
-        app.post(f"/api/v1/kiosks/{{kiosk_id}}/{decision}", name=f"kiosk_{decision}")(decide)
+        app.post(f"/api/v1/kiosks/{{kiosk_id}}/{decision}", name=f"kiosk_{decision}")(_decider(decision))
 
     @app.post("/api/v1/enroll-tokens", status_code=201)
-    def enroll_token(body: EnrollTokenIn, manager: ManagerDep, db: Db) -> dict[str, Any]:
-        token = svc.create_enroll_token(db, manager, label=body.label, site=body.site,
-                                        needs_approval=body.needs_approval, max_uses=body.max_uses,
-                                        ttl=dt.timedelta(seconds=body.ttl_s))
+    def enroll_token(body: EnrollTokenIn, manager: ManagerDep, request: Request) -> dict[str, Any]:
+        token = _tx(request, lambda db: svc.create_enroll_token(
+            db, manager, label=body.label, site=body.site, needs_approval=body.needs_approval,
+            max_uses=body.max_uses, ttl=dt.timedelta(seconds=body.ttl_s)))
         return {"token": token}
 
     @app.post("/api/v1/manager-tokens", status_code=201)
-    def manager_token(body: ManagerTokenIn, manager: ManagerDep, db: Db) -> dict[str, Any]:
-        return {"name": body.name, "role": body.role.value,
-                "token": svc.create_manager_token(db, manager, body.name, body.role)}
+    def manager_token(body: ManagerTokenIn, manager: ManagerDep, request: Request) -> dict[str, Any]:
+        token = _tx(request, lambda db: svc.create_manager_token(db, manager, body.name, body.role))
+        return {"name": body.name, "role": body.role.value, "token": token}
 
     @app.post("/api/v1/config/{scope}")
     @app.post("/api/v1/config/{scope}/{target}")
-    def push_config(scope: str, manager: ManagerDep, db: Db,
+    def push_config(scope: str, manager: ManagerDep, request: Request,
                     settings: Annotated[dict[str, Any], Body()], target: str = "") -> dict[str, Any]:
-        return {"scope": scope, "target": target, "revision": svc.push_layer(db, manager, scope, target, settings)}
+        revision = _tx(request, lambda db: svc.push_layer(db, manager, scope, target, settings))
+        return {"scope": scope, "target": target, "revision": revision}
 
     @app.post("/api/v1/kiosks/{kiosk_id}/commands", status_code=201)
-    def command(kiosk_id: str, body: CommandIn, manager: ManagerDep, db: Db) -> dict[str, Any]:
-        return svc.command_view(svc.queue_command(db, manager, kiosk_id, body.kind, body.args,
-                                                  dt.timedelta(seconds=body.ttl_s)))
+    def command(kiosk_id: str, body: CommandIn, manager: ManagerDep, request: Request) -> dict[str, Any]:
+        return _tx(request, lambda db: svc.command_view(svc.queue_command(  # type: ignore[no-any-return]
+            db, manager, kiosk_id, body.kind, body.args, dt.timedelta(seconds=body.ttl_s))))
 
     @app.get("/api/v1/kiosks/{kiosk_id}/commands")
-    def commands(kiosk_id: str, manager: ManagerDep, db: Db) -> list[dict[str, Any]]:
+    def commands(kiosk_id: str, manager: ManagerDep, request: Request) -> list[dict[str, Any]]:
         svc.require(manager, Role.VIEWER, "command.list", kiosk_id)
-        return svc.list_commands(db, kiosk_id)
+        return _tx(request, lambda db: svc.list_commands(db, kiosk_id))  # type: ignore[no-any-return]
 
     @app.get("/api/v1/audit")
-    def audit(manager: ManagerDep, db: Db, limit: int = 100, outcome: str | None = None) -> list[dict[str, Any]]:
+    def audit(manager: ManagerDep, request: Request, limit: int = 100,
+              outcome: str | None = None) -> list[dict[str, Any]]:
         svc.require(manager, Role.ADMIN, "audit.read")
-        return svc.audit_entries(db, min(max(limit, 1), 1000), outcome=outcome)
+        return _tx(request, lambda db: svc.audit_entries(db, min(max(limit, 1), 1000), outcome=outcome))  # type: ignore[no-any-return]
 
     @app.get("/api/v1/fleet-key")
-    def fleet_key(manager: ManagerDep, db: Db) -> dict[str, str]:
+    def fleet_key(manager: ManagerDep, request: Request) -> dict[str, str]:
         svc.require(manager, Role.VIEWER, "fleet_key.show")
-        return {"public_key": signing.public_b64(svc.signing_key(db))}
+        return {"public_key": _tx(request, lambda db: signing.public_b64(svc.signing_key(db)))}

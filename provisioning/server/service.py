@@ -237,6 +237,7 @@ def enroll(session: Session, *, token: str, serial: str, model: str, app_version
         session.add(kiosk)
     else:  # a revoked or rejected kiosk re-enrolling with a new key (re-imaged)
         kiosk = existing
+        fields.update(desired_version=existing.desired_version)  # versions never go back
         for k, v in fields.items():
             setattr(kiosk, k, v)
     session.flush()
@@ -379,14 +380,20 @@ def effective_settings(session: Session, kiosk: Kiosk) -> tuple[dict[str, Any], 
 
 
 def desired(session: Session, kiosk: Kiosk) -> tuple[int, dict[str, Any]]:
-    """(version, settings) the kiosk should run. The version is a fleet-wide counter value,
-    taken anew whenever the kiosk's merged settings change, so it only ever grows."""
+    """(version, settings) the kiosk should run. The version is the kiosk's own counter, one
+    up whenever its merged settings change (under its row lock), so it only ever grows. It is
+    per kiosk, not fleet-wide: a heartbeat locks only its own row, never a shared one."""
     settings, _ = effective_settings(session, kiosk)
     if not settings:
         return 0, {}
     digest = settings_hash(settings)
     if digest != kiosk.desired_hash:
-        kiosk.desired_version, kiosk.desired_hash = _bump(session), digest
+        # lock the row and look again: two server processes must not both bump it, nor write
+        # their numbers back in the wrong order (a version going down reads as a rollback)
+        session.flush()
+        session.refresh(kiosk, with_for_update=True)
+        if digest != kiosk.desired_hash:
+            kiosk.desired_version, kiosk.desired_hash = kiosk.desired_version + 1, digest
     return kiosk.desired_version, settings
 
 
