@@ -473,3 +473,36 @@ def test_a_total_over_the_terminal_maximum_is_cancelled_before_the_terminal_is_a
     assert result.final_state == TxState.CANCELLED and result.outcome.message_key == "basket.amount_over_limit"
     assert [b.outcome for b in result.bills] == ["not_charged"] * 3
     assert env.terminal.ledger() == [] and kiosk_payments(env, result.transaction_id) == {}
+
+
+class ReassessAndPayElsewhereOnConfirm(ScriptedUI):
+    """While the citizen reads the total, bill 0 is paid through another channel and bill 2 is
+    re-assessed by the municipality (its amount changes)."""
+
+    def __init__(self, env: DemoEnvironment, chosen: Sequence[FeeSlip]) -> None:
+        super().__init__(CONFIRM)
+        self.env, self.chosen = env, chosen
+
+    async def confirm(self, key: str, **params: Any) -> bool:
+        await asyncio.to_thread(pay_elsewhere, self.env, self.chosen[0], "bank-app-x")
+        engine = sa.create_engine(self.env.backoffice_db_url)
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE bills SET amount_rials = amount_rials + 1000 WHERE bill_id = :b AND payment_id = :p"),
+                         {"b": self.chosen[2].bill_id, "p": self.chosen[2].payment_id})
+        engine.dispose()
+        return await super().confirm(key, **params)
+
+
+def test_two_bills_refused_for_different_reasons_get_two_partial_refunds(env: DemoEnvironment) -> None:
+    chosen = slips(env, 3)
+    result = pay(env, chosen, ReassessAndPayElsewhereOnConfirm(env, chosen))
+    assert result is not None
+    tx_id = result.transaction_id
+    assert result.final_state == TxState.COMPLETED and result.outcome.message_key == "basket.paid_part_refunded"
+    assert [(b.outcome, b.reason) for b in result.bills] == [
+        ("refunded", "bill.already_paid"), ("settled", ""), ("refunded", "payment.amount_mismatch")]
+    check_ledgers(env, tx_id, chosen, {1})
+    [sale] = [s for s in env.terminal.ledger() if s["reference"] == tx_id]
+    assert sale["reversed_rials"] == chosen[0].amount_rials + chosen[2].amount_rials and sale["status"] == "approved"
+    tx = journal(env).get(tx_id)
+    assert tx.data["bills_refunded"] == 2 and tx.data["refunded_rials"] == chosen[0].amount_rials + chosen[2].amount_rials
