@@ -48,6 +48,8 @@ TRANSIT = {
     "after-card-write": ("test_card_topup.py", "test_collect_pending.py"),
     "after-dispense": ("test_card_sale.py",),
     "after-card-eject": ("test_card_sale.py",),
+    "between-basket-settlements": ("test_fee_basket.py",),
+    "after-partial-refund": ("test_fee_basket.py",),
 }
 
 

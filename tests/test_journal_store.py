@@ -491,3 +491,15 @@ def test_a_fork_from_an_old_copy_is_caught(tmp_path: Path) -> None:
         j.begin("fee", 12)
         report = compare_anchors(j.entries(), anchors)
     assert [f.verdict for f in report.findings] == [AnchorVerdict.FORK]
+
+
+def test_a_rewritten_basket_bill_is_reported_as_a_rewrite_not_a_fork() -> None:
+    """A fee basket settles each bill under "<tx>.<i>": its anchor belongs to the basket "<tx>"."""
+    from types import SimpleNamespace
+
+    rows = [SimpleNamespace(seq=1, hash="a" * 64, tx_id="k-1-20261130-0a"),
+            SimpleNamespace(seq=2, hash="b" * 64, tx_id="k-1-20261130-0a")]
+    bill = SimpleNamespace(journal_seq=2, journal_head="c" * 64, transaction_id="k-1-20261130-0a.1")
+    stranger = SimpleNamespace(journal_seq=2, journal_head="c" * 64, transaction_id="k-1-20261130-0b.1")
+    verdicts = [f.verdict for f in compare_anchors(rows, [bill]).findings + compare_anchors(rows, [stranger]).findings]
+    assert verdicts == [AnchorVerdict.REWRITTEN, AnchorVerdict.FORK]

@@ -70,6 +70,12 @@ class AnchorReport:
         return [f for f in self.findings if f.verdict is not AnchorVerdict.OK]
 
 
+def _basket_parent(tx: str) -> str:
+    """A fee basket settles each bill as "<tx>.<i>": the journal holds the basket's "<tx>"."""
+    parent, dot, index = tx.rpartition(".")
+    return parent if dot and index.isdigit() else ""
+
+
 def compare_anchors(rows: Iterable[RowLike], anchors: Sequence[AnchorLike]) -> AnchorReport:
     """Each anchor against the local rows (every row of the journal, any order)."""
     by_seq: dict[int, str] = {}
@@ -89,7 +95,7 @@ def compare_anchors(rows: Iterable[RowLike], anchors: Sequence[AnchorLike]) -> A
                 f"at row {tail}: rows were cut from the end"))
         elif local == head:
             findings.append(AnchorFinding(AnchorVerdict.OK, seq, tx, f"row {seq} matches"))
-        elif tx in tx_ids:
+        elif tx in tx_ids or _basket_parent(tx) in tx_ids:
             findings.append(AnchorFinding(
                 AnchorVerdict.REWRITTEN, seq, tx,
                 f"row {seq} has hash {str(local)[:12]}…, the back-office holds {head[:12]}… "
