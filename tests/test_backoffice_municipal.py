@@ -312,12 +312,12 @@ def test_per_kiosk_limit_counts_every_identifier_of_that_kiosk(db_url: str) -> N
 
 
 def test_limit_window_slides(db_url: str) -> None:
-    limits = LookupLimits(per_kiosk=100, kiosk_window_s=60, per_identifier=2, identifier_window_s=2)
+    limits = LookupLimits(per_kiosk=100, kiosk_window_s=60, per_identifier=2, identifier_window_s=4)
     with serve(db_url, limits) as server:
         assert [lookup(server, "vehicle_tax", BASKET_PLATE).status_code for _ in range(3)] == [200, 200, 429]
         wait = lookup(server, "vehicle_tax", BASKET_PLATE).json()["retry_after_s"]
-        assert 1 <= wait <= 2
-        time.sleep(2.1)
+        assert 1 <= wait <= 4
+        time.sleep(wait + 0.2)
         assert lookup(server, "vehicle_tax", BASKET_PLATE).status_code == 200
 
 
