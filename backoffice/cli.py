@@ -299,6 +299,32 @@ def _settings_set(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_prune(args: argparse.Namespace) -> int:
+    """Delete look-up audit rows older than --older-than-days (at least 1: the look-up limits
+    count the rows of their windows, which are far shorter)."""
+    import datetime as dt
+
+    from sqlalchemy import delete
+    from sqlalchemy.orm import Session
+
+    from backoffice.db import make_engine, upgrade
+    from backoffice.models import LookupAudit, utcnow
+
+    if args.older_than_days < 1:
+        raise CliError("--older-than-days must be at least 1", 2)
+    url = _db(args)
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        with Session(engine) as session, session.begin():
+            cutoff = utcnow() - dt.timedelta(days=args.older_than_days)
+            removed = session.execute(delete(LookupAudit).where(LookupAudit.created_at < cutoff)).rowcount
+    finally:
+        engine.dispose()
+    print(json.dumps({"removed": removed}))
+    return 0
+
+
 def _port(text: str) -> int:
     try:
         port = int(text)
@@ -384,6 +410,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("key", help=", ".join(SETTABLE))
     p.add_argument("value")
     p.set_defaults(func=_settings_set)
+
+    audit = sub.add_parser("audit", help="the look-up audit (identifiers kept as HMAC only)")
+    asub = audit.add_subparsers(dest="audit_command", metavar="ACTION")
+    p = asub.add_parser("prune", parents=[common], help="delete look-up audit rows older than N days")
+    p.add_argument("--older-than-days", type=int, required=True, metavar="N")
+    p.set_defaults(func=_audit_prune)
     return parser
 
 

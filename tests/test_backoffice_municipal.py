@@ -716,3 +716,15 @@ def test_settings_cli_changes_the_price_a_running_server_quotes(db_url: str,
         assert backoffice_cli.main(["settings", "set", *argv, "--db", db_url]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("backoffice: ")
+
+
+def test_audit_prune_removes_only_old_rows(server: RunningServer, db_url: str,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert lookup(server, "vehicle_tax", BASKET_PLATE).status_code == 200
+    assert lookup(server, "vehicle_tax", PAID_PLATE).status_code == 200
+    old = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(days=100)
+    execute(db_url, "UPDATE lookup_audit SET created_at = :old WHERE id = (SELECT min(id) FROM lookup_audit)", old=old)
+    assert backoffice_cli.main(["audit", "prune", "--older-than-days", "90", "--db", db_url]) == 0
+    assert json.loads(capsys.readouterr().out) == {"removed": 1}
+    assert rows(db_url, "SELECT count(*) FROM lookup_audit")[0][0] == 1
+    assert backoffice_cli.main(["audit", "prune", "--older-than-days", "0", "--db", db_url]) == 2
