@@ -28,6 +28,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "ui.digits_hint": ("{min} تا {max} رقم", "{min} to {max} digits"),
     "ui.still_there": ("هنوز اینجا هستید؟ برای ادامه، صفحه را لمس کنید. بازگشت به صفحهٔ اول تا {seconds} ثانیهٔ دیگر",
                        "Are you still there? Touch the screen to continue. Back to the start in {seconds} s"),
+    "ui.bill_ids": ("شناسه قبض {bill_id}، شناسه پرداخت {payment_id}", "Bill ID {bill_id}, payment ID {payment_id}"),
     "ui.amount": ("{amount}", "{amount}"),
     "ui.continue": ("ادامه می‌دهم", "Continue"),
     "ui.tracking": ("کد رهگیری: {tracking}", "Tracking code: {tracking}"),
@@ -62,6 +63,9 @@ def render(key: str, lang: str = "fa", **params: Any) -> str:
     shown = dict(params)
     if "amount_rials" in shown and "amount" not in shown:
         shown["amount"] = format_rials(int(shown["amount_rials"]), lang)
+    for name, value in params.items():  # balance_rials=250000 → balance, in this language
+        if name.endswith("_rials") and isinstance(value, int) and not isinstance(value, bool):
+            shown.setdefault(name[:-len("_rials")], format_rials(value, lang))
     shown.setdefault("service", shown.get(f"service_{lang}", ""))
     for name in _PARAM_KEYS:
         if isinstance(shown.get(name), str) and shown[name] in MESSAGES:
@@ -71,6 +75,8 @@ def render(key: str, lang: str = "fa", **params: Any) -> str:
             shown[name] = to_persian_digits(str(shown[name]))
     if lang == "fa":
         for name, value in list(shown.items()):
+            if isinstance(value, str) and value.isascii() and value.isdigit():
+                value = shown[name] = to_persian_digits(value)  # a tracking code or id of digits
             if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value) \
                     and not has_rtl_letters(str(value)):
                 shown[name] = ltr(str(value))

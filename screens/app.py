@@ -294,7 +294,7 @@ class KivyUI(UIPort):
         self._warn_label = self._label("ui.still_there", size=36, seconds=self._warn_left)
         card.add_widget(self._warn_label)
         card.add_widget(self._spacer())
-        card.add_widget(self._button("ui.continue", self._activity))
+        card.add_widget(self._button("ui.continue", self._activity, choice_id="continue"))
         box.add_widget(shade)
         box.add_widget(card)
         self.overlay = box
@@ -411,7 +411,7 @@ class KivyUI(UIPort):
         self.body.add_widget(grid)
         self.body.add_widget(self._spacer())
         self.footer.add_widget(self._button("ui.cancel", lambda: self._answer_with(fut, CitizenLeft("cancel")),
-                                            background=CANCEL_BG))
+                                            background=CANCEL_BG, choice_id="cancel"))
         self._shown()
         return str(await self._wait(fut))
 
@@ -497,6 +497,9 @@ class KivyUI(UIPort):
         self._clear("confirm", key)
         self.body.add_widget(self._spacer())
         self.body.add_widget(self._label(key, size=38, **params))
+        if "bill_id" in params and "payment_id" in params:
+            self.body.add_widget(self._label("ui.bill_ids", size=28, color=MUTED, bill_id=params["bill_id"],
+                                             payment_id=params["payment_id"]))
         self.body.add_widget(self._spacer())
         self.footer.add_widget(self._button("ui.confirm", lambda: self._answer_with(fut, True), choice_id="yes",
                                             background=GOOD))
