@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kiosk.data_lock import LOCK_FILENAME
-from kiosk.journal import Journal, TxState, journal_path
+from kiosk.journal import GENESIS_HASH, Journal, TxState, journal_path
 from kiosk.settings import CONFIG_FILENAME
 
 DEVICE_STATUS_FILE = "device-status.json"
@@ -25,7 +25,7 @@ DEVICE_STATUS_FILE = "device-status.json"
 def journal_summary(data_dir: Path) -> dict[str, Any]:
     path = journal_path(data_dir)
     if not path.exists():
-        return {"open_transactions": 0, "refunds_pending": 0, "last_tx_at": None}
+        return {"open_transactions": 0, "refunds_pending": 0, "last_tx_at": None, "journal_head": [0, GENESIS_HASH]}
     journal = Journal.open_readonly(path)
     try:
         open_count = len(journal.open_transactions())
@@ -34,12 +34,13 @@ def journal_summary(data_dir: Path) -> dict[str, Any]:
             "SELECT count(*) FROM journal j JOIN (SELECT tx_id, max(seq) AS last FROM journal GROUP BY tx_id) t "
             "ON j.seq = t.last WHERE j.state = ?", (TxState.REFUND_PENDING.value,))
         refunds = int(rows[0][0]) if rows else 0
-        seq, _ = journal.head()
+        seq, head_hash = journal.head()
         last = journal.entry_at(seq) if seq else None
     finally:
         journal.close()
     last_at = dt.datetime.fromtimestamp(last.at, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if last else None
-    return {"open_transactions": open_count, "refunds_pending": refunds, "last_tx_at": last_at}
+    return {"open_transactions": open_count, "refunds_pending": refunds, "last_tx_at": last_at,
+            "journal_head": [seq, head_hash]}
 
 
 def data_lock_holder(data_dir: Path) -> str | None:

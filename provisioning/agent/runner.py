@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from kiosk.journal import Journal, canonical_json, journal_path
 from kiosk.settings import CONFIG_FILENAME
 from provisioning.agent import apply as applying
 from provisioning.agent.client import FleetClient
@@ -27,6 +28,8 @@ log = logging.getLogger("fleet.agent")
 
 MAX_BACKOFF_S = 900
 LOG_TAIL_BYTES = 32 * 1024
+JOURNAL_BATCH = 500
+MAX_JOURNAL_BATCHES = 20  # per run: a long backlog goes over several runs
 
 
 def app_version() -> str:
@@ -74,10 +77,11 @@ class RunReport:
     config: str = ""
     commands: list[dict[str, Any]] = field(default_factory=list)
     interval_s: int = 60
+    journal: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {"status": self.status, "heartbeat": self.heartbeat, "config": self.config,
-                "commands": self.commands, "interval_s": self.interval_s}
+                "journal": self.journal, "commands": self.commands, "interval_s": self.interval_s}
 
 
 class Agent:
@@ -117,6 +121,7 @@ class Agent:
             report.config = self.update_config()
             # tell the server at once what now runs (AWS IoT's "reported")
             self.client.call("POST", "/api/v1/agent/heartbeat", self.heartbeat_body())
+        report.journal = self.upload_journal(int(answer.get("journal_head_seq") or 0))
         for cmd in answer.get("commands", []):
             report.commands.append(self.run_command(cmd))
         self._flush_outbox()
@@ -166,6 +171,34 @@ class Agent:
         if done is not None:
             _log(self.data_dir, f"configuration version {done.version} applied")
         return self._set_config_state("applied")
+
+    # -- journal upload --
+    def upload_journal(self, server_head: int) -> str:
+        """Send the rows after the server's head, in batches, as the journal stores them."""
+        path = journal_path(self.data_dir)
+        if not path.exists():
+            return "nothing to send"
+        journal = Journal.open_readonly(path)
+        sent, after = 0, server_head
+        try:
+            for _ in range(MAX_JOURNAL_BATCHES):
+                entries = journal.entries(after, JOURNAL_BATCH)
+                if not entries:
+                    break
+                rows = [[e.seq, e.tx_id, str(e.state), e.at, e.kind, e.amount_rials, canonical_json(e.data),
+                         e.prev_hash, e.hash] for e in entries]
+                try:
+                    answer = self.client.call("POST", "/api/v1/agent/journal", {"rows": rows})
+                except FleetRefused as exc:
+                    if not exc.code.startswith("journal."):
+                        raise
+                    _log(self.data_dir, f"journal upload refused: {exc.code}: {exc.reason}")
+                    return f"refused: {exc.code}"
+                sent += int(answer["stored"])
+                after = int(answer["head_seq"])
+        finally:
+            journal.close()
+        return f"{sent} row(s) sent"
 
     # -- commands --
     def run_command(self, cmd: dict[str, Any]) -> dict[str, Any]:

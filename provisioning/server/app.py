@@ -26,6 +26,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from provisioning.common import signing
+from provisioning.server import journal
 from provisioning.server import service as svc
 from provisioning.server.db import make_engine, session_factory, upgrade
 from provisioning.server.models import KioskStatus, Role
@@ -256,6 +257,15 @@ def _agent_routes(app: FastAPI) -> None:
         if doc is None:
             return Response(status_code=204)
         return JSONResponse(doc)
+
+    @app.post("/api/v1/agent/journal")
+    def agent_journal(call: AgentCall, request: Request) -> dict[str, Any]:
+        body = _json_body(call[1], "journal.upload")
+        try:
+            return _tx(request, lambda db: journal.upload(db, call[0], body.get("rows")))  # type: ignore[no-any-return]
+        except journal.JournalRefused as exc:
+            journal.record_problem(_sessions(request), exc)
+            raise
 
     @app.post("/api/v1/agent/commands/{command_id}/feedback")
     def agent_feedback(command_id: int, call: AgentCall, request: Request) -> dict[str, Any]:

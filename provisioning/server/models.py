@@ -6,13 +6,14 @@ import datetime as dt
 import enum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Float, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from backoffice.models import UTCDateTime, utcnow
 
 __all__ = ["utcnow", "Base", "Role", "KioskStatus", "CommandStatus", "Kiosk", "EnrollToken",
-           "ManagerToken", "ConfigLayer", "Counter", "Command", "Nonce", "AuditEntry", "SigningKey"]
+           "ManagerToken", "ConfigLayer", "Counter", "Command", "Nonce", "AuditEntry", "SigningKey",
+           "JournalRow", "JournalProblem"]
 
 
 class Base(DeclarativeBase):
@@ -153,3 +154,34 @@ class SigningKey(Base):
     private_b64: Mapped[str] = mapped_column(String(64), nullable=False)
     public_b64: Mapped[str] = mapped_column(String(64), nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class JournalRow(Base):
+    """A kiosk's journal row as uploaded: the columns of its journal table, byte for byte."""
+
+    __tablename__ = "fleet_journal"
+    __table_args__ = (Index("ix_fleet_journal_tx", "kiosk_id", "tx_id"),)
+    kiosk_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    tx_id: Mapped[str] = mapped_column(String(100), nullable=False)
+    state: Mapped[str] = mapped_column(String(32), nullable=False)
+    at: Mapped[float] = mapped_column(Float(precision=53), nullable=False)
+    kind: Mapped[str] = mapped_column(String(64), nullable=False)
+    amount_rials: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    data: Mapped[str] = mapped_column(Text, nullable=False)
+    prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class JournalProblem(Base):
+    """A batch the server refused because the chain did not hold (gap, fork, rewrite, edit,
+    reorder, illegal move): kept for the managers, with the kiosk's alert."""
+
+    __tablename__ = "fleet_journal_problems"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kiosk_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    detail: Mapped[str] = mapped_column(Text, nullable=False)

@@ -436,7 +436,7 @@ _MISSING = object()
 
 # --- heartbeats ---------------------------------------------------------------------------------
 HEARTBEAT_FIELDS = ("app_version", "config_version", "config_state", "devices", "open_transactions",
-                    "refunds_pending", "last_tx_at", "data_lock")
+                    "refunds_pending", "last_tx_at", "data_lock", "journal_head")
 
 
 def heartbeat(session: Session, kiosk: Kiosk, body: Mapping[str, Any], *, interval_s: int) -> dict[str, Any]:
@@ -457,8 +457,12 @@ def heartbeat(session: Session, kiosk: Kiosk, body: Mapping[str, Any], *, interv
         audit(session, f"kiosk:{kiosk.kiosk_id}", "config.refused_by_kiosk", kiosk.kiosk_id,
               kiosk.config_state.split(":")[1].strip() if ":" in kiosk.config_state else "config.refused",
               state=kiosk.config_state)
+    from provisioning.server import journal
+
+    journal.check_reported_head(session, kiosk.kiosk_id, body.get("journal_head"))
     want, _ = desired(session, kiosk)
     return {"interval_s": interval_s, "desired_config_version": want,
+            "journal_head_seq": journal.head(session, kiosk.kiosk_id)[0],
             "commands": [command_view(c) for c in pending_commands(session, kiosk.kiosk_id, now)]}
 
 
@@ -491,7 +495,10 @@ def alerts(kiosk: Kiosk, interval_s: int, now: dt.datetime | None = None) -> lis
 
 
 def kiosk_view(session: Session, kiosk: Kiosk, interval_s: int, *, detail: bool = False) -> dict[str, Any]:
+    from provisioning.server import journal
+
     version, settings = desired(session, kiosk) if kiosk.status == KioskStatus.ACCEPTED else (0, {})
+    troubles = journal.problem_count(session, kiosk.kiosk_id)
     out: dict[str, Any] = {
         "kiosk_id": kiosk.kiosk_id, "serial": kiosk.serial, "model": kiosk.model, "app_version": kiosk.app_version,
         "status": kiosk.status, "site": kiosk.site, "presence": presence(kiosk, interval_s),
@@ -499,13 +506,17 @@ def kiosk_view(session: Session, kiosk: Kiosk, interval_s: int, *, detail: bool 
         "config": {"desired_version": version, "reported_version": kiosk.reported_version,
                    "state": kiosk.config_state, "in_sync": version == (kiosk.reported_version or 0)
                    and not delta(settings, kiosk.reported_values)},
-        "alerts": alerts(kiosk, interval_s),
+        "alerts": alerts(kiosk, interval_s) + ([f"journal: {troubles} problem(s) found in uploads"]
+                                               if troubles else []),
     }
     if detail:
         out["config"].update(desired=settings, reported=kiosk.reported_values,
                              delta=delta(settings, kiosk.reported_values))
         out["heartbeat"] = kiosk.heartbeat
         out["key_id"] = signing.key_id(kiosk.public_key)
+        head_seq, head_hash = journal.head(session, kiosk.kiosk_id)
+        out["journal"] = {"head_seq": head_seq, "head_hash": head_hash,
+                          "problems": journal.problems(session, kiosk.kiosk_id)}
     return out
 
 

@@ -1,0 +1,177 @@
+"""Journal upload (issue 11, item 7): a kiosk sends its journal rows in batches, keyed by
+(kiosk, seq); the server checks each batch against the chain it already holds with the
+kiosk's own rules (kiosk.journal.chain: the same entry hash; kiosk.journal.states: the same
+moves) and stores it only when the chain holds.
+
+Idempotent: a row already stored and sent again identical is skipped. Refused, stored
+nowhere, and kept as a problem for the managers (with an audit entry and an alert):
+  gap      rows missing between the server's head and the batch
+  fork     the first new row does not link to the server's head (another chain)
+  rewrite  a row the server holds sent again with other content
+  edited   a row that does not match its own hash
+  reorder  rows out of order inside the batch (or a link broken inside it)
+  illegal_transition  a state move the kiosk's tables do not allow
+  bad_row  a row of the wrong shape
+  rewind   (from a heartbeat) the kiosk's journal head is behind, or differs from, the rows
+           the server holds — its journal was cut or replaced
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from kiosk.journal.chain import GENESIS_HASH, decode_json, entry_hash
+from kiosk.journal.states import is_allowed, parse_state
+from provisioning.server.models import JournalProblem, JournalRow, utcnow
+from provisioning.server.service import FleetError, audit
+
+MAX_BATCH = 1000
+_HEX64 = set("0123456789abcdef")
+
+
+class JournalRefused(FleetError):
+    def __init__(self, kiosk_id: str, kind: str, seq: int | None, detail: str) -> None:
+        super().__init__(409, f"journal.{kind}", detail, action="journal.upload", target=kiosk_id)
+        self.kiosk_id, self.kind, self.seq = kiosk_id, kind, seq
+
+
+def head(session: Session, kiosk_id: str) -> tuple[int, str]:
+    row = session.execute(select(JournalRow.seq, JournalRow.hash).where(JournalRow.kiosk_id == kiosk_id)
+                          .order_by(JournalRow.seq.desc()).limit(1)).first()
+    return (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
+
+
+def _shape(row: Any) -> str | None:
+    if not isinstance(row, list) or len(row) != 9:
+        return "a row is a list of 9 columns (seq, tx_id, state, at, kind, amount_rials, data, prev_hash, hash)"
+    seq, tx_id, state, at, kind, amount, data, prev, digest = row
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+        return "seq must be a whole number from 1"
+    for name, value, limit in (("tx_id", tx_id, 100), ("state", state, 32), ("kind", kind, 64)):
+        if not isinstance(value, str) or not value or len(value) > limit:
+            return f"row {seq}: {name} must be text of 1-{limit} characters"
+    if not isinstance(at, float) or isinstance(amount, bool) or not isinstance(amount, int):
+        return f"row {seq}: at or amount_rials has the wrong type"
+    for name, value in (("prev_hash", prev), ("hash", digest)):
+        if not isinstance(value, str) or len(value) != 64 or not set(value) <= _HEX64:
+            return f"row {seq}: {name} must be 64 hex digits"
+    if not isinstance(data, str):
+        return f"row {seq}: data must be the row's JSON text"
+    try:
+        parsed = decode_json(data)
+    except ValueError:
+        return f"row {seq}: data is not JSON"
+    if not isinstance(parsed, dict):
+        return f"row {seq}: data is not a JSON object"
+    return None
+
+
+def _last_state(session: Session, kiosk_id: str, tx_id: str) -> tuple[str, str] | None:
+    row = session.execute(select(JournalRow.state, JournalRow.kind).where(
+        JournalRow.kiosk_id == kiosk_id, JournalRow.tx_id == tx_id).order_by(JournalRow.seq.desc()).limit(1)).first()
+    return (str(row[0]), str(row[1])) if row else None
+
+
+def upload(session: Session, kiosk_id: str, rows: Sequence[Any]) -> dict[str, Any]:
+    """Check and store one batch; JournalRefused naming the first problem (nothing stored)."""
+    if not isinstance(rows, list) or len(rows) > MAX_BATCH:
+        raise JournalRefused(kiosk_id, "bad_row", None, f"a batch is a list of at most {MAX_BATCH} rows")
+    head_seq, head_hash = head(session, kiosk_id)
+    expected, prev = head_seq + 1, head_hash
+    states: dict[str, tuple[str, str]] = {}
+    new: list[list[Any]] = []
+    duplicates = 0
+    stored = {}
+    old_seqs = [r[0] for r in rows if isinstance(r, list) and r and isinstance(r[0], int) and r[0] <= head_seq]
+    if old_seqs:
+        stored = {r.seq: r for r in session.scalars(select(JournalRow).where(
+            JournalRow.kiosk_id == kiosk_id, JournalRow.seq.in_(old_seqs)))}
+
+    def no(kind: str, seq: int | None, detail: str) -> JournalRefused:
+        return JournalRefused(kiosk_id, kind, seq, detail)
+
+    for row in rows:
+        problem = _shape(row)
+        if problem:
+            raise no("bad_row", row[0] if isinstance(row, list) and row and isinstance(row[0], int) else None,
+                     problem)
+        seq, tx_id, state, at, kind, amount, data, row_prev, digest = row
+        if seq <= head_seq:
+            held = stored.get(seq)
+            if held is None or [held.tx_id, held.state, held.at, held.kind, held.amount_rials, held.data,
+                                held.prev_hash, held.hash] != row[1:]:
+                raise no("rewrite", seq, f"row {seq} was received before with other content: the journal was "
+                         "rewritten")
+            duplicates += 1
+            continue
+        if seq != expected:
+            if seq > expected:
+                raise no("gap", seq, f"rows {expected}..{seq - 1} are missing before row {seq}"
+                         if seq > expected + 1 else f"row {expected} is missing before row {seq}")
+            raise no("reorder", seq, f"row {seq} comes after row {expected - 1}: rows out of order")
+        if entry_hash(row_prev, tx_id, state, at, kind, amount, data) != digest:
+            raise no("edited", seq, f"row {seq} ({tx_id} {state}) does not match its hash")
+        if row_prev != prev:
+            if not new:
+                raise no("fork", seq, f"row {seq} does not link to row {seq - 1} the server holds: "
+                         "another chain (a fork)")
+            raise no("reorder", seq, f"row {seq} does not link to row {seq - 1} in the batch")
+        current = states.get(tx_id) or _last_state(session, kiosk_id, tx_id)
+        new_state = parse_state(state)
+        cur_state, tx_kind = (None, kind) if current is None else (parse_state(current[0]), current[1])
+        if new_state is None or kind != tx_kind or not is_allowed(cur_state, new_state, tx_kind):
+            raise no("illegal_transition", seq, f"row {seq}: {tx_id} {cur_state or '(new)'} → {state} "
+                     f"is not a move a {tx_kind!r} transaction makes")
+        states[tx_id] = (state, tx_kind)
+        new.append(row)
+        expected, prev = seq + 1, digest
+    now = utcnow()
+    session.add_all([JournalRow(kiosk_id=kiosk_id, seq=r[0], tx_id=r[1], state=r[2], at=r[3], kind=r[4],
+                                amount_rials=r[5], data=r[6], prev_hash=r[7], hash=r[8], received_at=now)
+                     for r in new])
+    new_head = (new[-1][0], new[-1][8]) if new else (head_seq, head_hash)
+    return {"head_seq": new_head[0], "head_hash": new_head[1], "stored": len(new), "duplicates": duplicates}
+
+
+def record_problem(sessions: sessionmaker[Session], exc: JournalRefused) -> None:
+    with sessions() as session, session.begin():
+        session.add(JournalProblem(kiosk_id=exc.kiosk_id, at=utcnow(), kind=exc.kind, seq=exc.seq,
+                                   detail=exc.message[:2000]))
+
+
+def check_reported_head(session: Session, kiosk_id: str, reported: Any) -> None:
+    """A heartbeat's journal head [seq, hash] against the rows held: behind them, or another
+    hash at the same seq, is a cut or replaced journal (recorded once, audited)."""
+    if not (isinstance(reported, list) and len(reported) == 2 and isinstance(reported[0], int)
+            and isinstance(reported[1], str)):
+        return
+    seq, digest = reported
+    head_seq, head_hash = head(session, kiosk_id)
+    if head_seq == 0 or seq > head_seq:  # nothing held yet, or rows still to upload
+        return
+    if seq < head_seq:
+        detail = f"the kiosk's journal ends at row {seq}; the server holds rows up to {head_seq}"
+    elif digest != head_hash:
+        detail = f"the kiosk's row {seq} is not the row {seq} the server holds"
+    else:
+        return
+    known = session.scalars(select(func.count()).select_from(JournalProblem).where(
+        JournalProblem.kiosk_id == kiosk_id, JournalProblem.kind == "rewind", JournalProblem.seq == seq)).one()
+    if known:
+        return
+    session.add(JournalProblem(kiosk_id=kiosk_id, at=utcnow(), kind="rewind", seq=seq, detail=detail))
+    audit(session, f"kiosk:{kiosk_id}", "journal.check", kiosk_id, "journal.rewind", message=detail)
+
+
+def problems(session: Session, kiosk_id: str, limit: int = 20) -> list[dict[str, Any]]:
+    return [{"at": p.at.strftime("%Y-%m-%dT%H:%M:%SZ"), "kind": p.kind, "seq": p.seq, "detail": p.detail}
+            for p in session.scalars(select(JournalProblem).where(JournalProblem.kiosk_id == kiosk_id)
+                                     .order_by(JournalProblem.id.desc()).limit(limit))]
+
+
+def problem_count(session: Session, kiosk_id: str) -> int:
+    return int(session.scalars(select(func.count()).select_from(JournalProblem)
+                               .where(JournalProblem.kiosk_id == kiosk_id)).one())
