@@ -8,6 +8,9 @@ STAMP  := $(VENV)/.installed
 # postgresql-15: the server binaries the PostgreSQL tests start a throwaway cluster from
 # (initdb in a temp dir, Unix socket only) when KIOSK_TEST_PG_URL is unset.
 DEB_PACKAGES := libzbar0 libfribidi0 libharfbuzz0b libglib2.0-0 postgresql-15
+# the device simulator panel's browser test (tests/test_panel_browser.py) runs Debian's headless
+# chromium through playwright; no browser is ever downloaded (`playwright install` is never run)
+DEB_PACKAGES += chromium
 # Debian creates and starts a "main" cluster on port 5432 when PostgreSQL is first installed;
 # the tests do not need one, so while we install it this drop-in says not to (then it goes).
 PG_NO_CLUSTER := /etc/postgresql-common/createcluster.d/city-kiosk-no-main-cluster.conf
