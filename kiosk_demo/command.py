@@ -48,6 +48,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                    help="how long the simulated terminal takes to answer a payment (default 0)")
     p.add_argument("--terminal-answer", choices=TERMINAL_ANSWERS, default="approve",
                    help="what the simulated terminal answers every payment (default approve)")
+    # the device simulator panel (kiosk_demo/panel, docs/panel.md): no citizen, the simulators stay up
+    p.add_argument("--panel", action="store_true", help="keep the simulators running with the device simulator "
+                   "panel (a web page on 127.0.0.1) until Ctrl-C; prints its URL (--script is not run)")
+    p.add_argument("--panel-port", type=int, default=0, metavar="PORT", help="the panel's port (default: any free one)")
     p.set_defaults(func=handle)
 
 
@@ -66,6 +70,9 @@ def _seconds(text: str) -> float:
 
 
 def handle(args: argparse.Namespace) -> int:
+    if getattr(args, "panel", False):  # kiosk demo --panel: the simulators and their panel, no citizen
+        from kiosk_demo.panel.command import run_panel
+        return run_panel(args)
     from kiosk_demo.run import DemoOptions, run_demo, run_tool
 
     options = DemoOptions(terminal_latency_s=args.terminal_latency, terminal_answer=args.terminal_answer)
