@@ -101,7 +101,7 @@ class Filled(Widget):
 class KioskRoot(FloatLayout):
     """The window's root: white, and every touch anywhere counts as activity."""
 
-    def __init__(self, on_activity: Callable[[], None], **kwargs: Any) -> None:
+    def __init__(self, on_activity: Callable[[], bool], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._on_activity = on_activity
         with self.canvas.before:
@@ -110,7 +110,8 @@ class KioskRoot(FloatLayout):
         self.fbind("size", lambda *_: setattr(self._bg, "size", self.size))
 
     def on_touch_down(self, touch: Any) -> bool:
-        self._on_activity()
+        if self._on_activity():
+            return True  # the tap that dismissed the inactivity warning presses nothing beneath it
         return bool(super().on_touch_down(touch))
 
 
@@ -262,12 +263,15 @@ class KivyUI(UIPort):
             self.banner.height = 130
 
     # --- inactivity ----------------------------------------------------------------------------
-    def _activity(self) -> None:
-        if self._warn_ev is not None:
+    def _activity(self) -> bool:
+        """A touch: the idle timer starts again. True when it dismissed the warning."""
+        warned = self.overlay is not None
+        if warned:
             self._dismiss_warning()
         if self._idle_ev is not None:
             self._idle_ev.cancel()
             self._idle_ev = Clock.schedule_once(self._idle, self.idle_s)
+        return warned
 
     def _start_idle(self) -> None:
         self._stop_idle()

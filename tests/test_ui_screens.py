@@ -1,0 +1,178 @@
+"""The touch UI's behaviour, by simulated touches on the real demo environment (one Kivy app per
+subprocess, offscreen): the RTL label re-renders on text, language and width changes; the
+language button re-renders every label in place; keys and buttons are at least 15 mm at the
+panel's dpi; Escape and the window's close do nothing in kiosk mode; the inactivity warning
+extends with one tap and otherwise resets to attract with the typed digits wiped; a transit
+service (card balance) runs by touch, and becomes unavailable with the reason when the card
+reader is unplugged."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from test_ui_fee import run_ui
+
+BEHAVIOUR = textwrap.dedent('''
+    import asyncio, json, sys
+    from pathlib import Path
+    from kiosk.ui_main import UIOptions, configure_kivy, run_demo_kiosk
+
+    data = Path(sys.argv[1])
+    options = UIOptions(windowed=False, idle_s=1.0, warn_s=2, dpi=160)  # kiosk mode, a denser panel
+    configure_kivy(options, data)
+
+    async def script(ui, app, ctx, env):
+        from kivy.core.window import Window
+        from screens.app import mm_px, TouchButton
+        from screens.driver import Citizen, plain
+        from screens.rtl import RTLLabel
+        c = Citizen(ui)
+        out = {"mm15": mm_px(15)}
+
+        # the RTL label on its own: wraps to its width, re-renders on every change
+        lab = RTLLabel(size_hint=(None, None), width=600, height=300, font_size=30,
+                       text="پرداخت با موفقیت انجام شد و رسید شما چاپ می‌شود؛ کد رهگیری را نگه دارید")
+        ui.root.add_widget(lab)
+        await c.settle()
+        out["wide"] = list(lab.lines)
+        renders = lab.renders
+        lab.width = 250
+        await c.settle()
+        out["narrow"] = list(lab.lines)
+        lab.text = "Tracking code 1234"
+        lab.lang = "en"
+        await c.settle()
+        out["english"] = list(lab.lines)
+        out["renders"] = [renders, lab.renders]
+        out["texture_width"] = lab.texture.width
+        ui.root.remove_widget(lab)
+
+        # Escape and the window's close are swallowed in kiosk mode
+        out["escape_swallowed"] = bool(Window.dispatch("on_keyboard", 27, 0, None, []))
+        out["close_refused"] = bool(Window.dispatch("on_request_close"))
+
+        session = asyncio.ensure_future(ui.run_sessions(ctx, sessions=1))
+        await c.screen("attract")
+        await c.press("start")
+        await c.screen("home")
+        out["tile_sizes"] = [list(b.size) for b in ui.tiles.values()]
+        await c.press("fee_payment")
+        await c.screen("choose", "fee.how_to_enter")
+        await c.press("manual")
+        await c.screen("digits", "fee.enter_bill_id")
+        out["key_sizes"] = [list(b.size) for b in ui._keys.values()]
+        out["footer_sizes"] = [list(w.size) for w in ui.footer.children]
+        await c.type_digits("774")
+
+        # the language button: the same label objects, re-rendered in English in place
+        prompt = next(w for w in c.labels(ui.body) if w.msg_key == "fee.enter_bill_id")
+        before = (id(prompt), plain(prompt.text), prompt.renders)
+        out["fa_texts"] = c.texts()
+        await c.switch_language()
+        await c.settle()
+        out["en_texts"] = c.texts()
+        out["same_widget"] = id(prompt) == before[0] and prompt.renders > before[2]
+        out["prompt"] = [before[1], plain(prompt.text)]
+        out["footer_order_en"] = [w.choice_id for w in reversed(ui.footer.children)]
+        await c.switch_language()
+        await c.settle()
+        out["footer_order_fa"] = [w.choice_id for w in reversed(ui.footer.children)]
+
+        # inactivity: the warning, one tap extends, the typed digits are kept
+        await c.until(lambda: ui.overlay is not None, "the inactivity warning", timeout=10)
+        out["warning"] = c.texts()
+        await c.press("continue")
+        out["after_extend"] = [ui.screen, ui.overlay is None, c.texts()]
+        # then nobody: back to attract, the flow unwound, the digits wiped
+        await c.screen("attract", timeout=15)
+        await asyncio.wait_for(session, 10)
+        out["after_reset"] = [ui.screen, ui._digits, ui.last_outcome.message_key]
+        out["seen"] = list(c.seen)
+        return out
+
+    print("RESULT " + json.dumps(asyncio.run(run_demo_kiosk(data, options, script)), ensure_ascii=False))
+''')
+
+
+def test_labels_language_sizes_escape_and_inactivity(tmp_path: Path) -> None:
+    r = run_ui(BEHAVIOUR, str(tmp_path))
+    # the RTL label: the same words in the same order, re-wrapped narrower, redrawn each time
+    assert " ".join(r["narrow"]) == " ".join(r["wide"])
+    assert len(r["narrow"]) > len(r["wide"]) >= 1
+    assert " ".join(r["english"]) == "Tracking code 1234"
+    assert r["renders"][1] >= r["renders"][0] + 2
+    assert r["texture_width"] == 250
+    assert r["escape_swallowed"] and r["close_refused"]
+    mm15 = r["mm15"]
+    assert mm15 > 94  # 15 mm at 160 dpi
+    for w, h in r["key_sizes"] + r["footer_sizes"] + r["tile_sizes"]:
+        assert w >= mm15 and h >= mm15, (w, h, mm15)
+    assert "۷۷۴" in r["fa_texts"] and "774" in r["en_texts"]  # what was typed survives the switch
+    assert r["same_widget"]
+    assert r["prompt"] == ["شناسه قبض را وارد کنید", "Enter the bill ID"]
+    assert "English" in r["fa_texts"] and "فارسی" in r["en_texts"]
+    assert not any(t in r["en_texts"] for t in ("انصراف", "تأیید"))  # every label re-rendered
+    # the rows mirror: Confirm is the rightmost in Persian, the leftmost in English
+    assert r["footer_order_en"] == ["ok", "cancel"] and r["footer_order_fa"] == ["cancel", "ok"]
+    assert any("هنوز اینجا هستید" in t for t in r["warning"])
+    assert r["after_extend"][0] == "digits" and r["after_extend"][1] is True
+    assert "۷۷۴" in r["after_extend"][2]
+    assert r["after_reset"] == ["attract", "", "fee.cancelled"]
+    assert "inactivity" in r["seen"]
+
+
+TRANSIT = textwrap.dedent('''
+    import asyncio, json, sys
+    from pathlib import Path
+    from kiosk.ui_main import UIOptions, configure_kivy, run_demo_kiosk
+
+    data = Path(sys.argv[1])
+    options = UIOptions(windowed=True, idle_s=600)
+    configure_kivy(options, data)
+
+    async def script(ui, app, ctx, env):
+        from screens.driver import Citizen
+        c = Citizen(ui)
+        out = {}
+        session = asyncio.ensure_future(ui.run_sessions(ctx, sessions=1))
+        await c.screen("attract")
+        await c.press("start")
+        await c.screen("home")
+        out["balance_available"] = not ui.tiles["card_balance"].disabled
+        await c.press("card_balance")
+        out["outcome"] = await c.screen("outcome", timeout=40)
+        out["outcome_key"] = ui.screen_key
+        await c.press("done")
+        await asyncio.wait_for(session, 10)
+
+        # the reader is unplugged: its tiles grey out with the reason, and tapping does nothing
+        env.card_reader.stop()
+        await ctx.devices.get("card_reader").close()
+        home = asyncio.ensure_future(ui.home())
+        await c.screen("home")
+        out["fa_reasons"] = [t.reason_label.text for t in ui.tiles.values() if t.disabled]
+        out["disabled"] = sorted(s for s, t in ui.tiles.items() if t.disabled)
+        await c.press("card_balance")
+        out["still_home"] = ui.screen == "home" and not home.done()
+        await c.switch_language()
+        await c.settle()
+        out["en_reason"] = ui.tiles["card_balance"].reason_label.text
+        await c.press("fee_payment")
+        out["picked"] = await asyncio.wait_for(home, 5)
+        return out
+
+    print("RESULT " + json.dumps(asyncio.run(run_demo_kiosk(data, options, script)), ensure_ascii=False))
+''')
+
+
+def test_card_balance_by_touch_and_unplugged_reader(tmp_path: Path) -> None:
+    r = run_ui(TRANSIT, str(tmp_path))
+    assert r["balance_available"]
+    assert r["outcome_key"] == "card.balance"
+    assert any(t.startswith("موجودی کارت:") and "ریال" in t for t in r["outcome"])
+    assert r["disabled"] == ["card_balance", "card_sale", "card_topup", "collect_pending"]
+    assert set(r["fa_reasons"]) == {"کارتخوان بلیت در دسترس نیست"}
+    assert r["still_home"]
+    assert r["en_reason"] == "The transit card reader is not available"
+    assert r["picked"] == "fee_payment"  # the tiles that do not need the reader still work
