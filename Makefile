@@ -11,6 +11,9 @@ DEB_PACKAGES := libzbar0 libfribidi0 libharfbuzz0b libglib2.0-0 postgresql-15
 # the device simulator panel's browser test (tests/test_panel_browser.py) runs Debian's headless
 # chromium through playwright; no browser is ever downloaded (`playwright install` is never run)
 DEB_PACKAGES += chromium
+# the touch UI (Kivy): GL and EGL with Mesa's software renderer (SDL's offscreen driver runs the UI
+# tests and `kiosk ui-tour` with no display), libmtdev1 for Kivy's multitouch input on a real panel
+DEB_PACKAGES += libgl1 libegl1 libegl-mesa0 libgl1-mesa-dri libmtdev1
 # Debian creates and starts a "main" cluster on port 5432 when PostgreSQL is first installed;
 # the tests do not need one, so while we install it this drop-in says not to (then it goes).
 PG_NO_CLUSTER := /etc/postgresql-common/createcluster.d/city-kiosk-no-main-cluster.conf
