@@ -146,9 +146,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         sock.close()
         raise CliError(str(exc), 2) from None
-    if args.lookup_limit_legacy:
+    if args.no_lookup_limit_legacy:
         limits = LookupLimits(limits.per_kiosk, limits.kiosk_window_s, limits.per_identifier,
-                              limits.identifier_window_s, True)
+                              limits.identifier_window_s, False)
     try:
         serve_foreground(url, sock, log_level=args.log_level.lower(), on_started=announce, lookup_limits=limits)
     finally:
@@ -373,8 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lookup-limit-identifier", metavar="N/SECONDS",
                    help="look-ups allowed per identifier across all kiosks "
                    "(default $BACKOFFICE_LOOKUP_LIMIT_IDENTIFIER or 5/600)")
-    p.add_argument("--lookup-limit-legacy", action="store_true",
-                   help="count GET /api/v1/fee-slips against the look-up limits too (it is audited either way)")
+    p.add_argument("--no-lookup-limit-legacy", action="store_true",
+                   help="do not count the older GET /api/v1/fee-slips against the look-up limits (it is audited "
+                   "either way; counted by default, else it would be a way around them)")
     p.set_defaults(func=_serve)
 
     kiosk = sub.add_parser("kiosk", help="kiosk credentials")

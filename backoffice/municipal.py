@@ -70,11 +70,11 @@ class LookupLimits:
     kiosk_window_s: int = 60
     per_identifier: int = 5
     identifier_window_s: int = 600
-    legacy: bool = False
+    legacy: bool = True
 
     ENV_KIOSK = "BACKOFFICE_LOOKUP_LIMIT_KIOSK"  # "20/60": 20 look-ups per 60 s
     ENV_IDENTIFIER = "BACKOFFICE_LOOKUP_LIMIT_IDENTIFIER"  # "5/600"
-    ENV_LEGACY = "BACKOFFICE_LOOKUP_LIMIT_LEGACY"  # "1": limit GET /fee-slips too
+    ENV_LEGACY = "BACKOFFICE_LOOKUP_LIMIT_LEGACY"  # "0": do not limit GET /fee-slips (default: limited)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> LookupLimits:
@@ -88,7 +88,9 @@ class LookupLimits:
         if ident:
             n, window = parse_limit(ident)
             limits = cls(limits.per_kiosk, limits.kiosk_window_s, n, window, limits.legacy)
-        legacy = env.get(cls.ENV_LEGACY, "").strip().lower() in ("1", "true", "yes", "on")
+        # the older GET /fee-slips counts too unless turned off explicitly: otherwise it would
+        # be a way around the limits
+        legacy = env.get(cls.ENV_LEGACY, "1").strip().lower() not in ("0", "false", "no", "off")
         return cls(limits.per_kiosk, limits.kiosk_window_s, limits.per_identifier, limits.identifier_window_s,
                    legacy)
 

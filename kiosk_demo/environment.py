@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from backoffice.seed import seed_demo
+from backoffice.municipal import LookupLimits
 from backoffice.server import RunningServer, serve_in_thread
 from devices.contracts import DeviceConfig
 from devices.dispenser.simulator import link_field, unlink_field
@@ -30,6 +31,9 @@ from devices.transit_card.demo import DEMO_CARD_UID, demo_card
 from devices.transit_card.keys import DEMO_MASTER_KEY
 from kiosk.settings import KioskSettings
 
+#: the demo looks its one demo owner up on every run: limits a person trying the demo again and
+#: again does not hit (a city's back-office keeps the defaults, backoffice.municipal.LookupLimits)
+DEMO_LOOKUP_LIMITS = LookupLimits(per_kiosk=600, kiosk_window_s=60, per_identifier=200, identifier_window_s=600)
 KIOSK_ID = "kiosk-demo-01"
 
 
@@ -91,7 +95,7 @@ def demo_environment(data_dir: Path, *, extra_devices: tuple[DeviceConfig, ...] 
     token = _demo_token(data_dir)
     db_url = _db_url(data_dir)
     with contextlib.ExitStack() as stack:
-        backoffice = stack.enter_context(serve_in_thread(db_url))
+        backoffice = stack.enter_context(serve_in_thread(db_url, lookup_limits=DEMO_LOOKUP_LIMITS))
         seed_demo(db_url, {KIOSK_ID: token})
         # HTTPS with a pinned certificate, as a real terminal's local API is served; the
         # certificate is kept in the data dir so the pin stays valid across demo runs

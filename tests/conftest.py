@@ -23,6 +23,12 @@ from typing import Iterator
 
 import pytest
 
+# Back-offices the tests start look the same demo owners up again and again: roomy look-up
+# limits unless a test sets its own (tests/test_backoffice_municipal.py and
+# tests/test_backoffice_replicas.py test the real limits with explicit ones).
+os.environ.setdefault("BACKOFFICE_LOOKUP_LIMIT_KIOSK", "100000/60")
+os.environ.setdefault("BACKOFFICE_LOOKUP_LIMIT_IDENTIFIER", "100000/600")
+
 PG_ENV = "KIOSK_TEST_PG_URL"
 #: where Debian's packages put the server binaries; KIOSK_TEST_PG_BIN overrides
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"

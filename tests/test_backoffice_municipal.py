@@ -346,9 +346,9 @@ def test_legacy_fee_slips_are_audited_and_limited_when_configured(db_url: str) -
 
 
 def test_limits_from_the_environment_and_cli() -> None:
-    assert LookupLimits.from_env({}) == LookupLimits(20, 60, 5, 600, False)
-    env = {LookupLimits.ENV_KIOSK: "30/120", LookupLimits.ENV_IDENTIFIER: "3/900", LookupLimits.ENV_LEGACY: "1"}
-    assert LookupLimits.from_env(env) == LookupLimits(30, 120, 3, 900, True)
+    assert LookupLimits.from_env({}) == LookupLimits(20, 60, 5, 600, True)  # the older query counts too
+    env = {LookupLimits.ENV_KIOSK: "30/120", LookupLimits.ENV_IDENTIFIER: "3/900", LookupLimits.ENV_LEGACY: "0"}
+    assert LookupLimits.from_env(env) == LookupLimits(30, 120, 3, 900, False)
     assert parse_limit(" 7/10 ") == (7, 10)
     for bad in ("7", "0/10", "x/y", "5/0"):
         with pytest.raises(ValueError):
