@@ -8,6 +8,8 @@ STAMP  := $(VENV)/.installed
 # postgresql-15: the server binaries the PostgreSQL tests start a throwaway cluster from
 # (initdb in a temp dir, Unix socket only) when KIOSK_TEST_PG_URL is unset.
 DEB_PACKAGES := libzbar0 libfribidi0 libharfbuzz0b libglib2.0-0 postgresql-15
+# systemd: systemd-analyze, systemd-sysusers and systemd-tmpfiles, which tests/test_deploy.py runs on deploy/
+DEB_PACKAGES += systemd
 # the device simulator panel's browser test (tests/test_panel_browser.py) runs Debian's headless
 # chromium through playwright; no browser is ever downloaded (`playwright install` is never run)
 DEB_PACKAGES += chromium
