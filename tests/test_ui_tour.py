@@ -1,0 +1,36 @@
+"""`kiosk ui-tour --out DIR` walks every screen in Persian and English on the demo environment
+and saves one PNG per screen and language (the command itself, in a subprocess, offscreen)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.mark.slow  # about a minute: the whole tour on the demo environment
+def test_the_tour_saves_every_screen_in_both_languages(tmp_path: Path) -> None:
+    out = tmp_path / "shots"
+    env = {**os.environ, "SDL_VIDEODRIVER": "offscreen"}
+    env.pop("DISPLAY", None)
+    run = subprocess.run([sys.executable, "-m", "kiosk.cli", "ui-tour", "--out", str(out)], capture_output=True,
+                         text=True, timeout=240, env=env)
+    assert run.returncode == 0, run.stderr[-4000:]
+    shots = sorted(out.glob("*.png"))
+    names = {p.stem.rsplit("-", 1)[0] for p in shots}
+    assert len(shots) == 2 * len(names) >= 28
+    for screen in ("attract", "home", "keypad", "confirm", "error-invalid-bill", "outcome-receipt-qr",
+                   "inactivity-warning", "home-reader-unavailable", "step-card-terminal"):
+        assert any(n.endswith(screen) for n in names), screen
+    for name in sorted(names):
+        fa = np.asarray(Image.open(out / f"{name}-fa.png").convert("L"), dtype=np.int16)
+        en = np.asarray(Image.open(out / f"{name}-en.png").convert("L"), dtype=np.int16)
+        assert fa.shape == en.shape == (1280, 720)
+        assert (fa < 128).mean() > 0.005, name  # something is drawn
+        assert np.abs(fa - en).mean() > 1, name  # the language switch changed the screen
+    assert str(out / "01-attract-fa.png") in run.stdout
