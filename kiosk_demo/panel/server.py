@@ -413,6 +413,8 @@ class _Handler(BaseHTTPRequestHandler):
         panel = self.server.panel
         if path in ("/", "/index.html"):
             return self._send_static("index.html", head)
+        if path == "/favicon.ico":  # browsers ask for one; the panel has none to show
+            return self._send(204, b"", "image/x-icon", head=True, cache=True)
         if path.startswith("/static/"):
             name = path.removeprefix("/static/")
             if name in STATIC_FILES:
@@ -487,7 +489,8 @@ class _Handler(BaseHTTPRequestHandler):
               close: bool = False) -> None:
         self.send_response(status, HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "")
         self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
+        if status != 204:  # RFC 9110 §8.6: no Content-Length on a 204
+            self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "private, max-age=3600" if cache else "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Referrer-Policy", "no-referrer")

@@ -69,9 +69,9 @@ function renderCards(cards) {
       () => "کارت گذاشته شد · card " + c.uid + " placed"));
     const row = el("tr", { className: c.in_field ? "in-field" : "" },
       el("td", { className: "code" }, c.uid),
-      el("td", { className: "code" }, c.serial || (c.blank ? "blank" : "—")),
+      el("td", {}, ...(c.serial ? [el("span", { className: "code" }, c.serial)] : bilingual("خام", "blank"))),
       el("td", { className: "num" }, rials(c.balance_rials)),
-      el("td", {}, c.profile || (c.error ? c.error : "")),
+      el("td", {}, c.blank ? "" : (c.profile || "")),
       el("td", {}, place));
     row.dataset.uid = c.uid;
     return row;
