@@ -3,8 +3,9 @@ subprocess, offscreen): the RTL label re-renders on text, language and width cha
 language button re-renders every label in place; keys and buttons are at least 15 mm at the
 panel's dpi; Escape and the window's close do nothing in kiosk mode; the inactivity warning
 extends with one tap and otherwise resets to attract with the typed digits wiped; a transit
-service (card balance) runs by touch, and becomes unavailable with the reason when the card
-reader is unplugged."""
+service (card balance, a top-up in English) runs by touch; a journal that fails verification
+puts the kiosk out of service on the attract and home screens; the card reader's services
+become unavailable with the reason when it is unplugged."""
 
 from __future__ import annotations
 
@@ -146,6 +147,50 @@ TRANSIT = textwrap.dedent('''
         await c.press("done")
         await asyncio.wait_for(session, 10)
 
+        # a top-up by touch, in English: money taken, the card written, the receipt printed
+        session = asyncio.ensure_future(ui.run_sessions(ctx, sessions=1))
+        await c.screen("attract")
+        await c.switch_language()
+        await c.press("start")
+        await c.screen("home")
+        await c.press("card_topup")
+        out["amounts"] = await c.screen("choose", "topup.choose_amount", timeout=40)
+        await c.press("200000")
+        await c.screen("confirm", "topup.confirm", timeout=40)
+        await c.press("yes")
+        out["topup"] = await c.screen("outcome", timeout=60)
+        out["topup_key"] = ui.screen_key
+        out["topup_state"] = str(ctx.journal.state_of(ui.last_outcome.transaction_id))
+        await c.press("done")
+        await asyncio.wait_for(session, 10)
+
+        # the journal is tampered with and the next verification finds it: out of service, said
+        # on the attract screen, and every service that moves money is greyed with the reason
+        import sqlite3
+        from kiosk.journal import journal_path
+        from kiosk.service_guard import JournalBroken
+        from kiosk.status import refresh_blockers
+        conn = sqlite3.connect(str(journal_path(ctx.data_dir)), isolation_level=None)
+        conn.execute("DROP TRIGGER IF EXISTS journal_no_update")  # a tamperer's own connection
+        conn.execute("UPDATE journal SET amount_rials = 1 WHERE seq = 1")
+        conn.close()
+        try:
+            ctx.money.guard.verify_full()
+        except JournalBroken:
+            pass
+        refresh_blockers(ui.status, ctx)
+        session = asyncio.ensure_future(ui.attract())
+        out["banner"] = await c.screen("attract")
+        await c.press("start")
+        await session
+        home = asyncio.ensure_future(ui.home())
+        await c.screen("home")
+        out["blocked"] = sorted(s for s, t in ui.tiles.items() if t.disabled)
+        out["blocked_reason"] = ui.tiles["fee_payment"].reason_label.text
+        await c.press("cancel")
+        await home
+        ui.status.set_blocker("journal", None)  # (only for what follows: the reader's tiles)
+
         # the reader is unplugged: its tiles grey out with the reason, and tapping does nothing
         env.card_reader.stop()
         await ctx.devices.get("card_reader").close()
@@ -171,6 +216,12 @@ def test_card_balance_by_touch_and_unplugged_reader(tmp_path: Path) -> None:
     assert r["balance_available"]
     assert r["outcome_key"] == "card.balance"
     assert any(t.startswith("موجودی کارت:") and "ریال" in t for t in r["outcome"])
+    assert "200,000 rials" in r["amounts"] and "Other amount" in r["amounts"]
+    assert r["topup_key"] == "topup.done" and r["topup_state"] == "COMPLETED"
+    assert any(t.startswith("Your card is topped up.") for t in r["topup"])
+    assert any("این کیوسک از سرویس خارج است" in t for t in r["banner"])
+    assert r["blocked"] == ["card_sale", "card_topup", "collect_pending", "fee_payment", "qr_ticket"]
+    assert r["blocked_reason"].startswith("این کیوسک از سرویس خارج است")
     assert r["disabled"] == ["card_balance", "card_sale", "card_topup", "collect_pending"]
     assert set(r["fa_reasons"]) == {"کارتخوان بلیت در دسترس نیست"}
     assert r["still_home"]
