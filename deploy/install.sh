@@ -11,6 +11,7 @@
 #   --no-apt          do not install Debian packages
 #   --no-venv         do not (re)install the Python environment
 #   --venv            with --root: build the venv in DIR/opt/city-kiosk anyway
+#   --x11             Xorg with no window manager instead of cage (deploy/x11)
 #   --keep-console    leave getty@tty1 (a login prompt on Ctrl+Alt+F1 while the UI is down)
 #   --allow-volatile  install even when /var/lib is not on persistent storage
 #   --now             start the kiosk at the end instead of waiting for a reboot
@@ -27,6 +28,7 @@ APT=1
 VENV=1
 VENV_IN_ROOT=0
 KEEP_CONSOLE=0
+X11=0
 ALLOW_VOLATILE=0
 START_NOW=0
 DRY_RUN=0
@@ -39,9 +41,12 @@ PIP_ARGS=${PIP_ARGS:-}
 # Wayland or X11), chvt, logind's PAM module, Mesa, Python with venv, the libraries the kiosk
 # loads (zbar for pyzbar, fribidi + harfbuzz for Persian text in Pillow, glib for OpenCV) and a
 # fallback font (the UI's own Vazirmatn ships inside the package)
-DEB_PACKAGES=(cage xwayland kbd dbus libpam-systemd libgl1 libegl1 libgles2 libgl1-mesa-dri
+# (polkitd: the rule that lets the fleet agent restart the UI)
+DEB_PACKAGES=(kbd dbus libpam-systemd polkitd libgl1 libegl1 libgles2 libgl1-mesa-dri
               python3 python3-venv libzbar0 libfribidi0 libharfbuzz0b libglib2.0-0
               fonts-dejavu-core)
+WAYLAND_PACKAGES=(cage xwayland)
+X11_PACKAGES=(xserver-xorg-core xserver-xorg-input-libinput xinit)
 
 say() { printf 'city-kiosk install: %s\n' "$*"; }
 die() { printf 'city-kiosk install: error: %s\n' "$*" >&2; exit 1; }
@@ -77,6 +82,7 @@ while [ $# -gt 0 ]; do
         --no-venv) VENV=0 ;;
         --venv) VENV_IN_ROOT=1 ;;
         --keep-console) KEEP_CONSOLE=1 ;;
+        --x11) X11=1 ;;
         --allow-volatile) ALLOW_VOLATILE=1 ;;
         --now) START_NOW=1 ;;
         --dry-run) DRY_RUN=1 ;;
@@ -106,6 +112,7 @@ fi
 if [ "$APT" = 1 ]; then
     export DEBIAN_FRONTEND=noninteractive
     run apt-get update -qq
+    if [ "$X11" = 1 ]; then DEB_PACKAGES+=("${X11_PACKAGES[@]}"); else DEB_PACKAGES+=("${WAYLAND_PACKAGES[@]}"); fi
     run apt-get install -y -qq --no-install-recommends "${DEB_PACKAGES[@]}"
 fi
 
@@ -115,6 +122,14 @@ install_file() {  # install_file MODE SOURCE TARGET (TARGET is a path on the mac
 }
 install_file 0644 "$DEPLOY/city-kiosk.service"            /etc/systemd/system/city-kiosk.service
 install_file 0644 "$DEPLOY/city-kiosk-retry.timer"        /etc/systemd/system/city-kiosk-retry.timer
+install_file 0644 "$DEPLOY/city-kiosk-agent.service"      /etc/systemd/system/city-kiosk-agent.service
+install_file 0644 "$DEPLOY/polkit-1/rules.d/50-city-kiosk.rules" /etc/polkit-1/rules.d/50-city-kiosk.rules
+if [ "$X11" = 1 ]; then
+    install_file 0644 "$DEPLOY/x11/city-kiosk.service.d/x11.conf" /etc/systemd/system/city-kiosk.service.d/x11.conf
+    install_file 0644 "$DEPLOY/x11/xorg.conf.d/10-city-kiosk.conf" /etc/X11/xorg.conf.d/10-city-kiosk.conf
+else  # back to cage after an X11 install
+    run rm -f "$ROOT/etc/systemd/system/city-kiosk.service.d/x11.conf" "$ROOT/etc/X11/xorg.conf.d/10-city-kiosk.conf"
+fi
 install_file 0644 "$DEPLOY/sysusers.d/city-kiosk.conf"    /etc/sysusers.d/city-kiosk.conf
 install_file 0644 "$DEPLOY/tmpfiles.d/city-kiosk.conf"    /etc/tmpfiles.d/city-kiosk.conf
 install_file 0644 "$DEPLOY/pam.d/city-kiosk"              /etc/pam.d/city-kiosk
@@ -151,6 +166,8 @@ fi
 run "${SYSTEMCTL[@]}" mask ctrl-alt-del.target
 run "${SYSTEMCTL[@]}" set-default graphical.target
 run "${SYSTEMCTL[@]}" enable city-kiosk.service city-kiosk-retry.timer
+# the agent starts only once the kiosk is enrolled (ConditionPathExists= on fleet/agent.json)
+run "${SYSTEMCTL[@]}" enable city-kiosk-agent.service
 if [ "$KEEP_CONSOLE" = 0 ]; then
     # NAutoVTs=0 stops getty on the other VTs; tty1's is enabled by Debian itself
     run "${SYSTEMCTL[@]}" disable getty@tty1.service

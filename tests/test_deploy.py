@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 UNIT = DEPLOY / "city-kiosk.service"
 TIMER = DEPLOY / "city-kiosk-retry.timer"
+AGENT = DEPLOY / "city-kiosk-agent.service"
+X11_DROPIN = DEPLOY / "x11/city-kiosk.service.d/x11.conf"
 INSTALL = DEPLOY / "install.sh"
 HOST_UNITS = Path("/usr/lib/systemd/system")
 
@@ -66,7 +68,7 @@ def exec_binaries(unit: dict[str, list[tuple[str, str]]]) -> list[str]:
     """The absolute program paths of every Exec*= line, without systemd's prefixes (-+@:!)."""
     found = []
     for key, value in unit["Service"]:
-        if key.startswith("Exec"):
+        if key.startswith("Exec") and value:  # an empty ExecStart= resets the list (a drop-in)
             program = value.split()[0].lstrip("-+@:!")
             assert program.startswith("/"), (key, value)
             found.append(program)
@@ -84,7 +86,7 @@ def make_root(tmp: Path) -> Path:
         shutil.copy(f"/etc/{name}", root / "etc" / name)
     for name in ("shadow", "gshadow"):
         (root / "etc" / name).touch(mode=0o600)
-    for program in exec_binaries(parse_unit(UNIT)):
+    for program in {p for unit in (UNIT, AGENT, X11_DROPIN) for p in exec_binaries(parse_unit(unit))}:
         stand_in = root / program.lstrip("/")
         stand_in.parent.mkdir(parents=True, exist_ok=True)
         stand_in.write_text("#!/bin/sh\nexit 0\n")
@@ -102,11 +104,19 @@ def analyze(root: Path, *units: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     root = make_root(tmp_path)
-    for unit in (UNIT, TIMER):
+    for unit in (UNIT, TIMER, AGENT):
         shutil.copy(unit, root / "etc/systemd/system" / unit.name)
-    result = analyze(root, UNIT.name, TIMER.name)
+    result = analyze(root, UNIT.name, TIMER.name, AGENT.name)
     # verify exits 0 on an unknown key or a misspelt section and only says so: any word is a failure
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
+    # the X11 fallback is a drop-in over the same unit
+    dropins = root / "etc/systemd/system/city-kiosk.service.d"
+    dropins.mkdir()
+    shutil.copy(X11_DROPIN, dropins / X11_DROPIN.name)
+    result = analyze(root, UNIT.name)
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+    (root / "usr/bin/xinit").unlink()  # and verify did read it: without xinit it fails
+    assert "xinit" in analyze(root, UNIT.name).stderr
 
 
 def test_verify_catches_a_broken_unit(tmp_path: Path) -> None:
@@ -136,6 +146,35 @@ def test_the_ui_runs_under_cage_without_vt_switching() -> None:
 
     args = build_parser().parse_args(["ui", "--dpi", "96"])
     assert args.command == "ui" and args.dpi == 96.0 and not args.windowed and not args.demo
+
+
+def test_the_x11_fallback_keeps_vt_switching_off() -> None:
+    dropin = parse_unit(X11_DROPIN)
+    assert values(dropin, "Service", "ExecStart")[0] == ""  # resets cage's ExecStart
+    argv = values(dropin, "Service", "ExecStart")[1].split()
+    assert argv[0] == "/usr/bin/xinit" and argv[1:3] == ["/opt/city-kiosk/.venv/bin/kiosk", "ui"]
+    server = argv[argv.index("--") + 1:]
+    assert server[0] == "/usr/lib/xorg/Xorg" and {"vt7", "-keeptty", "-nocursor"} <= set(server)
+    xorg = (DEPLOY / "x11/xorg.conf.d/10-city-kiosk.conf").read_text(encoding="utf-8")
+    for option in ("DontVTSwitch", "DontZap"):
+        assert re.search(rf'^\s*Option\s+"{option}"\s+"true"', xorg, re.M), option
+    assert {k for k, _ in dropin["Service"]} == {"ExecStart"}  # everything else is the cage unit's
+
+
+def test_the_fleet_agent_runs_beside_the_ui() -> None:
+    agent, ui = parse_unit(AGENT), parse_unit(UNIT)
+    for key in ("User", "StateDirectory", "StateDirectoryMode"):
+        assert one(agent, "Service", key) == one(ui, "Service", key), key
+    assert one(agent, "Unit", "ConditionPathExists") == "/var/lib/city-kiosk/fleet/agent.json"
+    argv = one(agent, "Service", "ExecStart").split()
+    from kiosk.cli import build_parser
+
+    args = build_parser().parse_args(argv[1:])
+    assert args.command == "agent" and callable(args.func)
+    assert one(agent, "Service", "PrivateDevices") == "yes"  # it needs no device, so it sees none
+    rule = (DEPLOY / "polkit-1/rules.d/50-city-kiosk.rules").read_text(encoding="utf-8")
+    assert f'subject.user == "{one(ui, "Service", "User")}"' in rule
+    assert f'action.lookup("unit") == "{UNIT.name}"' in rule and 'action.lookup("verb") == "restart"' in rule
 
 
 def test_notify_watchdog_and_restarts() -> None:
@@ -269,10 +308,13 @@ def test_install_makes_an_image_tree_a_kiosk(tmp_path: Path) -> None:
     assert os.readlink(etc / "default.target").endswith("/graphical.target")
     assert (etc / "graphical.target.wants/city-kiosk.service").is_symlink()
     assert (etc / "timers.target.wants/city-kiosk-retry.timer").is_symlink()
+    assert (etc / "multi-user.target.wants/city-kiosk-agent.service").is_symlink()
+    assert not (etc / "city-kiosk.service.d/x11.conf").exists()
     for installed, source in [("etc/pam.d/city-kiosk", "pam.d/city-kiosk"),
                               ("etc/systemd/logind.conf.d/city-kiosk.conf", "logind.conf.d/city-kiosk.conf"),
                               ("etc/systemd/system.conf.d/city-kiosk.conf", "system.conf.d/city-kiosk.conf"),
-                              ("etc/sysctl.d/90-city-kiosk.conf", "sysctl.d/90-city-kiosk.conf")]:
+                              ("etc/sysctl.d/90-city-kiosk.conf", "sysctl.d/90-city-kiosk.conf"),
+                              ("etc/polkit-1/rules.d/50-city-kiosk.rules", "polkit-1/rules.d/50-city-kiosk.rules")]:
         assert (root / installed).read_bytes() == (DEPLOY / source).read_bytes()
     assert (root / "opt/city-kiosk/doc/appliance.md").exists()
     assert "KIOSK_UI_ARGS" in (root / "etc/default/city-kiosk").read_text()
@@ -283,8 +325,16 @@ def test_install_makes_an_image_tree_a_kiosk(tmp_path: Path) -> None:
     data = (root / "var/lib/city-kiosk").stat()
     assert stat.S_IMODE(data.st_mode) == 0o700 and data.st_uid == uid
     # the installed unit verifies in the tree it was installed into
-    verified = analyze(root, "city-kiosk.service", "city-kiosk-retry.timer")
+    verified = analyze(root, "city-kiosk.service", "city-kiosk-retry.timer", "city-kiosk-agent.service")
     assert (verified.returncode, verified.stdout + verified.stderr) == (0, "")
-    # running it again changes nothing and does not fail (a technician re-runs it after an update)
+    # switched to X11 and back: the drop-in and the X server's config come and go
+    x11 = subprocess.run([str(INSTALL), "--root", str(root), "--x11"], capture_output=True, text=True, timeout=120)
+    assert x11.returncode == 0, x11.stderr
+    assert (etc / "city-kiosk.service.d/x11.conf").read_bytes() == X11_DROPIN.read_bytes()
+    assert (root / "etc/X11/xorg.conf.d/10-city-kiosk.conf").exists()
+    verified = analyze(root, "city-kiosk.service")
+    assert (verified.returncode, verified.stdout + verified.stderr) == (0, "")
     again = subprocess.run([str(INSTALL), "--root", str(root)], capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
+    assert not (etc / "city-kiosk.service.d/x11.conf").exists()
+    assert not (root / "etc/X11/xorg.conf.d/10-city-kiosk.conf").exists()
