@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from devices.contracts import KeyType, PaperState, PaymentOutcome, PrintJob
-from devices.base import DeviceOffline
+from devices.base import DeviceError, DeviceOffline
 from devices.registry import create
 from devices.transit_card.demo import DEMO_CARD_SERIAL, DEMO_CARD_UID
 from kiosk.bills import parse_barcode
@@ -107,6 +107,35 @@ def test_cards_placed_and_removed_on_the_panel_are_what_the_pn532_driver_sees(pa
     # the new card is kept by the reader (and its cards file), so it can be placed again
     assert made["uid"] in {c["uid"] for c in back["cards"]}
     assert made["uid"] in (panel.env.data_dir / "cards.json").read_text()
+
+
+def test_a_card_pulled_away_mid_write_from_the_panel_tears_the_drivers_write(panel: Harness) -> None:
+    made = panel.ok("/api/cards/new", {"uid_bytes": 4})
+    uid = made["uid"]
+    armed = panel.ok("/api/cards/tear", {"at_op": 1, "after_bytes": 5})
+    assert armed["tear"] == {"uid": uid, "at_op": 1, "after_bytes": 5}
+
+    async def write() -> None:
+        reader = panel.device("card_reader")
+        await reader.open()
+        try:
+            card = await reader.select()
+            await reader.authenticate(4, KeyType.A, b"\xff" * 6, card.uid_bytes)
+            await reader.write_block(4, bytes(range(1, 17)))
+        finally:
+            await reader.close()
+
+    with pytest.raises(DeviceError):
+        run(write())
+    assert panel.get("/api/cards").json()["in_field"] is None
+    # the torn block kept its first 5 new bytes; the card can be put back
+    torn = panel.env.card_reader.cards[uid]
+    assert torn.block(4) == bytes(range(1, 6)) + bytes(11)
+    assert panel.ok("/api/cards/place", {"uid": uid})["in_field"] == uid
+    assert panel.post("/api/cards/remove").status_code == 200
+    refused = panel.post("/api/cards/tear", {})
+    assert refused.status_code == 409 and refused.json()["error"] == "panel.unavailable"
+    panel.ok("/api/cards/place", {"uid": DEMO_CARD_UID})
 
 
 def test_a_slip_scanned_on_the_panel_reaches_the_scanner_driver_as_its_barcode(panel: Harness) -> None:
@@ -277,6 +306,8 @@ def test_the_page_and_its_files_come_from_the_package_with_a_strict_policy(panel
     ("post", "/api/cards/place", {"json": {"uid": "zz"}, "headers": GUARD}, 400, "panel.bad_request"),
     ("post", "/api/cards/place", {"json": {"uid": "deadbeef"}, "headers": GUARD}, 404, "panel.not_found"),
     ("post", "/api/cards/new", {"json": {"uid_bytes": 5}, "headers": GUARD}, 400, "panel.bad_request"),
+    ("post", "/api/cards/tear", {"json": {"at_op": 0}, "headers": GUARD}, 400, "panel.bad_request"),
+    ("post", "/api/cards/tear", {"json": {"after_bytes": 17}, "headers": GUARD}, 400, "panel.bad_request"),
     ("post", "/api/scan", {"json": {"code": "line\r\nbreak"}, "headers": GUARD}, 400, "panel.bad_request"),
     ("post", "/api/scan", {"json": {"bill_id": "12a", "payment_id": "1"}, "headers": GUARD}, 400,
      "panel.bad_request"),

@@ -85,6 +85,9 @@ def test_the_page_places_a_card_toggles_paper_and_shows_what_was_printed(browser
         assert len(env.card_reader.card.uid) == 7
         expect(page.locator("tr.in-field td").nth(1)).to_have_text("خام blank")
 
+        page.click("#tear-card")
+        expect(page.locator("#message")).to_contain_text("leaves at the next block write", timeout=5000)
+
         # paper out, then the cover opened: the emulator changes and so does the page
         page.click("#paper-out")
         page.wait_for_selector("#paper-out.active", timeout=5000)

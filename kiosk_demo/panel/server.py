@@ -174,6 +174,21 @@ class Panel:
         log.info("panel: new blank card %s (%d-byte UID)", card.uid_hex, length)
         return {**self.cards(), "uid": card.uid_hex}
 
+    def tear_next_write(self, body: dict[str, Any]) -> dict[str, Any]:
+        """{"at_op": n, "after_bytes": k}: the card leaves the field during the n-th block write
+        from now, that block keeping its first k new bytes (a citizen pulling the card away
+        mid-write; put it back with place)."""
+        unknown = set(body) - {"at_op", "after_bytes"}
+        at_op, after = body.get("at_op", 1), body.get("after_bytes", 0)
+        if unknown or not _whole(at_op, 1, 64) or not _whole(after, 0, 16):
+            raise PanelError("at_op must be 1-64 and after_bytes 0-16")
+        reader = self.env.card_reader
+        if reader.card is None:
+            raise PanelUnavailable("no card on the reader to pull away")
+        reader.tear_next_write(at_op=at_op, after_bytes=after)
+        log.info("panel: card %s leaves at block write %d", reader.card.uid_hex, at_op)
+        return {**self.cards(), "tear": {"uid": reader.card.uid_hex, "at_op": at_op, "after_bytes": after}}
+
     # fee slips and the scanner -------------------------------------------------------------
     def _db(self) -> Any:
         with self._engine_lock:
@@ -348,6 +363,10 @@ def _string(body: dict[str, Any], name: str) -> str:
     return value.strip()
 
 
+def _whole(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
 def _int_param(query: dict[str, list[str]], name: str, default: int, low: int, high: int) -> int:
     if name not in query:
         return default
@@ -507,6 +526,7 @@ _POSTS: dict[str, Callable[[Panel, dict[str, Any]], dict[str, Any]]] = {
     "/api/cards/place": Panel.place_card,
     "/api/cards/remove": Panel.remove_card,
     "/api/cards/new": Panel.new_card,
+    "/api/cards/tear": Panel.tear_next_write,
     "/api/scan": Panel.scan,
     "/api/printer": Panel.set_printer,
     "/api/terminal": Panel.set_terminal,

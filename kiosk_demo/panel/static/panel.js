@@ -158,6 +158,8 @@ async function refresh() {
 function wire() {
   $("remove-card").addEventListener("click", () => act("/api/cards/remove", {},
     () => "کارت برداشته شد · card taken off"));
+  $("tear-card").addEventListener("click", () => act("/api/cards/tear", { at_op: 1, after_bytes: 0 },
+    (d) => "کارت هنگام نوشتن بعدی کشیده می‌شود · card " + d.tear.uid + " leaves at the next block write"));
   $("new-card-4").addEventListener("click", () => act("/api/cards/new", { uid_bytes: 4 },
     (d) => "کارت خام تازه · new blank card " + d.uid));
   $("new-card-7").addEventListener("click", () => act("/api/cards/new", { uid_bytes: 7 },
