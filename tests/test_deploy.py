@@ -246,6 +246,19 @@ def test_hardening_leaves_the_devices_reachable() -> None:
     assert one(unit, "Service", "PrivateTmp") == "yes"
 
 
+def test_exposure_scores_do_not_creep_up(tmp_path: Path) -> None:
+    """systemd-analyze security, offline on the throwaway root: the UI 3.9 (what cage's devices
+    allow), the agent 1.5. A setting dropped by accident shows as a higher score."""
+    root = make_root(tmp_path)
+    for unit in (UNIT, AGENT):
+        shutil.copy(unit, root / "etc/systemd/system" / unit.name)
+    for unit, limit in ((UNIT.name, 40), (AGENT.name, 16)):  # --threshold is in tenths of the 0–10 score
+        result = subprocess.run(["systemd-analyze", "security", "--offline=yes", f"--root={root}",
+                                 f"--threshold={limit}", unit], capture_output=True, text=True, timeout=60)
+        score = re.search(r"Overall exposure level for \S+: (\d+\.\d)", result.stdout + result.stderr)
+        assert result.returncode == 0 and score, (unit, score and score.group(1), result.stderr[-500:])
+
+
 def _template_keys(path: Path) -> set[str]:
     """Debian ships logind.conf and system.conf with every key commented out: '#Key=default'."""
     return set(re.findall(r"^#?([A-Z]\w+)=", path.read_text(encoding="utf-8"), re.M))
