@@ -379,3 +379,47 @@ def test_kiosk_demo_panel_refuses_a_port_in_use_and_a_bad_port(tmp_path: Path) -
     bad = subprocess.run([str(kiosk), "demo", "--panel", "--panel-port", "70000", "--data-dir", str(tmp_path / "b")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--panel-port" in bad.stderr
+
+
+def test_a_citizen_pays_a_slip_scanned_from_the_panel_after_a_decline_chosen_there(panel: Harness) -> None:
+    """The panel's purpose: a kiosk flow waits on its devices and the panel plays the citizen's
+    hands — one decline chosen on the panel, then the same slip scanned again and paid."""
+    from kiosk.context import KioskContext
+    from kiosk.flows.fee_payment import FeePaymentFlow
+    from kiosk.journal import TxState
+    from kiosk.scripted_ui import ScriptedUI
+
+    slip = panel.get("/api/slips", params={"limit": 3}).json()["slips"][2]
+    printed_before = len(panel.get("/api/printed").json()["printed"])
+
+    async def pay_by_scanning() -> Any:
+        ctx = await KioskContext.open(panel.env.settings, panel.env.data_dir)
+        try:
+            ui = ScriptedUI({"fee.how_to_enter": "wait", "fee.confirm": True}, echo=False)
+
+            async def hand() -> None:  # the person clicks "Scan" once the kiosk is waiting
+                await asyncio.sleep(0.5)
+                resp = await asyncio.to_thread(panel.post, "/api/scan", {"code": slip["barcode"]})
+                assert resp.status_code == 200, resp.text
+
+            scanning = asyncio.create_task(hand())
+            result = await FeePaymentFlow(ctx, ui).run()
+            await scanning
+            return result
+        finally:
+            await ctx.close()
+
+    panel.ok("/api/terminal", {"answer": "decline", "once": True, "latency_s": 0.2})
+    declined = run(pay_by_scanning())
+    assert declined.final_state == TxState.DECLINED and declined.amount_rials == slip["amount_rials"]
+    assert panel.get("/api/terminal").json()["once"] is False  # used up by that payment
+    paid = run(pay_by_scanning())
+    assert paid.final_state == TxState.COMPLETED
+    panel.ok("/api/terminal", {"latency_s": 0})
+
+    panel.env.printer.wait_for_jobs(printed_before + 1)
+    printed = panel.get("/api/printed").json()["printed"]
+    assert len(printed) >= printed_before + 1 and printed[0]["qr_codes"] == 1
+    decoded = panel.env.printer.receipts()[printed[0]["n"]]
+    assert decoded.qr_codes == [paid.receipt_payload]
+    assert slip["barcode"] not in {s["barcode"] for s in panel.get("/api/slips", params={"limit": 500}).json()["slips"]}
