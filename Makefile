@@ -10,6 +10,8 @@ STAMP  := $(VENV)/.installed
 DEB_PACKAGES := libzbar0 libfribidi0 libharfbuzz0b libglib2.0-0 postgresql-15
 # systemd: systemd-analyze, systemd-sysusers and systemd-tmpfiles, which tests/test_deploy.py runs on deploy/
 DEB_PACKAGES += systemd
+# shellcheck: tests/test_deploy.py lints deploy/install.sh with it
+DEB_PACKAGES += shellcheck
 # the device simulator panel's browser test (tests/test_panel_browser.py) runs Debian's headless
 # chromium through playwright; no browser is ever downloaded (`playwright install` is never run)
 DEB_PACKAGES += chromium
