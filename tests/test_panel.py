@@ -283,6 +283,8 @@ def test_the_page_and_its_files_come_from_the_package_with_a_strict_policy(panel
     assert GUARD_HEADER in panel.get("/static/panel.js").text
     assert panel.get("/static/../server.py").status_code == 404
     assert panel.http.head("/api/state").status_code == 200
+    missing = panel.http.head("/api/nothing")
+    assert missing.status_code == 404 and missing.content == b""
     assert panel.get("/favicon.ico").status_code == 204  # asked for by every browser: no error logged
 
 

@@ -417,11 +417,11 @@ class _Handler(BaseHTTPRequestHandler):
                 raise PanelMethodNotAllowed(f"{method} {path}")
         except PanelError as exc:
             # a refused request's body may be unread: this connection cannot carry another
-            self._send_json(exc.status, exc.to_dict(), close=True)
+            self._send_json(exc.status, exc.to_dict(), head=head, close=True)
         except Exception as exc:  # noqa: BLE001 - one request's failure, answered and logged
             log.exception("panel: %s %s failed", method, self.path)
             err = KioskError(f"{type(exc).__name__}: {exc}")
-            self._send_json(500, err.to_dict(), close=True)
+            self._send_json(500, err.to_dict(), head=head, close=True)
 
     def _check_host(self) -> None:
         host = (self.headers.get("Host") or "").lower()
