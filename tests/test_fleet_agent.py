@@ -111,7 +111,7 @@ def test_a_pending_kiosk_waits_then_runs_once_accepted(fleet: Fleet, data: Path)
 
 def test_enroll_refuses_a_server_whose_fleet_key_is_not_the_pinned_one(fleet: Fleet, data: Path) -> None:
     other = signing.public_b64(signing.new_private_key())
-    out = _kiosk(["agent", "enroll", "--server", fleet.url, "--token", fleet.enroll_token(), "--fleet-key", other],
+    out = _kiosk(["agent", "enroll", "--server", fleet.url, "--token", fleet.enroll_token(), f"--fleet-key={other}"],
                  data)
     assert out.returncode == 1 and "fleet key" in out.stderr
     assert not (data / "fleet" / "agent.json").exists()

@@ -12,9 +12,10 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass
-from typing import Annotated, Any, AsyncIterator, Callable
+from typing import Annotated, Any, AsyncIterator, Callable, Iterator
 
 from fastapi import Body, Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -28,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from provisioning.common import signing
 from provisioning.server import journal
 from provisioning.server import service as svc
-from provisioning.server.db import make_engine, session_factory, upgrade
+from provisioning.server.db import is_sqlite, make_engine, session_factory, upgrade
 from provisioning.server.models import KioskStatus, Role
 
 log = logging.getLogger("fleet.api")
@@ -90,7 +91,7 @@ def _manager(request: Request,
              credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> svc.Manager:
     manager = None
     if credentials is not None:
-        with _sessions(request)() as session:
+        with _transaction(request) as session:
             manager = svc.manager_for_token(session, credentials.credentials.strip())
     if manager is None:
         raise svc.FleetError(401, "auth.unauthorized", "a valid manager token is needed",
@@ -106,8 +107,23 @@ def _tx(request: Request, work: Callable[[Session], Any]) -> Any:
     """work(session) in one transaction, committed before the answer is sent (a dependency
     with yield may close after the response, and a client must never read "done" before the
     commit)."""
-    with _sessions(request)() as session, session.begin():
+    with _transaction(request) as session:
         return work(session)
+
+
+def _audit_refusal(request: Request, actor: str, exc: svc.FleetError, **detail: Any) -> None:
+    with request.app.state.write_turn:
+        svc.audit_refusal(_sessions(request), actor, exc, **detail)
+
+
+@contextlib.contextmanager
+def _transaction(request: Request) -> Iterator[Session]:
+    """A session in one transaction. On SQLite the app's threads take turns in Python first:
+    every SQLite transaction here begins IMMEDIATE (one writer at a time), and threads left to
+    SQLite's busy handler wait in sleeps of up to 100 ms — measured: p99 ~900 ms and a tenth of
+    the throughput at eight concurrent heartbeats."""
+    with request.app.state.write_turn, _sessions(request)() as session, session.begin():
+        yield session
 
 
 async def _signed_path(request: Request) -> tuple[str, bytes]:
@@ -118,30 +134,38 @@ async def _signed_path(request: Request) -> tuple[str, bytes]:
     return path, body
 
 
-def _agent_call(allow: tuple[str, ...]) -> Callable[..., Any]:
-    async def dep(request: Request) -> tuple[str, bytes]:
-        path, body = await _signed_path(request)
-        headers = {k: request.headers.get(k, "") for k in
-                   (signing.H_KIOSK, signing.H_TIMESTAMP, signing.H_NONCE, signing.H_SIGNATURE)}
-        request.state.actor = f"kiosk?:{headers[signing.H_KIOSK][:64]}"
-        settings = _settings(request)
+@dataclass(frozen=True)
+class SignedCall:
+    """A request as the agent signed it: method, path with query, the signature headers, body."""
 
-        def check() -> str:
-            with _sessions(request)() as session, session.begin():
-                kiosk = svc.check_signed_request(session, method=request.method, path=path, headers=headers,
-                                                 body=body, now=time.time(), max_skew_s=settings.max_skew_s,
-                                                 allow=allow)
-                return kiosk.kiosk_id
-
-        kiosk_id = await run_in_threadpool(check)
-        request.state.actor = f"kiosk:{kiosk_id}"
-        return kiosk_id, body
-
-    return dep
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
 
 
-AgentCall = Annotated[tuple[str, bytes], Depends(_agent_call((KioskStatus.ACCEPTED,)))]
-AnyAgentCall = Annotated[tuple[str, bytes], Depends(_agent_call(tuple(KioskStatus)))]
+async def _signed_call(request: Request) -> SignedCall:
+    path, body = await _signed_path(request)
+    headers = {k: request.headers.get(k, "") for k in
+               (signing.H_KIOSK, signing.H_TIMESTAMP, signing.H_NONCE, signing.H_SIGNATURE)}
+    request.state.actor = f"kiosk?:{headers[signing.H_KIOSK][:64]}"
+    return SignedCall(request.method, path, headers, body)
+
+
+Signed = Annotated[SignedCall, Depends(_signed_call)]
+
+
+def _agent_tx(request: Request, call: SignedCall, work: Callable[[Session, svc.Kiosk], Any], *,
+              allow: tuple[str, ...] = (KioskStatus.ACCEPTED,)) -> Any:
+    """Check the signature, clock and nonce, then work(session, kiosk), in ONE transaction: a
+    heartbeat is one commit (and a refused request stores no nonce)."""
+    settings = _settings(request)
+    with _transaction(request) as session:
+        kiosk = svc.check_signed_request(session, method=call.method, path=call.path, headers=call.headers,
+                                         body=call.body, now=time.time(), max_skew_s=settings.max_skew_s,
+                                         allow=allow)
+        request.state.actor = f"kiosk:{kiosk.kiosk_id}"
+        return work(session, kiosk)
 
 
 def _json_body(body: bytes, action: str) -> dict[str, Any]:
@@ -169,12 +193,13 @@ def create_app(db_url: str, *, migrate: bool = True, engine: Engine | None = Non
     app.state.engine = engine
     app.state.sessions = session_factory(engine)
     app.state.settings = settings or Settings()
+    app.state.write_turn = threading.Lock() if is_sqlite(db_url) else contextlib.nullcontext()
 
     @app.exception_handler(svc.FleetError)
     async def _refused(request: Request, exc: svc.FleetError) -> JSONResponse:
         actor = getattr(request.state, "actor", None) or f"anonymous:{request.client.host if request.client else '?'}"
-        await run_in_threadpool(svc.audit_refusal, _sessions(request), actor, exc,
-                                path=request.url.path, method=request.method)
+        await run_in_threadpool(_audit_refusal, request, actor, exc, path=request.url.path,
+                                method=request.method)
         log.info("refused %s %s: %s", request.method, request.url.path, exc.code)
         return JSONResponse(exc.body(), status_code=exc.status)
 
@@ -184,7 +209,7 @@ def create_app(db_url: str, *, migrate: bool = True, engine: Engine | None = Non
         refusal = svc.FleetError(422, "request.invalid", "the request does not have the expected shape",
                                  action=f"{request.method} {request.url.path}"[:64])
         actor = getattr(request.state, "actor", None) or "anonymous"
-        await run_in_threadpool(svc.audit_refusal, _sessions(request), actor, refusal)
+        await run_in_threadpool(_audit_refusal, request, actor, refusal)
         return JSONResponse({**refusal.body(), "detail": json.loads(json.dumps(detail, default=str))},
                             status_code=422)
 
@@ -221,7 +246,7 @@ def _agent_routes(app: FastAPI) -> None:
         settings = _settings(request)
 
         def work() -> dict[str, Any]:
-            with _sessions(request)() as session, session.begin():
+            with _transaction(request) as session:
                 svc.check_enroll_signature(session, method=request.method, path=path, headers=headers, body=body,
                                            public_key=data.public_key, now=time.time(),
                                            max_skew_s=settings.max_skew_s)
@@ -234,50 +259,45 @@ def _agent_routes(app: FastAPI) -> None:
         return JSONResponse(await run_in_threadpool(work), status_code=201)
 
     @app.get("/api/v1/agent/status")
-    def agent_status(call: AnyAgentCall, request: Request) -> dict[str, Any]:
-        with _sessions(request)() as session:
-            kiosk = session.get(svc.Kiosk, call[0])
-            assert kiosk is not None
-            return {"kiosk_id": kiosk.kiosk_id, "status": kiosk.status, "site": kiosk.site}
+    def agent_status(call: Signed, request: Request) -> dict[str, Any]:
+        return _agent_tx(request, call, lambda db, kiosk: {  # type: ignore[no-any-return]
+            "kiosk_id": kiosk.kiosk_id, "status": kiosk.status, "site": kiosk.site}, allow=tuple(KioskStatus))
 
     @app.post("/api/v1/agent/heartbeat")
-    def agent_heartbeat(call: AgentCall, request: Request) -> dict[str, Any]:
-        body = _json_body(call[1], "heartbeat")
-        with _sessions(request)() as session, session.begin():
-            kiosk = session.get(svc.Kiosk, call[0])
-            assert kiosk is not None
-            return svc.heartbeat(session, kiosk, body, interval_s=_settings(request).interval_s)
+    def agent_heartbeat(call: Signed, request: Request) -> dict[str, Any]:
+        body = _json_body(call.body, "heartbeat")
+        interval_s = _settings(request).interval_s
+        return _agent_tx(request, call,  # type: ignore[no-any-return]
+                         lambda db, kiosk: svc.heartbeat(db, kiosk, body, interval_s=interval_s))
 
     @app.get("/api/v1/agent/config")
-    def agent_config(call: AgentCall, request: Request) -> Response:
-        with _sessions(request)() as session, session.begin():
-            kiosk = session.get(svc.Kiosk, call[0])
-            assert kiosk is not None
-            doc = svc.config_document(session, kiosk, svc.signing_key(session), _settings(request).config_ttl)
+    def agent_config(call: Signed, request: Request) -> Response:
+        ttl = _settings(request).config_ttl
+        doc = _agent_tx(request, call, lambda db, kiosk: svc.config_document(db, kiosk, svc.signing_key(db), ttl))
         if doc is None:
             return Response(status_code=204)
         return JSONResponse(doc)
 
     @app.post("/api/v1/agent/journal")
-    def agent_journal(call: AgentCall, request: Request) -> dict[str, Any]:
-        body = _json_body(call[1], "journal.upload")
+    def agent_journal(call: Signed, request: Request) -> dict[str, Any]:
+        body = _json_body(call.body, "journal.upload")
         try:
-            return _tx(request, lambda db: journal.upload(db, call[0], body.get("rows")))  # type: ignore[no-any-return]
+            return _agent_tx(request, call,  # type: ignore[no-any-return]
+                             lambda db, kiosk: journal.upload(db, kiosk.kiosk_id, body.get("rows")))
         except journal.JournalRefused as exc:
-            journal.record_problem(_sessions(request), exc)
+            with request.app.state.write_turn:
+                journal.record_problem(_sessions(request), exc)
             raise
 
     @app.post("/api/v1/agent/commands/{command_id}/feedback")
-    def agent_feedback(command_id: int, call: AgentCall, request: Request) -> dict[str, Any]:
+    def agent_feedback(command_id: int, call: Signed, request: Request) -> dict[str, Any]:
         try:
-            data = FeedbackIn.model_validate_json(call[1] or b"{}")
+            data = FeedbackIn.model_validate_json(call.body or b"{}")
         except ValueError:
             raise svc.FleetError(422, "request.invalid", "feedback is {status, result}",
-                                 action="command.feedback", target=call[0]) from None
-        with _sessions(request)() as session, session.begin():
-            kiosk = session.get(svc.Kiosk, call[0])
-            assert kiosk is not None
-            return svc.command_view(svc.command_feedback(session, kiosk, command_id, data.status, data.result))
+                                 action="command.feedback", target=call.headers[signing.H_KIOSK][:64]) from None
+        return _agent_tx(request, call, lambda db, kiosk: svc.command_view(  # type: ignore[no-any-return]
+            svc.command_feedback(db, kiosk, command_id, data.status, data.result)))
 
 
 def _manager_routes(app: FastAPI) -> None:

@@ -142,14 +142,14 @@ def record_problem(sessions: sessionmaker[Session], exc: JournalRefused) -> None
                                    detail=exc.message[:2000]))
 
 
-def check_reported_head(session: Session, kiosk_id: str, reported: Any) -> None:
+def check_reported_head(session: Session, kiosk_id: str, reported: Any, held: tuple[int, str]) -> None:
     """A heartbeat's journal head [seq, hash] against the rows held: behind them, or another
     hash at the same seq, is a cut or replaced journal (recorded once, audited)."""
     if not (isinstance(reported, list) and len(reported) == 2 and isinstance(reported[0], int)
             and isinstance(reported[1], str)):
         return
     seq, digest = reported
-    head_seq, head_hash = head(session, kiosk_id)
+    head_seq, head_hash = held
     if head_seq == 0 or seq > head_seq:  # nothing held yet, or rows still to upload
         return
     if seq < head_seq:

@@ -17,8 +17,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from provisioning.common import signing
@@ -72,8 +71,10 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def new_secret() -> str:
-    return secrets.token_urlsafe(32)
+def new_secret(prefix: str = "fleet_") -> str:
+    """256 random bits, base64url, after a prefix: never starts with '-' (which a command line
+    would take for an option) and is easy to spot if it leaks into a file or a log."""
+    return prefix + secrets.token_urlsafe(32)
 
 
 # --- audit --------------------------------------------------------------------------------------
@@ -138,7 +139,7 @@ def create_manager_token(session: Session, by: Manager, name: str, role: Role) -
     """A new token for manager `name` (rotates an existing one); returns it (shown once)."""
     require(by, Role.ADMIN, "manager_token.create", name)
     _check_name(name, "a manager name", "manager_token.create")
-    token = new_secret()
+    token = new_secret("fleetm_")
     row = session.get(ManagerToken, name)
     if row is None:
         session.add(ManagerToken(name=name, token_sha256=sha256(token), role=role.value, enabled=True,
@@ -170,7 +171,7 @@ def create_enroll_token(session: Session, by: Manager, *, label: str, site: str 
     if not dt.timedelta(minutes=1) <= ttl <= MAX_ENROLL_TTL:
         raise FleetError(422, "request.invalid", "an enrollment token lives 1 minute to 90 days",
                          action="enroll_token.create")
-    token = new_secret()
+    token = new_secret("fleete_")
     now = utcnow()
     session.add(EnrollToken(token_sha256=sha256(token), label=label[:100], site=site, needs_approval=needs_approval,
                             max_uses=max_uses, uses=0, expires_at=now + ttl, revoked=False, created_at=now,
@@ -302,11 +303,18 @@ def check_signed_request(session: Session, *, method: str, path: str, headers: M
 
 def remember_nonce(session: Session, owner: str, nonce: str, now: float, max_skew_s: int, no: Any) -> None:
     seen = dt.datetime.fromtimestamp(now, dt.timezone.utc)
-    try:
-        with session.begin_nested():
-            session.add(Nonce(kiosk_id=owner, nonce=nonce, seen_at=seen))
-    except IntegrityError:
-        raise no(401, "auth.replay", "this request was already received (nonce seen before)") from None
+    # one statement, no savepoint: a nonce already stored (by this or another process) inserts
+    # nothing, and a concurrent duplicate waits for the first and then inserts nothing
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as upsert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as upsert  # type: ignore[assignment]
+    table = Nonce.__table__
+    stmt = upsert(table).values(kiosk_id=owner, nonce=nonce, seen_at=seen).on_conflict_do_nothing() \
+        .returning(table.c.nonce)  # rowcount is not reliable across drivers; a returned row is
+    if session.execute(stmt).first() is None:
+        raise no(401, "auth.replay", "this request was already received (nonce seen before)")
     if random.random() < 0.01:  # a nonce older than twice the skew can no longer pass the clock check
         session.execute(delete(Nonce).where(Nonce.seen_at < seen - dt.timedelta(seconds=2 * max_skew_s)))
 
@@ -361,22 +369,18 @@ def push_layer(session: Session, by: Manager, scope: str, target: str, settings:
     return revision
 
 
-def _layer(session: Session, scope: str, target: str) -> ConfigLayer | None:
-    return session.scalars(select(ConfigLayer).where(ConfigLayer.scope == scope, ConfigLayer.target == target)
-                           .order_by(ConfigLayer.revision.desc()).limit(1)).first()
-
-
 def effective_settings(session: Session, kiosk: Kiosk) -> tuple[dict[str, Any], dict[str, int]]:
     """The merged fleet → site → kiosk settings of `kiosk`, and the revision of each layer."""
-    layers, revisions = [], {}
-    for scope, target in (("fleet", ""), ("site", kiosk.site), ("kiosk", kiosk.kiosk_id)):
-        if target is None:
-            continue
-        row = _layer(session, scope, target)
-        if row is not None:
-            layers.append(row.settings)
-            revisions[scope] = row.revision
-    return merge(layers), revisions
+    wanted = [("fleet", ""), ("kiosk", kiosk.kiosk_id)] + ([("site", kiosk.site)] if kiosk.site else [])
+    newest: dict[str, tuple[int, Any]] = {}
+    # one query for the three layers (every revision of them; pushes are rare, so few rows)
+    for scope, revision, settings in session.execute(
+            select(ConfigLayer.scope, ConfigLayer.revision, ConfigLayer.settings).where(
+                tuple_(ConfigLayer.scope, ConfigLayer.target).in_(wanted))):
+        if scope not in newest or revision > newest[scope][0]:
+            newest[scope] = (revision, settings)
+    ordered = [scope for scope in SCOPES if scope in newest]
+    return merge([newest[s][1] for s in ordered]), {s: newest[s][0] for s in ordered}
 
 
 def desired(session: Session, kiosk: Kiosk) -> tuple[int, dict[str, Any]]:
@@ -459,10 +463,10 @@ def heartbeat(session: Session, kiosk: Kiosk, body: Mapping[str, Any], *, interv
               state=kiosk.config_state)
     from provisioning.server import journal
 
-    journal.check_reported_head(session, kiosk.kiosk_id, body.get("journal_head"))
+    held = journal.head(session, kiosk.kiosk_id)
+    journal.check_reported_head(session, kiosk.kiosk_id, body.get("journal_head"), held)
     want, _ = desired(session, kiosk)
-    return {"interval_s": interval_s, "desired_config_version": want,
-            "journal_head_seq": journal.head(session, kiosk.kiosk_id)[0],
+    return {"interval_s": interval_s, "desired_config_version": want, "journal_head_seq": held[0],
             "commands": [command_view(c) for c in pending_commands(session, kiosk.kiosk_id, now)]}
 
 
@@ -572,10 +576,16 @@ def _expire(session: Session, kiosk_id: str, now: dt.datetime) -> None:
 
 
 def pending_commands(session: Session, kiosk_id: str, now: dt.datetime) -> list[Command]:
-    _expire(session, kiosk_id, now)
-    return list(session.scalars(select(Command).where(
-        Command.kiosk_id == kiosk_id,
-        Command.status.in_((CommandStatus.QUEUED.value, CommandStatus.RECEIVED.value))).order_by(Command.id)))
+    """Queued or received, not expired (those found expired are marked so on the way)."""
+    out = []
+    for cmd in session.scalars(select(Command).where(
+            Command.kiosk_id == kiosk_id,
+            Command.status.in_((CommandStatus.QUEUED.value, CommandStatus.RECEIVED.value))).order_by(Command.id)):
+        if cmd.expires_at <= now:
+            cmd.status, cmd.updated_at = CommandStatus.EXPIRED.value, now
+        else:
+            out.append(cmd)
+    return out
 
 
 def list_commands(session: Session, kiosk_id: str) -> list[dict[str, Any]]:

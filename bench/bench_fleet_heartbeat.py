@@ -1,0 +1,175 @@
+"""Fleet server: signed heartbeats per second and their p99, against a trivial unauthenticated
+endpoint (`GET /api/v1/ping`) measured in the same run on the same server. Prints one JSON
+object.
+
+N kiosk identities (default 10,000), each with its own Ed25519 key, are written to the fleet
+database as accepted kiosks; a `fleet serve` process (its own process, as in production)
+answers; client processes with keep-alive connections send every kiosk's signed heartbeat
+(signature, timestamp, nonce, body hash: the full check, nonce stored, kiosk row updated,
+desired configuration and commands looked up), then the same number of pings.
+
+Targets (issue 11): heartbeats/s >= 0.5 x pings/s; on PostgreSQL >= 1,000 heartbeats/s on 2
+cores. `--db postgresql+psycopg://…` for PostgreSQL (default: a temporary SQLite file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import re
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TARGET_RATIO = 0.5
+TARGET_PG_RPS = 1000.0
+
+
+def seed(db_url: str, n: int) -> list[bytes]:
+    """n accepted kiosks with fresh keys; their private keys (raw), in kiosk order."""
+    from sqlalchemy import delete, insert
+
+    from provisioning.common import signing
+    from provisioning.server.db import make_engine, upgrade
+    from provisioning.server.models import Kiosk, utcnow
+
+    upgrade(db_url)
+    keys = [signing.new_private_key() for _ in range(n)]
+    now = utcnow()
+    rows = [{"kiosk_id": f"bench-{i:06d}", "serial": f"bench-{i:06d}", "model": "bench", "app_version": "1",
+             "public_key": signing.public_b64(k), "status": "accepted", "site": f"site-{i % 20}",
+             "enrolled_at": now, "desired_version": 0} for i, k in enumerate(keys)]
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(delete(Kiosk).where(Kiosk.kiosk_id.like("bench-%")))
+            for start in range(0, n, 1000):
+                conn.execute(insert(Kiosk), rows[start:start + 1000])
+    finally:
+        engine.dispose()
+    return [signing.private_raw(k) for k in keys]
+
+
+def _client(args: tuple[str, str, list[tuple[int, bytes]], int]) -> list[float]:
+    """One client process: `threads` keep-alive connections share its slice of kiosks."""
+    base, mode, items, threads = args
+    from provisioning.common import signing
+
+    split = urlsplit(base)
+    latencies: list[float] = []
+    lock = threading.Lock()
+    cursor = iter(items)
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection(split.hostname, split.port, timeout=30)
+        mine: list[float] = []
+        while True:
+            with lock:
+                item = next(cursor, None)
+            if item is None:
+                break
+            i, raw = item
+            if mode == "ping":
+                method, path, body, headers = "GET", "/api/v1/ping", b"", {}
+            else:
+                key = signing.private_from_raw(raw)
+                body = json.dumps({"app_version": "1", "config_version": None, "devices": {"printer": "ok"},
+                                   "open_transactions": 0, "refunds_pending": 0, "last_tx_at": None}).encode()
+                method, path = "POST", "/api/v1/agent/heartbeat"
+                headers = signing.sign_request(key, f"bench-{i:06d}", method, path, body, now=time.time(),
+                                               nonce=secrets.token_urlsafe(18))
+                headers["Content-Type"] = "application/json"
+            t0 = time.perf_counter()
+            conn.request(method, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            mine.append(time.perf_counter() - t0)
+            if resp.status != 200:
+                raise RuntimeError(f"{mode}: HTTP {resp.status}")
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return latencies
+
+
+def measure(base: str, mode: str, keys: list[bytes], processes: int, threads: int) -> dict[str, Any]:
+    items = list(enumerate(keys))
+    slices = [(base, mode, items[p::processes], threads) for p in range(processes)]
+    t0 = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        parts = pool.map(_client, slices)
+    wall = time.perf_counter() - t0
+    lat = sorted(x for part in parts for x in part)
+    return {"requests": len(lat), "per_s": round(len(lat) / wall, 1),
+            "p50_ms": round(statistics.median(lat) * 1000, 2),
+            "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 2)}
+
+
+def start_server(db_url: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, "-m", "provisioning.server.cli", "serve", "--port", "0", "--db", db_url],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    m = re.search(r"serving (http://\S+);", line)
+    if not m:
+        proc.kill()
+        raise RuntimeError(f"fleet serve did not start: {line!r}")
+    return proc, m.group(1)
+
+
+def run(db_url: str | None, kiosks: int, processes: int, threads: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        url = db_url or f"sqlite:///{Path(tmp) / 'fleet.sqlite3'}"
+        t0 = time.perf_counter()
+        keys = seed(url, kiosks)
+        seeded_s = time.perf_counter() - t0
+        proc, base = start_server(url)
+        try:
+            measure(base, "ping", keys[: min(200, kiosks)], processes, threads)  # warm up
+            ping = measure(base, "ping", keys, processes, threads)
+            heartbeat = measure(base, "heartbeat", keys, processes, threads)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)
+    ratio = heartbeat["per_s"] / ping["per_s"]
+    is_pg = url.startswith("postgresql")
+    result = {"bench": "fleet_heartbeat", "db": "postgresql" if is_pg else "sqlite", "kiosks": kiosks,
+              "client_processes": processes, "threads_each": threads, "seed_s": round(seeded_s, 2),
+              "ping": ping, "heartbeat": heartbeat, "ratio": round(ratio, 3), "target_ratio": TARGET_RATIO,
+              "ratio_ok": ratio >= TARGET_RATIO}
+    if is_pg:
+        result.update(target_pg_per_s=TARGET_PG_RPS, pg_ok=heartbeat["per_s"] >= TARGET_PG_RPS)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", help="fleet database URL (default: a temporary SQLite file)")
+    parser.add_argument("--kiosks", type=int, default=10_000)
+    parser.add_argument("--processes", type=int, default=2, help="client processes")
+    parser.add_argument("--threads", type=int, default=4, help="connections per client process")
+    args = parser.parse_args(argv)
+    print(json.dumps(run(args.db, args.kiosks, args.processes, args.threads)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
