@@ -373,7 +373,9 @@ class KivyUI(UIPort):
             return
         self._clear("step", key)
         self.body.add_widget(self._spacer())
-        self.body.add_widget(self._label(key, size=40, halign="center", **params))
+        self.body.add_widget(self._label(key, size=40 if "payload" not in params else 32, halign="center", **params))
+        if isinstance(params.get("payload"), str):  # something to photograph (a ticket not printed)
+            self.body.add_widget(self._qr(params["payload"]))
         self.body.add_widget(self._spacer())
         self._cancel_button = self._button("ui.cancel", self._cancel_wait, background=CANCEL_BG)
         self._cancel_button.opacity = 1 if self._cancel_waiters else 0
@@ -539,8 +541,9 @@ class KivyUI(UIPort):
             self.body.add_widget(self._label("ui.tracking", size=30, tracking=tracking))
         if outcome.transaction_id and "{tx}" not in render(outcome.message_key, "en"):
             self.body.add_widget(self._label("ui.transaction", size=26, color=MUTED, tx=outcome.transaction_id))
-        if outcome.receipt_payload and self._receipt_not_printed:
-            self.body.add_widget(self._label("ui.receipt_qr", size=30))
+        if outcome.receipt_payload and (self._receipt_not_printed or outcome.params.get("printed") is False):
+            if outcome.params.get("printed") is not False:  # a ticket's outcome says it itself
+                self.body.add_widget(self._label("ui.receipt_qr", size=30))
             self.body.add_widget(self._qr(outcome.receipt_payload))
         self.body.add_widget(self._spacer())
         self.footer.add_widget(self._button("ui.done", lambda: self._answer_with(fut, True), choice_id="done"))

@@ -5,8 +5,9 @@ are taken.
 
 The walk: attract, home, the fee flow (how to enter, an invalid bill id and its error, the
 keypad, looking up, confirm, the card terminal step, the printer out of paper and the
-receipt's QR on the outcome), top-up amounts, card balance, the inactivity warning, and the
-home screen with the transit tiles unavailable once the card reader is gone."""
+receipt's QR on the outcome), top-up amounts, a QR ticket shown on the screen (no paper),
+card balance, the inactivity warning, and the home screen with the transit tiles unavailable
+once the card reader is unplugged."""
 
 from __future__ import annotations
 
@@ -106,6 +107,25 @@ async def tour(ui: KivyUI, ctx: Any, env: Any, out: Path) -> list[Path]:
     await steps_until("outcome", {})
     await c.press("done")
     await session
+
+    # a QR ticket with the printer out of paper: the ticket is on the screen to photograph
+    env.printer.set_paper("out")
+    session = asyncio.ensure_future(one("qr_ticket"))
+    await c.screen("attract")
+    await c.press("start")
+    await c.screen("home")
+    await c.press("qr_ticket")
+    await steps_until("choose", {})
+    await shoot("choose-ticket")
+    await c.press("return")
+    await steps_until("confirm", {})
+    await shoot("confirm-ticket")
+    await c.press("yes")
+    await steps_until("outcome", {"ticket.show_on_screen": "step-ticket-on-screen"})
+    await shoot("outcome-ticket-on-screen")
+    await c.press("done")
+    await session
+    env.printer.set_paper("ok")
 
     # card balance
     session = asyncio.ensure_future(one("card_balance"))

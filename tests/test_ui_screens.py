@@ -49,12 +49,23 @@ BEHAVIOUR = textwrap.dedent('''
         out["texture_width"] = lab.texture.width
         ui.root.remove_widget(lab)
 
+        # kiosk mode: fullscreen, borderless, no cursor, no multitouch emulation by the mouse
+        from kivy.config import Config
+        out["config"] = [Config.get("graphics", "fullscreen"), Config.get("graphics", "borderless"),
+                         Config.get("graphics", "show_cursor"), Config.get("input", "mouse"),
+                         Config.get("kivy", "exit_on_escape")]
         # Escape and the window's close are swallowed in kiosk mode
         out["escape_swallowed"] = bool(Window.dispatch("on_keyboard", 27, 0, None, []))
         out["close_refused"] = bool(Window.dispatch("on_request_close"))
 
+        ui.hint_s = 0.3  # the attract screen's hints take turns
         session = asyncio.ensure_future(ui.run_sessions(ctx, sessions=1))
         await c.screen("attract")
+        hints = set()
+        for _ in range(12):
+            hints.add(plain(ui._hint.text))
+            await asyncio.sleep(0.1)
+        out["hints"] = sorted(hints)
         await c.press("start")
         await c.screen("home")
         out["tile_sizes"] = [list(b.size) for b in ui.tiles.values()]
@@ -105,6 +116,8 @@ def test_labels_language_sizes_escape_and_inactivity(tmp_path: Path) -> None:
     assert r["renders"][1] >= r["renders"][0] + 2
     assert r["texture_width"] == 250
     assert r["escape_swallowed"] and r["close_refused"]
+    assert r["config"] == ["auto", "1", "0", "mouse,disable_multitouch", "0"]
+    assert len(r["hints"]) >= 3 and all(r["hints"])
     mm15 = r["mm15"]
     assert mm15 > 94  # 15 mm at 160 dpi
     for w, h in r["key_sizes"] + r["footer_sizes"] + r["tile_sizes"]:
@@ -164,6 +177,33 @@ TRANSIT = textwrap.dedent('''
         await c.press("done")
         await asyncio.wait_for(session, 10)
 
+        # a QR ticket with the printer out of paper: the ticket is shown on the screen, and the
+        # QR on the screen (read back from a screenshot) is the signed ticket
+        env.printer.set_paper("out")
+        await c.until(lambda: ui.status.devices["printer"].consumables.get("paper") == "out", "paper out", 20)
+        session = asyncio.ensure_future(ui.run_sessions(ctx, sessions=1))
+        await c.screen("attract")
+        await c.press("start")
+        await c.screen("home")
+        out["qr_available_without_paper"] = not ui.tiles["qr_ticket"].disabled
+        await c.press("qr_ticket")
+        await c.screen("choose", "ticket.choose_kind", timeout=40)
+        await c.press("return")
+        await c.screen("confirm", "ticket.confirm", timeout=40)
+        await c.press("yes")
+        out["ticket"] = await c.screen("outcome", timeout=60)
+        out["ticket_key"] = ui.screen_key
+        payload = ui.last_outcome.receipt_payload
+        shot = data / "ticket.png"
+        c.shown_png(shot)
+        import zxingcpp
+        from PIL import Image as PILImage
+        out["qr_read"] = [r.text for r in zxingcpp.read_barcodes(PILImage.open(shot))]
+        out["qr_is_ticket"] = payload in out["qr_read"]
+        await c.press("done")
+        await asyncio.wait_for(session, 10)
+        env.printer.set_paper("ok")
+
         # the journal is tampered with and the next verification finds it: out of service, said
         # on the attract screen, and every service that moves money is greyed with the reason
         import sqlite3
@@ -219,6 +259,9 @@ def test_card_balance_by_touch_and_unplugged_reader(tmp_path: Path) -> None:
     assert "200,000 rials" in r["amounts"] and "Other amount" in r["amounts"]
     assert r["topup_key"] == "topup.done" and r["topup_state"] == "COMPLETED"
     assert any(t.startswith("Your card is topped up.") for t in r["topup"])
+    assert r["qr_available_without_paper"]
+    assert r["ticket_key"] == "ticket.done_on_screen"
+    assert r["qr_is_ticket"], r["qr_read"]
     assert any("این کیوسک از سرویس خارج است" in t for t in r["banner"])
     assert r["blocked"] == ["card_sale", "card_topup", "collect_pending", "fee_payment", "qr_ticket"]
     assert r["blocked_reason"].startswith("این کیوسک از سرویس خارج است")
