@@ -60,3 +60,9 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# a fleet on one machine (issue 11): fleet server on SQLite, a kiosk enrolling with its own key,
+# configuration and a command; then the server keeps running for `fleet …` / `kiosk agent …`
+.PHONY: run-fleet
+run-fleet: venv
+	$(PY) -m provisioning.demo --serve

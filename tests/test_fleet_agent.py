@@ -207,6 +207,7 @@ def test_a_local_edit_shows_as_drift_and_in_the_delta(fleet: Fleet, data: Path) 
 # --- commands -----------------------------------------------------------------------------------
 def test_commands_run_and_report_done_or_failed(fleet: Fleet, data: Path, tmp_path: Path) -> None:
     agent = _enroll(fleet, data)
+    _push(fleet, "fleet", {"extra": {"brand": "tehran"}})
     operator = fleet.manager_token("olga", Role.OPERATOR)
     for body in ({"kind": "maintenance_on"}, {"kind": "disable_service", "args": {"service": "topup"}},
                  {"kind": "upload_logs"}, {"kind": "restart"}):
@@ -214,7 +215,8 @@ def test_commands_run_and_report_done_or_failed(fleet: Fleet, data: Path, tmp_pa
     report = agent.run_once()
     assert [(c["kind"], c["status"]) for c in report.commands] == [
         ("maintenance_on", "done"), ("disable_service", "done"), ("upload_logs", "done"), ("restart", "failed")]
-    assert _local(data)["extra"]["fleet"] == {"maintenance": True, "disabled_services": ["topup"]}
+    assert _local(data)["extra"] == {"brand": "tehran",
+                                     "fleet": {"maintenance": True, "disabled_services": ["topup"]}}
     listed = fleet.api("GET", f"/api/v1/kiosks/{KIOSK}/commands", operator).json()
     assert [c["status"] for c in listed] == ["done", "done", "done", "failed"]
     logs = json.loads(listed[2]["result"])
@@ -229,6 +231,9 @@ def test_commands_run_and_report_done_or_failed(fleet: Fleet, data: Path, tmp_pa
     assert [c["status"] for c in agent.run_once().commands] == ["done", "done"]
     assert marker.exists() and _local(data)["extra"]["fleet"]["disabled_services"] == []
     assert agent.run_once().commands == []
+    # the kiosk's own extra.fleet beside the fleet's extra.brand is no drift
+    view = fleet.api("GET", f"/api/v1/kiosks/{KIOSK}").json()
+    assert view["config"]["state"] == "applied" and view["config"]["in_sync"], view["config"]
 
 
 def test_a_command_waits_while_the_kiosk_holds_its_data_dir(fleet: Fleet, data: Path) -> None:

@@ -23,6 +23,7 @@ from provisioning.agent.errors import AgentError, ConfigRefused, FleetRefused, F
 from provisioning.agent.local import data_lock_holder, device_status, journal_summary
 from provisioning.agent.state import AgentState, fleet_dir, load_or_create_key, read_json, write_json
 from provisioning.common import signing
+from provisioning.common.config import covers
 
 log = logging.getLogger("fleet.agent")
 
@@ -142,7 +143,7 @@ class Agent:
         state = self.config_state
         if current is not None and state in (None, "applied"):
             drift = sorted(k for k, v in applying.current_values(self.data_dir, keys).items()
-                           if current.settings.get(k) != v)
+                           if not covers(v, current.settings.get(k)))
             missing = sorted(set(keys) - set(applying.current_values(self.data_dir, keys)))
             if drift or missing:
                 state = f"drift: kiosk.json differs from version {current.version} in {', '.join(drift + missing)}"

@@ -51,5 +51,13 @@ def layer_problem(layer: Any) -> str | None:
     return schema_problem(layer)
 
 
+def covers(actual: Any, desired: Any) -> bool:
+    """Whether `actual` is what `desired` asks for: equal, or for objects every desired key
+    covered (an object may hold keys of the kiosk's own too, e.g. extra.fleet from commands)."""
+    if isinstance(desired, dict):
+        return isinstance(actual, dict) and all(k in actual and covers(actual[k], v) for k, v in desired.items())
+    return bool(actual == desired) and isinstance(actual, bool) == isinstance(desired, bool)
+
+
 def settings_hash(settings: Mapping[str, Any]) -> str:
     return sha256_hex(canonical(dict(settings)))

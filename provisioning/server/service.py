@@ -21,7 +21,7 @@ from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from provisioning.common import signing
-from provisioning.common.config import DOC_TYPE, SCOPES, layer_problem, merge, settings_hash
+from provisioning.common.config import DOC_TYPE, SCOPES, covers, layer_problem, merge, settings_hash
 from provisioning.server.db import lock_signing_key
 from provisioning.server.models import (
     AuditEntry,
@@ -432,10 +432,7 @@ def config_document(session: Session, kiosk: Kiosk, key: signing.Ed25519PrivateK
 def delta(desired_settings: Mapping[str, Any], reported: Mapping[str, Any] | None) -> dict[str, Any]:
     """The desired keys whose reported value differs (AWS IoT's shadow delta)."""
     reported = reported or {}
-    return {k: v for k, v in desired_settings.items() if reported.get(k, _MISSING) != v}
-
-
-_MISSING = object()
+    return {k: v for k, v in desired_settings.items() if k not in reported or not covers(reported[k], v)}
 
 
 # --- heartbeats ---------------------------------------------------------------------------------
