@@ -186,13 +186,15 @@ def handle_ui(args: argparse.Namespace) -> int:
     data = data_dir(args.data_dir, writable=True)
     options = UIOptions(windowed=args.windowed, size=args.size, dpi=args.dpi,
                         terminal_latency_s=args.terminal_latency)
-    configure_kivy(options, data)
     if args.demo:
+        load_environment("demo")  # says which extra to install before any window opens
+        configure_kivy(options, data)
         asyncio.run(run_demo_kiosk(data, options))
         return 0
     from kiosk.settings import load_settings
 
-    settings = load_settings(data)
+    settings = load_settings(data)  # a data dir without kiosk.json is refused before Kivy starts
+    configure_kivy(options, data)
     asyncio.run(run_kiosk(settings, data, options))
     return 0
 
