@@ -27,8 +27,10 @@ How the Kivy app wires it (kiosk/ui_main.py or screens/app.py, once the first fr
     pinger.stopping()   # in on_stop, before the window closes
 
 `start_watchdog` sends READY=1 and STATUS=, and (when systemd asked for a watchdog) schedules
-`pinger.tick()` every `pinger.tick_every_s` seconds; `tick()` sends WATCHDOG=1 when half of
-WatchdogSec has passed since the last ping.
+`pinger.on_clock` every `pinger.tick_every_s` seconds, which calls `tick()`; `tick()` sends
+WATCHDOG=1 when half of WatchdogSec has passed since the last ping. Never schedule `tick`
+itself with Kivy: it returns False between pings, and a Kivy interval callback that returns
+False is unscheduled.
 """
 
 from __future__ import annotations
@@ -92,7 +94,10 @@ class Notifier:
         payload = "\n".join(fields).encode("utf-8")
         try:
             if self._sock is None:
+                # non-blocking: a datagram socket whose reader lags (its queue holds ~10 datagrams)
+                # would block sendto, and a UI stuck in sendto is the freeze the watchdog is for
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                self._sock.setblocking(False)
             self._sock.sendto(payload, self.address)
         except OSError as exc:
             # systemd gone (ECONNREFUSED/ENOENT) or its queue full (EAGAIN): say so once, go on
@@ -197,6 +202,11 @@ class WatchdogPinger:
             return True
         return False
 
+    def on_clock(self, dt: float = 0.0) -> None:
+        """What the UI clock calls: tick(), returning None (Kivy unschedules an interval
+        callback that returns False, which tick() does between pings)."""
+        self.tick()
+
     def ready(self, status: str | None = None) -> bool:
         """READY=1 (and STATUS=), then the first ping at once."""
         sent = self.notifier.ready(status)
@@ -224,11 +234,11 @@ def start_watchdog(schedule: Schedule, *, status: str | None = "serving citizens
 
     `schedule(callback, seconds)` runs `callback(dt)` every `seconds` on the UI's loop — Kivy's
     `Clock.schedule_interval`, or `schedule_on_asyncio(loop)` for a loop without Kivy. Sends
-    READY=1 with `status`; schedules `pinger.tick` only when systemd set a watchdog. Returns the
+    READY=1 with `status`; schedules `pinger.on_clock` only when systemd set a watchdog. Returns the
     pinger (its `status()` and `stopping()` are for the app's later life)."""
     pinger = WatchdogPinger(env=env, clock=clock)
     if pinger.enabled:
-        schedule(pinger.tick, pinger.tick_every_s)
+        schedule(pinger.on_clock, pinger.tick_every_s)
         log.info("systemd watchdog: ping every %.1f s (checked every %.1f s)", pinger.interval_s, pinger.tick_every_s)
     pinger.ready(status)
     return pinger

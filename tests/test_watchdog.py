@@ -156,7 +156,7 @@ def test_pings_at_half_the_watchdog_timeout(notify_socket: NotifySocket) -> None
     scheduled: list[tuple[object, float]] = []
     pinger = start_watchdog(lambda cb, s: scheduled.append((cb, s)), env=env, clock=clock, status="serving citizens")
     assert pinger.interval_s == 5.0 and pinger.tick_every_s == 2.5
-    assert scheduled == [(pinger.tick, 2.5)]  # Kivy's Clock.schedule_interval(pinger.tick, 2.5)
+    assert scheduled == [(pinger.on_clock, 2.5)]  # Kivy's Clock.schedule_interval(pinger.on_clock, 2.5)
     assert notify_socket.receive()[0] == b"READY=1\nSTATUS=serving citizens"
     assert notify_socket.receive()[0] == b"WATCHDOG=1"
     sent_at = [clock.now]
@@ -206,6 +206,27 @@ def test_a_socket_nobody_listens_on_is_logged_not_raised(caplog: pytest.LogCaptu
         assert pinger.ready() is False and pinger.tick() is False and pinger.tick() is False
     warnings = [r for r in caplog.records if r.name == "kiosk.watchdog" and "not sent" in r.getMessage()]
     assert len(warnings) == 1  # once, not every tick
+
+
+def test_a_reader_that_lags_never_blocks_the_ui(notify_socket: NotifySocket, caplog: pytest.LogCaptureFixture) -> None:
+    """Nobody reads the socket: its queue fills after a few datagrams, and then a send fails at
+    once (logged once) instead of blocking the UI's clock; the pinger tries again next tick."""
+    clock = FakeClock()
+    pinger = WatchdogPinger(env={"NOTIFY_SOCKET": notify_socket.env_value, "WATCHDOG_USEC": "2000000"}, clock=clock)
+    started = time.monotonic()
+    results = []
+    for _ in range(200):
+        clock.now += 1.0
+        results.append(pinger.tick())
+    assert time.monotonic() - started < 2.0
+    assert results[0] is True and False in results
+    assert pinger.pings == results.count(True) < 200
+    assert sum("not sent" in r.getMessage() for r in caplog.records if r.name == "kiosk.watchdog") == 1
+    queued = len(notify_socket.drain())
+    assert queued == pinger.pings
+    clock.now += 1.0
+    assert pinger.tick() is True  # room again: the next tick pings
+    pinger.close()
 
 
 def test_a_child_process_sends_with_its_own_pid(notify_socket: NotifySocket) -> None:
@@ -273,3 +294,51 @@ def test_a_frozen_event_loop_misses_the_watchdog(notify_socket: NotifySocket) ->
     assert during == []
     gap = min(t for t in arrivals if t >= marks["thaw"]) - max(healthy)
     assert gap > watchdog_sec  # systemd would have killed and restarted the service by now
+
+
+KIVY_CLOCK = """
+import os, sys, time
+for k in ("KIVY_NO_ARGS", "KIVY_NO_CONSOLELOG", "KIVY_NO_FILELOG"):
+    os.environ.setdefault(k, "1")
+from kivy.clock import Clock
+from kiosk.watchdog import start_watchdog
+pinger = start_watchdog(Clock.schedule_interval, status="kivy up")
+start = time.monotonic()
+while time.monotonic() - start < 1.2:
+    Clock.tick()
+    time.sleep(0.01)
+print(pinger.pings)
+"""
+
+
+def test_kivys_own_clock_keeps_pinging(notify_socket: NotifySocket, tmp_path: Path) -> None:
+    """Wired the way the UI wires it, on Kivy's real Clock (in a child process, so this test
+    session's Kivy state is untouched): with WatchdogSec=0.2 s the pings keep coming for the
+    whole second, not once (a callback returning False would have been unscheduled)."""
+    env = dict(os.environ, NOTIFY_SOCKET=notify_socket.env_value, WATCHDOG_USEC="200000",
+               PYTHONPATH=str(ROOT), KIVY_HOME=str(tmp_path / "kivy"))
+    got: list[bytes] = []
+    stop = threading.Event()
+
+    def listen() -> None:  # read as systemd does: a datagram socket's queue is short
+        notify_socket.sock.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                got.append(notify_socket.sock.recv(4096))
+            except TimeoutError:
+                continue
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    try:
+        result = subprocess.run([sys.executable, "-c", KIVY_CLOCK], env=env, capture_output=True, text=True,
+                                timeout=60)
+    finally:
+        time.sleep(0.2)
+        stop.set()
+        listener.join(5)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert got[0] == b"READY=1\nSTATUS=kivy up"
+    pings = got[1:]
+    assert set(pings) == {b"WATCHDOG=1"} and len(pings) == int(result.stdout.split()[-1])
+    assert len(pings) >= 8  # one per 0.1 s over 1.2 s, with room for a slow machine
