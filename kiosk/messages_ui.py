@@ -29,6 +29,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "ui.still_there": ("هنوز اینجا هستید؟ برای ادامه، صفحه را لمس کنید. بازگشت به صفحهٔ اول تا {seconds} ثانیهٔ دیگر",
                        "Are you still there? Touch the screen to continue. Back to the start in {seconds} s"),
     "ui.bill_ids": ("شناسه قبض {bill_id}، شناسه پرداخت {payment_id}", "Bill ID {bill_id}, payment ID {payment_id}"),
+    "ui.no_printer": ("چاپگر رسید فعلاً کار نمی‌کند؛ رسید شما روی صفحه نمایش داده می‌شود",
+                      "The receipt printer is not working now; your receipt will be shown on the screen"),
     "ui.amount": ("{amount}", "{amount}"),
     "ui.continue": ("ادامه می‌دهم", "Continue"),
     "ui.tracking": ("کد رهگیری: {tracking}", "Tracking code: {tracking}"),

@@ -57,6 +57,7 @@ BAD = (0.70, 0.12, 0.10, 1)
 GOOD = (0.05, 0.45, 0.22, 1)
 CANCEL_BG = (0.55, 0.56, 0.60, 1)
 BANNER_BG = (0.70, 0.12, 0.10, 1)
+NOTICE_BG = (0.62, 0.40, 0.02, 1)
 
 
 def mm_px(mm: float) -> float:
@@ -249,18 +250,30 @@ class KivyUI(UIPort):
         self._show_banner()
         if self.screen == "home" and self._answer is not None and not self._answer.done():
             self._build_home(self._answer)
+            self._start_idle()
+
+    def _printer_down(self) -> bool:
+        rows = [d for d in self.status.devices.values() if d.device_class == "ReceiptPrinter"]
+        return bool(rows) and rows[0].reason is not None
 
     def _show_banner(self) -> None:
+        """Out of service (red), or on the attract and home screens a notice that receipts
+        will be shown on the screen while the printer cannot print (amber); else nothing."""
         reason = self.status.blocker("journal")
-        if reason is None:
+        if reason is not None:
+            self._banner_color.rgba = BANNER_BG
+            self.banner.show(reason.key, self.lang, **dict(reason.params))
+        elif self.screen in ("attract", "home") and self._printer_down():
+            self._banner_color.rgba = NOTICE_BG
+            self.banner.show("ui.no_printer", self.lang)
+        else:
             self.banner.height = 0
             self.banner.opacity = 0
             self.banner.text = ""
             self.banner.msg_key = None
-        else:
-            self.banner.show(reason.key, self.lang, **dict(reason.params))
-            self.banner.opacity = 1
-            self.banner.height = 130
+            return
+        self.banner.opacity = 1
+        self.banner.height = 130
 
     # --- inactivity ----------------------------------------------------------------------------
     def _activity(self) -> bool:

@@ -186,6 +186,7 @@ TRANSIT = textwrap.dedent('''
         await c.press("start")
         await c.screen("home")
         out["qr_available_without_paper"] = not ui.tiles["qr_ticket"].disabled
+        out["home_no_paper"] = c.texts()
         await c.press("qr_ticket")
         await c.screen("choose", "ticket.choose_kind", timeout=40)
         await c.press("return")
@@ -260,6 +261,8 @@ def test_card_balance_by_touch_and_unplugged_reader(tmp_path: Path) -> None:
     assert r["topup_key"] == "topup.done" and r["topup_state"] == "COMPLETED"
     assert any(t.startswith("Your card is topped up.") for t in r["topup"])
     assert r["qr_available_without_paper"]
+    assert "چاپگر رسید فعلاً کار نمی‌کند؛ رسید شما روی صفحه نمایش داده می‌شود" in r["home_no_paper"]
+    assert not any("چاپگر رسید فعلاً" in t for t in r["outcome"])  # paper was fine then
     assert r["ticket_key"] == "ticket.done_on_screen"
     assert r["qr_is_ticket"], r["qr_read"]
     assert any("این کیوسک از سرویس خارج است" in t for t in r["banner"])
