@@ -145,6 +145,8 @@ if [ ! -e "$ROOT/etc/default/city-kiosk" ]; then
         cat > "$ROOT/etc/default/city-kiosk" <<'EOF'
 # Read by city-kiosk.service (EnvironmentFile=). Arguments added to `kiosk ui`:
 #KIOSK_UI_ARGS="--dpi 96"
+# Arguments added to cage: -r rotates the output 90 degrees clockwise (twice: 180, ...)
+#CAGE_ARGS="-r"
 EOF
     fi
 fi

@@ -139,6 +139,7 @@ def test_the_ui_runs_under_cage_without_vt_switching() -> None:
     assert argv[0] == "/usr/bin/cage"
     cage_options = argv[1:argv.index("--")]
     assert "-s" not in cage_options  # -s would allow VT switching
+    assert cage_options == ["-d", "$CAGE_ARGS"]  # the local file may rotate, nothing more is assumed
     program = argv[argv.index("--") + 1:]
     assert program[:2] == ["/opt/city-kiosk/.venv/bin/kiosk", "ui"]
     # `kiosk ui` is a real command of this checkout (kiosk/ui_main.py), and takes the extra args
@@ -330,7 +331,9 @@ def test_install_makes_an_image_tree_a_kiosk(tmp_path: Path) -> None:
                               ("etc/polkit-1/rules.d/50-city-kiosk.rules", "polkit-1/rules.d/50-city-kiosk.rules")]:
         assert (root / installed).read_bytes() == (DEPLOY / source).read_bytes()
     assert (root / "opt/city-kiosk/doc/appliance.md").exists()
-    assert "KIOSK_UI_ARGS" in (root / "etc/default/city-kiosk").read_text()
+    defaults = (root / "etc/default/city-kiosk").read_text()
+    assert "KIOSK_UI_ARGS" in defaults and "CAGE_ARGS" in defaults
+    assert not re.search(r"^[^#]", defaults, re.M)  # every setting is commented out: defaults rule
     entry = next(line.split(":") for line in (root / "etc/passwd").read_text().splitlines()
                  if line.startswith("city-kiosk:"))
     uid = int(entry[2])
