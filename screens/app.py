@@ -183,7 +183,8 @@ class KivyUI(UIPort):
         for w in (self.header, self.banner, self.body, self.footer):
             outer.add_widget(w)
         self.root.add_widget(outer)
-        self.status.add_listener(self._status_changed)
+        # a device may publish from a driver's worker thread: widgets change on Kivy's thread only
+        self.status.add_listener(lambda co: Clock.schedule_once(lambda _dt: self._status_changed(co), 0))
         self._apply_lang()
         return self.root
 
