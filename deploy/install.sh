@@ -135,6 +135,7 @@ install_file 0644 "$DEPLOY/tmpfiles.d/city-kiosk.conf"    /etc/tmpfiles.d/city-k
 install_file 0644 "$DEPLOY/pam.d/city-kiosk"              /etc/pam.d/city-kiosk
 install_file 0644 "$DEPLOY/logind.conf.d/city-kiosk.conf" /etc/systemd/logind.conf.d/city-kiosk.conf
 install_file 0644 "$DEPLOY/system.conf.d/city-kiosk.conf" /etc/systemd/system.conf.d/city-kiosk.conf
+install_file 0644 "$DEPLOY/journald.conf.d/city-kiosk.conf" /etc/systemd/journald.conf.d/city-kiosk.conf
 install_file 0644 "$DEPLOY/sysctl.d/90-city-kiosk.conf"   /etc/sysctl.d/90-city-kiosk.conf
 install_file 0644 "$SRC/docs/appliance.md"                "$PREFIX/doc/appliance.md"
 if [ ! -e "$ROOT/etc/default/city-kiosk" ]; then
@@ -180,6 +181,7 @@ if [ -z "$ROOT" ]; then
     fi
     run systemctl daemon-reexec   # re-reads system.conf.d (CtrlAltDelBurstAction=none)
     run sysctl -q -p /etc/sysctl.d/90-city-kiosk.conf
+    run systemctl restart systemd-journald.service   # the journal moves to /var/log/journal
     if [ "$START_NOW" = 1 ]; then
         run systemctl start city-kiosk.service city-kiosk-retry.timer
     fi

@@ -273,6 +273,9 @@ def test_no_vt_gettys_no_power_key_no_ctrl_alt_del_burst() -> None:
     manager = parse_unit(DEPLOY / "system.conf.d/city-kiosk.conf")
     assert one(manager, "Manager", "CtrlAltDelBurstAction") == "none"
     assert {k for k, _ in manager["Manager"]} <= _template_keys(Path("/etc/systemd/system.conf"))
+    journald = parse_unit(DEPLOY / "journald.conf.d/city-kiosk.conf")
+    assert one(journald, "Journal", "Storage") == "persistent"  # logs survive the crash they explain
+    assert {k for k, _ in journald["Journal"]} <= _template_keys(Path("/etc/systemd/journald.conf"))
     sysctl = (DEPLOY / "sysctl.d/90-city-kiosk.conf").read_text(encoding="utf-8")
     assert re.search(r"^kernel\.sysrq\s*=\s*0\s*$", sysctl, re.M)
 
@@ -328,6 +331,7 @@ def test_install_makes_an_image_tree_a_kiosk(tmp_path: Path) -> None:
                               ("etc/systemd/logind.conf.d/city-kiosk.conf", "logind.conf.d/city-kiosk.conf"),
                               ("etc/systemd/system.conf.d/city-kiosk.conf", "system.conf.d/city-kiosk.conf"),
                               ("etc/sysctl.d/90-city-kiosk.conf", "sysctl.d/90-city-kiosk.conf"),
+                              ("etc/systemd/journald.conf.d/city-kiosk.conf", "journald.conf.d/city-kiosk.conf"),
                               ("etc/polkit-1/rules.d/50-city-kiosk.rules", "polkit-1/rules.d/50-city-kiosk.rules")]:
         assert (root / installed).read_bytes() == (DEPLOY / source).read_bytes()
     assert (root / "opt/city-kiosk/doc/appliance.md").exists()
