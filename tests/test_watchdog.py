@@ -252,7 +252,9 @@ def test_a_frozen_event_loop_misses_the_watchdog(notify_socket: NotifySocket) ->
     """A real asyncio loop pings through start_watchdog(schedule_on_asyncio(loop)); a callback
     that blocks the loop for longer than WatchdogSec leaves a gap systemd would act on, and
     while the loop runs no gap comes near WatchdogSec."""
-    watchdog_sec = 1.0
+    # pings every 0.8 s, ticks every 0.4 s: the longest healthy gap is 1.2 s by design, which
+    # leaves a loaded machine 0.4 s of lateness before a healthy loop would look frozen
+    watchdog_sec = 1.6
     env = {"NOTIFY_SOCKET": notify_socket.env_value, "WATCHDOG_USEC": str(int(watchdog_sec * 1_000_000))}
     arrivals: list[float] = []
     stop = threading.Event()
@@ -274,10 +276,10 @@ def test_a_frozen_event_loop_misses_the_watchdog(notify_socket: NotifySocket) ->
     async def main() -> None:
         loop = asyncio.get_running_loop()
         pinger = start_watchdog(schedule_on_asyncio(loop), env=env)
-        assert pinger.enabled and pinger.tick_every_s == 0.25
-        await asyncio.sleep(2.5)  # healthy
+        assert pinger.enabled and pinger.tick_every_s == 0.4
+        await asyncio.sleep(3.0)  # healthy
         marks["freeze"] = time.monotonic()
-        time.sleep(2.0)  # the UI hangs: nothing on the loop runs, the clock does not tick
+        time.sleep(2.5)  # the UI hangs: nothing on the loop runs, the clock does not tick
         marks["thaw"] = time.monotonic()
         await asyncio.sleep(1.0)
         pinger.close()
@@ -288,7 +290,7 @@ def test_a_frozen_event_loop_misses_the_watchdog(notify_socket: NotifySocket) ->
         stop.set()
         listener.join(5)
     healthy = [t for t in arrivals if t <= marks["freeze"]]
-    assert len(healthy) >= 4
+    assert len(healthy) >= 3
     assert max(b - a for a, b in zip(healthy, healthy[1:])) < watchdog_sec
     during = [t for t in arrivals if marks["freeze"] < t < marks["thaw"]]
     assert during == []
@@ -341,4 +343,4 @@ def test_kivys_own_clock_keeps_pinging(notify_socket: NotifySocket, tmp_path: Pa
     assert got[0] == b"READY=1\nSTATUS=kivy up"
     pings = got[1:]
     assert set(pings) == {b"WATCHDOG=1"} and len(pings) == int(result.stdout.split()[-1])
-    assert len(pings) >= 8  # one per 0.1 s over 1.2 s, with room for a slow machine
+    assert len(pings) >= 5  # one per 0.1 s over 1.2 s (about 12), with room for a slow machine
