@@ -6,7 +6,7 @@ are taken.
 The walk: attract, home, the fee flow (how to enter, an invalid bill id and its error, the
 keypad, looking up, confirm, the card terminal step, the printer out of paper and the
 receipt's QR on the outcome), top-up amounts, a QR ticket shown on the screen (no paper),
-card balance, the inactivity warning, and the home screen with the transit tiles unavailable
+card balance, buying a card, the inactivity warning, and the home screen with the transit tiles unavailable
 once the card reader is unplugged."""
 
 from __future__ import annotations
@@ -135,6 +135,23 @@ async def tour(ui: KivyUI, ctx: Any, env: Any, out: Path) -> list[Path]:
     await c.press("card_balance")
     await steps_until("outcome", {"card.reading": "step-card-reading"})
     await shoot("outcome-balance")
+    await c.press("done")
+    await session
+
+    # buying a new card: its value, the price, the card handed over
+    session = asyncio.ensure_future(one("card_sale"))
+    await c.screen("attract")
+    await c.press("start")
+    await c.screen("home")
+    await c.press("card_sale")
+    await steps_until("choose", {})
+    await shoot("choose-card-value")
+    await c.press("200000")
+    await steps_until("confirm", {})
+    await shoot("confirm-card-sale")
+    await c.press("yes")
+    await steps_until("outcome", {"card_sale.take_card": "step-take-card"})
+    await shoot("outcome-card-sale")
     await c.press("done")
     await session
 

@@ -23,9 +23,10 @@ def test_the_tour_saves_every_screen_in_both_languages(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr[-4000:]
     shots = sorted(out.glob("*.png"))
     names = {p.stem.rsplit("-", 1)[0] for p in shots}
-    assert len(shots) == 2 * len(names) >= 28
+    assert len(shots) == 2 * len(names) >= 44
     for screen in ("attract", "home", "keypad", "confirm", "error-invalid-bill", "outcome-receipt-qr",
-                   "inactivity-warning", "home-reader-unavailable", "step-card-terminal"):
+                   "inactivity-warning", "home-reader-unavailable", "step-card-terminal", "outcome-ticket-on-screen",
+                   "outcome-card-sale", "outcome-balance"):
         assert any(n.endswith(screen) for n in names), screen
     for name in sorted(names):
         fa = np.asarray(Image.open(out / f"{name}-fa.png").convert("L"), dtype=np.int16)
