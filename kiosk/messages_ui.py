@@ -8,6 +8,7 @@ in a left-to-right isolate, so it is never reordered with the words around it.""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 MESSAGES: dict[str, tuple[str, str]] = {
@@ -55,6 +56,22 @@ MESSAGES: dict[str, tuple[str, str]] = {
 
 _PARAM_KEYS = ("device",)  # params that are themselves message keys
 
+#: an amount a flow formatted already, in either language ("۲۰۰٬۰۰۰ ریال", "200,000 rials")
+_FA_AMOUNT = re.compile(r"^([۰-۹٬]+) ریال$")
+_EN_AMOUNT = re.compile(r"^([0-9,]+) rials$")
+
+
+def _amount_in(value: str, lang: str) -> str:
+    """A flow that formats its amounts itself does so in the kiosk's configured language; shown
+    in the other one (the citizen switched), the amount is formatted again for it."""
+    from kiosk.fmt import format_rials, to_latin_digits
+
+    m = _FA_AMOUNT.match(value) if lang == "en" else _EN_AMOUNT.match(value)
+    if m is None:
+        return value
+    digits = to_latin_digits(m.group(1)).replace("٬", "").replace(",", "")
+    return format_rials(int(digits), lang) if digits.isdigit() else value
+
 
 def render(key: str, lang: str = "fa", **params: Any) -> str:
     """The text of `key` in `lang` with `params`, as a citizen sees it."""
@@ -69,6 +86,9 @@ def render(key: str, lang: str = "fa", **params: Any) -> str:
         if name.endswith("_rials") and isinstance(value, int) and not isinstance(value, bool):
             shown.setdefault(name[:-len("_rials")], format_rials(value, lang))
     shown.setdefault("service", shown.get(f"service_{lang}", ""))
+    for name, value in list(shown.items()):
+        if isinstance(value, str):
+            shown[name] = _amount_in(value, lang)
     for name in _PARAM_KEYS:
         if isinstance(shown.get(name), str) and shown[name] in MESSAGES:
             shown[name] = text(shown[name], lang)

@@ -157,6 +157,9 @@ TRANSIT = textwrap.dedent('''
         await c.press("card_balance")
         out["outcome"] = await c.screen("outcome", timeout=40)
         out["outcome_key"] = ui.screen_key
+        await c.switch_language()  # the balance the flow formatted in Persian follows the switch
+        await c.settle()
+        out["outcome_en"] = c.texts()
         await c.press("done")
         await asyncio.wait_for(session, 10)
 
@@ -257,6 +260,7 @@ def test_card_balance_by_touch_and_unplugged_reader(tmp_path: Path) -> None:
     assert r["balance_available"]
     assert r["outcome_key"] == "card.balance"
     assert any(t.startswith("موجودی کارت:") and "ریال" in t for t in r["outcome"])
+    assert any(t.startswith("Card balance:") and t.endswith(" rials") and t[14].isascii() for t in r["outcome_en"])
     assert "200,000 rials" in r["amounts"] and "Other amount" in r["amounts"]
     assert r["topup_key"] == "topup.done" and r["topup_state"] == "COMPLETED"
     assert any(t.startswith("Your card is topped up.") for t in r["topup"])

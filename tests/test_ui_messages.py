@@ -1,0 +1,45 @@
+"""kiosk.messages_ui.render: what the touch screen shows for a message key and a flow's params,
+in Persian and English — the one rendering the screens and the tests read."""
+
+from __future__ import annotations
+
+from kiosk.fmt import format_rials
+from kiosk.messages import CATALOG
+from kiosk.messages_ui import MESSAGES, render
+from kiosk.text.bidi import LRI, PDI
+
+
+def test_amounts_are_formatted_in_the_language_shown() -> None:
+    assert render("fee.confirm", "fa", service_fa="عوارض نوسازی", service_en="Renovation fee",
+                  amount_rials=1_930_000) == "عوارض نوسازی، مبلغ ۱٬۹۳۰٬۰۰۰ ریال. پرداخت می‌کنید؟"
+    assert render("fee.confirm", "en", service_fa="عوارض نوسازی", service_en="Renovation fee",
+                  amount_rials=1_930_000) == "Renovation fee, amount 1,930,000 rials. Pay now?"
+    assert render("card.balance", "en", balance_rials=250_000) == "Card balance: 250,000 rials"
+
+
+def test_an_amount_a_flow_formatted_follows_a_language_switch() -> None:
+    # transit flows format amounts in the kiosk's language before the screen sees them
+    assert render("card.balance", "en", balance=format_rials(250_000, "fa")) == "Card balance: 250,000 rials"
+    assert render("card.balance", "fa", balance=format_rials(250_000, "en")) == "موجودی کارت: ۲۵۰٬۰۰۰ ریال"
+    assert render("card.balance", "fa", balance=format_rials(250_000, "fa")) == "موجودی کارت: ۲۵۰٬۰۰۰ ریال"
+    assert render("ui.amount", "en", amount="۱۲ تومان") == "۱۲ تومان"  # not an amount in rials: left alone
+
+
+def test_ids_stay_left_to_right_in_persian_and_digits_become_persian() -> None:
+    assert render("ui.transaction", "fa", tx="kiosk-01-2026") == f"شماره تراکنش: {LRI}kiosk-01-2026{PDI}"
+    assert render("ui.tracking", "fa", tracking="190057936417") == f"کد رهگیری: {LRI}۱۹۰۰۵۷۹۳۶۴۱۷{PDI}"
+    assert render("ui.tracking", "en", tracking="190057936417") == "Tracking code: 190057936417"
+    assert render("ui.digits_hint", "fa", min=6, max=13) == f"{LRI}۶{PDI} تا {LRI}۱۳{PDI} رقم"
+
+
+def test_device_reasons_name_the_device_in_the_language_shown() -> None:
+    assert render("status.offline", "fa", device="device.CardReader") == "کارتخوان بلیت در دسترس نیست"
+    assert render("status.jammed", "en", device="device.CardDispenser") == "The card dispenser is jammed"
+
+
+def test_the_screen_catalog_is_registered_and_complete() -> None:
+    for key, (fa, en) in MESSAGES.items():
+        assert CATALOG[key] == (fa, en)
+        assert fa and en
+        assert fa.count("{") == en.count("{"), key  # the same parameters in both languages
+    assert render("no.such.key", "fa") == "no.such.key"
