@@ -281,3 +281,16 @@ def test_run_forever_stops_on_revocation(fleet: Fleet, data: Path) -> None:
     with pytest.raises(FleetRefused) as err:
         run_forever(agent, sleep=lambda _s: None)
     assert err.value.code == "kiosk.revoked" and agent.state.status == "revoked"
+
+
+def test_a_key_the_fleet_stops_setting_goes_back_to_the_kiosks_own_value(fleet: Fleet, data: Path) -> None:
+    agent = _enroll(fleet, data)
+    _push(fleet, "fleet", {"lang": "en", "pay_timeout_s": 45, "extra": {"brand": "tehran"}})
+    agent.run_once()
+    assert (_local(data)["pay_timeout_s"], _local(data)["extra"]) == (45, {"brand": "tehran"})
+    _push(fleet, "fleet", {"lang": "en"})
+    assert agent.run_once().config == "applied"
+    local = _local(data)
+    assert local["lang"] == "en" and local["pay_timeout_s"] == LOCAL["pay_timeout_s"]  # its own 90 again
+    assert local["extra"] == {}  # the kiosk had no brand: the fleet's is gone
+    assert fleet.api("GET", f"/api/v1/kiosks/{KIOSK}").json()["config"]["in_sync"]

@@ -42,13 +42,64 @@ class Applied:
     version: int
     settings: dict[str, Any]
     hash: str
+    #: what kiosk.json held at each path before the fleet took it over ({"path", "had", "value"}),
+    #: so a key the fleet stops setting goes back to the kiosk's own value (or away)
+    base: tuple[dict[str, Any], ...] = ()
 
 
 def applied(data_dir: Path) -> Applied | None:
     raw = read_json(Path(data_dir) / "fleet" / "applied.json")
     if not raw:
         return None
-    return Applied(int(raw["version"]), dict(raw["settings"]), str(raw["hash"]))
+    return Applied(int(raw["version"]), dict(raw["settings"]), str(raw["hash"]), tuple(raw.get("base", ())))
+
+
+def _paths(settings: dict[str, Any], prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    out: set[tuple[str, ...]] = set()
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            out |= _paths(value, prefix + (key,))
+        else:
+            out.add(prefix + (key,))
+    return out
+
+
+def _lookup(tree: dict[str, Any], path: tuple[str, ...]) -> tuple[bool, Any]:
+    node: Any = tree
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return False, None
+        node = node[key]
+    return True, node
+
+
+def _restore(tree: dict[str, Any], path: tuple[str, ...], had: bool, value: Any) -> None:
+    node = tree
+    for key in path[:-1]:
+        if not isinstance(node.get(key), dict):
+            if not had:
+                return
+            node[key] = {}
+        node = node[key]
+    if had:
+        node[path[-1]] = value
+    else:
+        node.pop(path[-1], None)
+
+
+def _hand_back(local: dict[str, Any], current: Applied | None, settings: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """kiosk.json with the paths the fleet no longer sets given back their own values, and the
+    base for the new settings (paths taken over now remember what the kiosk had there)."""
+    local = json.loads(json.dumps(local))
+    base = {tuple(b["path"]): b for b in (current.base if current else ())}
+    wanted = _paths(settings)
+    for path in sorted(wanted - base.keys()):
+        had, value = _lookup(local, path)
+        base[path] = {"path": list(path), "had": had, "value": value}
+    for path in sorted(base.keys() - wanted):
+        b = base.pop(path)
+        _restore(local, path, bool(b["had"]), b["value"])
+    return local, [base[p] for p in sorted(base)]
 
 
 def current_values(data_dir: Path, keys: Any) -> dict[str, Any]:
@@ -92,12 +143,13 @@ def apply_document(data_dir: Path, doc: Any, *, fleet_public_key: str, kiosk_id:
     local = read_json(config_path, {}) or {}
     if not isinstance(local, dict):
         raise ConfigRefused("config.local_invalid", f"{config_path} is not a JSON object")
+    local, base = _hand_back(local, current, settings)
     merged = merge([local, settings])
     try:
         KioskSettings.from_dict(merged, source=f"fleet configuration v{verified.version}")
     except InvalidSettings as exc:
         raise ConfigRefused("config.invalid", str(exc.context.get("problem") or exc)) from None
-    return _write_locked(data_dir, merged, Applied(verified.version, settings, settings_hash(settings)))
+    return _write_locked(data_dir, merged, Applied(verified.version, settings, settings_hash(settings), tuple(base)))
 
 
 def write_settings_locked(data_dir: Path, change: dict[str, Any]) -> None:
@@ -131,7 +183,7 @@ def _write_locked(data_dir: Path, merged: dict[str, Any], record: Applied | None
         write_private(config_path, json.dumps(merged, ensure_ascii=False, indent=2).encode("utf-8"))
         if record is not None:
             write_json(fleet / "applied.json", {"version": record.version, "settings": record.settings,
-                                                "hash": record.hash})
+                                                "hash": record.hash, "base": list(record.base)})
         return record
     finally:
         lock.release()

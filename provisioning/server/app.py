@@ -8,6 +8,7 @@ database holds everything), so several processes may serve one PostgreSQL databa
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import json
@@ -27,7 +28,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from provisioning.common import signing
-from provisioning.server import journal
+from provisioning.server import journal, rollout
 from provisioning.server import service as svc
 from provisioning.server.db import is_sqlite, make_engine, session_factory, upgrade
 from provisioning.server.models import KioskStatus, Role
@@ -42,6 +43,7 @@ class Settings:
     interval_s: int = svc.DEFAULT_INTERVAL_S
     config_ttl: dt.timedelta = svc.DEFAULT_CONFIG_TTL
     max_skew_s: int = signing.MAX_SKEW_S
+    rollout_tick_s: float = 5.0  # how often this process times out actions and moves rollouts on
 
 
 class EnrollIn(BaseModel):
@@ -74,6 +76,15 @@ class CommandIn(BaseModel):
     kind: str = Field(max_length=32)
     args: dict[str, str] = {}
     ttl_s: int = int(svc.DEFAULT_COMMAND_TTL.total_seconds())
+
+
+class RolloutIn(BaseModel):
+    target: str = Field(max_length=80)
+    settings: dict[str, Any]
+    stages: list[int] = [10, 50, 100]
+    action_timeout_s: int = 1800
+    max_failure_pct: int = 10
+    window: str | None = None
 
 
 def _sessions(request: Request) -> sessionmaker[Session]:
@@ -109,6 +120,20 @@ def _tx(request: Request, work: Callable[[Session], Any]) -> Any:
     commit)."""
     with _transaction(request) as session:
         return work(session)
+
+
+async def _tick_rollouts(app: FastAPI) -> None:
+    """In the background: time out silent kiosks and move rollouts on, though no kiosk calls."""
+    def tick() -> None:
+        with app.state.write_turn, app.state.sessions() as session, session.begin():
+            rollout.tick(session)
+
+    while True:
+        await asyncio.sleep(app.state.settings.rollout_tick_s)
+        try:
+            await run_in_threadpool(tick)
+        except Exception:  # a database hiccup: the next tick tries again
+            log.exception("rollout tick failed")
 
 
 def _audit_refusal(request: Request, actor: str, exc: svc.FleetError, **detail: Any) -> None:
@@ -185,9 +210,15 @@ def create_app(db_url: str, *, migrate: bool = True, engine: Engine | None = Non
     engine = engine or make_engine(db_url)
 
     @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        engine.dispose()
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ticker = asyncio.create_task(_tick_rollouts(app))
+        try:
+            yield
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+            engine.dispose()
 
     app = FastAPI(title="City Kiosk fleet server", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.engine = engine
@@ -358,6 +389,33 @@ def _manager_routes(app: FastAPI) -> None:
               outcome: str | None = None) -> list[dict[str, Any]]:
         svc.require(manager, Role.ADMIN, "audit.read")
         return _tx(request, lambda db: svc.audit_entries(db, min(max(limit, 1), 1000), outcome=outcome))  # type: ignore[no-any-return]
+
+    @app.post("/api/v1/rollouts", status_code=201)
+    def rollout_create(body: RolloutIn, manager: ManagerDep, request: Request) -> dict[str, Any]:
+        scope, _, target = body.target.partition(":")
+        return _tx(request, lambda db: rollout.view(db, rollout.create(  # type: ignore[no-any-return]
+            db, manager, scope=scope, target=target, settings=body.settings, stages=body.stages,
+            action_timeout_s=body.action_timeout_s, max_failure_pct=body.max_failure_pct, window=body.window)))
+
+    @app.get("/api/v1/rollouts")
+    def rollouts(manager: ManagerDep, request: Request) -> list[dict[str, Any]]:
+        svc.require(manager, Role.VIEWER, "rollout.list")
+        return _tx(request, rollout.list_views)  # type: ignore[no-any-return]
+
+    @app.get("/api/v1/rollouts/{rollout_id}")
+    def rollout_show(rollout_id: int, manager: ManagerDep, request: Request) -> dict[str, Any]:
+        svc.require(manager, Role.VIEWER, "rollout.show", str(rollout_id))
+        return _tx(request, lambda db: rollout.show(db, rollout_id))  # type: ignore[no-any-return]
+
+    def _rollout_verb(verb: str) -> Callable[..., dict[str, Any]]:
+        def control(rollout_id: int, manager: ManagerDep, request: Request) -> dict[str, Any]:
+            return _tx(request, lambda db: rollout.view(  # type: ignore[no-any-return]
+                db, rollout.control(db, manager, rollout_id, verb)))
+
+        return control
+
+    for verb in ("pause", "resume", "abort"):
+        app.post(f"/api/v1/rollouts/{{rollout_id}}/{verb}", name=f"rollout_{verb}")(_rollout_verb(verb))
 
     @app.get("/api/v1/fleet-key")
     def fleet_key(manager: ManagerDep, request: Request) -> dict[str, str]:

@@ -209,6 +209,66 @@ def _commands(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rollout_create(args: argparse.Namespace) -> int:
+    from provisioning.server import rollout
+
+    try:
+        settings = json.loads(Path(args.file).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CliError(f"{args.file}: {exc.strerror or exc}", 1) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CliError(f"{args.file}: not JSON ({exc})", 1) from None
+    scope, target = args.target
+    view = _in_session(args, lambda s, m: rollout.view(s, rollout.create(
+        s, m, scope=scope, target=target, settings=settings, stages=args.stages,
+        action_timeout_s=int(args.timeout.total_seconds()), max_failure_pct=args.max_failures, window=args.window)))
+    _print(view, args.json, _rollout_line)
+    return 0
+
+
+def _rollout_line(v: dict[str, Any]) -> str:
+    counts = ", ".join(f"{k} {n}" for k, n in sorted(v["actions"].items()))
+    stage = f"stage {v['stage'] + 1}/{len(v['stages'])}" if v["stage"] >= 0 else "not started"
+    return f"rollout {v['id']} {v['target']}: {v['status']}, {stage} ({counts})" + \
+        (f" — {v['reason']}" if v.get("reason") else "")
+
+
+def _rollout_status(args: argparse.Namespace) -> int:
+    from provisioning.server import rollout
+
+    def work(s: Any, m: Any) -> Any:
+        rollout.tick(s)  # move on what is due, as the server's background tick would
+        return rollout.show(s, args.rollout_id) if args.rollout_id is not None else rollout.list_views(s)
+
+    value = _in_session(args, work)
+    if args.rollout_id is not None:
+        _print(value, args.json, lambda v: _rollout_line(v) + "".join(
+            f"\n  {k['kiosk_id']:<20} stage {k['stage'] + 1} {k['status']}" for k in v["kiosks"]))
+    else:
+        _print(value, args.json, lambda rows: "\n".join(_rollout_line(v) for v in rows) or "no rollouts")
+    return 0
+
+
+def _rollout_control(verb: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        from provisioning.server import rollout
+
+        print(_rollout_line(_in_session(args, lambda s, m: rollout.view(
+            s, rollout.control(s, m, args.rollout_id, verb)))))
+        return 0
+
+    return run
+
+
+def _stages(text: str) -> list[int]:
+    from provisioning.server.rollout import parse_stages
+
+    try:
+        return parse_stages(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _audit(args: argparse.Namespace) -> int:
     from provisioning.server.service import audit_entries
 
@@ -285,6 +345,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("commands", parents=[common, listing], help="a kiosk's commands and their feedback")
     p.add_argument("kiosk_id")
     p.set_defaults(func=_commands)
+
+    ro = sub.add_parser("rollout", help="staged configuration rollouts")
+    rsub = ro.add_subparsers(dest="rollout_command", metavar="ACTION")
+    p = rsub.add_parser("create", parents=[common], help="roll a layer out in stages")
+    p.add_argument("file")
+    p.add_argument("--target", required=True, type=_target, help="fleet, site:NAME or kiosk:ID")
+    p.add_argument("--stages", type=_stages, default=[10, 50, 100], help="cumulative %% (default 10,50,100)")
+    p.add_argument("--timeout", type=_duration, default=dt.timedelta(minutes=30),
+                   help="per kiosk: how long to wait for it to apply (default 30m); then it counts as failed")
+    p.add_argument("--max-failures", type=int, default=10, help="halt above this %% of failed kiosks (default 10)")
+    p.add_argument("--window", help="start stages only in HH:MM-HH:MM, Tehran time (e.g. 01:00-05:00)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_rollout_create)
+    p = rsub.add_parser("status", parents=[common], help="rollouts, or one rollout's kiosks")
+    p.add_argument("rollout_id", nargs="?", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_rollout_status)
+    for verb, text in (("pause", "start no new stage"), ("resume", "continue (also after a halt)"),
+                       ("abort", "take the layer back from the kiosks that got it")):
+        p = rsub.add_parser(verb, parents=[common], help=text)
+        p.add_argument("rollout_id", type=int)
+        p.set_defaults(func=_rollout_control(verb))
 
     p = sub.add_parser("audit", parents=[common], help="the audit log, newest first")
     p.add_argument("--limit", type=int, default=50)

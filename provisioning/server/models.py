@@ -13,7 +13,7 @@ from backoffice.models import UTCDateTime, utcnow
 
 __all__ = ["utcnow", "Base", "Role", "KioskStatus", "CommandStatus", "Kiosk", "EnrollToken",
            "ManagerToken", "ConfigLayer", "Counter", "Command", "Nonce", "AuditEntry", "SigningKey",
-           "JournalRow", "JournalProblem"]
+           "JournalRow", "JournalProblem", "Rollout", "RolloutAction"]
 
 
 class Base(DeclarativeBase):
@@ -185,3 +185,42 @@ class JournalProblem(Base):
     kind: Mapped[str] = mapped_column(String(32), nullable=False)
     seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     detail: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class Rollout(Base):
+    """A configuration layer rolled out stage by stage (issue 11, item 4)."""
+
+    __tablename__ = "fleet_rollouts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(String(8), nullable=False)
+    target: Mapped[str] = mapped_column(String(64), nullable=False)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    stages: Mapped[list[int]] = mapped_column(JSON, nullable=False)  # cumulative percentages, last 100
+    action_timeout_s: Mapped[int] = mapped_column(Integer, nullable=False)
+    max_failure_pct: Mapped[int] = mapped_column(Integer, nullable=False)
+    window: Mapped[str | None] = mapped_column(String(16), nullable=True)  # "HH:MM-HH:MM" Tehran time
+    status: Mapped[str] = mapped_column(String(16), nullable=False)  # running paused halted completed aborted
+    stage: Mapped[int] = mapped_column(Integer, nullable=False)  # the stage started last (-1: none yet)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: failures a manager accepted by resuming a halted rollout (they no longer count)
+    failures_accepted: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    created_by: Mapped[str] = mapped_column(String(64), nullable=False)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class RolloutAction(Base):
+    """One kiosk's part in a rollout: waiting, active (its stage started), then done, failed
+    (the kiosk refused the configuration) or timed_out (it stayed silent)."""
+
+    __tablename__ = "fleet_rollout_actions"
+    __table_args__ = (UniqueConstraint("rollout_id", "kiosk_id", name="uq_fleet_rollout_kiosk"),
+                      Index("ix_fleet_rollout_actions_kiosk", "kiosk_id", "status"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    rollout_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    kiosk_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    stage: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -379,8 +379,16 @@ def effective_settings(session: Session, kiosk: Kiosk) -> tuple[dict[str, Any], 
                 tuple_(ConfigLayer.scope, ConfigLayer.target).in_(wanted))):
         if scope not in newest or revision > newest[scope][0]:
             newest[scope] = (revision, settings)
-    ordered = [scope for scope in SCOPES if scope in newest]
-    return merge([newest[s][1] for s in ordered]), {s: newest[s][0] for s in ordered}
+    from provisioning.server import rollout
+
+    # fleet, site, the rollouts this kiosk has been given, then its own layer
+    before = [newest[s][1] for s in ("fleet", "site") if s in newest]
+    after = [newest["kiosk"][1]] if "kiosk" in newest else []
+    rolled = rollout.layers_for(session, kiosk.kiosk_id)
+    revisions = {s: newest[s][0] for s in SCOPES if s in newest}
+    if rolled:
+        revisions["rollouts"] = len(rolled)
+    return merge(before + rolled + after), revisions
 
 
 def desired(session: Session, kiosk: Kiosk) -> tuple[int, dict[str, Any]]:
@@ -388,8 +396,9 @@ def desired(session: Session, kiosk: Kiosk) -> tuple[int, dict[str, Any]]:
     up whenever its merged settings change (under its row lock), so it only ever grows. It is
     per kiosk, not fleet-wide: a heartbeat locks only its own row, never a shared one."""
     settings, _ = effective_settings(session, kiosk)
-    if not settings:
-        return 0, {}
+    if not settings and kiosk.desired_hash is None:
+        return 0, {}  # never configured by the fleet
+    # once configured, no settings is a configuration too: the kiosk must hand its keys back
     digest = settings_hash(settings)
     if digest != kiosk.desired_hash:
         # lock the row and look again: two server processes must not both bump it, nor write
@@ -460,6 +469,9 @@ def heartbeat(session: Session, kiosk: Kiosk, body: Mapping[str, Any], *, interv
               state=kiosk.config_state)
     from provisioning.server import journal
 
+    from provisioning.server import rollout
+
+    rollout.observe(session, kiosk, now)
     held = journal.head(session, kiosk.kiosk_id)
     journal.check_reported_head(session, kiosk.kiosk_id, body.get("journal_head"), held)
     want, _ = desired(session, kiosk)
