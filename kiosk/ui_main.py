@@ -124,6 +124,9 @@ async def run_kiosk(settings: Any, data: Path, options: UIOptions, *, lock: Any 
         app = KioskApp(ui, kiosk_mode=not options.windowed)
         app_task = asyncio.ensure_future(app.async_run(async_lib="asyncio"))
         await asyncio.wait({app_task, app.started}, return_when=asyncio.FIRST_COMPLETED)
+        if app_task.done():  # the window never opened (no GL, no display): say why, run nothing
+            app_task.result()
+            raise RuntimeError("the touch UI stopped before it started")
         if script is not None:
             try:
                 result = await script(ui, app, ctx, env)
