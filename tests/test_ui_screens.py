@@ -47,6 +47,24 @@ BEHAVIOUR = textwrap.dedent('''
         out["english"] = list(lab.lines)
         out["renders"] = [renders, lab.renders]
         out["texture_width"] = lab.texture.width
+        # what Kivy draws is the paragraph's bitmap, not mirrored, not upside down
+        import numpy as np
+        from PIL import Image as PILImage
+        from kiosk.text.paragraph import render_paragraph
+        lab.text, lab.lang, lab.width = "سلام دنیا ۱۲۳ ABC", "fa", 500
+        await c.settle()
+        lab.export_to_png(str(data / "label.png"))
+        drawn = np.asarray(PILImage.open(data / "label.png").convert("RGBA").getchannel("A"), dtype=np.float32)
+        want = np.asarray(render_paragraph(lab.text, 500, 30, lang="fa", color=(26, 28, 31, 255)).image
+                          .getchannel("A"), dtype=np.float32)
+        def crop(a):
+            rows, cols = np.where(a.max(axis=1) > 60)[0], np.where(a.max(axis=0) > 60)[0]
+            return a[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        d, w = crop(drawn), crop(want)
+        out["same_shape"] = list(d.shape) == list(w.shape)
+        out["diff"] = float(np.abs(d - w).mean()) if out["same_shape"] else 999.0
+        out["diff_mirrored"] = float(np.abs(d - w[:, ::-1]).mean()) if out["same_shape"] else 0.0
+        out["diff_flipped"] = float(np.abs(d - w[::-1, :]).mean()) if out["same_shape"] else 0.0
         ui.root.remove_widget(lab)
 
         # kiosk mode: fullscreen, borderless, no cursor, no multitouch emulation by the mouse
@@ -115,6 +133,8 @@ def test_labels_language_sizes_escape_and_inactivity(tmp_path: Path) -> None:
     assert " ".join(r["english"]) == "Tracking code 1234"
     assert r["renders"][1] >= r["renders"][0] + 2
     assert r["texture_width"] == 250
+    assert r["same_shape"] and r["diff"] < 2, r["diff"]  # Kivy shows the paragraph's own pixels
+    assert r["diff_mirrored"] > 10 and r["diff_flipped"] > 10
     assert r["escape_swallowed"] and r["close_refused"]
     assert r["config"] == ["auto", "1", "0", "mouse,disable_multitouch", "0"]
     assert len(r["hints"]) >= 3 and all(r["hints"])
