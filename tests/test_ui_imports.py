@@ -42,6 +42,15 @@ def test_the_screens_import_neither_the_demo_nor_the_servers() -> None:
         for info in pkgutil.walk_packages(screens.__path__, "screens."):
             importlib.import_module(info.name)
         print(" ".join(sorted({m.split(".")[0] for m in sys.modules})))
+        # every tile: a title in the catalog, what it needs in the status coordinator, a flow
+        from kiosk.messages import CATALOG
+        from kiosk.status import SERVICE_NEEDS
+        from screens.app import SERVICES
+        for s in SERVICES:
+            module, _, cls = s.flow.partition(":")
+            assert s.title_key in CATALOG and s.id in SERVICE_NEEDS, s
+            assert hasattr(importlib.import_module(module), cls), s
+        assert {s.id for s in SERVICES} == set(SERVICE_NEEDS)
     """)
     assert out.returncode == 0, out.stderr[-3000:]
     loaded = set(out.stdout.split())
