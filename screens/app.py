@@ -627,12 +627,14 @@ class KivyUI(UIPort):
     def _build_home(self, fut: asyncio.Future[Any]) -> None:
         self._clear("home")
         self.body.add_widget(self._label("ui.choose_service", size=38, bold=True))
-        grid = GridLayout(cols=2, spacing=mm_px(3), size_hint_y=None)
-        grid.bind(minimum_height=grid.setter("height"))
+        # the tiles share the body's height: more services, shorter tiles, never off the screen
+        # (a row stays at least a 15 mm target plus its reason line)
+        grid = GridLayout(cols=2, spacing=mm_px(3), size_hint_y=1,
+                          row_default_height=mm_px(MIN_TARGET_MM) + 74, row_force_default=False)
         self.tiles: dict[str, TouchButton] = {}
         for service in SERVICES:
             state = self.status.service(service.id)
-            cell = BoxLayout(orientation="vertical", size_hint_y=None, height=max(mm_px(28), 230), spacing=4)
+            cell = BoxLayout(orientation="vertical", spacing=4, size_hint_min_y=mm_px(MIN_TARGET_MM) + 74)
             tile = self._button(service.title_key, lambda s=service.id: self._answer_with(fut, s),
                                 choice_id=service.id, size=32)
             tile.size_hint_y = 1
@@ -646,7 +648,6 @@ class KivyUI(UIPort):
             self.tiles[service.id] = tile
             grid.add_widget(cell)
         self.body.add_widget(grid)
-        self.body.add_widget(self._spacer())
         self.footer.add_widget(self._button("ui.cancel", lambda: self._answer_with(fut, CitizenLeft("home")),
                                             background=CANCEL_BG, choice_id="cancel"))
         self._shown()
