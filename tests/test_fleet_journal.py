@@ -179,3 +179,69 @@ def test_the_agent_reports_a_refused_upload_and_carries_on(fleet: Fleet, data: P
     assert report.heartbeat and report.journal == "refused: journal.fork"
     assert fleet.audit("journal.fork")
     other.close()
+
+
+# --- the signed daily statement of chain heads ---------------------------------------------------
+def _chain(kiosk_id: str, times: list[float]) -> list[list[Any]]:
+    """A valid chain of cancelled sales at the given times (the kiosk's clock)."""
+    from kiosk.journal import GENESIS_HASH
+
+    rows, prev = [], GENESIS_HASH
+    for i, at in enumerate(times):
+        tx, seq = f"{kiosk_id}-tx{i // 2}", i + 1
+        state = "CREATED" if i % 2 == 0 else "CANCELLED"
+        digest = entry_hash(prev, tx, state, at, "fee", 5000, "{}")
+        rows.append([seq, tx, state, at, "fee", 5000, "{}", prev, digest])
+        prev = digest
+    return rows
+
+
+def test_the_daily_statement_signs_each_kiosks_head_at_the_end_of_the_day(fleet: Fleet, tmp_path: Path) -> None:
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from provisioning.common import signing
+    from provisioning.server import journal as fleet_journal
+    from provisioning.server import service as svc
+    from test_fleet_cli import fleet_cli, ok
+
+    tehran = ZoneInfo("Asia/Tehran")
+    day = dt.date(2026, 11, 20)
+    noon = dt.datetime.combine(day, dt.time(12), tehran).timestamp()
+    late = dt.datetime.combine(day, dt.time(23, 59), tehran).timestamp()
+    next_day = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0, 1), tehran).timestamp()
+    a, b = SignedKiosk(fleet.url, "kiosk-a"), SignedKiosk(fleet.url, "kiosk-b")
+    token = fleet.enroll_token(max_uses=2)
+    for k in (a, b):
+        assert k.enroll(token).status_code == 201
+    rows_a = _chain("kiosk-a", [noon, noon + 1, late, next_day])
+    assert a.call("POST", "/api/v1/agent/journal", {"rows": rows_a}).status_code == 200
+    rows_b = _chain("kiosk-b", [next_day, next_day + 1])
+    assert b.call("POST", "/api/v1/agent/journal", {"rows": rows_b}).status_code == 200
+    out = tmp_path / "statement.json"
+    assert "1 kiosk(s)" in ok(fleet_cli("statement", "issue", "--date", day.isoformat(), "--out", str(out),
+                                        db=fleet.db_url))
+    doc = json.loads(out.read_text())
+    key = fleet.api("GET", "/api/v1/fleet-key").json()["public_key"]
+    signed = signing.verify_document(doc, key, doc_type="journal-heads", now=svc.utcnow()).signed
+    assert signed["date"] == "2026-11-20" and signed["heads"] == {
+        "kiosk-a": {"seq": 3, "hash": rows_a[2][8], "at": late}}  # kiosk-b's first row is the next day
+    # issued once: asked again (HTTP or CLI), the same document
+    assert fleet.api("POST", f"/api/v1/statements/{day}").json() == doc
+    assert fleet.api("GET", f"/api/v1/statements/{day}").json() == doc
+    assert "valid statement of 2026-11-20" in ok(fleet_cli("statement", "verify", str(out), db=fleet.db_url))
+    doc["signed"]["heads"]["kiosk-a"]["seq"] = 2
+    out.write_text(json.dumps(doc))
+    bad = fleet_cli("statement", "verify", str(out), "--key", key, db=fleet.db_url)
+    assert bad.returncode == 1 and "NOT a valid statement" in bad.stderr
+    # a day not over yet, and a viewer, are refused
+    today = dt.datetime.now(tehran).date()
+    r = fleet.api("POST", f"/api/v1/statements/{today}")
+    assert r.status_code == 409 and r.json()["error"] == "statement.day_open"
+    viewer = fleet.manager_token("vera", svc.Role.VIEWER)
+    assert fleet.api("POST", f"/api/v1/statements/{day - dt.timedelta(days=1)}", viewer).status_code == 403
+    assert fleet.api("GET", f"/api/v1/statements/{day - dt.timedelta(days=1)}", viewer).status_code == 404
+    with fleet.session() as s, s.begin():
+        later = fleet_journal.statement(s, svc.CLI, day + dt.timedelta(days=1),
+                                        now=svc.utcnow() + dt.timedelta(days=30))
+    assert set(later["signed"]["heads"]) == {"kiosk-a", "kiosk-b"}

@@ -31,6 +31,7 @@ from provisioning.common import signing
 from provisioning.server import journal, rollout
 from provisioning.server import service as svc
 from provisioning.server.db import is_sqlite, make_engine, session_factory, upgrade
+from provisioning.server import models as svc_models
 from provisioning.server.models import KioskStatus, Role
 
 log = logging.getLogger("fleet.api")
@@ -416,6 +417,23 @@ def _manager_routes(app: FastAPI) -> None:
 
     for verb in ("pause", "resume", "abort"):
         app.post(f"/api/v1/rollouts/{{rollout_id}}/{verb}", name=f"rollout_{verb}")(_rollout_verb(verb))
+
+    @app.post("/api/v1/statements/{day}")
+    def statement_issue(day: dt.date, manager: ManagerDep, request: Request) -> dict[str, Any]:
+        return _tx(request, lambda db: journal.statement(db, manager, day))  # type: ignore[no-any-return]
+
+    @app.get("/api/v1/statements/{day}")
+    def statement_get(day: dt.date, manager: ManagerDep, request: Request) -> dict[str, Any]:
+        svc.require(manager, Role.VIEWER, "statement.show", day.isoformat())
+
+        def work(db: Session) -> dict[str, Any]:
+            held = db.get(svc_models.Statement, day.isoformat())
+            if held is None:
+                raise svc.FleetError(404, "statement.unknown", f"no statement for {day} yet",
+                                     action="statement.show", target=day.isoformat())
+            return dict(held.document)
+
+        return _tx(request, work)  # type: ignore[no-any-return]
 
     @app.get("/api/v1/fleet-key")
     def fleet_key(manager: ManagerDep, request: Request) -> dict[str, str]:

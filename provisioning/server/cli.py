@@ -269,6 +269,50 @@ def _stages(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _statement_issue(args: argparse.Namespace) -> int:
+    from provisioning.server import journal
+
+    doc = _in_session(args, lambda s, m: journal.statement(s, m, args.date))
+    text = json.dumps(doc, ensure_ascii=False, indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        print(f"statement {args.date}: {len(doc['signed']['heads'])} kiosk(s) -> {args.out}")
+    else:
+        print(text)
+    return 0
+
+
+def _statement_verify(args: argparse.Namespace) -> int:
+    from provisioning.common import signing
+    from provisioning.server.journal import STATEMENT_TYPE
+
+    try:
+        doc = json.loads(Path(args.file).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CliError(f"{args.file}: {exc.strerror or exc}", 1) from None
+    except ValueError as exc:
+        raise CliError(f"{args.file}: not JSON ({exc})", 1) from None
+    key = args.key
+    if key is None:
+        from provisioning.server.service import signing_key
+
+        key = _in_session(args, lambda s, m: signing.public_b64(signing_key(s)))
+    try:
+        checked = signing.verify_document(doc, key, doc_type=STATEMENT_TYPE, now=signing.parse_iso(
+            doc["signed"]["issued_at"]))
+    except (signing.SignatureError, KeyError, TypeError) as exc:
+        raise CliError(f"{args.file}: NOT a valid statement: {exc}", 1) from None
+    print(f"{args.file}: valid statement of {checked.signed['date']}, {len(checked.signed['heads'])} kiosk(s)")
+    return 0
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a date is YYYY-MM-DD, not {text!r}") from None
+
+
 def _audit(args: argparse.Namespace) -> int:
     from provisioning.server.service import audit_entries
 
@@ -367,6 +411,17 @@ def build_parser() -> argparse.ArgumentParser:
         p = rsub.add_parser(verb, parents=[common], help=text)
         p.add_argument("rollout_id", type=int)
         p.set_defaults(func=_rollout_control(verb))
+
+    st = sub.add_parser("statement", help="the signed daily statement of the kiosks' journal heads")
+    ssub = st.add_subparsers(dest="statement_command", metavar="ACTION")
+    p = ssub.add_parser("issue", parents=[common], help="issue (once) and print the statement of a past day")
+    p.add_argument("--date", required=True, type=_date, help="YYYY-MM-DD (Tehran)")
+    p.add_argument("--out", help="write it to this file")
+    p.set_defaults(func=_statement_issue)
+    p = ssub.add_parser("verify", parents=[common], help="check a statement's signature")
+    p.add_argument("file")
+    p.add_argument("--key", help="the fleet's public key (default: this database's)")
+    p.set_defaults(func=_statement_verify)
 
     p = sub.add_parser("audit", parents=[common], help="the audit log, newest first")
     p.add_argument("--limit", type=int, default=50)

@@ -18,7 +18,9 @@ nowhere, and kept as a problem for the managers (with an audit entry and an aler
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Sequence
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -175,3 +177,45 @@ def problems(session: Session, kiosk_id: str, limit: int = 20) -> list[dict[str,
 def problem_count(session: Session, kiosk_id: str) -> int:
     return int(session.scalars(select(func.count()).select_from(JournalProblem)
                                .where(JournalProblem.kiosk_id == kiosk_id)).one())
+
+
+# --- the signed daily statement of chain heads ---------------------------------------------------
+STATEMENT_TYPE = "journal-heads"
+STATEMENT_TZ = "Asia/Tehran"
+STATEMENT_LIFETIME = dt.timedelta(days=3650)  # evidence, kept for years: verify it against its date
+
+
+def statement(session: Session, by: Any, day: dt.date, *, now: dt.datetime | None = None) -> dict[str, Any]:
+    """The signed statement of every kiosk's journal head at the end of `day` (Tehran time, by
+    the rows' own times), issued once: asked again, the same document comes back. An outside
+    witness of the chains: a kiosk whose journal is later rewritten cannot match its head."""
+    from provisioning.common import signing
+    from provisioning.server.models import Role, Statement
+    from provisioning.server.service import require, signing_key
+
+    now = now or utcnow()
+    key = day.isoformat()
+    require(by, Role.OPERATOR, "statement.issue", key)
+    held = session.get(Statement, key)
+    if held is not None:
+        return dict(held.document)
+    zone = ZoneInfo(STATEMENT_TZ)
+    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), zone)
+    if end > now:
+        raise FleetError(409, "statement.day_open", f"{key} has not ended in Tehran yet; a statement covers a "
+                         "whole day", action="statement.issue", target=key)
+    last = (select(JournalRow.kiosk_id, func.max(JournalRow.seq).label("seq"))
+            .where(JournalRow.at < end.timestamp()).group_by(JournalRow.kiosk_id).subquery())
+    heads = {kid: {"seq": int(seq), "hash": digest, "at": at} for kid, seq, digest, at in session.execute(
+        select(JournalRow.kiosk_id, JournalRow.seq, JournalRow.hash, JournalRow.at).join(
+            last, (JournalRow.kiosk_id == last.c.kiosk_id) & (JournalRow.seq == last.c.seq)))}
+    troubles = {kid: int(n) for kid, n in session.execute(
+        select(JournalProblem.kiosk_id, func.count()).where(JournalProblem.at < end)
+        .group_by(JournalProblem.kiosk_id))}
+    doc = signing.sign_document(signing_key(session), {
+        "_type": STATEMENT_TYPE, "spec": 1, "date": key, "timezone": STATEMENT_TZ,
+        "version": day.toordinal(), "issued_at": signing.iso(now), "expires": signing.iso(now + STATEMENT_LIFETIME),
+        "heads": {k: heads[k] for k in sorted(heads)}, "journal_problems": {k: troubles[k] for k in sorted(troubles)}})
+    session.add(Statement(day=key, document=doc, issued_at=now))
+    audit(session, by.actor, "statement.issue", key, kiosks=len(heads))
+    return doc

@@ -13,7 +13,7 @@ from backoffice.models import UTCDateTime, utcnow
 
 __all__ = ["utcnow", "Base", "Role", "KioskStatus", "CommandStatus", "Kiosk", "EnrollToken",
            "ManagerToken", "ConfigLayer", "Counter", "Command", "Nonce", "AuditEntry", "SigningKey",
-           "JournalRow", "JournalProblem", "Rollout", "RolloutAction"]
+           "JournalRow", "JournalProblem", "Rollout", "RolloutAction", "Statement"]
 
 
 class Base(DeclarativeBase):
@@ -224,3 +224,12 @@ class RolloutAction(Base):
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Statement(Base):
+    """The signed daily statement of every kiosk's journal head (issued once per day)."""
+
+    __tablename__ = "fleet_statements"
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD, Tehran
+    document: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    issued_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)

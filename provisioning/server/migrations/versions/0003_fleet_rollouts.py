@@ -1,4 +1,4 @@
-"""fleet server: staged rollouts and their per-kiosk actions
+"""fleet server: staged rollouts and their per-kiosk actions; signed daily statements
 
 Revision ID: 0003_fleet_rollouts
 Revises: 0002_fleet_journal
@@ -48,8 +48,15 @@ def upgrade() -> None:
         sa.UniqueConstraint("rollout_id", "kiosk_id", name="uq_fleet_rollout_kiosk"),
     )
     op.create_index("ix_fleet_rollout_actions_kiosk", "fleet_rollout_actions", ["kiosk_id", "status"])
+    op.create_table(
+        "fleet_statements",
+        sa.Column("day", sa.String(10), primary_key=True),
+        sa.Column("document", sa.JSON(), nullable=False),
+        sa.Column("issued_at", sa.DateTime(), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("fleet_statements")
     op.drop_table("fleet_rollout_actions")
     op.drop_table("fleet_rollouts")
