@@ -39,7 +39,7 @@ def lookup_bill(session: Session, bill_id: str, payment_id: str) -> BillOut:
     return BillOut(
         bill_id=row.bill_id, payment_id=row.payment_id, service_type=row.service_type,
         company_code=row.company_code, amount_rials=row.amount_rials, year=year, period=period,
-        payer_name=row.payer_name, description_fa=row.description_fa, status=str(row.status),
+        payer_name=mask_name(row.payer_name), description_fa=row.description_fa, status=str(row.status),
         due_date=row.due_date,
     )
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import re
 
-from kiosk.sensitive import to_ascii_digits
+from kiosk.sensitive import mask_code, mask_name, mask_plate, to_ascii_digits
+
+__all__ = ["canonical_plate", "mask_code", "mask_name", "mask_plate", "normalize_code", "normalize_plate"]
 
 
 def normalize_plate(plate: str) -> str:
@@ -23,7 +25,8 @@ def normalize_code(code: str) -> str:
 # --- issue 9: plates checked strictly, and what may be shown or logged of an owner ----------------
 # the letters of Iranian private plates (and الف of government cars); ي/ك are folded first
 _PLATE_LETTER = "(الف|[بپتثجچحخدذرزژسشصضطظعغفقکگلمنوهی])"
-_PLATE = re.compile(r"^(\d{2})\s*" + _PLATE_LETTER + r"\s*(\d{3})\s*[-–]?\s*(?:ایران|IR)?\s*[-–]?\s*(\d{2})$",
+# [0-9], not \d: \d takes any script's digits (a fullwidth ０ would make another plate)
+_PLATE = re.compile(r"^([0-9]{2})\s*" + _PLATE_LETTER + r"\s*([0-9]{3})\s*[-–]?\s*(?:ایران|IR)?\s*[-–]?\s*([0-9]{2})$",
                     re.IGNORECASE)
 
 
@@ -36,24 +39,3 @@ def canonical_plate(plate: str) -> str | None:
         return None
     two, letter, three, region = match.groups()
     return f"{two} {letter} {three} ایران {region}"
-
-
-def mask_name(name: str) -> str:
-    """What a person holding the slip may see of the payer: the first letter of each word, then
-    *** ("علی رضایی" -> "ع*** ر***"). The one masking rule for owner names."""
-    return " ".join(word[0] + "***" for word in name.split()) or "***"
-
-
-def mask_code(code: str) -> str:
-    """A renovation code or business licence for logs and certificates: first 2 and last 2
-    characters ("3178397000" -> "31******00"); short codes are all stars."""
-    return code[:2] + "*" * (len(code) - 4) + code[-2:] if len(code) >= 8 else "****"
-
-
-def mask_plate(plate: str) -> str:
-    """A canonical plate with its three-digit serial hidden ("22 ب *** ایران 10")."""
-    parts = plate.split(" ")
-    if len(parts) == 5:
-        parts[2] = "***"
-        return " ".join(parts)
-    return "****"

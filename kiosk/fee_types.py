@@ -4,11 +4,12 @@ same names, backoffice.models.SlipKind)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import ClassVar
 
 from kiosk.errors import KioskError
-from kiosk.sensitive import mask_national_code, national_code_ok, to_ascii_digits
+from kiosk.sensitive import mask_code, mask_national_code, mask_plate, national_code_ok, to_ascii_digits
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ PLATE_LETTERS: tuple[str, ...] = ("الف", "ب", "پ", "ت", "ث", "ج", "د", 
                                   "ف", "ق", "ک", "گ", "ل", "م", "ن", "و", "ه", "ی", "ژ")
 
 
+_DIGITS2, _DIGITS3 = re.compile(r"[0-9]{2}\Z"), re.compile(r"[0-9]{3}\Z")
+
+
 class InvalidPlate(KioskError):
     key: ClassVar[str] = "slips.invalid_plate"
     fa: ClassVar[str] = "پلاک واردشده کامل نیست: دو رقم، یک حرف، سه رقم و دو رقم کد شهر را وارد کنید."
@@ -61,7 +65,8 @@ class InvalidIdentifier(KioskError):
 def plate_text(two: str, letter: str, three: str, region: str) -> str:
     """One plate as the back-office spells it: "45 ج 781 ایران 20" (ASCII digits)."""
     two, three, region = (to_ascii_digits(x).strip() for x in (two, three, region))
-    if not (len(two) == 2 and len(three) == 3 and len(region) == 2 and (two + three + region).isdigit()
+    # ASCII digits only: str.isdigit() takes any script's (a fullwidth ０ would make another plate)
+    if not (_DIGITS2.match(two) and _DIGITS3.match(three) and _DIGITS2.match(region)
             and letter in PLATE_LETTERS):
         raise InvalidPlate("plate parts do not make a plate")
     return f"{two} {letter} {three} ایران {region}"
@@ -76,7 +81,7 @@ def check_identifier(fee_type: FeeType, value: str) -> str:
         return value  # made by plate_text
     digits = to_ascii_digits(value).strip()
     low, high = ID_DIGITS[fee_type.identifier]
-    if not digits.isdigit() or not low <= len(digits) <= high:
+    if not (digits.isascii() and digits.isdigit()) or not low <= len(digits) <= high:
         raise InvalidIdentifier(f"{fee_type.identifier} of {len(digits)} characters")
     if fee_type.identifier == "national_code" and not national_code_ok(digits):
         raise InvalidNationalCode("national code check digit")
@@ -84,12 +89,12 @@ def check_identifier(fee_type: FeeType, value: str) -> str:
 
 
 def mask_identifier(fee_type: FeeType, value: str) -> str:
-    """What a screen, a log or a certificate may show of an identifier: the last 4 digits of a
-    code, a plate's region and letter only."""
+    """What a screen, a log or a certificate may show of an identifier — the same rule as the
+    back-office's (kiosk.sensitive): a national code's first and last 3 digits, a code's first
+    and last 2, a plate without its three-digit serial."""
     if fee_type.identifier == "plate":
-        parts = value.split()
-        return f"** {parts[1]} *** ایران {parts[-1]}" if len(parts) >= 5 else "***"
+        return mask_plate(value)
     digits = to_ascii_digits(value)
     if fee_type.identifier == "national_code":
         return mask_national_code(digits)
-    return "*" * max(0, len(digits) - 4) + digits[-4:]
+    return mask_code(digits)

@@ -19,7 +19,10 @@ from typing import Any
 
 from kiosk.fmt import format_rials
 from kiosk.messages import text
-from kiosk.sensitive import mask_national_code, national_code_ok
+from kiosk.sensitive import mask_code, mask_national_code, national_code_ok
+
+#: digit questions whose answer identifies a person or their property: masked in the transcript
+_IDENTIFIER_KEYS = ("slips.enter_",)
 from kiosk.ui_port import Choice, CitizenLeft, Outcome, UIPort
 
 
@@ -92,8 +95,15 @@ class ScriptedUI(UIPort):
 
     async def ask_digits(self, key: str, *, min_len: int, max_len: int) -> str:
         answer = str(self._answer(key))
-        # what the transcript (stdout, the demo's JSON) keeps: never a full national code
-        self._record(Shown("digits", key, {}, mask_national_code(answer) if national_code_ok(answer) else answer))
+        # what the transcript (stdout, the demo's JSON) keeps: never a full national code, nor
+        # any other identifier a citizen types to look slips up
+        if national_code_ok(answer):
+            shown = mask_national_code(answer)
+        elif key.startswith(_IDENTIFIER_KEYS):
+            shown = mask_code(answer)
+        else:
+            shown = answer
+        self._record(Shown("digits", key, {}, shown))
         return answer
 
     async def confirm(self, key: str, **params: Any) -> bool:

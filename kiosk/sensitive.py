@@ -115,6 +115,27 @@ def national_code_ok(code: str) -> bool:
     return int(digits[9]) == (r if r < 2 else 11 - r)
 
 
+def mask_name(name: str) -> str:
+    """What a person holding a slip may see of the payer: the first letter of each word, then
+    *** ("علی رضایی" -> "ع*** ر***"). The one masking rule for owner names."""
+    return " ".join(word[0] + "***" for word in name.split()) or "***"
+
+
+def mask_code(code: str) -> str:
+    """A renovation code or business licence for screens, logs and certificates: first 2 and
+    last 2 characters ("3178397000" -> "31******00"); short codes are all stars."""
+    return code[:2] + "*" * (len(code) - 4) + code[-2:] if len(code) >= 8 else "****"
+
+
+def mask_plate(plate: str) -> str:
+    """A canonical plate with its three-digit serial hidden ("22 ب *** ایران 10")."""
+    parts = plate.split(" ")
+    if len(parts) == 5:
+        parts[2] = "***"
+        return " ".join(parts)
+    return "****"
+
+
 def mask_national_code(code: str) -> str:
     """First 3 + last 3 digits ("0012345679" -> "001****679"): tells logs apart, identifies
     no one. Shorter than 7 digits: "****"."""

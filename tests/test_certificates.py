@@ -29,7 +29,7 @@ AS_OF = dt.datetime(2026, 11, 30, 9, 30, tzinfo=dt.UTC)
 
 def cert(**changes: object) -> CertificateData:
     base = dict(certificate_id="CERT-000123", kiosk_id="kiosk-demo-01", fee_type="business_tax",
-                identifier_masked="*******3918", owner_masked="ن*** س*** م*** ا***", as_of=AS_OF,
+                identifier_masked="14*******18", owner_masked="ن*** س*** م*** ا***", as_of=AS_OF,
                 valid_until=dt.date(2026, 12, 30), slips_checked=4)
     base.update(changes)
     return CertificateData(**base)  # type: ignore[arg-type]

@@ -42,8 +42,16 @@ def test_a_plate_is_two_digits_a_letter_three_digits_and_the_region() -> None:
 
 def test_masking_shows_no_full_identifier() -> None:
     assert mask_identifier(FEE_TYPES["waste_charge"], "0084137258") == "008****258"
-    assert mask_identifier(FEE_TYPES["business_tax"], "14020063918") == "*******3918"
-    assert mask_identifier(FEE_TYPES["vehicle_tax"], "22 ب 365 ایران 10") == "** ب *** ایران 10"
+    assert mask_identifier(FEE_TYPES["business_tax"], "14020063918") == "14*******18"
+    assert mask_identifier(FEE_TYPES["vehicle_tax"], "22 ب 365 ایران 10") == "22 ب *** ایران 10"
+
+
+def test_a_plate_takes_ascii_persian_or_arabic_digits_but_no_other_script() -> None:
+    assert plate_text("٢٢", "ب", "۳۶۵", "10") == "22 ب 365 ایران 10"
+    with pytest.raises(InvalidPlate):
+        plate_text("22", "ب", "365", "1\uff10")  # a fullwidth zero would make another plate
+    with pytest.raises(InvalidIdentifier):
+        check_identifier(FEE_TYPES["business_tax"], "1402006391\uff18")
 
 
 def test_message_parameters_render_per_language() -> None:

@@ -88,7 +88,8 @@ class CertificateFlow:
                                        idempotency_key=f"{self.ctx.kiosk_id}-cert-{uuid.uuid4().hex}")
         data = CertificateData(
             certificate_id=cert.certificate_id, kiosk_id=self.ctx.kiosk_id, fee_type=fee_type.name,
-            identifier_masked=mask_identifier(fee_type, identifier), owner_masked=cert.owner_name_masked,
+            identifier_masked=cert.identifier_masked or mask_identifier(fee_type, identifier),
+            owner_masked=cert.owner_name_masked,
             as_of=dt.datetime.fromisoformat(cert.as_of).replace(microsecond=0), valid_until=cert.valid_until, slips_checked=cert.slips_checked)
         signer = await asyncio.to_thread(load_ticket_signer, self.ctx.data_dir)
         payload = sign_certificate(data, signer)

@@ -21,7 +21,7 @@ from kiosk.errors import KioskError
 from kiosk.fmt import format_datetime, format_jalali_date, format_number, format_rials, to_persian_digits
 from kiosk.receipts.document import print_receipt_bytes
 from kiosk.receipts.layout import QR, Barcode, Document, Feed, Heading, Row, Separator, Text
-from kiosk.sensitive import national_code_ok, redact, to_ascii_digits
+from kiosk.sensitive import mask_name, national_code_ok, redact, to_ascii_digits
 from kiosk.slips.labels import FEE_KINDS, LINES
 from kiosk.text.bidi import ltr
 from kiosk.text.words import rials_in_words
@@ -53,10 +53,8 @@ class SlipNotPrintable(KioskError):
         self.check = check
 
 
-def mask_person_name(name: str) -> str:
-    """A name as a slip may print it: the first letter of each word, then «***» (the length is
-    not told). "زهرا محمدی" → "ز*** م***"."""
-    return " ".join(word[0] + "***" for word in name.split())
+#: the one masking rule for a payer's name (kiosk.sensitive.mask_name)
+mask_person_name = mask_name
 
 
 def _check_masked(name: str) -> str:
