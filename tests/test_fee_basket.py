@@ -506,3 +506,94 @@ def test_two_bills_refused_for_different_reasons_get_two_partial_refunds(env: De
     assert sale["reversed_rials"] == chosen[0].amount_rials + chosen[2].amount_rials and sale["status"] == "approved"
     tx = journal(env).get(tx_id)
     assert tx.data["bills_refunded"] == 2 and tx.data["refunded_rials"] == chosen[0].amount_rials + chosen[2].amount_rials
+
+
+# --- review 9: money findings ---------------------------------------------------------------------
+
+def set_amount(env: DemoEnvironment, slip: FeeSlip, amount_rials: int) -> None:
+    engine = sa.create_engine(env.backoffice_db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE bills SET amount_rials = :a WHERE bill_id = :b AND payment_id = :p"),
+                     {"a": amount_rials, "b": slip.bill_id, "p": slip.payment_id})
+    engine.dispose()
+
+
+def test_a_slip_with_nothing_due_is_dropped_before_paying_and_never_charged(env: DemoEnvironment) -> None:
+    """M1: a slip the back-office lists at 0 rials (discounted to zero) is dropped at the
+    re-check with the citizen told; the others are paid and settled. Before, it was journaled
+    and charged, and the order (a bill of 0 rials) could not be read back: settle and recovery
+    failed for ever with the money taken."""
+    chosen = slips(env, 3)
+    set_amount(env, chosen[2], 0)
+    with BackofficeClient(env.settings.backoffice_url, env.settings.backoffice_token, retries=0) as client:
+        listed = {(s.bill_id, s.payment_id): s for s in client.fee_slips(national_code=DEMO_NATIONAL_CODE).slips}
+    chosen = [listed[(s.bill_id, s.payment_id)] for s in chosen]
+    assert chosen[2].amount_rials == 0
+    ui = ScriptedUI(CONFIRM)
+    result = pay(env, chosen, ui)
+    assert result is not None and result.final_state == TxState.COMPLETED
+    assert ui.keys("error") == ["basket.bill_dropped"]
+    assert [(b.bill_id, b.outcome, b.reason) for b in result.bills][0] == (
+        chosen[2].bill_id, "not_paid", "basket.bill_nothing_due")
+    assert result.amount_rials == chosen[0].amount_rials + chosen[1].amount_rials
+    assert env.terminal.net_charged(result.transaction_id) == result.amount_rials
+    assert journal(env).open_transactions() == [] and recover_now(env) == {}
+
+
+def test_a_paid_basket_whose_order_cannot_be_read_is_reversed_not_left_paid(env: DemoEnvironment) -> None:
+    """M1: a basket journaled (by an older build) with a bill of 0 rials, then charged: its
+    order cannot be read back. Recovery must not error for ever with the money taken: the
+    back-office holds none of its bills, so the whole sale goes back."""
+    chosen = slips(env, 2)
+    items = [{"bill_id": s.bill_id, "payment_id": s.payment_id, "amount_rials": s.amount_rials} for s in chosen]
+    items.append({"bill_id": "zero-bill", "payment_id": "zero-pay", "amount_rials": 0})
+    total = sum(s.amount_rials for s in chosen)
+
+    async def go() -> str:
+        ctx = await KioskContext.open(env.settings, env.data_dir)
+        try:
+            tx_id = await ctx.money.open_transaction("fee_basket", total, {"items": items, "kiosk_id": "k"})
+            try:
+                assert (await ctx.money.charge(tx_id, total)).state == TxState.PAID
+            finally:
+                ctx.money.release(tx_id)
+            return tx_id
+        finally:
+            await ctx.close()
+
+    tx_id = asyncio.run(go())
+    assert env.terminal.net_charged(tx_id) == total
+    resolved = recover_now(env)
+    assert resolved[tx_id]["to_state"] == "REVERSED" and resolved[tx_id]["resolved"]
+    assert env.terminal.net_charged(tx_id) == 0 and kiosk_payments(env, tx_id) == {}
+    assert journal(env).open_transactions() == [] and recover_now(env) == {}
+
+
+def test_a_basket_with_an_unreadable_order_and_a_bill_held_goes_to_an_operator(env: DemoEnvironment) -> None:
+    """M1: the same unreadable order, but the back-office holds one of its bills: nothing can
+    be reversed blind or refunded by share — REFUND_PENDING for an operator, never PAID."""
+    chosen = slips(env, 2)
+    items = [{"bill_id": s.bill_id, "payment_id": s.payment_id, "amount_rials": s.amount_rials} for s in chosen]
+    items.append({"bill_id": "zero-bill", "payment_id": "zero-pay", "amount_rials": 0})
+    total = sum(s.amount_rials for s in chosen)
+
+    async def go() -> str:
+        ctx = await KioskContext.open(env.settings, env.data_dir)
+        try:
+            tx_id = await ctx.money.open_transaction("fee_basket", total, {"items": items, "kiosk_id": "k"})
+            try:
+                assert (await ctx.money.charge(tx_id, total)).state == TxState.PAID
+            finally:
+                ctx.money.release(tx_id)
+            return tx_id
+        finally:
+            await ctx.close()
+
+    tx_id = asyncio.run(go())
+    pay_elsewhere(env, chosen[0], f"{tx_id}.0")  # the back-office holds bill 0 under the basket's id
+    resolved = recover_now(env)
+    assert resolved[tx_id]["to_state"] == "REFUND_PENDING"
+    tx = journal(env).get(tx_id)
+    assert tx.data["order_unreadable"] and tx.data["refund_pending_rials"] == total
+    assert env.terminal.net_charged(tx_id) == total  # nothing given back blind
+    assert journal(env).open_transactions() == [] and journal(env).verify().ok

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from devices.base import DeviceError
 from devices.contracts import AmountTooLarge
-from kiosk.backoffice_client import AmountMismatch, BackofficeError, BillAlreadyPaid, FeeSlip
+from kiosk.backoffice_client import AmountMismatch, BillAlreadyPaid, BillNotFound, FeeSlip
 from kiosk.context import KioskContext
 from kiosk.errors import KioskError
 from kiosk.faults import fault_point
@@ -36,6 +36,7 @@ from kiosk.services.basket import (
     BasketInvalid,
     BasketItem,
     BasketOrder,
+    BillNothingDue,
     bill_outcomes,
     settle_basket,
 )
@@ -124,9 +125,13 @@ class FeeBasketFlow:
                     raise BillAlreadyPaid(bill_id=slip.bill_id)
                 if info.amount_rials != slip.amount_rials:
                     raise AmountMismatch(expected_rials=info.amount_rials, slip_rials=slip.amount_rials)
-            except BackofficeError as exc:
-                if getattr(exc, "money", "") != "none":  # unreachable, or not the back-office's own answer
-                    raise
+                if info.amount_rials <= 0:
+                    # nothing to pay (discounted to zero): never charged, and an order with such
+                    # a bill could not be read back after the total was taken
+                    raise BillNothingDue(bill_id=slip.bill_id)
+            except (BillAlreadyPaid, AmountMismatch, BillNotFound, BillNothingDue) as exc:
+                # only the back-office's own refusal of THIS bill drops it; any other error
+                # (unreachable, a rotated token's 401, ...) is the real error, shown as it is
                 await self.ui.show_error("basket.bill_dropped", bill_id=slip.bill_id,
                                          reason_fa=text(exc.key, "fa", **exc.context),
                                          reason_en=text(exc.key, "en", **exc.context))

@@ -77,6 +77,16 @@ class BasketInvalid(KioskError):
     money: ClassVar[str] = "none"
 
 
+class BillNothingDue(KioskError):
+    """The back-office lists the bill with nothing to pay (0 rials or less): it is dropped
+    before paying, never charged."""
+
+    key: ClassVar[str] = "basket.bill_nothing_due"
+    fa: ClassVar[str] = "برای این فیش مبلغی برای پرداخت نمانده است"
+    en: ClassVar[str] = "nothing is due on this slip"
+    money: ClassVar[str] = "none"
+
+
 def bill_tx_id(tx_id: str, index: int) -> str:
     """The transaction id (and idempotency key) of bill `index` of basket `tx_id`."""
     return f"{tx_id}.{index}"
@@ -248,6 +258,8 @@ class FeeBasketKind(TransactionKind):
 
         if money.journal.state_of(tx_id) == TxState.FULFILLING:
             return await settle_basket(money, tx_id)  # committed to settling: carried on, never reversed blind
+        if read_order(money.journal.get(tx_id)) is None:
+            return await unreadable_order(money, tx_id)
         if money.pending_posts(tx_id):
             await money.writer.append(tx_id, TxState.FULFILLING, {"settlement_found": "outbox"})
             return await settle_basket(money, tx_id)
@@ -361,6 +373,47 @@ def _answer_steps(index: int, item: OutboxItem) -> list[tuple[TxState, dict[str,
     return [(TxState.FULFILLING, {"bill": index, "step": "refused", "reason": reason, "found": "outbox"})]
 
 
+def read_order(tx: Transaction) -> BasketOrder | None:
+    """The basket's order as CREATED journaled it, or None when it cannot be read (a bill of
+    0 rials journaled by an older build, a damaged row)."""
+    try:
+        return BasketOrder.from_journal(tx.data)
+    except InvalidOrder:
+        return None
+
+
+async def unreadable_order(money: MoneyPath, tx_id: str) -> SettleResult:
+    """A paid basket whose order cannot be read: which bills it holds is unknown, so no bill
+    can be posted or refunded by share. Never left PAID with the money taken:
+      - PAID, nothing in the outbox, and the back-office holds none of `<tx>.0 … <tx>.9`:
+        nothing was settled — the whole sale is reversed;
+      - the back-office cannot be asked: left as it is (CHECK_PENDING), asked again;
+      - anything settled or queued (or already FULFILLING): REFUND_PENDING — an operator
+        works out what is owed (the whole amount at most)."""
+    from kiosk.money_path import SettleResult
+
+    tx = money.journal.get(tx_id)
+    log.error("basket order cannot be read: no bill can be settled or refunded by share", extra={"tx": tx_id})
+    if tx.state == TxState.PAID and not money.journal.outbox_for(tx_id):
+        for i in range(MAX_BILLS):
+            try:
+                found = await asyncio.to_thread(FEE_BASKET.find_posted, money.backoffice, bill_tx_id(tx_id, i))
+            except (BackofficeError, requests.RequestException, ValueError, KeyError) as exc:
+                log.warning("not reversing: cannot ask the back-office (%s)", exc, extra={"tx": tx_id})
+                return SettleResult.CHECK_PENDING
+            if found is not None:
+                break
+        else:
+            return await money.reverse(tx_id, "basket order unreadable; nothing settled", ask_backoffice=False)
+    steps: list[tuple[TxState, dict[str, Any] | None]] = []
+    if tx.state == TxState.PAID:
+        steps.append((TxState.FULFILLING, {"order_unreadable": True}))
+    steps.append((TxState.REFUND_PENDING, {"order_unreadable": True, "bills_refund_pending": [],
+                                           "refund_pending_rials": tx.amount_rials}))
+    await money.writer.append_many(tx_id, steps)
+    return SettleResult.REFUND_PENDING
+
+
 async def settle_basket(money: MoneyPath, tx_id: str) -> SettleResult:
     """Queue every bill, post each queued one in order, then finish. A bill the back-office
     cannot be reached for stays queued (the outbox worker posts it later): PENDING."""
@@ -370,6 +423,8 @@ async def settle_basket(money: MoneyPath, tx_id: str) -> SettleResult:
         state = money.journal.state_of(tx_id)
         if state not in (TxState.PAID, TxState.FULFILLING):
             return _result_of(state)
+        if read_order(money.journal.get(tx_id)) is None:
+            return await unreadable_order(money, tx_id)
         await queue_bills(money, tx_id)
         pending = {item.payload.get("bill_index"): item for item in money.journal.outbox_for(tx_id)
                    if item.kind == BASKET_BILL and item.status == OutboxStatus.PENDING}
@@ -396,6 +451,8 @@ async def finish(money: MoneyPath, tx_id: str) -> SettleResult:
     tx = money.journal.get(tx_id)
     if tx.state != TxState.FULFILLING:
         return _result_of(tx.state)
+    if read_order(tx) is None:
+        return await unreadable_order(money, tx_id)
     outcomes = bill_outcomes(tx)
     if any(o.step in ("new", "queued") for o in outcomes):
         return SettleResult.PENDING
