@@ -36,6 +36,12 @@ MESSAGES: dict[str, tuple[str, str]] = {
                           "The printer could not print. The bill and payment ids are on the screen; take a photo"),
     "slips.nothing_unpaid": ("همهٔ فیش‌های انتخاب‌شده پرداخت شده‌اند و چیزی برای پرداخت نیست",
                              "Every chosen slip is already paid; there is nothing to pay"),
+    "slips.too_many": ("با یک پرداخت حداکثر {max} فیش پرداخت می‌شود؛ لطفاً فیش‌های کمتری انتخاب کنید",
+                       "One payment pays at most {max} slips; please choose fewer"),
+    "cert.pending_settlement": ("پرداخت شما ثبت شد. گواهی پس از ثبت آن نزد شهرداری صادر می‌شود؛ چند دقیقه دیگر "
+                                "دوباره درخواست کنید",
+                                "Your payment is recorded. The certificate is issued once the municipality has "
+                                "recorded it; please ask again in a few minutes"),
     "slips.cancelled": ("کاری انجام نشد و مبلغی از حساب شما کم نشد", "Nothing was done and nothing was charged"),
     # settlement certificate
     "cert.title": ("گواهی مفاصاحساب", "Settlement certificate"),

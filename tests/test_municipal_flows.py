@@ -220,3 +220,20 @@ def test_the_municipal_demo_scripts_run_end_to_end(tmp_path: Path, script: str) 
     assert summary["ok"] and summary["journal_ok"] and summary["printed"]
     assert all(Path(p).is_file() for p in summary["printed"])
     assert NATIONAL_CODE not in run.stdout and "13990412775" not in run.stdout  # nor a licence
+
+
+def test_choosing_more_slips_than_one_payment_takes_asks_again_without_a_new_look_up(env: DemoEnvironment) -> None:
+    result, ui = slips_flow(env, {"slips.choose_type": "waste_charge", "slips.enter_national_code": NATIONAL_CODE,
+                                  "slips.choose": ["all", "first:2"], "slips.what_next": ["pay", "pay"],
+                                  "basket.confirm": True})
+    assert "slips.too_many" in ui.keys("error")
+    assert ui.keys("step").count("slips.looking_up") == 1  # the list stayed; no second counted look-up
+    assert result.outcome.ok and result.final_state == TxState.COMPLETED and len(payments(env)) == 2
+
+
+def test_a_certificate_with_more_outstanding_than_one_payment_takes_is_paid_in_turns(env: DemoEnvironment) -> None:
+    result, ui = certificate_flow(env, {"cert.choose_type": "business_tax",
+                                        "slips.enter_business_license": "14020063918",  # 12 unpaid
+                                        "cert.outstanding": True, "basket.confirm": [True, True]})
+    assert result.outcome.ok, ui.keys()
+    assert result.outstanding == 12 and len(payments(env)) == 12 and result.certificate is not None

@@ -21,6 +21,7 @@ from kiosk.errors import KioskError
 from kiosk.fee_types import FEE_TYPES, FeeType, mask_identifier
 from kiosk.flows.fee_slips import FeeSlipsFlow
 from kiosk.journal import TxState
+from kiosk.services.basket import MAX_BILLS
 from kiosk.receipt_issuer import render_for
 from kiosk.tickets import load_ticket_signer
 from kiosk.ui_port import CitizenLeft, Outcome, UIPort
@@ -66,13 +67,22 @@ class CertificateFlow:
             total = sum(s.amount_rials for s in slips)
             if not await self.ui.confirm("cert.outstanding", count=len(slips), amount_rials=total):
                 return await self._end(Outcome(False, "cert.not_issued"))
-            paid = await self.slips.pay(slips, fee_type=fee_type.name, listed=len(slips))
-            if not paid.outcome.ok:
-                return CertificateResult(paid.outcome, paid.final_state, paid.transaction_id, paid.amount_rials,
-                                         paid.receipt_payload)
+            paid_count = 0
+            for _ in range(-(-len(slips) // MAX_BILLS)):  # one payment takes MAX_BILLS slips at most
+                batch, slips = slips[:MAX_BILLS], slips[MAX_BILLS:]
+                paid = await self.slips.pay(batch, fee_type=fee_type.name, listed=len(batch))
+                if not paid.outcome.ok:
+                    return CertificateResult(paid.outcome, paid.final_state, paid.transaction_id,
+                                             paid.amount_rials, paid.receipt_payload)
+                paid_count += len(batch)
+            if paid.final_state != TxState.COMPLETED:  # paid; the settlement waits in the outbox
+                outcome = Outcome(False, "cert.pending_settlement", {}, paid.transaction_id, paid.receipt_payload)
+                await self.ui.show_outcome(outcome)
+                return CertificateResult(outcome, paid.final_state, paid.transaction_id, paid.amount_rials,
+                                         paid.receipt_payload, outstanding=paid_count)
             issued = await self._issue(fee_type, identifier)
             return CertificateResult(issued.outcome, paid.final_state, paid.transaction_id, paid.amount_rials,
-                                     issued.receipt_payload, issued.certificate, issued.printed, len(slips))
+                                     issued.receipt_payload, issued.certificate, issued.printed, paid_count)
         except CitizenLeft:
             return await self._end(Outcome(False, "slips.cancelled"))
         except OutstandingSlips:  # still owed after paying (a settlement waiting in the outbox)

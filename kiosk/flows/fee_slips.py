@@ -22,6 +22,7 @@ from kiosk.backoffice_client import FeeSlip, OwnerSlips
 from kiosk.errors import KioskError
 from kiosk.fee_types import FEE_TYPES, ID_DIGITS, PLATE_LETTERS, FeeType, check_identifier, plate_text
 from kiosk.journal import TxState
+from kiosk.services.basket import MAX_BILLS
 from kiosk.receipt_issuer import render_for
 from kiosk.ui_port import Choice, CitizenLeft, Outcome, UIPort
 
@@ -57,8 +58,8 @@ async def ask_plate(ui: UIPort) -> str:
 
 
 class FeeSlipsFlow:
-    """`run()` asks everything; `action` ("print" | "pay") skips the what-next question (a
-    tile that only prints, the certificate flow paying what is outstanding)."""
+    """`run()` asks everything; the certificate flow uses its steps (fee type, identifier,
+    paying what is outstanding)."""
 
     def __init__(self, ctx: Any, ui: UIPort, *, lang: str = "fa") -> None:
         self.ctx = ctx
@@ -78,9 +79,7 @@ class FeeSlipsFlow:
         if not owner.slips:
             return await self._end(Outcome(False, "slips.none"), fee_type=fee_type.name)
         try:
-            chosen = await self.choose_slips(owner)
-            action = await self.ui.choose("slips.what_next", [Choice("print", "slips.print"),
-                                                              Choice("pay", "slips.pay")])
+            chosen, action = await self._choose_and_act(owner)
         except CitizenLeft:
             return await self._end(Outcome(False, "slips.cancelled"), fee_type=fee_type.name,
                                    listed=len(owner.slips))
@@ -90,6 +89,19 @@ class FeeSlipsFlow:
             return await self._end(Outcome(bool(printed), key, {"count": len(printed)}), fee_type=fee_type.name,
                                    listed=len(owner.slips), chosen=chosen, printed=printed)
         return await self.pay(chosen, fee_type=fee_type.name, listed=len(owner.slips))
+
+    async def _choose_and_act(self, owner: OwnerSlips) -> tuple[list[FeeSlip], str]:
+        """The slips and print-or-pay; paying more than one payment takes is asked again (the
+        list stays on screen: no second look-up, which would count against the limits)."""
+        for _ in range(MAX_INPUT_TRIES):
+            chosen = await self.choose_slips(owner)
+            action = await self.ui.choose("slips.what_next", [Choice("print", "slips.print"),
+                                                              Choice("pay", "slips.pay")])
+            if action == "pay" and len([s for s in chosen if s.status == "unpaid"]) > MAX_BILLS:
+                await self.ui.show_error("slips.too_many", max=MAX_BILLS)
+                continue
+            return chosen, action
+        raise CitizenLeft("too many tries at choosing slips")
 
     # --- input ------------------------------------------------------------------------------
     async def choose_fee_type(self, key: str, names: Sequence[str] | None = None) -> FeeType:
