@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from provisioning.common import signing
 from provisioning.server import journal, rollout
+from provisioning.server.dashboard import add_dashboard
 from provisioning.server import service as svc
 from provisioning.server.db import is_sqlite, make_engine, session_factory, upgrade
 from provisioning.server import models as svc_models
@@ -256,6 +257,7 @@ def create_app(db_url: str, *, migrate: bool = True, engine: Engine | None = Non
 
     _agent_routes(app)
     _manager_routes(app)
+    add_dashboard(app, _transaction, _audit_refusal)
     return app
 
 
