@@ -74,14 +74,20 @@ def _amount_in(value: str, lang: str) -> str:
 
 
 def render(key: str, lang: str = "fa", **params: Any) -> str:
-    """The text of `key` in `lang` with `params`, as a citizen sees it."""
+    """The text of `key` in `lang` with `params`, as a citizen sees it.
+
+    The parameters go through kiosk.messages.render_params first (amount_rials → amount, any
+    other `*_rials` grouped, dates Jalali, counts in the reader's digits, `X_key` → X), the one
+    formatting every UI shares; on top of it the screen adds `service` from service_fa /
+    service_en, `X` with its unit from an integer `X_rials` the text names as `{X}`, an amount a
+    flow formatted already shown again in this language, a device key named, a plate in the
+    reader's digits read left to right like the plate itself, and in Persian every parameter
+    with no Persian letters isolated left to right (digits-only ids in Persian digits)."""
     from kiosk.fmt import format_rials, to_persian_digits
-    from kiosk.messages import text
+    from kiosk.messages import render_params, text
     from kiosk.text.bidi import has_rtl_letters, ltr
 
-    shown = dict(params)
-    if "amount_rials" in shown and "amount" not in shown:
-        shown["amount"] = format_rials(int(shown["amount_rials"]), lang)
+    shown = render_params(params, lang)
     for name, value in params.items():  # balance_rials=250000 → balance, in this language
         if name.endswith("_rials") and isinstance(value, int) and not isinstance(value, bool):
             shown.setdefault(name[:-len("_rials")], format_rials(value, lang))
@@ -92,11 +98,14 @@ def render(key: str, lang: str = "fa", **params: Any) -> str:
     for name in _PARAM_KEYS:
         if isinstance(shown.get(name), str) and shown[name] in MESSAGES:
             shown[name] = text(shown[name], lang)
-    for name in ("min", "max", "seconds"):
-        if isinstance(shown.get(name), int) and lang == "fa":
-            shown[name] = to_persian_digits(str(shown[name]))
+    plate = shown.get("plate")
+    if isinstance(plate, str) and plate:
+        # "45 ج 781 ایران 20": the order of the plate's own parts, left to right, in both languages
+        shown["plate"] = ltr(to_persian_digits(plate) if lang == "fa" else plate)
     if lang == "fa":
         for name, value in list(shown.items()):
+            if name == "plate":
+                continue
             if isinstance(value, str) and value.isascii() and value.isdigit():
                 value = shown[name] = to_persian_digits(value)  # a tracking code or id of digits
             if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value) \
@@ -105,4 +114,11 @@ def render(key: str, lang: str = "fa", **params: Any) -> str:
     return text(key, lang, **shown)
 
 
-__all__ = ["MESSAGES", "render"]
+def plain(text: str) -> str:
+    """`text` without its invisible bidi isolates (a transcript's or a reader's words)."""
+    from kiosk.text.bidi import FSI, LRI, PDI, RLI
+
+    return text.translate(str.maketrans("", "", LRI + RLI + FSI + PDI))
+
+
+__all__ = ["MESSAGES", "plain", "render"]

@@ -17,8 +17,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from kiosk.fmt import format_rials
-from kiosk.messages import text
+from kiosk.messages_ui import plain, render
 from kiosk.sensitive import mask_code, mask_national_code, national_code_ok
 
 #: digit questions whose answer identifies a person or their property: masked in the transcript
@@ -34,11 +33,9 @@ class Shown:
     answer: Any = None
 
     def line(self, lang: str = "fa") -> str:
-        params = dict(self.params)
-        if "amount_rials" in params:
-            params["amount"] = format_rials(int(params["amount_rials"]), lang)
-        params.setdefault("service", params.get(f"service_{lang}", ""))
-        words = text(self.key, lang, **params)
+        """The words a citizen reads, rendered exactly as the touch screen renders them
+        (kiosk.messages_ui.render) without the invisible bidi isolates."""
+        words = plain(render(self.key, lang, **self.params))
         if self.answer is not None:
             words += f"  → {self.answer}"
         return words
