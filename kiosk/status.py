@@ -76,6 +76,9 @@ SERVICE_NEEDS: dict[str, tuple[str, ...]] = {
     "card_sale": ("journal", "transit_keys", "PaymentTerminal", "CardDispenser", "CardReader"),
     "collect_pending": ("journal", "transit_keys", "CardReader"),
     "qr_ticket": ("journal", "PaymentTerminal"),
+    "fee_slips": ("journal",),  # a look-up and a print need no device; paying asks the terminal
+    "certificate": ("journal",),
+    "traffic_permit": ("journal", "PaymentTerminal"),
 }
 
 #: consumable values that make a device unusable, and the reason shown
