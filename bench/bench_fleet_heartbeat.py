@@ -62,17 +62,20 @@ def seed(db_url: str, n: int) -> list[bytes]:
     return [signing.private_raw(k) for k in keys]
 
 
-def _client(args: tuple[str, str, list[tuple[int, bytes]], int]) -> list[float]:
-    """One client process: `threads` keep-alive connections share its slice of kiosks."""
-    base, mode, items, threads = args
+def _client(args: tuple[list[str], str, list[tuple[int, bytes]], int]) -> list[float]:
+    """One client process: `threads` keep-alive connections (spread over the servers) share its
+    slice of kiosks."""
+    bases, mode, items, threads = args
     from provisioning.common import signing
 
-    split = urlsplit(base)
     latencies: list[float] = []
     lock = threading.Lock()
     cursor = iter(items)
+    turn = iter(range(threads))
 
     def worker() -> None:
+        with lock:
+            split = urlsplit(bases[next(turn) % len(bases)])
         conn = http.client.HTTPConnection(split.hostname, split.port, timeout=30)
         mine: list[float] = []
         while True:
@@ -110,9 +113,10 @@ def _client(args: tuple[str, str, list[tuple[int, bytes]], int]) -> list[float]:
     return latencies
 
 
-def measure(base: str, mode: str, keys: list[bytes], processes: int, threads: int) -> dict[str, Any]:
+def measure(bases: list[str], mode: str, keys: list[bytes], processes: int, threads: int) -> dict[str, Any]:
     items = list(enumerate(keys))
-    slices = [(base, mode, items[p::processes], threads) for p in range(processes)]
+    slices = [(bases[p % len(bases):] + bases[:p % len(bases)], mode, items[p::processes], threads)
+              for p in range(processes)]
     t0 = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
         parts = pool.map(_client, slices)
@@ -135,23 +139,30 @@ def start_server(db_url: str) -> tuple[subprocess.Popen[str], str]:
     return proc, m.group(1)
 
 
-def run(db_url: str | None, kiosks: int, processes: int, threads: int) -> dict[str, Any]:
+def run(db_url: str | None, kiosks: int, processes: int, threads: int, servers: int = 1) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         url = db_url or f"sqlite:///{Path(tmp) / 'fleet.sqlite3'}"
         t0 = time.perf_counter()
         keys = seed(url, kiosks)
         seeded_s = time.perf_counter() - t0
-        proc, base = start_server(url)
+        procs: list[subprocess.Popen[str]] = []
         try:
-            measure(base, "ping", keys[: min(200, kiosks)], processes, threads)  # warm up
-            ping = measure(base, "ping", keys, processes, threads)
-            heartbeat = measure(base, "heartbeat", keys, processes, threads)
+            bases = []
+            for _ in range(servers):  # stateless: any number of processes on one database
+                proc, base = start_server(url)
+                procs.append(proc)
+                bases.append(base)
+            measure(bases, "ping", keys[: min(200, kiosks)], processes, threads)  # warm up
+            ping = measure(bases, "ping", keys, processes, threads)
+            heartbeat = measure(bases, "heartbeat", keys, processes, threads)
         finally:
-            proc.terminate()
-            proc.wait(timeout=15)
+            for proc in procs:
+                proc.terminate()
+                proc.wait(timeout=15)
     ratio = heartbeat["per_s"] / ping["per_s"]
     is_pg = url.startswith("postgresql")
     result = {"bench": "fleet_heartbeat", "db": "postgresql" if is_pg else "sqlite", "kiosks": kiosks,
+              "servers": servers,
               "client_processes": processes, "threads_each": threads, "seed_s": round(seeded_s, 2),
               "ping": ping, "heartbeat": heartbeat, "ratio": round(ratio, 3), "target_ratio": TARGET_RATIO,
               "ratio_ok": ratio >= TARGET_RATIO}
@@ -166,8 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kiosks", type=int, default=10_000)
     parser.add_argument("--processes", type=int, default=2, help="client processes")
     parser.add_argument("--threads", type=int, default=4, help="connections per client process")
+    parser.add_argument("--servers", type=int, default=1, help="fleet serve processes on the one database")
     args = parser.parse_args(argv)
-    print(json.dumps(run(args.db, args.kiosks, args.processes, args.threads)))
+    print(json.dumps(run(args.db, args.kiosks, args.processes, args.threads, args.servers)))
     return 0
 
 

@@ -350,3 +350,24 @@ def test_unknown_commands_and_bad_arguments_are_refused(fleet: Fleet, body: dict
     _enrolled(fleet)
     _refused(fleet.api("POST", "/api/v1/kiosks/kiosk-001/commands", json=body), 422, code)
     _audited(fleet, code)
+
+
+def test_anonymous_refusals_cannot_flood_the_audit_log(fleet: Fleet) -> None:
+    for _ in range(25):
+        _refused(SignedKiosk(fleet.url, "kiosk-x").enroll("fleete_guessed-token-xxxxxxxxxxxxxxxxxxxx"), 401,
+                 "enroll.token_invalid")
+    rows = fleet.audit("enroll.token_invalid")
+    assert len(rows) == 1 and rows[0]["detail"]["repeated"] == 25
+    assert _kiosks(fleet) == []
+    # a captured request replayed over and over: one entry, counted
+    k = _enrolled(fleet)
+    headers, data = k.signed("POST", "/api/v1/agent/heartbeat", {})
+    k.send("POST", "/api/v1/agent/heartbeat", headers, data)
+    for _ in range(3):
+        k.send("POST", "/api/v1/agent/heartbeat", headers, data)
+    assert [r["detail"]["repeated"] for r in fleet.audit("auth.replay")] == [3]
+    # a manager's refusals (who is known) are kept one by one
+    viewer = fleet.manager_token("vera", Role.VIEWER)
+    for _ in range(3):
+        fleet.api("POST", "/api/v1/enroll-tokens", viewer, json={"label": "x"})
+    assert len(fleet.audit("auth.forbidden")) == 3

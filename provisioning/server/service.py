@@ -83,11 +83,27 @@ def audit(session: Session, actor: str, action: str, target: str, outcome: str =
                            outcome=outcome[:64], detail=detail))
 
 
+#: refusals of callers who proved nothing (no valid token, no enrolled key) within this long of
+#: an identical one are counted on that entry instead of adding rows: whoever knows the URL
+#: must not be able to flood the audit log either
+COALESCE_WINDOW = dt.timedelta(seconds=60)
+
+
 def audit_refusal(sessions: sessionmaker[Session], actor: str, exc: FleetError, **detail: Any) -> None:
     """Record a refusal in a transaction of its own (the refused one was rolled back)."""
+    action, target = (exc.action or "request")[:64], (exc.target or "-")[:100]
     with sessions() as session, session.begin():
-        audit(session, actor, exc.action or "request", exc.target or "-", exc.code,
-              message=exc.message, **detail)
+        if actor.startswith(("anonymous", "kiosk?:")):
+            now = utcnow()
+            same = session.scalars(select(AuditEntry).where(
+                AuditEntry.actor == actor[:100], AuditEntry.action == action, AuditEntry.target == target,
+                AuditEntry.outcome == exc.code[:64], AuditEntry.at >= now - COALESCE_WINDOW)
+                .order_by(AuditEntry.id.desc()).limit(1)).first()
+            if same is not None:
+                same.detail = {**same.detail, "repeated": int(same.detail.get("repeated", 1)) + 1,
+                               "last_at": signing.iso(now)}
+                return
+        audit(session, actor, action, target, exc.code, message=exc.message, **detail)
 
 
 def audit_entries(session: Session, limit: int = 100, *, outcome: str | None = None) -> list[dict[str, Any]]:
