@@ -18,6 +18,8 @@ DEB_PACKAGES += chromium
 # the touch UI (Kivy): GL and EGL with Mesa's software renderer (SDL's offscreen driver runs the UI
 # tests and `kiosk ui-tour` with no display), libmtdev1 for Kivy's multitouch input on a real panel
 DEB_PACKAGES += libgl1 libegl1 libegl-mesa0 libgl1-mesa-dri libmtdev1
+# audio guidance on the touch UI: espeak-ng and its Persian voice (kiosk/speech.py, tests/test_speech.py)
+DEB_PACKAGES += espeak-ng
 # Debian creates and starts a "main" cluster on port 5432 when PostgreSQL is first installed;
 # the tests do not need one, so while we install it this drop-in says not to (then it goes).
 PG_NO_CLUSTER := /etc/postgresql-common/createcluster.d/city-kiosk-no-main-cluster.conf
