@@ -79,6 +79,9 @@ SERVICES: tuple[Service, ...] = (
     Service("qr_ticket", "ticket.title", "kiosk.flows.qr_ticket:QrTicketFlow"),
     Service("card_sale", "card_sale.title", "kiosk.flows.card_sale:CardSaleFlow"),
     Service("collect_pending", "collect.title", "kiosk.flows.collect_pending:CollectPendingFlow"),
+    Service("fee_slips", "slips.title", "kiosk.flows.fee_slips:FeeSlipsFlow"),
+    Service("certificate", "cert.title", "kiosk.flows.certificate:CertificateFlow"),
+    Service("traffic_permit", "permit.title", "kiosk.flows.traffic_permit:TrafficPermitFlow"),
 )
 
 HINTS = ("ui.hint.fee", "ui.hint.topup", "ui.hint.balance", "ui.hint.ticket")
