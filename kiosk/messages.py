@@ -17,6 +17,7 @@ from kiosk.messages_card_sale import MESSAGES as _CARD_SALE
 from kiosk.messages_basket import MESSAGES as _BASKET
 from kiosk.messages_municipal import MESSAGES as _MUNICIPAL
 from kiosk.messages_ui import MESSAGES as _UI
+from kiosk.messages_maintenance import MESSAGES as _MAINTENANCE
 
 CATALOG: dict[str, tuple[str, str]] = {
     # fee payment
@@ -120,6 +121,7 @@ _EXTRA += (_CARD_SALE,)
 _EXTRA += (_BASKET,)
 _EXTRA += (_MUNICIPAL,)
 _EXTRA += (_UI,)
+_EXTRA += (_MAINTENANCE,)
 for _catalog in _EXTRA:
     _twice = set(_catalog) & set(CATALOG)
     if _twice:
