@@ -246,6 +246,7 @@ def refresh_blockers(coordinator: StatusCoordinator, ctx: Any) -> None:
     broken = ctx.out_of_service
     coordinator.set_blocker("journal", Reason("service.out_of_service") if broken is not None else None)
     coordinator.set_blocker("transit_keys", None if ctx.transit_keys is not None else Reason("service.unavailable"))
+    apply_disabled(coordinator, _technician_disabled(ctx))  # services a technician took out (kiosk.maintenance)
 
 
 def for_context(ctx: Any) -> StatusCoordinator:
@@ -257,3 +258,27 @@ def for_context(ctx: Any) -> StatusCoordinator:
 
 
 __all__ += ["for_context", "refresh_blockers"]
+
+
+#: the reason a service a technician took out of service shows on its home tile
+DISABLED_REASON = Reason("status.disabled_by_technician")
+
+
+def apply_disabled(coordinator: StatusCoordinator, disabled: Any) -> None:
+    """Services a technician took out of service (kiosk.maintenance): each is unavailable
+    with DISABLED_REASON, ahead of any other reason; the others are put back. Each service
+    gets a blocker of its own, "technician:<service>", first among its needs."""
+    for service, needs in list(coordinator.needs.items()):
+        name = f"technician:{service}"
+        if name not in needs:
+            coordinator.needs[service] = (name, *needs)
+        coordinator.set_blocker(name, DISABLED_REASON if service in set(disabled) else None)
+
+
+def _technician_disabled(ctx: Any) -> tuple[str, ...]:
+    from kiosk.maintenance import disabled_services
+
+    return disabled_services(getattr(ctx, "data_dir", None))
+
+
+__all__ += ["DISABLED_REASON", "apply_disabled"]
