@@ -210,7 +210,8 @@ class Audit:
     def record(self, event: str, **details: Any) -> None:
         row = {"at": round(self._clock(), 3), "event": event, **details}
         line = json.dumps(row, ensure_ascii=False, sort_keys=True)
-        log.warning("maintenance: %s", line)
+        level = logging.WARNING if event in ("pin_wrong", "pin_refused", "session_refused") else logging.INFO
+        log.log(level, "maintenance: %s", line)
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
             os.write(fd, (line + "\n").encode("utf-8"))
