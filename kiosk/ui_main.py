@@ -112,11 +112,14 @@ async def run_kiosk(settings: Any, data: Path, options: UIOptions, *, lock: Any 
 
     ctx = await KioskContext.open(settings, data, lock=lock)
     result: Any = None
+    pinger: Any = None
+    broken = False
     try:
         try:
             await Recovery(ctx.journal, ctx.money).run()
         except JournalBroken:
             log.critical("journal fails verification: the kiosk is out of service")
+            broken = True
         ctx.start_outbox_worker()
         status = for_context(ctx)
         ui = KivyUI(lang=settings.lang, status=status, idle_s=options.idle_s, warn_s=options.warn_s,
@@ -127,6 +130,16 @@ async def run_kiosk(settings: Any, data: Path, options: UIOptions, *, lock: Any 
         if app_task.done():  # the window never opened (no GL, no display): say why, run nothing
             app_task.result()
             raise RuntimeError("the touch UI stopped before it started")
+        # systemd (docs/appliance.md): READY=1 now that the first screen is up, then WATCHDOG=1
+        # from Kivy's own clock, so a frozen loop stops the pings. start_watchdog schedules
+        # pinger.on_clock itself; never schedule tick (Kivy unschedules a callback returning False).
+        # A broken journal still says READY: the UI is alive and shows the kiosk out of service.
+        from kivy.clock import Clock
+        from kiosk.watchdog import start_watchdog
+
+        pinger = start_watchdog(Clock.schedule_interval, status="serving citizens")
+        if broken:
+            pinger.status("out of service: the journal fails verification")
         if script is not None:
             try:
                 result = await script(ui, app, ctx, env)
@@ -141,6 +154,9 @@ async def run_kiosk(settings: Any, data: Path, options: UIOptions, *, lock: Any 
                 sessions.cancel()
                 await asyncio.gather(sessions, return_exceptions=True)
     finally:
+        if pinger is not None:
+            pinger.stopping()
+            pinger.close()
         await ctx.close()
     return result
 
