@@ -38,6 +38,13 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "ui.transaction": ("شماره تراکنش: {tx}", "Transaction: {tx}"),
     "ui.receipt_qr": ("رسید شما چاپ نشد. این کد را با تلفن همراه بخوانید و نگه دارید",
                       "Your receipt was not printed. Scan this code with your phone and keep it"),
+    # accessibility, toggled on the attract and home screens; a multiple choice's count
+    "ui.large_text": ("متن درشت", "Large text"),
+    "ui.high_contrast": ("کنتراست بالا", "High contrast"),
+    "ui.speech": ("راهنمای صوتی", "Audio guide"),
+    "ui.toggle_on": ("{name}: روشن", "{name}: on"),
+    "ui.toggle_off": ("{name}: خاموش", "{name}: off"),
+    "ui.chosen": ("{count} مورد انتخاب شده", "{count} chosen"),
     "ui.balance.title": ("موجودی کارت بلیت", "Transit card balance"),
     # device status, the reason shown on a service that cannot run now
     "status.offline": ("{device} در دسترس نیست", "The {device} is not available"),

@@ -30,16 +30,19 @@ from kivy.app import App
 from kivy.clock import Clock
 from kivy.core.image import Image as CoreImage
 from kivy.core.window import Window
-from kivy.graphics import Color, Rectangle
+from kivy.graphics import Color, Line, Rectangle
 from kivy.metrics import Metrics
 from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.floatlayout import FloatLayout
 from kivy.uix.gridlayout import GridLayout
+from kivy.uix.behaviors import ButtonBehavior
 from kivy.uix.image import Image
+from kivy.uix.scrollview import ScrollView
 from kivy.uix.widget import Widget
 
 from kiosk.fmt import to_persian_digits
-from kiosk.messages_ui import render
+from kiosk.messages_ui import plain, render
+from kiosk.speech import Speaker
 from kiosk.status import StatusCoordinator
 from kiosk.text.bidi import ltr
 from kiosk.ui_port import Choice, CitizenLeft, Outcome, UIPort
@@ -58,6 +61,26 @@ GOOD = (0.05, 0.45, 0.22, 1)
 CANCEL_BG = (0.55, 0.56, 0.60, 1)
 BANNER_BG = (0.70, 0.12, 0.10, 1)
 NOTICE_BG = (0.62, 0.40, 0.02, 1)
+ROW_BG = (0.93, 0.94, 0.96, 1)
+ROW_CHECKED_BG = (0.80, 0.89, 0.98, 1)
+
+#: large-text mode: every label's font this many times its size
+LARGE_TEXT = 1.3
+#: high-contrast mode: black ground, white text, yellow buttons with black captions
+HC_GROUND = (0, 0, 0, 1)
+HC_TEXT = {INK: WHITE, MUTED: (0.88, 0.88, 0.88, 1), BAD: (1, 0.62, 0.55, 1), GOOD: (0.55, 1, 0.62, 1)}
+HC_BUTTON = (1, 0.84, 0.0, 1)
+HC_BUTTON_PRESSED = (0.80, 0.64, 0.0, 1)
+HC_CANCEL = (1, 1, 1, 1)
+HC_DISABLED = (0.55, 0.55, 0.55, 1)
+HC_ROW_BG = (0.12, 0.12, 0.12, 1)
+HC_ROW_CHECKED_BG = (0.30, 0.26, 0.0, 1)
+BUTTON_BG = (0.13, 0.42, 0.62, 1)
+BUTTON_PRESSED = (0.08, 0.28, 0.42, 1)
+BUTTON_DISABLED = (0.72, 0.72, 0.74, 1)
+
+#: a choice screen with more options than this lays them out as a grid
+GRID_FROM = 4
 
 
 def mm_px(mm: float) -> float:
@@ -109,7 +132,7 @@ class KioskRoot(FloatLayout):
         super().__init__(**kwargs)
         self._on_activity = on_activity
         with self.canvas.before:
-            Color(*WHITE)
+            self.ground = Color(*WHITE)
             self._bg = Rectangle(pos=self.pos, size=self.size)
         self.fbind("size", lambda *_: setattr(self._bg, "size", self.size))
 
@@ -136,10 +159,66 @@ class Row(BoxLayout):
                 self.add_widget(w)
 
 
+class Grid(GridLayout):
+    """A grid whose cells run right to left in a right-to-left language (the first top right)."""
+
+    def set_rtl(self, rtl: bool) -> None:
+        self.orientation = "rl-tb" if rtl else "lr-tb"
+
+
+class CheckRow(ButtonBehavior, Row):
+    """One row of a multiple choice: a check box and the option's label; a tap checks or
+    unchecks it. At least a 15 mm target, taller when its label wraps."""
+
+    def __init__(self, label: RTLLabel, choice_id: str, **kwargs: Any) -> None:
+        super().__init__(size_hint_y=None, padding=(mm_px(3), 8), spacing=mm_px(3), **kwargs)
+        self.choice_id = choice_id
+        self.checked = False
+        self.contrast = False
+        self.label = label
+        self.box = Widget(size_hint_x=None, width=mm_px(9))
+        with self.canvas.before:
+            self._bg_color = Color(*ROW_BG)
+            self._bg = Rectangle()
+        with self.box.canvas:
+            self._ink = Color(*INK)
+            self._frame = Line(width=2.5)
+            self._tick = Line(width=4)
+        self.add_widget(self.box)
+        self.add_widget(label)
+        label.fbind("height", self._fit)
+        self.fbind("pos", self._paint)
+        self.fbind("size", self._paint)
+        self.box.fbind("pos", self._paint)
+        self._fit()
+
+    def _fit(self, *_: Any) -> None:
+        self.height = max(mm_px(MIN_TARGET_MM), self.label.height + 16)
+
+    def set_checked(self, checked: bool) -> None:
+        self.checked = checked
+        self._paint()
+
+    def _paint(self, *_: Any) -> None:
+        if self.contrast:
+            self._bg_color.rgba = HC_ROW_CHECKED_BG if self.checked else HC_ROW_BG
+            self._ink.rgba = WHITE
+        else:
+            self._bg_color.rgba = ROW_CHECKED_BG if self.checked else ROW_BG
+            self._ink.rgba = INK
+        self._bg.pos, self._bg.size = self.pos, self.size
+        side = mm_px(8)
+        x, y = self.box.x, self.center_y - side / 2
+        self._frame.rectangle = (x, y, side, side)
+        self._tick.points = [x + side * 0.2, y + side * 0.5, x + side * 0.42, y + side * 0.22,
+                             x + side * 0.82, y + side * 0.8] if self.checked else []
+
+
 class KivyUI(UIPort):
     def __init__(self, *, lang: str = "fa", status: StatusCoordinator | None = None,
                  idle_s: float = 45.0, warn_s: float = 20.0, error_s: float = 12.0,
-                 outcome_s: float = 25.0, hint_s: float = 4.0, hold_steps: bool = False) -> None:
+                 outcome_s: float = 25.0, hint_s: float = 4.0, hold_steps: bool = False,
+                 speaker: Speaker | None = None) -> None:
         self.default_lang = lang
         self.lang = lang
         self.status = status or StatusCoordinator()
@@ -164,6 +243,13 @@ class KivyUI(UIPort):
         self.overlay: Widget | None = None
         self.last_outcome: Outcome | None = None
         self.listeners: list[Callable[[str], None]] = []  # told the name of each screen shown
+        # accessibility, chosen on the attract or home screen; every session starts without
+        self.large_text = False
+        self.high_contrast = False
+        #: audio guidance through espeak-ng (kiosk.speech); offered only when it is installed
+        self.speaker = speaker if speaker is not None else Speaker()
+        self.speech_on = False
+        self._toggles: dict[str, TouchButton] = {}
 
     # --- building ----------------------------------------------------------------------------
     def build(self) -> KioskRoot:
@@ -195,6 +281,7 @@ class KivyUI(UIPort):
                fit: bool = True, halign: str = "auto", **params: Any) -> RTLLabel:
         lab = RTLLabel(font_size=size, bold=bold, color=color, halign=halign, lang=self.lang,
                        size_hint_y=None if fit else 1, fit_height=fit, height=size * 2)
+        self._style(lab)
         return lab.show(key, **params)
 
     def _button(self, key: str, on_press: Callable[[], None], *, choice_id: str = "", size: int = 34,
@@ -203,6 +290,7 @@ class KivyUI(UIPort):
                           height=max(mm_px(MIN_TARGET_MM), 110), size_hint_min_x=mm_px(MIN_TARGET_MM))
         if background is not None:
             btn.background = background
+        self._style(btn)
         btn.show(key, **params)
         btn.bind(on_release=lambda *_: on_press())
         return btn
@@ -214,14 +302,92 @@ class KivyUI(UIPort):
         self._stop_hints()
         self._stop_idle()
         self.screen, self.screen_key = screen, key
+        self._toggles = {}
         self.title.show("ui.kiosk_name", self.lang)
         self._show_banner()
 
     def _shown(self) -> None:
         self.footer.rtl = False
         self.footer.set_rtl(self.lang == "fa")
+        for w in self.body.walk(restrict=True):
+            if isinstance(w, (Row, Grid)):
+                w.set_rtl(self.lang == "fa")
+        self._apply_access()
+        self._speak()
         for listener in list(self.listeners):
             listener(self.screen)
+
+    # --- accessibility -----------------------------------------------------------------------
+    def _style(self, w: RTLLabel) -> None:
+        """A label or button in the modes now on: its font scaled for large text, its colours
+        swapped for high contrast; from the size and colours it was made with (kept on it)."""
+        base = getattr(w, "base_style", None)
+        if base is None:
+            bg = tuple(w.background) if isinstance(w, TouchButton) else None
+            base = w.base_style = (w.font_size, tuple(w.color), bg)
+        size, color, bg = base
+        w.font_size = round(size * (LARGE_TEXT if self.large_text else 1.0))
+        if isinstance(w, TouchButton):
+            if self.high_contrast:
+                w.color = INK
+                w.background = HC_CANCEL if bg == CANCEL_BG else HC_BUTTON
+                w.pressed_background, w.disabled_background = HC_BUTTON_PRESSED, HC_DISABLED
+            else:
+                w.color = color
+                w.background = bg
+                w.pressed_background, w.disabled_background = BUTTON_PRESSED, BUTTON_DISABLED
+        elif w is not self.banner:
+            w.color = HC_TEXT.get(color, color) if self.high_contrast else color
+
+    def _apply_access(self) -> None:
+        """Every label on the screen in the modes now on (the same widgets, drawn again)."""
+        if self.root is None:
+            return
+        self.root.ground.rgba = HC_GROUND if self.high_contrast else WHITE
+        for w in self.root.walk(restrict=False):
+            if isinstance(w, RTLLabel):
+                self._style(w)
+            elif isinstance(w, CheckRow):
+                w.contrast = self.high_contrast
+                w._paint()
+        for key, btn in getattr(self, "_toggles", {}).items():
+            on = {"large_text": self.large_text, "high_contrast": self.high_contrast,
+                  "speech": self.speech_on}[key]
+            btn.show("ui.toggle_on" if on else "ui.toggle_off", name_key=f"ui.{key}")
+
+    def toggle_access(self, mode: str) -> None:
+        """Large text, high contrast or audio guidance on or off, re-rendered at once."""
+        if mode == "large_text":
+            self.large_text = not self.large_text
+        elif mode == "high_contrast":
+            self.high_contrast = not self.high_contrast
+        elif mode == "speech":
+            self.speech_on = not self.speech_on
+            if not self.speech_on:
+                self.speaker.stop()
+        self._apply_access()
+        self._activity()
+        self._speak()
+
+    def _access_buttons(self, row: BoxLayout) -> None:
+        """The accessibility toggles, added to a footer row."""
+        self._toggles = {}
+        modes = ["large_text", "high_contrast"] + (["speech"] if self.speaker.available else [])
+        for mode in modes:
+            btn = self._button("ui.toggle_off", lambda m=mode: self.toggle_access(m), choice_id=mode, size=26,
+                               background=MUTED, name_key=f"ui.{mode}")
+            self._toggles[mode] = btn
+            row.add_widget(btn)
+
+    def _speak(self) -> None:
+        """Audio guidance: the screen's words, in the language shown, without waiting."""
+        if not self.speech_on or self.root is None:
+            return
+        words = [plain(w.text) for w in self.body.walk(restrict=True)
+                 if isinstance(w, RTLLabel) and w.text and w.opacity > 0 and w.msg_key is not None]
+        if self.overlay is not None:
+            words = [plain(w.text) for w in self.overlay.walk(restrict=True) if isinstance(w, RTLLabel) and w.text]
+        self.speaker.say(" . ".join(words), self.lang)
 
     def _spacer(self) -> Widget:
         return Widget()
@@ -243,11 +409,12 @@ class KivyUI(UIPort):
         for w in self.root.walk(restrict=False):
             if isinstance(w, RTLLabel):
                 w.relabel(self.lang)
-            if isinstance(w, Row):
+            if isinstance(w, (Row, Grid)):
                 w.set_rtl(self.lang == "fa")
         self.lang_button.show("ui.lang_toggle", self.lang)
         if self.screen == "digits":
             self._update_digits()
+        self._speak()
 
     # --- status --------------------------------------------------------------------------------
     def _status_changed(self, _coordinator: StatusCoordinator) -> None:
@@ -308,7 +475,7 @@ class KivyUI(UIPort):
         card = BoxLayout(orientation="vertical", size_hint=(0.86, None), height=520, padding=mm_px(5),
                          spacing=mm_px(4), pos_hint={"center_x": 0.5, "center_y": 0.5})
         with card.canvas.before:
-            Color(*WHITE)
+            Color(*(HC_ROW_BG if self.high_contrast else WHITE))
             rect = Rectangle()
         card.fbind("pos", lambda *_: setattr(rect, "pos", card.pos))
         card.fbind("size", lambda *_: setattr(rect, "size", card.size))
@@ -322,6 +489,8 @@ class KivyUI(UIPort):
         assert self.root is not None
         self.root.add_widget(box)
         self._warn_ev = Clock.schedule_interval(self._tick, 1.0)
+        self._apply_access()
+        self._speak()
         for listener in list(self.listeners):
             listener("inactivity")
 
@@ -423,20 +592,74 @@ class KivyUI(UIPort):
             self._cancel_waiters.remove(fut)
 
     async def choose(self, key: str, options: list[Choice], **params: Any) -> str:
+        """One big button per option: a column, or a grid when there are many (four columns of
+        short labels such as the plate's letters, two of longer ones such as the days)."""
         self._left()
         fut = self._new_answer()
         self._clear("choose", key)
         self.body.add_widget(self._label(key, size=36, **params))
-        grid = GridLayout(cols=1, spacing=mm_px(3), size_hint_y=None)
+        cols = self.choice_columns(options)
+        grid = Grid(cols=cols, spacing=mm_px(3), size_hint_y=None)
         grid.bind(minimum_height=grid.setter("height"))
         for option in options:
-            grid.add_widget(self._choice_button(option, fut))
+            btn = self._choice_button(option, fut)
+            if cols == 4:
+                btn.font_size, btn.bold = 48, True
+                btn.base_style = None
+            grid.add_widget(btn)
         self.body.add_widget(grid)
         self.body.add_widget(self._spacer())
         self.footer.add_widget(self._button("ui.cancel", lambda: self._answer_with(fut, CitizenLeft("cancel")),
                                             background=CANCEL_BG, choice_id="cancel"))
         self._shown()
         return str(await self._wait(fut))
+
+    @staticmethod
+    def choice_columns(options: list[Choice]) -> int:
+        """1 column for a few options; 4 for many short labels (a letter); else 2."""
+        if len(options) <= GRID_FROM:
+            return 1
+        widest = max(len(plain(render(o.label_key, lang, **dict(o.params)))) for o in options for lang in ("fa", "en"))
+        return 4 if widest <= 4 else 2
+
+    async def choose_many(self, key: str, options: list[Choice], *, min_count: int = 1, **params: Any) -> list[str]:
+        """A scrolling list of check-box rows (each at least 15 mm) and Done, enabled once
+        `min_count` are checked; the ids checked, in the options' order."""
+        self._left()
+        fut = self._new_answer()
+        self._clear("choose_many", key)
+        self.body.add_widget(self._label(key, size=34, **params))
+        self._checked: set[str] = set()
+        self._min_count = min_count
+        self._chosen_label = self._label("ui.chosen", size=26, color=MUTED, count=0)
+        self.body.add_widget(self._chosen_label)
+        rows = GridLayout(cols=1, spacing=mm_px(2), size_hint_y=None)
+        rows.bind(minimum_height=rows.setter("height"))
+        self.check_rows: dict[str, CheckRow] = {}
+        for option in options:
+            label = self._label(option.label_key, size=28, **dict(option.params))
+            row = CheckRow(label, option.id)
+            row.bind(on_release=lambda _r, i=option.id: self._toggle_check(i))
+            self.check_rows[option.id] = row
+            rows.add_widget(row)
+        scroll = ScrollView(do_scroll_x=False, size_hint_y=1, bar_width=mm_px(2))
+        scroll.add_widget(rows)
+        self.body.add_widget(scroll)
+        self._done = self._button("choice.done", lambda: self._answer_with(fut, [o.id for o in options
+                                                                                 if o.id in self._checked]),
+                                  choice_id="done", background=GOOD)
+        self._done.disabled = min_count > 0
+        self.footer.add_widget(self._done)
+        self.footer.add_widget(self._button("ui.cancel", lambda: self._answer_with(fut, CitizenLeft("cancel")),
+                                            background=CANCEL_BG, choice_id="cancel"))
+        self._shown()
+        return list(await self._wait(fut))
+
+    def _toggle_check(self, choice_id: str) -> None:
+        self._checked ^= {choice_id}
+        self.check_rows[choice_id].set_checked(choice_id in self._checked)
+        self._chosen_label.show("ui.chosen", count=len(self._checked))
+        self._done.disabled = len(self._checked) < self._min_count
 
     def _choice_button(self, option: Choice, fut: asyncio.Future[Any]) -> TouchButton:
         params = dict(option.params)
@@ -532,7 +755,7 @@ class KivyUI(UIPort):
         return bool(await self._wait(fut))
 
     async def show_error(self, key: str, **params: Any) -> None:
-        if key == "receipt.not_printed":
+        if key in ("receipt.not_printed", "cert.shown"):
             self._receipt_not_printed = True
         if self._abandoned:
             return
@@ -540,6 +763,10 @@ class KivyUI(UIPort):
         self._clear("error", key)
         self.body.add_widget(self._spacer())
         self.body.add_widget(self._label(key, size=38, color=BAD, **params))
+        if "bill_id" in params and "payment_id" in params and "{bill_id}" not in render(key, "en"):
+            # a slip the printer could not print: its ids are what the citizen photographs
+            self.body.add_widget(self._label("ui.bill_ids", size=34, bill_id=params["bill_id"],
+                                             payment_id=params["payment_id"]))
         self.body.add_widget(self._spacer())
         self.footer.add_widget(self._button("ui.ok", lambda: self._answer_with(fut, True), choice_id="ok"))
         self._shown()
@@ -591,6 +818,8 @@ class KivyUI(UIPort):
         self.lang = self.default_lang
         self._abandoned = False
         self._receipt_not_printed = False
+        self.large_text = self.high_contrast = self.speech_on = False  # the next citizen chooses again
+        self.speaker.stop()
         self._apply_lang()
         fut = self._new_answer()
         self._clear("attract")
@@ -604,6 +833,7 @@ class KivyUI(UIPort):
         start.height = max(mm_px(30), 200)
         self.body.add_widget(start)
         self.body.add_widget(self._spacer())
+        self._access_buttons(self.footer)
         self._hint_i = 0
         self._hint_ev = Clock.schedule_interval(self._next_hint, self.hint_s)
         self._shown()
@@ -653,6 +883,7 @@ class KivyUI(UIPort):
         self.body.add_widget(grid)
         self.footer.add_widget(self._button("ui.cancel", lambda: self._answer_with(fut, CitizenLeft("home")),
                                             background=CANCEL_BG, choice_id="cancel"))
+        self._access_buttons(self.footer)
         self._shown()
 
     async def run_sessions(self, ctx: Any, *, sessions: int | None = None,

@@ -16,7 +16,7 @@ from kivy.uix.widget import Widget
 
 from kiosk.text.bidi import FSI, LRI, PDI, RLI
 from screens.app import KivyUI
-from screens.rtl import RTLLabel, TouchButton
+from screens.rtl import RTLLabel
 
 _ISOLATES = str.maketrans("", "", LRI + RLI + FSI + PDI)
 
@@ -74,10 +74,10 @@ class Citizen:
     def texts(self) -> list[str]:
         return [plain(w.text) for w in self.labels()]
 
-    def button(self, choice_id: str) -> TouchButton:
+    def button(self, choice_id: str) -> Any:
         assert self.ui.root is not None
         found = [w for w in self.ui.root.walk(restrict=True)
-                 if isinstance(w, TouchButton) and w.choice_id == choice_id and w.opacity > 0]
+                 if getattr(w, "choice_id", None) == choice_id and w.opacity > 0]  # a button or a check row
         if not found:
             raise LookupError(f"no button {choice_id!r} on screen {self.ui.screen}: {self.texts()}")
         return found[-1]  # the topmost (an overlay's) if two
