@@ -449,7 +449,11 @@ def main(argv: list[str] | None = None) -> int:
     url = _db(args) if hasattr(args, "db") else ""
     try:
         if url:
-            check_db_url(url)
+            try:
+                check_db_url(url)
+            except CliError as exc:  # the back-office's words, said of this server
+                raise CliError(str(exc).replace("the back-office", "the fleet server")
+                               .replace("sqlite:///backoffice.sqlite3", DEFAULT_DB), exc.code) from None
         try:
             return int(args.func(args) or 0)
         except (SQLAlchemyError, CommandError) as exc:
