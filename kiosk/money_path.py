@@ -39,7 +39,7 @@ from typing import Any, Callable, Mapping
 
 import requests
 
-from devices.base import DeviceError, DeviceOffline, InvalidData
+from devices.base import DeviceBusy, DeviceError, DeviceOffline, InvalidData
 from devices.contracts import (
     AmountTooLarge,
     MessageRef,
@@ -61,6 +61,11 @@ from kiosk.service_guard import DEFAULT_MIN_FREE_BYTES, ChainGuard, check_free_s
 
 log = logging.getLogger("kiosk.money")
 
+#: how many times one share's partial refund may be sent (each after a definite "never
+#: happened" for the ones before); the terminal is asked about every one of them
+REFUND_ATTEMPTS = 4
+#: a terminal's ErrorCondition for a request it did not take up
+BUSY = "Busy"
 #: the outbox kind of a fee settlement (kept for callers that name it; kinds own theirs)
 SETTLEMENT = FEE_SETTLEMENT
 
@@ -106,6 +111,9 @@ class MoneyPath:
         self.pay_timeout = pay_timeout
         self.status_timeout = status_timeout
         self.status_attempts = status_attempts
+        #: how long a partial refund that went out may read NotFound (held in a queue, still
+        #: on its way) before an operator is asked to look (never sent again blind)
+        self.refund_confirm_s = 20 * status_timeout
         self.data_dir = data_dir if data_dir is not None else journal.path.parent
         self.min_free_bytes = min_free_bytes
         self.guard = ChainGuard(journal)
@@ -489,22 +497,55 @@ class MoneyPath:
     # --- partial refund (one share of an approved sale) ---------------------------------------
     def part_refund_refs(self, tx_id: str, part: Mapping[str, Any]) -> list[MessageRef]:
         """Every refund request journaled for this part of the transaction, newest first."""
-        refs = []
-        for entry in reversed(self.journal.get(tx_id).entries):
+        return [ref for ref, _, _ in reversed(self._part_requests(tx_id, part))]
+
+    def _part_requests(self, tx_id: str, part: Mapping[str, Any]) -> list[tuple[MessageRef, float, bool]]:
+        """(reference, when journaled, known never sent) of every refund request journaled for
+        this part, oldest first. Never sent: the connection to the terminal could not even be
+        made (DeviceOffline), or the terminal answered Busy (it did not take the request up)."""
+        out: list[tuple[MessageRef, float, bool]] = []
+        unsent: set[str] = set()
+        for entry in self.journal.get(tx_id).entries:
             data = entry.data
-            if (entry.state == TxState.FULFILLING and data.get("step") == "refunding" and "message_ref" in data
-                    and all(data.get(k) == v for k, v in part.items())):
-                with contextlib.suppress(MessageRefError):
-                    refs.append(MessageRef.from_dict(data["message_ref"]))
-        return refs
+            if (entry.state != TxState.FULFILLING or "message_ref" not in data
+                    or not all(data.get(k) == v for k, v in part.items())):
+                continue
+            try:
+                ref = MessageRef.from_dict(data["message_ref"])
+            except MessageRefError:
+                continue
+            if data.get("step") == "refunding":
+                out.append((ref, entry.at, False))
+            elif data.get("step") == "refund_unsent":
+                unsent.add(ref.service_id)
+        return [(ref, at, ref.service_id in unsent) for ref, at, _ in out]
+
+    @staticmethod
+    def _part_key(part: Mapping[str, Any], attempt: int) -> str:
+        return "refund:" + ",".join(f"{k}={part[k]}" for k in sorted(part)) + f":{attempt}"
+
+    async def _part_refused(self, tx_id: str, part: Mapping[str, Any], condition: str,
+                            **extra: Any) -> SettleResult:
+        await self.writer.append(tx_id, TxState.FULFILLING, {**part, "step": "refund_refused",
+                                                              "error_condition": condition, **extra})
+        return SettleResult.REFUND_PENDING
 
     async def refund_part(self, tx_id: str, part: Mapping[str, Any], amount_rials: int,
                           reason: str = "") -> SettleResult:
         """Give back one share (`amount_rials`) of the approved sale — a partial referenced
         refund: a ReversalRequest naming the original sale with ReversedAmount = the share.
-        Like a reversal: each request goes out under a message reference journaled first
-        (a FULFILLING row {**part, step: refunding, message_ref, share_rials}), and before a
-        new one is made every earlier one for this part is asked about by its own reference.
+        Each request goes out under a message reference journaled first (a FULFILLING row
+        {**part, step: refunding, message_ref, share_rials}) whose ServiceID is derived from
+        the transaction, the part and the attempt number (the terminal's `derived_ref`), so
+        every request this share can ever have had is known without the journal.
+
+        Before a request is sent, the terminal is asked about every one of them — the
+        journaled ones and those a journal cut back may have lost (a share refunded twice is
+        money given away: a partial refund has no "already reversed" guard while the sale has
+        enough left). Only a definite "never happened" allows a new request: NotFound for a
+        request known never sent (the connection not made, or Busy), or for one the journal
+        never recorded. NotFound for a request that went out is not definite (it may sit in a
+        queue, or still be worked on): asked again for `refund_confirm_s`, then an operator.
         The answer is journaled as {**part, step: refunded} (REVERSED) or {**part, step:
         refund_refused} (REFUND_PENDING: an operator refunds it); REVERSAL_PENDING while the
         terminal cannot say (the transaction stays FULFILLING and is asked again)."""
@@ -513,34 +554,64 @@ class MoneyPath:
         except DeviceOffline as exc:
             log.warning("partial refund deferred: %s", exc, extra={"tx": tx_id})
             return SettleResult.REVERSAL_PENDING
-        for earlier in self.part_refund_refs(tx_id, part):
+        derive = getattr(term, "derived_ref", None)
+        if derive is None:
+            log.error("terminal cannot name a refund request again: an operator refunds", extra={"tx": tx_id})
+            return await self._part_refused(tx_id, part, "noRefundCheck")
+        journaled = self._part_requests(tx_id, part)
+        known = {ref.service_id for ref, _, _ in journaled}
+        candidates: list[tuple[MessageRef, float | None, bool]] = list(journaled)
+        for attempt in range(REFUND_ATTEMPTS):
+            ref = derive(tx_id, "Reversal", self._part_key(part, attempt))
+            if ref.service_id not in known:
+                candidates.append((ref, None, False))  # never journaled: cut from the journal, or never made
+        now = time.time()
+        for earlier, at, unsent in candidates:
             try:
                 status = await term.transaction_status(earlier, timeout=self.status_timeout)
+            except InvalidData as exc:
+                # a request made at another terminal (swapped since): this terminal cannot say
+                log.error("an earlier refund was made at another terminal (%s): an operator refunds", exc,
+                          extra={"tx": tx_id})
+                return await self._part_refused(tx_id, part, "otherTerminal")
             except DeviceError as exc:
                 log.warning("status of an earlier partial refund unknown (%s)", exc, extra={"tx": tx_id})
                 return SettleResult.REVERSAL_PENDING
             done = await self._journal_part_answer(tx_id, part, amount_rials, status)
             if done is not None:
                 return done
-            # NOT_FOUND: that request never reached the terminal; look at the next
-        tx = self.journal.get(tx_id)
-        data = tx.data
-        if not (data.get("poi_reference") and data.get("poi_timestamp")):
+            if at is not None and not unsent:
+                # NotFound for a request that went out: not "never happened" yet
+                if now - at < self.refund_confirm_s:
+                    log.warning("a partial refund sent is not known to the terminal yet; asked again later",
+                                extra={"tx": tx_id})
+                    return SettleResult.REVERSAL_PENDING
+                log.error("a partial refund sent was never confirmed: an operator refunds", extra={"tx": tx_id})
+                return await self._part_refused(tx_id, part, "refundUnconfirmed",
+                                                message_ref=earlier.to_dict())
+        attempt = len(journaled)
+        if attempt >= REFUND_ATTEMPTS:
+            log.error("partial refund not sent after %d attempts: an operator refunds", attempt, extra={"tx": tx_id})
+            return await self._part_refused(tx_id, part, "tooManyAttempts")
+        original = await self._part_original(tx_id)
+        if isinstance(original, SettleResult):
+            return original
+        if original is None:
             log.error("no POI transaction to refund against: an operator refunds", extra={"tx": tx_id})
-            await self.writer.append(tx_id, TxState.FULFILLING, {**part, "step": "refund_refused",
-                                                                  "error_condition": "noOriginal"})
-            return SettleResult.REFUND_PENDING
-        original = PoiTransaction(str(data["poi_reference"]), str(data["poi_timestamp"]))
-        ref = term.new_ref(tx_id, "Reversal")
+            return await self._part_refused(tx_id, part, "noOriginal")
+        ref = derive(tx_id, "Reversal", self._part_key(part, attempt))
         step: dict[str, Any] = {**part, "step": "refunding", "message_ref": ref.to_dict(), "share_rials": amount_rials}
         if reason:
             step["reason"] = reason
         await self.writer.append(tx_id, TxState.FULFILLING, step)
         try:
             result = await term.reverse(ref, amount_rials, original, timeout=self.status_timeout * 2)
-        except DeviceOffline as exc:
-            log.warning("partial refund deferred: %s", exc, extra={"tx": tx_id})
-            return SettleResult.REVERSAL_PENDING  # the next round asks about this ref, then retries
+        except (DeviceOffline, DeviceBusy) as exc:
+            # never taken up by the terminal (no connection made, or Busy): definite
+            log.warning("partial refund not sent (%s), retried later", exc, extra={"tx": tx_id})
+            await self.writer.append(tx_id, TxState.FULFILLING, {**part, "step": "refund_unsent",
+                                                                  "message_ref": ref.to_dict()})
+            return SettleResult.REVERSAL_PENDING
         except DeviceError as exc:
             log.warning("partial refund answer unusable (%s); asking the terminal", exc, extra={"tx": tx_id})
             try:
@@ -549,15 +620,33 @@ class MoneyPath:
                 log.warning("partial refund unconfirmed, retried later: %s", exc2, extra={"tx": tx_id})
                 return SettleResult.REVERSAL_PENDING
             if result.outcome == PaymentOutcome.NOT_FOUND:
-                return SettleResult.REVERSAL_PENDING
+                return SettleResult.REVERSAL_PENDING  # sent: asked again, never re-sent blind
         fault_point("after-partial-refund")
         done = await self._journal_part_answer(tx_id, part, amount_rials, result)
         if done is not None:
             return done
         # NotFound for the refund itself: the terminal does not know the original sale
-        await self.writer.append(tx_id, TxState.FULFILLING, {**part, "step": "refund_refused",
-                                                              "error_condition": result.error_condition or "NotFound"})
-        return SettleResult.REFUND_PENDING
+        return await self._part_refused(tx_id, part, result.error_condition or "NotFound")
+
+    async def _part_original(self, tx_id: str) -> PoiTransaction | SettleResult | None:
+        """The sale's POI transaction (journaled at PAID; else asked of the terminal by the
+        payment's reference, as a whole reversal does); None when no one can say."""
+        data = self.journal.get(tx_id).data
+        if data.get("poi_reference") and data.get("poi_timestamp"):
+            return PoiTransaction(str(data["poi_reference"]), str(data["poi_timestamp"]))
+        ref = self.payment_ref(tx_id)
+        if ref is None:
+            return None
+        try:
+            status = await self.terminal().transaction_status(ref, timeout=self.status_timeout)
+        except DeviceError as exc:
+            log.warning("original sale unknown (%s), retried later", exc, extra={"tx": tx_id})
+            return SettleResult.REVERSAL_PENDING
+        if status.outcome == PaymentOutcome.IN_PROGRESS:
+            return SettleResult.REVERSAL_PENDING
+        if status.outcome != PaymentOutcome.APPROVED or status.poi_transaction is None:
+            return None
+        return status.poi_transaction
 
     async def _journal_part_answer(self, tx_id: str, part: Mapping[str, Any], amount_rials: int,
                                    result: PaymentResult) -> SettleResult | None:
@@ -572,8 +661,8 @@ class MoneyPath:
             return SettleResult.REVERSED
         if result.outcome == PaymentOutcome.IN_PROGRESS:
             return SettleResult.REVERSAL_PENDING
-        if result.outcome == PaymentOutcome.NOT_FOUND:
-            return None
+        if result.outcome == PaymentOutcome.NOT_FOUND or result.error_condition == BUSY:
+            return None  # never happened (a Busy answer: the terminal did not take it up)
         await self.writer.append(tx_id, TxState.FULFILLING, {
             **part, "step": "refund_refused", "error_condition": result.error_condition or str(result.outcome)})
         return SettleResult.REFUND_PENDING
@@ -590,8 +679,8 @@ class MoneyPath:
             return SettleResult.REVERSED
         if result.outcome == PaymentOutcome.IN_PROGRESS:
             return SettleResult.REVERSAL_PENDING
-        if result.outcome == PaymentOutcome.NOT_FOUND:
-            return None
+        if result.outcome == PaymentOutcome.NOT_FOUND or result.error_condition == BUSY:
+            return None  # never happened (a Busy answer: the terminal did not take it up)
         # refused (DECLINED): the money is still on the terminal's books as charged
         return await self._refund_pending(tx_id, result)
 

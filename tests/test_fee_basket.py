@@ -428,30 +428,78 @@ def test_a_basket_whose_fulfilling_rows_were_cut_is_carried_on_never_reversed(
     assert TxState.REVERSING not in [e.state for e in journal(env).get(tx_id).entries]
 
 
-def test_a_refund_that_never_reached_the_terminal_is_asked_about_then_sent_once_under_a_new_reference(
+def refund_rows(env: DemoEnvironment, tx_id: str) -> list[tuple[str, str]]:
+    """(step, ServiceID) of every journaled refund request row of the basket, in order."""
+    return [(e.data["step"], e.data["message_ref"]["service_id"]) for e in journal(env).get(tx_id).entries
+            if e.data.get("step") in ("refunding", "refund_unsent")]
+
+
+def recover_in_process(env: DemoEnvironment, **money: Any) -> list[Any]:
+    """One recovery round in a context of its own, with MoneyPath attributes set (`money`)."""
+    from kiosk.recovery import Recovery
+
+    async def go() -> list[Any]:
+        ctx = await KioskContext.open(env.settings, env.data_dir)
+        try:
+            for name, value in money.items():
+                setattr(ctx.money, name, value)
+            return await Recovery(ctx.journal, ctx.money).run()
+        finally:
+            await ctx.close()
+
+    return asyncio.run(go())
+
+
+def test_a_refund_whose_answer_was_lost_is_never_sent_again_and_goes_to_an_operator_once_unconfirmed(
         env: DemoEnvironment) -> None:
-    """The refund request's connection drops before the terminal sees it: the share is not
-    known to be back, so the basket stays open (never written off as refunded, never sent
-    blind twice). Recovery asks about the journaled request (NotFound: it never arrived), then
-    sends one new request under a new ServiceID."""
+    """The refund request reaches the terminal and the connection drops without an answer;
+    the terminal's status says NotFound. That is not "never happened" for a request that went
+    out (it may sit in a queue or still be worked on): recovery asks again and never sends a
+    second refund; once the request has had its time, an operator (REFUND_PENDING) — never a
+    second refund that could give the share back twice (review 9, M2)."""
     chosen = slips(env, 3)
-    real = env.terminal._reversal
     env.terminal._reversal = lambda req: None  # type: ignore[method-assign]  # dropped unanswered
     result = pay(env, chosen, PayElsewhereOnConfirm(env, [chosen[0]]))
     assert result is not None
     tx_id = result.transaction_id
     assert result.final_state == TxState.FULFILLING and result.outcome.message_key == "basket.paid_refund_pending"
     assert [b.outcome for b in result.bills] == ["refund_pending", "settled", "settled"]
-    assert env.terminal.net_charged(tx_id) == sum(s.amount_rials for s in chosen)  # nothing given back yet
     assert journal(env).open_transactions()[0].tx_id == tx_id  # recovery's, not an operator's
 
+    resolved = recover_now(env)  # at once: the request may still be on its way
+    assert (resolved[tx_id]["to_state"], resolved[tx_id]["resolved"]) == ("FULFILLING", False)
+    assert len(refund_rows(env, tx_id)) == 1  # not sent again
+    [r] = recover_in_process(env, refund_confirm_s=0.0)  # it had its time: an operator
+    assert r.to_state == "REFUND_PENDING"
+    tx = journal(env).get(tx_id)
+    assert tx.data["bills_refund_pending"] == [0] and tx.data["refund_pending_rials"] == chosen[0].amount_rials
+    assert len(refund_rows(env, tx_id)) == 1
+    assert env.terminal.net_charged(tx_id) == sum(s.amount_rials for s in chosen)  # an operator refunds
+
+
+def test_a_refund_the_terminal_was_too_busy_to_take_is_sent_again_under_a_new_reference(
+        env: DemoEnvironment) -> None:
+    """The terminal answers the share's refund Busy: it did not take the request up — not a
+    refusal (never REFUND_PENDING for that), and definitely not done (journaled
+    refund_unsent). The next round asks about it (NotFound), then sends one new request
+    under a new ServiceID."""
+    from devices.terminal import nexo
+
+    chosen = slips(env, 3)
+    real = env.terminal._reversal
+    env.terminal._reversal = lambda req: nexo.response_message(  # type: ignore[method-assign]
+        req.header, "ReversalResponse", nexo.failure_body(nexo.BUSY))
+    result = pay(env, chosen, PayElsewhereOnConfirm(env, [chosen[0]]))
+    assert result is not None
+    tx_id = result.transaction_id
+    assert result.final_state == TxState.FULFILLING and result.bills[0].outcome == "refund_pending"
+    assert [step for step, _ in refund_rows(env, tx_id)] == ["refunding", "refund_unsent"]
     env.terminal._reversal = real  # type: ignore[method-assign]
     resolved = recover_now(env)
     assert resolved[tx_id]["to_state"] == "COMPLETED"
     check_ledgers(env, tx_id, chosen, {1, 2})
-    refs = [e.data["message_ref"]["service_id"] for e in journal(env).get(tx_id).entries
-            if e.data.get("step") == "refunding"]
-    assert len(refs) == 2 and refs[0] != refs[1]
+    rows = refund_rows(env, tx_id)
+    assert [step for step, _ in rows] == ["refunding", "refund_unsent", "refunding"] and rows[0][1] != rows[2][1]
     [sale] = [s for s in env.terminal.ledger() if s["reference"] == tx_id]
     assert sale["reversed_rials"] == chosen[0].amount_rials
 
@@ -597,3 +645,89 @@ def test_a_basket_with_an_unreadable_order_and_a_bill_held_goes_to_an_operator(e
     assert tx.data["order_unreadable"] and tx.data["refund_pending_rials"] == total
     assert env.terminal.net_charged(tx_id) == total  # nothing given back blind
     assert journal(env).open_transactions() == [] and journal(env).verify().ok
+
+
+def test_a_slow_partial_refund_is_asked_about_while_the_terminal_works_and_given_back_once(
+        env: DemoEnvironment) -> None:
+    """M2: the terminal takes longer over a share's refund than the kiosk's read waits. Its
+    status says InProgress meanwhile; the next rounds ask again and never send a new refund
+    under a new ServiceID (both would go through: a partial refund has no "already reversed"
+    guard while the sale has enough left). The share is given back once."""
+    import dataclasses
+    import time
+
+    chosen = slips(env, 3)
+    env.terminal.reversal_latency_s = 2.5
+    env.settings = dataclasses.replace(env.settings, status_timeout_s=0.5)  # the read gives up after 1 s
+    result = pay(env, chosen, PayElsewhereOnConfirm(env, [chosen[2]]))
+    assert result is not None
+    tx_id = result.transaction_id
+    assert result.final_state == TxState.FULFILLING
+    resolved = recover_now(env)  # the terminal is still on it: InProgress
+    assert (resolved[tx_id]["to_state"], resolved[tx_id]["resolved"]) == ("FULFILLING", False)
+    time.sleep(2.0)
+    env.terminal.reversal_latency_s = 0.0
+    assert recover_now(env)[tx_id]["to_state"] == "COMPLETED"
+    check_ledgers(env, tx_id, chosen, {0, 1})
+    assert len(refund_rows(env, tx_id)) == 1
+    [sale] = [s for s in env.terminal.ledger() if s["reference"] == tx_id]
+    assert sale["reversed_rials"] == chosen[2].amount_rials
+
+
+def test_a_partial_refund_held_before_the_terminal_sees_it_is_never_sent_twice(env: DemoEnvironment) -> None:
+    """M2: the refund request sits in a queue before the terminal sees it: its status says
+    NotFound while it waits. NotFound shortly after sending is not "never happened": no new
+    request is made; once the terminal has done it, the next round journals it refunded."""
+    import dataclasses
+    import time
+
+    chosen = slips(env, 3)
+    env.terminal.reversal_unseen_s = 2.5
+    env.settings = dataclasses.replace(env.settings, status_timeout_s=0.5)
+    result = pay(env, chosen, PayElsewhereOnConfirm(env, [chosen[2]]))
+    assert result is not None
+    tx_id = result.transaction_id
+    assert result.final_state == TxState.FULFILLING
+    resolved = recover_now(env)  # NotFound: not yet at the terminal
+    assert (resolved[tx_id]["to_state"], resolved[tx_id]["resolved"]) == ("FULFILLING", False)
+    assert len(refund_rows(env, tx_id)) == 1
+    time.sleep(2.0)
+    env.terminal.reversal_unseen_s = 0.0
+    assert recover_now(env)[tx_id]["to_state"] == "COMPLETED"
+    check_ledgers(env, tx_id, chosen, {0, 1})
+    [sale] = [s for s in env.terminal.ledger() if s["reference"] == tx_id]
+    assert sale["reversed_rials"] == chosen[2].amount_rials
+
+
+@pytest.mark.parametrize("cut", ["after-refused", "to-paid"])
+def test_a_journal_cut_past_a_share_refund_never_refunds_it_twice(env: DemoEnvironment, cut: str) -> None:
+    """M3: bill 2 refused at settlement, its share refunded, the basket COMPLETED; then the
+    journal is cut back past the refund's rows (after bill 2's `refused` row, or back to PAID
+    with the outbox kept). The journal no longer shows the refund; recovery asks the terminal
+    about every request this share can have had (by reference) and finds it given back: it is
+    journaled refunded, never sent again."""
+    import sqlite3
+
+    chosen = sorted(slips(env, 3), key=lambda s: -s.amount_rials)
+    result = pay(env, chosen, PayElsewhereOnConfirm(env, [chosen[2]]))
+    assert result is not None and result.final_state == TxState.COMPLETED
+    tx_id = result.transaction_id
+    db = sqlite3.connect(journal_path(env.data_dir))
+    db.execute("DROP TRIGGER IF EXISTS journal_no_delete")
+    if cut == "after-refused":
+        rows = db.execute("SELECT seq, data FROM journal WHERE tx_id = ? ORDER BY seq", (tx_id,)).fetchall()
+        keep = max(seq for seq, d in rows if '"step":"refused"' in d.replace(" ", ""))
+        db.execute("DELETE FROM journal WHERE tx_id = ? AND seq > ?", (tx_id, keep))
+    else:
+        db.execute("DELETE FROM journal WHERE tx_id = ? AND state NOT IN ('CREATED', 'PAYING', 'PAID')", (tx_id,))
+    db.commit()
+    db.close()
+    with journal(env) as j:
+        assert j.verify().ok and j.state_of(tx_id) in (TxState.FULFILLING, TxState.PAID)
+    resolved = recover_now(env)
+    assert resolved[tx_id]["to_state"] == "COMPLETED"
+    check_ledgers(env, tx_id, chosen, {0, 1})
+    [sale] = [s for s in env.terminal.ledger() if s["reference"] == tx_id]
+    assert sale["reversed_rials"] == chosen[2].amount_rials  # once
+    assert refund_rows(env, tx_id) == []  # nothing sent again
+    assert [o for o, _ in receipt_lines(env, tx_id)] == ["settled", "settled", "refunded"]

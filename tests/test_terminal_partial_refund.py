@@ -114,3 +114,65 @@ def test_a_ledger_written_before_partial_refunds_opens_with_nothing_given_back(t
     with NexoTerminalSimulator(state_path=state) as sim:
         assert sim.net_charged("tx-old") == 90_000
         assert sim.ledger()[0]["reversed_rials"] == 0
+
+
+def test_a_reversal_the_terminal_is_still_working_on_reads_in_progress_then_its_answer(tmp_path: Path) -> None:
+    """TransactionStatus of a transaction still running answers InProgress (Adyen's
+    "transaction in progress" example, docs/payment-terminal.md) — for a reversal as for a
+    payment. Before, a slow refund read NotFound, which the kiosk took for "never arrived"."""
+    from devices.base import CommandTimeout
+
+    with NexoTerminalSimulator(state_path=tmp_path / "term.sqlite", reversal_latency_s=1.5) as sim:
+        async def go() -> dict[str, Any]:
+            t = terminal(sim.url)
+            await t.open()
+            paid = await t.pay(t.new_ref("tx-slow"), 400_000, timeout=5)
+            ref = t.new_ref("tx-slow", "Reversal")
+            try:
+                await t.reverse(ref, 100_000, paid.poi_transaction, timeout=0.3)
+                timed_out = False
+            except CommandTimeout:
+                timed_out = True
+            during = await terminal(sim.url).transaction_status(ref)
+            await asyncio.sleep(1.6)
+            after = await terminal(sim.url).transaction_status(ref)
+            return {"timed_out": timed_out, "during": during, "after": after}
+
+        r = asyncio.run(go())
+        assert r["timed_out"]
+        assert r["during"].outcome == PaymentOutcome.IN_PROGRESS
+        assert r["after"].outcome == PaymentOutcome.REVERSED and r["after"].amount_rials == 100_000
+        assert sim.net_charged("tx-slow") == 300_000
+
+
+def test_a_derived_reference_names_the_same_request_again_and_differs_per_key(tmp_path: Path) -> None:
+    """The kiosk can name a refund request again after losing its journal row: the same
+    (sale, key) gives the same ServiceID (at most 10 characters), another key another one."""
+    with NexoTerminalSimulator(state_path=tmp_path / "term.sqlite") as sim:
+        t, again = terminal(sim.url), terminal(sim.url)
+        a = t.derived_ref("tx-1", "Reversal", "refund:bill=2:0")
+        assert a.service_id == again.derived_ref("tx-1", "Reversal", "refund:bill=2:0").service_id
+        assert 1 <= len(a.service_id) <= 10 and a.category == "Reversal"
+        assert a.service_id != t.derived_ref("tx-1", "Reversal", "refund:bill=2:1").service_id
+        assert a.service_id != t.derived_ref("tx-2", "Reversal", "refund:bill=2:0").service_id
+
+
+def test_a_busy_answer_to_a_reversal_is_device_busy_not_a_refusal(tmp_path: Path) -> None:
+    from devices.base import DeviceBusy
+
+    with NexoTerminalSimulator(state_path=tmp_path / "term.sqlite") as sim:
+        sim._reversal = lambda req: nexo.response_message(  # type: ignore[method-assign]
+            req.header, "ReversalResponse", nexo.failure_body(nexo.BUSY))
+
+        async def go() -> BaseException | None:
+            t = terminal(sim.url)
+            await t.open()
+            paid = await t.pay(t.new_ref("tx-busy"), 50_000, timeout=5)
+            try:
+                await t.reverse(t.new_ref("tx-busy", "Reversal"), 10_000, paid.poi_transaction)
+            except DeviceBusy as exc:
+                return exc
+            return None
+
+        assert isinstance(asyncio.run(go()), DeviceBusy)
+        assert sim.net_charged("tx-busy") == 50_000

@@ -4,6 +4,7 @@ mapped onto the PaymentTerminal contract and the shared device error vocabulary.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from typing import Any, Callable, TypeVar
 
@@ -106,6 +107,15 @@ class NexoTerminal(PaymentTerminal):
                               error_code="category")
         return MessageRef(category, reference, nexo.new_service_id(), self.sale_id, self.poi_id, nexo.now_iso())
 
+    def derived_ref(self, reference: str, category: str, key: str) -> MessageRef:
+        """A message reference whose ServiceID is derived from (SaleID, reference, key) rather
+        than drawn at random: made again after a restart it names the same request, so a kiosk
+        whose journal lost the record of a request can still ask the terminal about it. Ten
+        hex characters, as a ServiceID must be (1–10); unique for every (reference, key)."""
+        ref = self.new_ref(reference, category)
+        digest = hashlib.sha256(f"{self.sale_id}|{reference}|{category}|{key}".encode()).hexdigest()[:10]
+        return MessageRef(ref.category, ref.reference, digest, ref.sale_id, ref.poi_id, ref.timestamp)
+
     def lost_ref(self, reference: str) -> MessageRef | None:
         if not self.status_by_reference:
             return None
@@ -167,10 +177,17 @@ class NexoTerminal(PaymentTerminal):
                               device=self.name, error_code="original")
         header = self._header(nexo.Category.REVERSAL, ref.service_id)
         payload = nexo.reversal_request(header, original, amount_rials, ref.reference, ref.timestamp)
-        result = await self._exchange(
-            "reverse", payload, timeout,
-            lambda raw: nexo.parse_reversal_body(nexo.parse_response(raw, header), ref.reference),
-        )
+
+        def parse(raw: bytes) -> PaymentResult:
+            body = nexo.parse_response(raw, header)
+            status = nexo.parse_status(body, "ReversalResponse")
+            if status.result == nexo.Result.FAILURE and status.error_condition == nexo.BUSY:
+                # the terminal did not take the request up: not a refusal, asked again later
+                raise DeviceBusy(f"{self.name}: terminal is busy; reversal not taken", device=self.name,
+                                 error_code="busy")
+            return nexo.parse_reversal_body(body, ref.reference)
+
+        result = await self._exchange("reverse", payload, timeout, parse)
         log.info("reverse: %s %s", result.outcome, result.error_condition, extra={"tx": ref.reference, "device": self.name})
         return result
 

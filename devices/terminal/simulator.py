@@ -74,6 +74,7 @@ class _InFlight:
     service_id: str
     sale_id: str
     abort: threading.Event
+    category: str = "Payment"
 
 
 class _Ledger:
@@ -202,6 +203,8 @@ class NexoTerminalSimulator:
         hang_s: float = 30.0,
         tls: Any = None,
         reference_lookup: bool = False,
+        reversal_latency_s: float = 0.0,
+        reversal_unseen_s: float = 0.0,
     ) -> None:
         self.host, self.port = host, port
         self.poi_id = poi_id
@@ -213,6 +216,14 @@ class NexoTerminalSimulator:
         self.state_path = state_path
         self.tls = tls
         self.reference_lookup = reference_lookup
+        #: how long a reversal (or partial refund) takes once the terminal has it: status
+        #: answers InProgress for it meanwhile, as for a payment still running
+        self.reversal_latency_s = reversal_latency_s
+        #: how long a reversal waits before the terminal sees it at all (held in a network
+        #: queue): status answers NotFound meanwhile, then the reversal is done as usual
+        self.reversal_unseen_s = reversal_unseen_s
+        # a sale's refund bookkeeping (read what is left, give back, write) is one step
+        self._reversal_lock = threading.Lock()
         #: what the RRN/STAN look like; "adyen" plays a terminal whose acquirer sends its own
         #: reference and no STAN
         self.acquirer = "shaparak"
@@ -372,7 +383,7 @@ class NexoTerminalSimulator:
             return nexo.response_message(h, "PaymentResponse", nexo.failure_body(nexo.PAYMENT_RESTRICTION, reference))
         flight = _InFlight(reference, h.service_id, h.sale_id, threading.Event())
         with self._inflight_lock:
-            busy = mode == "busy" or any(f for f in self._inflight.values())
+            busy = mode == "busy" or any(f.category == "Payment" for f in self._inflight.values())
             if not busy:
                 self._inflight[(h.sale_id, h.service_id)] = flight
         if busy:
@@ -467,7 +478,7 @@ class NexoTerminalSimulator:
                                          nexo.status_response_body(h, {"MessageCategory": category, "SaleID": sale_id}, None))
         ref_json = {"MessageCategory": category, "SaleID": sale_id, **({"ServiceID": service_id} if service_id else {})}
         with self._inflight_lock:
-            running = [f for f in self._inflight.values() if f.sale_id == sale_id and category == "Payment"
+            running = [f for f in self._inflight.values() if f.sale_id == sale_id and f.category == category
                        and (f.service_id == service_id or (not service_id and (not reference or f.reference == reference)))]
         if running:
             body = nexo.status_response_body(h, ref_json, None, nexo.IN_PROGRESS)
@@ -498,6 +509,24 @@ class NexoTerminalSimulator:
         reference = ""
         if isinstance(req.body.get("SaleData"), dict):
             reference = nexo.request_sale(req.body, "ReversalRequest").transaction_id
+        if self.reversal_unseen_s > 0:
+            self._stopping.wait(self.reversal_unseen_s)  # not yet at the terminal: status NotFound
+        flight = _InFlight(reference, h.service_id, h.sale_id, threading.Event(), "Reversal")
+        with self._inflight_lock:
+            self._inflight[(h.sale_id, h.service_id)] = flight
+        try:
+            # "TransactionStatus of a transaction still running: InProgress" holds for a
+            # reversal the terminal is working on as for a payment (docs/payment-terminal.md)
+            if self.reversal_latency_s > 0:
+                self._stopping.wait(self.reversal_latency_s)
+            with self._reversal_lock:
+                return self._reverse_sale(h, original, amount, reference)
+        finally:
+            with self._inflight_lock:
+                self._inflight.pop((h.sale_id, h.service_id), None)
+
+    def _reverse_sale(self, h: nexo.Header, original: PoiTransaction, amount: int | None,
+                      reference: str) -> dict[str, Any]:
         sale = self.ledger_store.by_poi_transaction(original.transaction_id)
         if sale is None or sale.poi_timestamp != original.timestamp:
             # the original is named by its POITransactionID *and* that transaction's TimeStamp
