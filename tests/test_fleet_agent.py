@@ -294,3 +294,28 @@ def test_a_key_the_fleet_stops_setting_goes_back_to_the_kiosks_own_value(fleet: 
     assert local["lang"] == "en" and local["pay_timeout_s"] == LOCAL["pay_timeout_s"]  # its own 90 again
     assert local["extra"] == {}  # the kiosk had no brand: the fleet's is gone
     assert fleet.api("GET", f"/api/v1/kiosks/{KIOSK}").json()["config"]["in_sync"]
+
+
+def test_an_expired_document_from_the_server_is_refused_and_audited(fleet_db: str, data: Path) -> None:
+    from provisioning.server.app import Settings
+    from provisioning.server.db import make_engine, session_factory
+    from provisioning.server.server import serve_in_thread
+
+    # a server (or someone replaying its old answers) handing out documents already expired
+    server = serve_in_thread(fleet_db, settings=Settings(config_ttl=dt.timedelta(seconds=-1)))
+    engine = make_engine(fleet_db)
+    sessions = session_factory(engine)
+    try:
+        with sessions() as s, s.begin():
+            token = svc.create_enroll_token(s, svc.CLI, label="t")
+            svc.push_layer(s, svc.CLI, "fleet", "", {"lang": "en"})
+        enroll(data, server.url, token, serial=KIOSK)
+        agent = Agent(data)
+        assert agent.run_once().config.startswith("refused: config.expired")
+        assert _local(data) == LOCAL
+        with sessions() as s:
+            entry = svc.audit_entries(s, 10, outcome="config.expired")[0]
+        assert entry["action"] == "config.refused_by_kiosk" and entry["actor"] == f"kiosk:{KIOSK}"
+    finally:
+        server.stop()
+        engine.dispose()
