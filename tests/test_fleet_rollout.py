@@ -8,7 +8,6 @@ import datetime as dt
 import time
 from typing import Any
 
-import pytest
 
 from provisioning.server import rollout
 from provisioning.server import service as svc
