@@ -321,14 +321,18 @@ class Maintenance:
         return [tx for tx in self.ctx.journal.open_transactions()
                 if money is not None and money.is_claimed(tx.tx_id)]
 
-    def open_session(self, pin: str, *, status: Any = None) -> "MaintenanceSession":
-        """The technician's session, after the PIN; TransactionOpen while a citizen's
-        transaction is under way (checked first: a citizen's session is never interrupted,
-        and a PIN typed then does not count)."""
+    def refuse_if_busy(self) -> None:
+        """TransactionOpen (audited) while a citizen's transaction is under way."""
         busy = self.busy_transactions()
         if busy:
             self.audit.record("session_refused", why="transaction_open", transactions=len(busy))
             raise TransactionOpen(f"{len(busy)} transaction(s) under way", count=len(busy))
+
+    def open_session(self, pin: str, *, status: Any = None) -> "MaintenanceSession":
+        """The technician's session, after the PIN; TransactionOpen while a citizen's
+        transaction is under way (checked first: a citizen's session is never interrupted,
+        and a PIN typed then does not count)."""
+        self.refuse_if_busy()
         self.check_pin(pin)
         self.audit.record("session_start")
         return MaintenanceSession(self, status=status)
