@@ -444,7 +444,8 @@ class MaintenanceScreens:
             t = session.totals()
             rows = [("maint.totals_head", {"day": t.day, "count": t.count, "sum_rials": t.sum_rials}, INK),
                     ("maint.by_kind", {}, MUTED)]
-            rows += [("maint.totals_row", {"name": k, "count": c, "sum_rials": s}, INK) for k, (c, s) in t.by_kind.items()]
+            rows += [("maint.totals_row", {"name": k, "count": c, "sum_rials": s}, INK)
+                     for k, (c, s) in t.by_kind.items()]
             rows.append(("maint.by_state", {}, MUTED))
             rows += [("maint.totals_row", {"name": k, "count": c, "sum_rials": s}, INK)
                      for k, (c, s) in t.by_state.items()]
@@ -456,8 +457,8 @@ class MaintenanceScreens:
         elif choice == "pending":
             rows = []
             for p in session.needs_operator():
-                rows.append(("maint.pending_row", {"tx": p["tx_id"], "kind": p["kind"], "amount_rials": p["amount_rials"],
-                                                   "state": p["state"]}, BAD if p["state"] == "REFUND_PENDING" else INK))
+                params = {"tx": p["tx_id"], "kind": p["kind"], "amount_rials": p["amount_rials"], "state": p["state"]}
+                rows.append(("maint.pending_row", params, BAD if p["state"] == "REFUND_PENDING" else INK))
                 if p["details"]:
                     rows.append(("maint.pending_detail", {"details": _pairs(p["details"])}, MUTED))
             await self._page("maint.needs_operator", rows or [("maint.none", {}, MUTED)], [("back", "maint.back")])
