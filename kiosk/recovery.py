@@ -27,7 +27,9 @@ A fee basket (several slips, one payment; kiosk.services.basket) resumes by its 
 PAID it asks the back-office about each bill (none held → the whole sale reversed); at
 FULFILLING it queues the bills not queued yet, posts the queued ones, asks about each earlier
 partial refund by its own message reference, refunds refused shares and finishes (FULFILLED,
-POSTED → COMPLETED, or REFUND_PENDING when the terminal refused a share's refund).
+POSTED → COMPLETED, or REFUND_PENDING when the terminal refused a share's refund). A bill
+whose outbox row is answered is journaled from that row whatever step the journal kept; a
+basket that still cannot progress with nothing queued is reported "stuck" (resolved=False).
 
 Recovery switches on the transaction's kind for the kind's own steps; an open transaction of
 a kind this build does not know is left open for an operator ("unknown_kind"), never handled
@@ -42,6 +44,7 @@ import logging
 from dataclasses import asdict, dataclass
 
 from kiosk.journal import OPEN_STATES, Journal, Transaction, TxState
+from kiosk.journal.states import BASKET_KINDS
 from kiosk.money_path import MoneyPath, SettleResult
 from kiosk.services import KINDS, kind_of
 
@@ -129,6 +132,12 @@ class Recovery:
             if not isinstance(result, SettleResult):  # (a StrEnum: test the enum, not str)
                 return result
             if result == SettleResult.PENDING:
+                # a basket waits for the outbox only while a post is queued there; otherwise
+                # nothing will move it: an operator looks (resolved=False), never "resolved"
+                if tx.kind in BASKET_KINDS and not self.money.pending_posts(tx.tx_id):
+                    log.error("basket cannot progress (nothing queued, bills unanswered): an operator looks",
+                              extra={"tx": tx.tx_id})
+                    return "stuck"
                 return "queued"
             if result != SettleResult.SETTLED:
                 return _settle_word(result)

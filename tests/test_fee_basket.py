@@ -731,3 +731,57 @@ def test_a_journal_cut_past_a_share_refund_never_refunds_it_twice(env: DemoEnvir
     assert sale["reversed_rials"] == chosen[2].amount_rials  # once
     assert refund_rows(env, tx_id) == []  # nothing sent again
     assert [o for o, _ in receipt_lines(env, tx_id)] == ["settled", "settled", "refunded"]
+
+
+def test_a_journal_cut_between_a_bills_queued_and_settled_rows_is_finished_from_the_outbox(
+        env: DemoEnvironment) -> None:
+    """M4: the journal is cut back to just after bill 0's `settled` row: bills 1 and 2 keep
+    their `queued` rows, their `settled` rows are gone, and their outbox rows are ACKED. The
+    answers are rebuilt from the acknowledged rows (whatever step the journal kept) and the
+    basket finishes. Before, it waited for "queued" bills for ever, reported resolved."""
+    import sqlite3
+
+    chosen = slips(env, 3)
+    result = pay(env, chosen)
+    assert result is not None and result.final_state == TxState.COMPLETED
+    tx_id = result.transaction_id
+    db = sqlite3.connect(journal_path(env.data_dir))
+    db.execute("DROP TRIGGER IF EXISTS journal_no_delete")
+    rows = db.execute("SELECT seq, data FROM journal WHERE tx_id = ? ORDER BY seq", (tx_id,)).fetchall()
+    first_settled = min(seq for seq, d in rows if '"step":"settled"' in d.replace(" ", ""))
+    db.execute("DELETE FROM journal WHERE tx_id = ? AND seq > ?", (tx_id, first_settled))
+    db.commit()
+    db.close()
+    with journal(env) as j:
+        assert j.state_of(tx_id) == TxState.FULFILLING and j.verify().ok
+        assert [o.step for o in bill_outcomes(j.get(tx_id))] == ["settled", "queued", "queued"]
+    resolved = recover_now(env)
+    assert (resolved[tx_id]["to_state"], resolved[tx_id]["resolved"]) == ("COMPLETED", True)
+    check_ledgers(env, tx_id, chosen, {0, 1, 2})
+    held = kiosk_payments(env, tx_id)
+    assert receipt_lines(env, tx_id) == [("settled", held[f"{tx_id}.{i}"]["tracking_code"]) for i in range(3)]
+    assert recover_now(env) == {}
+
+
+def test_a_basket_that_cannot_progress_is_reported_unresolved_for_an_operator(env: DemoEnvironment) -> None:
+    """M4: bill 1 journaled queued, its outbox row marked acknowledged with no answer, and the
+    back-office holds no such payment: nothing will ever answer it (never read as a refusal:
+    an acknowledged post is not refused money). Recovery reports it "stuck", resolved=False,
+    every time — not "queued", resolved, for ever."""
+    import sqlite3
+
+    chosen = slips(env, 2)
+    port = int(env.backoffice.url.rsplit(":", 1)[1])
+    result = pay(env, chosen, StopBackofficeOnConfirm(env))  # both bills queued, the back-office away
+    assert result is not None and result.final_state == TxState.FULFILLING
+    tx_id = result.transaction_id
+    db = sqlite3.connect(journal_path(env.data_dir))
+    db.execute("UPDATE outbox SET status = 'acked', response = NULL WHERE tx_id = ?", (tx_id,))
+    db.commit()
+    db.close()
+    with serve_in_thread(env.backoffice_db_url, port=port):
+        for _ in range(2):
+            resolved = recover_now(env)
+            assert resolved[tx_id]["to_state"] == "FULFILLING"
+            assert (resolved[tx_id]["action"], resolved[tx_id]["resolved"]) == ("stuck", False)
+    assert env.terminal.net_charged(tx_id) == sum(s.amount_rials for s in chosen)  # nothing refunded on a guess

@@ -353,22 +353,42 @@ async def queue_bills(money: MoneyPath, tx_id: str) -> None:
     paid_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     for outcome in bill_outcomes(tx):
         item = items.get(outcome.index)
-        if outcome.step == "new" and item is not None and item.status != OutboxStatus.PENDING:
-            # answered, but the row saying so is gone (a journal cut back): the outbox's
-            # settled row is the answer (an acknowledged post, or a refusal after asking)
-            await money.writer.append_many(tx_id, _answer_steps(outcome.index, item))
+        if outcome.step in ("new", "queued") and item is not None and item.status != OutboxStatus.PENDING:
+            # answered, but the row saying so is gone (a journal cut back, whatever step it
+            # left): the outbox's settled row is the answer (an acknowledged post, or a
+            # refusal after asking)
+            answer = await _answer_steps(money, outcome.index, item)
+            if answer:
+                await money.writer.append_many(tx_id, answer)
             continue
-        if item is not None or outcome.step != "new":
+        if item is not None or outcome.step not in ("new", "queued"):
             continue
+        # not in the outbox at all (never queued, or its row lost): queued (again) under the
+        # bill's own key — the back-office answers a repeated post with the first answer
         await money.writer.outbox_enqueue(
             tx_id, BASKET_BILL, FEE_BASKET.bill_payload(tx, outcome.index, paid_at=paid_at),
             idempotency_key=bill_tx_id(tx_id, outcome.index),
             with_state=(TxState.FULFILLING, {"bill": outcome.index, "step": "queued"}), anchor=True)
 
 
-def _answer_steps(index: int, item: OutboxItem) -> list[tuple[TxState, dict[str, Any] | None]]:
-    if item.status == OutboxStatus.ACKED and item.response:
-        return FEE_BASKET.ack_states(Settlement.from_json(item.response), BASKET_BILL)
+async def _answer_steps(money: MoneyPath, index: int, item: OutboxItem) -> list[tuple[TxState, dict[str, Any] | None]]:
+    """The journal rows of a bill's answer, rebuilt from its settled outbox row. An
+    acknowledged row whose answer cannot be read is asked of the back-office; when that does
+    not say, nothing (the bill stays unanswered: an operator looks) — an acknowledged post
+    is never read as a refusal."""
+    if item.status == OutboxStatus.ACKED:
+        try:
+            if item.response:
+                return FEE_BASKET.ack_states(Settlement.from_json(item.response), BASKET_BILL)
+        except (KeyError, TypeError, ValueError):
+            pass
+        try:
+            found = await asyncio.to_thread(FEE_BASKET.find_posted, money.backoffice, bill_tx_id(item.tx_id, index))
+        except (BackofficeError, requests.RequestException, ValueError, KeyError) as exc:
+            log.warning("bill %d acknowledged, answer unreadable, back-office cannot say (%s)", index, exc,
+                        extra={"tx": item.tx_id})
+            return []
+        return FEE_BASKET.ack_states(found, BASKET_BILL) if found is not None else []
     reason = str((item.response or {}).get("key") or (item.response or {}).get("error") or "refused")
     return [(TxState.FULFILLING, {"bill": index, "step": "refused", "reason": reason, "found": "outbox"})]
 
