@@ -21,6 +21,7 @@ import importlib.metadata
 import logging
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -141,9 +142,22 @@ async def run_kiosk(settings: Any, data: Path, options: UIOptions, *, lock: Any 
         if broken:
             pinger.status("out of service: the journal fails verification")
         if script is not None:
+            scripted = asyncio.ensure_future(script(ui, app, ctx, env))
             try:
-                result = await script(ui, app, ctx, env)
+                await asyncio.wait({scripted, app_task}, return_when=asyncio.FIRST_COMPLETED)
+                if not scripted.done():  # the window closed (or Kivy failed) under the script
+                    if app_task.exception() is None:  # closed: a script serving citizens ends now too
+                        await asyncio.wait({scripted}, timeout=10)
+                    if not scripted.done():
+                        scripted.cancel()
+                        await asyncio.gather(scripted, return_exceptions=True)
+                        app_task.result()
+                        raise RuntimeError("the touch UI's window closed while its script was running")
+                result = scripted.result()
             finally:
+                if not scripted.done():
+                    scripted.cancel()
+                    await asyncio.gather(scripted, return_exceptions=True)
                 app.stop()
                 await app_task
         else:
@@ -161,13 +175,342 @@ async def run_kiosk(settings: Any, data: Path, options: UIOptions, *, lock: Any 
     return result
 
 
-async def run_demo_kiosk(data: Path, options: UIOptions, script: Script | None = None) -> Any:
-    """`run_kiosk` on the demo's embedded environment, owning the data dir's lock."""
+async def run_demo_kiosk(data: Path, options: UIOptions, script: Script | None = None, *,
+                         panel_port: int | None = None) -> Any:
+    """`run_kiosk` on the demo's embedded environment, owning the data dir's lock. With
+    `panel_port` (0: any free port) the device simulator panel is served over the same
+    environment for as long as the kiosk runs, and its address printed first (`panel: URL`)."""
     from kiosk.data_lock import DataLock
 
     environment = load_environment("demo")
     with DataLock(data) as lock, environment(data, terminal_latency_s=options.terminal_latency_s) as env:
-        return await run_kiosk(env.settings, data, options, lock=lock, env=env, script=script)
+        if panel_port is None:
+            return await run_kiosk(env.settings, data, options, lock=lock, env=env, script=script)
+        with _serve_panel(env, panel_port) as panel:
+            _print_panel(panel.url, env)
+            return await run_kiosk(env.settings, data, options, lock=lock, env=env, script=script)
+
+
+def _serve_panel(env: Any, port: int) -> AbstractContextManager[Any]:
+    # the panel belongs to the demo harness, as the environment it drives does: imported only
+    # here, when a demo kiosk asks for it (the appliance never gets this far)
+    try:
+        from kiosk_demo.panel import serve_panel
+    except ImportError as exc:
+        raise DemoUnavailable(str(exc)) from exc
+    return serve_panel(env, port=port)  # type: ignore[no-any-return]
+
+
+def _print_panel(url: str, env: Any) -> None:
+    printer = next((d.options for d in env.settings.devices if d.name == "printer"), {})
+    print(f"panel: {url}\n"
+          "  پنل شبیه‌سازها: کارت، فیش، چاپگر و پایانهٔ پرداخت را از مرورگر بگردانید / the device simulator "
+          "panel: put cards on the reader, scan slips, set the printer and the terminal's answer, see what "
+          "was printed\n"
+          f"  back-office   {env.backoffice.url}\n"
+          f"  terminal      {env.terminal.url}\n"
+          f"  printer       {printer.get('host')}:{printer.get('port')} (ESC/POS, raw TCP)\n"
+          f"  data dir      {env.data_dir}", flush=True)
+
+
+# --- a virtual screen (`kiosk ui-demo` with no display) ---------------------------------------------
+
+class VirtualScreen:
+    """An Xvfb X server on a display number it picks itself (-displayfd), listening on no TCP
+    port: the touch UI draws on it as on a real screen (GLX with Mesa's software renderer), and
+    nothing appears on this machine. `start()` returns the display (":N") or None when Xvfb is
+    not installed."""
+
+    def __init__(self, size: str = DEFAULT_SIZE, *, timeout_s: float = 20.0) -> None:
+        self.size = size
+        self.timeout_s = timeout_s
+        self.display: str | None = None
+        self._proc: Any = None
+
+    def start(self) -> str | None:
+        import select
+        import shutil
+        import subprocess
+        import tempfile
+
+        xvfb = shutil.which("Xvfb")
+        if xvfb is None:
+            return None
+        width, _, height = self.size.partition("x")
+        read_fd, write_fd = os.pipe()
+        errors = tempfile.TemporaryFile()
+        try:
+            self._proc = subprocess.Popen(
+                [xvfb, "-displayfd", str(write_fd), "-screen", "0", f"{width}x{height}x24", "-nolisten", "tcp",
+                 "-noreset"], pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=errors, start_new_session=True)
+            os.close(write_fd)
+            write_fd = -1
+            text = b""
+            end = time.monotonic() + self.timeout_s
+            while not text.endswith(b"\n"):
+                left = end - time.monotonic()
+                if left <= 0 or not select.select([read_fd], [], [], left)[0]:
+                    raise RuntimeError(f"Xvfb did not start in {self.timeout_s:g} s")
+                chunk = os.read(read_fd, 16)
+                if not chunk:  # Xvfb exited
+                    errors.seek(0)
+                    raise RuntimeError("Xvfb stopped: " + errors.read().decode(errors="replace")[-500:])
+                text += chunk
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            os.close(read_fd)
+            if write_fd >= 0:
+                os.close(write_fd)
+            errors.close()
+        self.display = ":" + text.decode().strip()
+        return self.display
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=5)
+            except Exception:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+
+    def __enter__(self) -> "VirtualScreen":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def has_display(environ: Any = None) -> str | None:
+    """The display the UI would open its window on ($DISPLAY or $WAYLAND_DISPLAY), or None."""
+    env = os.environ if environ is None else environ
+    return env.get("DISPLAY") or env.get("WAYLAND_DISPLAY") or None
+
+
+# --- `kiosk ui-demo`: what `make run` runs ------------------------------------------------------
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    """Ctrl-C and SIGTERM end the kiosk cleanly (the flows unwound, the window closed)."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread
+            pass
+
+
+def _serve(stop: asyncio.Event) -> Script:
+    """Citizen sessions until Ctrl-C, SIGTERM or the window's close."""
+
+    async def script(ui: Any, app: Any, ctx: Any, env: Any) -> None:
+        from kiosk.status import refresh_blockers
+
+        app.bind(on_stop=lambda *_: stop.set())
+        _stop_on_signals(stop)
+        sessions = asyncio.ensure_future(ui.run_sessions(ctx, on_idle=lambda: refresh_blockers(ui.status, ctx)))
+        try:
+            await stop.wait()
+        finally:
+            sessions.cancel()
+            await asyncio.gather(sessions, return_exceptions=True)
+
+    return script
+
+
+#: on every screen: not worth repeating in a transcript
+_CHROME = frozenset({"English", "فارسی", "کیوسک شهر", "City Kiosk"})
+
+
+def _say(screen: str, texts: list[str]) -> None:
+    # a keypad's keys (one character each) are left out too
+    shown = " · ".join(t.replace("\n", " ") for t in texts if t not in _CHROME and len(t) > 1)
+    print(f"  {screen:<8} {shown[:150]}", flush=True)
+
+
+async def _finish_session(c: Any, ui: Any, shots: Path | None, timeout: float = 120.0) -> list[str]:
+    """After the citizen's last answer: confirm, then press Done / OK on whatever outcome or
+    error comes, until the kiosk is back on attract. Returns the outcome's (or error's) texts."""
+    end = time.monotonic() + timeout
+    last: list[str] = []
+    while ui.screen != "attract":
+        if time.monotonic() > end:
+            raise TimeoutError(f"the session did not end: screen {ui.screen} {ui.screen_key!r}")
+        screen = ui.screen
+        if screen == "confirm":
+            await c.press("yes")
+        elif screen in ("outcome", "error"):
+            last = await c.screen(screen)
+            _say(screen, last)
+            if shots is not None:
+                c.shown_png(shots / f"{len(list(shots.glob('*.png'))) + 1:02d}-{screen}.png")
+            await c.press("done" if screen == "outcome" else "ok")
+        else:
+            await asyncio.sleep(0.1)
+    return last
+
+
+def _touch_walk(stop: asyncio.Event, *, hold: bool, shots: Path) -> Script:
+    """On the virtual screen: a scripted citizen pays a fee by touch (the same taps a person
+    makes), one screenshot per screen in `shots`; then, when `hold`, the kiosk stays up until
+    Ctrl-C with a citizen waiting at "how do you enter the slip?" for a slip scanned on the panel."""
+
+    async def script(ui: Any, app: Any, ctx: Any, env: Any) -> dict[str, Any]:
+        from kiosk.status import refresh_blockers
+        from screens.driver import Citizen
+
+        _stop_on_signals(stop)
+        owner_code = load_environment("demo-owner")
+        owner = await asyncio.to_thread(ctx.backoffice.fee_slips, national_code=owner_code)
+        slip = next(s for s in owner.slips if s.status == "unpaid")
+        c = Citizen(ui, timeout=90)
+        sessions = asyncio.ensure_future(ui.run_sessions(ctx, on_idle=lambda: refresh_blockers(ui.status, ctx)))
+        n = 0
+
+        async def look(name: str, key: str | None = None) -> list[str]:
+            nonlocal n
+            texts = await c.screen(name, key)
+            n += 1
+            c.shown_png(shots / f"{n:02d}-{name}.png")
+            _say(name, texts)
+            return texts
+
+        try:
+            print(f"citizen (by touch): pays {slip.description_fa} ({slip.amount_rials:,} rials), typing its ids",
+                  flush=True)
+            await look("attract")
+            await c.press("start")
+            await look("home")
+            await c.press("fee_payment")
+            await look("choose", "fee.how_to_enter")
+            await c.press("manual")
+            await look("digits", "fee.enter_bill_id")
+            await c.type_digits(slip.bill_id)
+            await c.press("ok")
+            await c.screen("digits", "fee.enter_payment_id")
+            await c.type_digits(slip.payment_id)
+            _say("digits", c.texts())
+            await c.press("ok")
+            await look("confirm", "fee.confirm")
+            outcome = await _finish_session(c, ui, shots)
+            tx = ui.last_outcome.transaction_id if ui.last_outcome is not None else None
+            state = str(ctx.journal.state_of(tx)) if tx else "no transaction"
+            print(f"touch walk-through: {state} (transaction {tx}); screenshots in {shots}", flush=True)
+            if hold:
+                await _hold(c, ui, stop, shots)
+            return {"state": state, "tx": tx, "outcome": outcome}
+        finally:
+            sessions.cancel()
+            await asyncio.gather(sessions, return_exceptions=True)
+
+    return script
+
+
+async def _hold(c: Any, ui: Any, stop: asyncio.Event, shots: Path) -> None:
+    print("\nThe kiosk stays up on the virtual screen until Ctrl-C. A citizen stands at it with a slip:\n"
+          "scan one from the panel's list (and choose the terminal's answer there) to have it paid;\n"
+          f"the screen as it is now: {shots / 'screen.png'}", flush=True)
+
+    def snap(_name: str) -> None:  # the latest screen, for a person with no display to look at
+        asyncio.get_running_loop().call_later(0.4, lambda: c.shown_png(shots / "screen.png"))
+
+    ui.listeners.append(snap)
+
+    async def citizen() -> None:
+        while True:
+            await c.until(lambda: ui.screen == "attract", "attract", timeout=600)
+            await c.press("start")
+            await c.screen("home")
+            await c.press("fee_payment")
+            await c.screen("choose", "fee.how_to_enter")
+            print("  waiting for a slip scanned on the panel …", flush=True)
+            await c.until(lambda: ui.screen_key != "fee.how_to_enter", "a scanned slip", timeout=10 ** 6)
+            await _finish_session(c, ui, None)
+
+    task = asyncio.ensure_future(citizen())
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()
+    finally:
+        task.cancel()
+        waiter.cancel()
+        await asyncio.gather(task, waiter, return_exceptions=True)
+        ui.listeners.remove(snap)
+
+
+def _quiet_kivy() -> None:
+    """Kivy's start-up chatter (its version, the GL driver) stays out of the demo's transcript;
+    its warnings and errors still show."""
+    os.environ.setdefault("KIVY_LOG_MODE", "PYTHON")
+    logging.getLogger("kivy").setLevel(logging.ERROR)  # while Kivy reads (and first writes) its config
+    os.environ.setdefault("KCFG_KIVY_LOG_LEVEL", "warning")  # what Kivy sets once it has read it
+
+
+def handle_ui_demo(args: argparse.Namespace) -> int:
+    from kiosk.cli import main as kiosk_main
+    from kiosk.paths import data_dir
+
+    data = data_dir(args.data_dir, writable=True)
+    load_environment("demo")  # says which extra to install before anything starts
+    hold = sys.stdin.isatty() if args.hold is None else args.hold
+    display = has_display()
+
+    def script_for(make: Callable[[asyncio.Event], Script]) -> Script:
+        async def script(ui: Any, app: Any, ctx: Any, env: Any) -> Any:
+            return await make(asyncio.Event())(ui, app, ctx, env)  # the event made on the kiosk's loop
+        return script
+
+    if display:
+        print(f"display {display}: the kiosk opens in a window ({args.size}) with the demo's back-office and "
+              "simulators; close the window or press Ctrl-C to stop", flush=True)
+        options = UIOptions(windowed=True, size=args.size, dpi=args.dpi, terminal_latency_s=args.terminal_latency)
+        _quiet_kivy()
+        configure_kivy(options, data)
+        asyncio.run(run_demo_kiosk(data, options, _serving(), panel_port=args.panel_port))
+        print("kiosk stopped", flush=True)
+        return 0
+
+    print("no display ($DISPLAY and $WAYLAND_DISPLAY are unset): the touch kiosk runs on a virtual screen "
+          "that nothing shows, and the citizen's way through is printed here instead", flush=True)
+    print("\n== 1. a citizen pays a fee, headless (kiosk demo --headless --script pay-fee)", flush=True)
+    rc = kiosk_main(["demo", "--headless", "--script", "pay-fee", "--data-dir", str(data)])
+    if rc != 0:
+        return rc
+    shots = data / "ui-demo"
+    shots.mkdir(exist_ok=True)
+    for old in shots.glob("*.png"):
+        old.unlink()
+    with VirtualScreen(args.size) as screen:
+        where = screen.start()
+        if where is not None:
+            os.environ["DISPLAY"] = where
+            if os.environ.get("SDL_VIDEODRIVER") == "offscreen":  # SDL draws on the X server, not offscreen
+                del os.environ["SDL_VIDEODRIVER"]
+            print(f"\n== 2. the touch kiosk on a virtual screen: Xvfb {where}, {args.size}", flush=True)
+        else:
+            os.environ["SDL_VIDEODRIVER"] = "offscreen"
+            print("\n== 2. the touch kiosk on a virtual screen: SDL's offscreen driver (Xvfb is not installed: "
+                  "apt install xvfb)", flush=True)
+        options = UIOptions(windowed=True, size=args.size, dpi=args.dpi, idle_s=3600 if hold else 45.0,
+                            terminal_latency_s=args.terminal_latency)
+        _quiet_kivy()
+        configure_kivy(options, data)
+        result = asyncio.run(run_demo_kiosk(data, options, script_for(lambda stop: _touch_walk(stop, hold=hold,
+                                                                                                 shots=shots)),
+                                            panel_port=args.panel_port))
+    if not hold:
+        print("stdin is not a terminal, so the virtual-screen kiosk stops here (in a terminal, `make run` "
+              "keeps it and the panel up until Ctrl-C)", flush=True)
+    else:
+        print("kiosk stopped", flush=True)
+    return 0 if result.get("state") == "COMPLETED" else 1
 
 
 # --- the command line ---------------------------------------------------------------------------
@@ -177,6 +520,12 @@ def _size(text: str) -> str:
     if not (sep and w.isdigit() and h.isdigit() and int(w) >= 320 and int(h) >= 320):
         raise argparse.ArgumentTypeError(f"not a window size like 720x1280: {text!r}")
     return text
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port number (0-65535, 0: any free port): {text!r}")
+    return int(text)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -189,6 +538,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--dpi", type=float, default=DEFAULT_DPI, help=f"the panel's dpi (default {DEFAULT_DPI:g})")
     p.add_argument("--terminal-latency", type=float, default=1.5, metavar="SECONDS",
                    help="--demo: how long the simulated terminal takes to answer (default 1.5)")
+    p.add_argument("--panel", action="store_true", help="--demo: serve the device simulator panel on 127.0.0.1 "
+                   "over the same simulators and print its URL")
+    p.add_argument("--panel-port", type=_port, default=0, metavar="PORT", help="--panel: its port (default: any free one)")
     p.set_defaults(func=handle_ui)
     t = sub.add_parser("ui-tour", parents=[common], help="save a PNG of every screen in Persian and English",
                        description="Walk every screen of the touch UI in Persian and English on the demo "
@@ -197,6 +549,25 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     t.add_argument("--size", type=_size, default=DEFAULT_SIZE)
     t.add_argument("--dpi", type=float, default=DEFAULT_DPI)
     t.set_defaults(func=handle_tour)
+    d = sub.add_parser("ui-demo", parents=[common], help="what `make run` runs: the demo kiosk, its simulators and "
+                       "their panel; in a window, or on a virtual screen with no display",
+                       description="The touch kiosk on the demo's back-office and simulators with the device "
+                                   "simulator panel (its URL is printed). With a display: a window until it is "
+                                   "closed or Ctrl-C. With none: a citizen pays a fee headless (the transcript), "
+                                   "then by touch on a virtual screen (Xvfb; screenshots saved); then, when stdin "
+                                   "is a terminal (or --hold), the kiosk and the panel stay up until Ctrl-C.")
+    d.add_argument("--size", type=_size, default=DEFAULT_SIZE, help=f"window size (default {DEFAULT_SIZE})")
+    d.add_argument("--dpi", type=float, default=DEFAULT_DPI, help=f"the panel's dpi (default {DEFAULT_DPI:g})")
+    d.add_argument("--terminal-latency", type=float, default=1.5, metavar="SECONDS",
+                   help="how long the simulated terminal takes to answer (default 1.5)")
+    d.add_argument("--panel-port", type=_port, default=0, metavar="PORT",
+                   help="the simulator panel's port on 127.0.0.1 (default: any free one)")
+    hold = d.add_mutually_exclusive_group()
+    hold.add_argument("--hold", dest="hold", action="store_true", default=None,
+                      help="with no display: keep the kiosk and panel up until Ctrl-C (default when stdin is a terminal)")
+    hold.add_argument("--no-hold", dest="hold", action="store_false",
+                      help="with no display: stop after the walk-throughs (default when stdin is not a terminal)")
+    d.set_defaults(func=handle_ui_demo)
 
 
 def handle_ui(args: argparse.Namespace) -> int:
@@ -205,17 +576,30 @@ def handle_ui(args: argparse.Namespace) -> int:
     data = data_dir(args.data_dir, writable=True)
     options = UIOptions(windowed=args.windowed, size=args.size, dpi=args.dpi,
                         terminal_latency_s=args.terminal_latency)
+    # Ctrl-C and SIGTERM (systemd stopping the unit) end the sessions and close the window, so
+    # the kiosk says STOPPING=1 and closes its journal instead of dying mid-frame
     if args.demo:
         load_environment("demo")  # says which extra to install before any window opens
         configure_kivy(options, data)
-        asyncio.run(run_demo_kiosk(data, options))
+        asyncio.run(run_demo_kiosk(data, options, _serving(), panel_port=args.panel_port if args.panel else None))
         return 0
+    if args.panel:
+        raise DemoUnavailable("--panel drives the demo's simulators: use it with --demo")
     from kiosk.settings import load_settings
 
     settings = load_settings(data)  # a data dir without kiosk.json is refused before Kivy starts
     configure_kivy(options, data)
-    asyncio.run(run_kiosk(settings, data, options))
+    asyncio.run(run_kiosk(settings, data, options, script=_serving()))
     return 0
+
+
+def _serving() -> Script:
+    """`_serve` with its stop event made on the running loop."""
+
+    async def script(ui: Any, app: Any, ctx: Any, env: Any) -> None:
+        await _serve(asyncio.Event())(ui, app, ctx, env)
+
+    return script
 
 
 def handle_tour(args: argparse.Namespace) -> int:
@@ -238,4 +622,5 @@ def handle_tour(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["UIOptions", "configure_kivy", "load_environment", "register", "run_demo_kiosk", "run_kiosk"]
+__all__ = ["UIOptions", "VirtualScreen", "configure_kivy", "has_display", "load_environment", "register",
+           "run_demo_kiosk", "run_kiosk"]
