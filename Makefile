@@ -18,6 +18,8 @@ DEB_PACKAGES += chromium
 # the touch UI (Kivy): GL and EGL with Mesa's software renderer (SDL's offscreen driver runs the UI
 # tests and `kiosk ui-tour` with no display), libmtdev1 for Kivy's multitouch input on a real panel
 DEB_PACKAGES += libgl1 libegl1 libegl-mesa0 libgl1-mesa-dri libmtdev1
+# xvfb: `make run` with no display runs the touch kiosk on a virtual X screen (Xvfb -displayfd)
+DEB_PACKAGES += xvfb
 # audio guidance on the touch UI: espeak-ng and its Persian voice (kiosk/speech.py, tests/test_speech.py)
 DEB_PACKAGES += espeak-ng
 # Debian creates and starts a "main" cluster on port 5432 when PostgreSQL is first installed;
@@ -51,8 +53,11 @@ $(STAMP): pyproject.toml
 
 venv: deps $(STAMP)
 
+# the demo kiosk with its simulators and their panel (kiosk/ui_main.py, docs/ui.md "Running it"):
+# a window when there is a display; with none, the headless walk-through, then the touch kiosk
+# on a virtual screen, kept up until Ctrl-C only when stdin is a terminal
 run: venv
-	$(VENV)/bin/kiosk demo --headless --script pay-fee
+	$(VENV)/bin/kiosk ui-demo
 
 test: venv
 	$(PY) -m pytest -q -p no:cacheprovider
