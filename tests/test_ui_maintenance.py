@@ -2,7 +2,7 @@
 subprocess, offscreen): a short tap in the hidden corner does nothing; a long press is refused
 while a citizen's transaction is open; then the PIN keypad shows dots only, a wrong PIN says
 how many tries are left, the right one opens the menu; a test print comes out of the printer
-emulator; a service taken out of service is greyed on the home tile with the technician's
+emulator, and every other page of the menu shows; a service taken out of service is greyed on the home tile with the technician's
 reason; leaving goes back to attract; five wrong PINs lock maintenance, the right PIN included,
 and the lock is on disk."""
 
@@ -88,6 +88,24 @@ SCRIPT = textwrap.dedent('''
         out["qr"] = env.printer.receipts()[-1].qr_codes
         await c.press("m:back")
         await on("menu")
+        pages = {}
+        for choice, screen in (("devices", "page"), ("card_read", "result"), ("paper", "result"),
+                               ("totals", "page"), ("report", "result"), ("pending", "page")):
+            await c.press("m:" + choice)
+            pages[choice] = await on(screen)
+            await c.press("m:back")
+            await on("menu")
+        await c.press("m:scan_test")
+        await on("wait")
+        env.scanner.send("MAINT-4711")
+        pages["scan_test"] = await on("result")
+        await c.press("m:back")
+        await on("menu")
+        await c.press("m:scan_test")  # given up: Back while it waits
+        await on("wait")
+        await c.press("m:back")
+        await on("menu")
+        out["pages"] = pages
         await c.press("m:services")
         await on("page")
         await c.press("m:svc:qr_ticket")
@@ -136,6 +154,15 @@ def test_maintenance_by_touch(tmp_path: Path) -> None:
     assert any("چاپ آزمایشی" in t for t in r["menu"]) and any("Test print" in t for t in r["menu_en"])
     assert any("صفحهٔ آزمایشی چاپ شد" in t for t in r["printed"])
     assert any(q.startswith("CITY-KIOSK-TEST kiosk-demo-01 ") for q in r["qr"])
+    pages = r["pages"]
+    assert any("printer" in t and "چاپگر رسید" in t for t in pages["devices"])
+    assert any("jobs=1" in t for t in pages["devices"])  # the test print, counted
+    assert any("کارت شناسایی شد" in t for t in pages["card_read"])
+    assert any("وضعیت کاغذ" in t for t in pages["paper"])
+    assert any("fee_payment" in t for t in pages["totals"])  # the cancelled one of this morning
+    assert any("گزارش پایان روز چاپ شد" in t for t in pages["report"])
+    assert any("موردی نیست" in t for t in pages["pending"])
+    assert any("MAINT-4711" in t for t in pages["scan_test"])
     assert any("خارج از سرویس" in t for t in r["services"])
     assert r["after_exit"] == ["attract", True, True]
     assert r["tile"] == [True, "این خدمت را تکنسین موقتاً از سرویس خارج کرده است"]
