@@ -785,3 +785,31 @@ def test_a_basket_that_cannot_progress_is_reported_unresolved_for_an_operator(en
             assert resolved[tx_id]["to_state"] == "FULFILLING"
             assert (resolved[tx_id]["action"], resolved[tx_id]["resolved"]) == ("stuck", False)
     assert env.terminal.net_charged(tx_id) == sum(s.amount_rials for s in chosen)  # nothing refunded on a guess
+
+
+def test_journal_show_lists_what_a_refund_pending_basket_owes_not_its_total(env: DemoEnvironment) -> None:
+    """M5: `kiosk journal show --state REFUND_PENDING` (where `kiosk recover` points an
+    operator) shows the amount owed — the refused bill's share — and which bill, not the
+    basket's whole total."""
+    import json
+    import subprocess
+    import sys
+
+    from devices.terminal import nexo
+
+    chosen = slips(env, 3)
+    env.terminal._reversal = lambda req: nexo.response_message(  # type: ignore[method-assign]
+        req.header, "ReversalResponse", nexo.failure_body(nexo.REFUSAL))
+    result = pay(env, chosen, PayElsewhereOnConfirm(env, [chosen[2]]))
+    assert result is not None and result.final_state == TxState.REFUND_PENDING
+    base = [sys.executable, "-m", "kiosk.cli", "journal", "show", "--state", "REFUND_PENDING",
+            "--data-dir", str(env.data_dir)]
+    table = subprocess.run(base, capture_output=True, text=True, timeout=60)
+    assert table.returncode == 0, table.stderr
+    header, row = table.stdout.splitlines()
+    assert header.split("  ")[-1].strip() == "owed (rials)"
+    assert row.endswith(f"{chosen[2].amount_rials:,} (bill {chosen[2].bill_id})")
+    listed = json.loads(subprocess.run(base + ["--json"], capture_output=True, text=True, timeout=60).stdout)
+    assert listed[0]["owed_rials"] == chosen[2].amount_rials
+    assert listed[0]["amount_rials"] == sum(s.amount_rials for s in chosen)
+    assert [(b["index"], b["bill_id"]) for b in listed[0]["bills_owed"]] == [(2, chosen[2].bill_id)]

@@ -149,10 +149,41 @@ def _when(unix: float) -> str:
     return f"{local:%Y-%m-%d %H:%M:%S %z} ({local.tzname()})"
 
 
+def _owed(tx: Transaction) -> tuple[int, list[Any]] | None:
+    """What an operator owes the card holder of a REFUND_PENDING transaction: (rials, bills).
+    A fee basket owes only the refused bills' shares (`refund_pending_rials`, the bills in
+    `bills_refund_pending`), not the basket's total; anything else owes its amount."""
+    if tx.state != TxState.REFUND_PENDING:
+        return None
+    rials = tx.data.get("refund_pending_rials")
+    bills = tx.data.get("bills_refund_pending")
+    if isinstance(rials, int) and not isinstance(rials, bool) and 0 < rials <= tx.amount_rials:
+        items = tx.data.get("items") if isinstance(tx.data.get("items"), list) else []
+        named = []
+        for i in bills if isinstance(bills, list) else []:
+            item = items[i] if isinstance(i, int) and 0 <= i < len(items) and isinstance(items[i], dict) else {}
+            named.append({"index": i, "bill_id": item.get("bill_id", ""), "payment_id": item.get("payment_id", ""),
+                          "amount_rials": item.get("amount_rials")})
+        return rials, named
+    return tx.amount_rials, []
+
+
 def _as_dict(tx: Transaction) -> dict[str, Any]:
-    return {"tx_id": tx.tx_id, "kind": tx.kind, "amount_rials": tx.amount_rials,
-            "state": str(tx.state), "created_at": tx.created_at, "updated_at": tx.updated_at,
-            "updated": _when(tx.updated_at), "entries": len(tx.entries), "data": tx.data}
+    out = {"tx_id": tx.tx_id, "kind": tx.kind, "amount_rials": tx.amount_rials,
+           "state": str(tx.state), "created_at": tx.created_at, "updated_at": tx.updated_at,
+           "updated": _when(tx.updated_at), "entries": len(tx.entries), "data": tx.data}
+    owed = _owed(tx)
+    if owed is not None:
+        out["owed_rials"], out["bills_owed"] = owed
+    return out
+
+
+def _owed_cell(tx: Transaction) -> str:
+    owed = _owed(tx)
+    if owed is None:
+        return ""
+    rials, bills = owed
+    return f"{rials:,}" + (f" (bill {', '.join(str(b['bill_id'] or b['index']) for b in bills)})" if bills else "")
 
 
 def _state_arg(text: str) -> TxState:
@@ -192,6 +223,10 @@ def _show(args: argparse.Namespace) -> int:
     rows = [(t.tx_id, t.kind, f"{t.amount_rials:,}", str(t.state), _when(t.updated_at))
             for t in txs]
     header = ("id", "kind", "amount (rials)", "state", "updated (local time)")
+    if any(t.state == TxState.REFUND_PENDING for t in txs):
+        # what an operator gives back: a basket owes its refused bills' shares, not its total
+        rows = [(*r, _owed_cell(t)) for r, t in zip(rows, txs)]
+        header = (*header, "owed (rials)")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, *rows]:
         print("  ".join(c.rjust(w) if i == 2 else c.ljust(w)
