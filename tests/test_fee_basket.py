@@ -813,3 +813,38 @@ def test_journal_show_lists_what_a_refund_pending_basket_owes_not_its_total(env:
     assert listed[0]["owed_rials"] == chosen[2].amount_rials
     assert listed[0]["amount_rials"] == sum(s.amount_rials for s in chosen)
     assert [(b["index"], b["bill_id"]) for b in listed[0]["bills_owed"]] == [(2, chosen[2].bill_id)]
+
+
+def test_a_backoffice_error_that_is_not_a_bills_refusal_is_shown_as_itself_not_as_bills_dropped(
+        env: DemoEnvironment) -> None:
+    """A rotated token (401 from the back-office) at the re-check is not "this bill is paid or
+    unknown": before, every bill was shown dropped and the basket read "nothing to pay". Now
+    the real error is shown and nothing is charged."""
+    import dataclasses
+
+    chosen = slips(env, 2)
+    env.settings = dataclasses.replace(env.settings, backoffice_token="a-rotated-token")
+    ui = ScriptedUI(CONFIRM)
+    result = pay(env, chosen, ui)
+    assert result is not None and result.final_state is None and not result.outcome.ok
+    assert result.outcome.message_key == "backoffice.rejected"
+    assert "basket.bill_dropped" not in ui.keys("error") and ui.keys("error") == ["backoffice.rejected"]
+    assert env.terminal.ledger() == []
+
+
+def test_a_whole_reversal_the_terminal_is_too_busy_for_is_retried_not_handed_to_an_operator(
+        env: DemoEnvironment) -> None:
+    """Every bill refused; the terminal answers the reversal Busy (it did not take it up):
+    not a refusal — the basket stays REVERSING and the next round reverses it once."""
+    from devices.terminal import nexo
+
+    chosen = slips(env, 2)
+    real = env.terminal._reversal
+    env.terminal._reversal = lambda req: nexo.response_message(  # type: ignore[method-assign]
+        req.header, "ReversalResponse", nexo.failure_body(nexo.BUSY))
+    result = pay(env, chosen, PayElsewhereOnConfirm(env, chosen))
+    assert result is not None and result.final_state == TxState.REVERSING
+    tx_id = result.transaction_id
+    env.terminal._reversal = real  # type: ignore[method-assign]
+    assert recover_now(env)[tx_id]["to_state"] == "REVERSED"
+    assert env.terminal.net_charged(tx_id) == 0 and kiosk_payments(env, tx_id) == {}
