@@ -848,3 +848,33 @@ def test_a_whole_reversal_the_terminal_is_too_busy_for_is_retried_not_handed_to_
     env.terminal._reversal = real  # type: ignore[method-assign]
     assert recover_now(env)[tx_id]["to_state"] == "REVERSED"
     assert env.terminal.net_charged(tx_id) == 0 and kiosk_payments(env, tx_id) == {}
+
+
+def test_a_refund_made_at_a_terminal_since_swapped_goes_to_an_operator_not_retried_for_ever(
+        env: DemoEnvironment) -> None:
+    """The share's refund went out (its answer lost) at the terminal the kiosk had then; the
+    terminal is swapped (another POIID). The new one cannot be asked about the earlier
+    request (a wrong-terminal reference): before, the basket stayed 'retry later' for ever;
+    now an operator refunds the share (REFUND_PENDING, otherTerminal), never a blind second
+    refund."""
+    from kiosk.recovery import Recovery
+
+    chosen = slips(env, 3)
+    env.terminal._reversal = lambda req: None  # type: ignore[method-assign]  # dropped unanswered
+    result = pay(env, chosen, PayElsewhereOnConfirm(env, [chosen[0]]))
+    assert result is not None and result.final_state == TxState.FULFILLING
+    tx_id = result.transaction_id
+
+    async def go() -> list[Any]:
+        ctx = await KioskContext.open(env.settings, env.data_dir)
+        try:
+            ctx.money.terminal().poi_id = "SIM-POI-2"  # the kiosk now talks to another terminal
+            return await Recovery(ctx.journal, ctx.money).run()
+        finally:
+            await ctx.close()
+
+    [r] = asyncio.run(go())
+    assert r.to_state == "REFUND_PENDING"
+    tx = journal(env).get(tx_id)
+    assert tx.data["bills_refund_pending"] == [0] and tx.data["error_condition"] == "otherTerminal"
+    assert len(refund_rows(env, tx_id)) == 1
