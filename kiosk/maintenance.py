@@ -177,19 +177,28 @@ def stored_pin_hash(data_dir: Path, settings: Any = None) -> str:
 
 
 def set_pin(data_dir: Path, pin: str) -> Path:
-    """Store the hash of `pin`: in kiosk.json's extra when the data dir has one (kept 0600),
-    else in the maintenance-pin file. Returns the file written."""
+    """Store the hash of `pin`: in kiosk.json's extra when the data dir has one (kept 0600;
+    under the data dir's lock, so not while the kiosk runs), else in the maintenance-pin file
+    (read at every attempt, so also under a running demo). Returns the file written."""
     hashed = hash_pin(pin)
     config = data_dir / "kiosk.json"
     if config.exists():
-        raw = json.loads(config.read_text(encoding="utf-8"))
-        if not isinstance(raw, dict):
-            raise ValueError(f"{config} does not hold a JSON object")
-        extra = raw.setdefault("extra", {})
-        if not isinstance(extra, dict):
-            raise ValueError(f"{config}: 'extra' is not an object")
-        extra[PIN_HASH_KEY] = hashed
-        _write_private(config, json.dumps(raw, ensure_ascii=False, indent=2))
+        from kiosk.data_lock import DataLock
+        from kiosk.settings import KioskSettings
+
+        # kiosk.json changes only under the data dir's lock, as the fleet agent writes it: never
+        # under a running kiosk (which reads it once, at start) nor beside the agent
+        # (DataDirLocked names the holder's pid)
+        with DataLock(data_dir):
+            raw = json.loads(config.read_text(encoding="utf-8"))
+            if not isinstance(raw, dict):
+                raise ValueError(f"{config} does not hold a JSON object")
+            extra = raw.setdefault("extra", {})
+            if not isinstance(extra, dict):
+                raise ValueError(f"{config}: 'extra' is not an object")
+            extra[PIN_HASH_KEY] = hashed
+            KioskSettings.from_dict(raw, source=str(config))  # InvalidSettings: written nothing
+            _write_private(config, json.dumps(raw, ensure_ascii=False, indent=2))
         target = config
     else:
         _write_private(data_dir / PIN_FILE, hashed + "\n")

@@ -95,6 +95,14 @@ def test_set_pin_from_stdin_writes_only_the_hash(tmp_path: Path) -> None:
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 1 and "Traceback" not in out.stderr
     assert pin_matches(PIN, load_settings(kiosk).extra["maintenance_pin_hash"])  # unchanged
+    # kiosk.json is not rewritten under a running kiosk (the data dir's lock is held)
+    from kiosk.data_lock import DataLock
+
+    with DataLock(kiosk):
+        out = subprocess.run([*KIOSK, "maintenance", "set-pin", "--data-dir", str(kiosk)], input="24681357\n",
+                             capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "in use by another process" in out.stderr, out.stderr
+    assert pin_matches(PIN, load_settings(kiosk).extra["maintenance_pin_hash"])
     no_pin_anywhere(tmp_path)
 
 
