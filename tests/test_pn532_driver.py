@@ -392,3 +392,26 @@ def test_open_when_nothing_answers_on_the_port_is_device_offline(virtual: Virtua
         return reader
 
     assert run(go()).state == DeviceState.OFFLINE
+
+
+def test_a_late_ack_runs_the_command_twice_and_its_second_answer_is_not_the_next_commands(
+        virtual: VirtualPN532) -> None:
+    """The driver sends a command again when its ACK is late (ACK_TIMEOUT_S); the chip had
+    it all along, so both copies run and answer. The second copy's answer (a WRITE's bare OK)
+    must not be read as the next command's (a READ's 16 bytes): found in a full test run on a
+    busy machine as "READ returned 0 bytes"."""
+    card = _personalised()
+    virtual.place(card)
+
+    async def go() -> bytes:
+        reader = await opened(virtual)
+        await reader.select()
+        await reader.authenticate(4, KeyType.B, KEYS.key(UID, 1, KeyType.B), UID)
+        virtual.slow_next(0.15, count=2)  # past ACK_TIMEOUT_S (0.1 s): the driver resends the WRITE
+        await reader.write_block(5, bytes(range(16)))
+        data = await reader.read_block(5)
+        await reader.close()
+        return data
+
+    assert run(go()) == bytes(range(16))
+    assert virtual.commands.count(0x40) >= 4  # auth, write twice, read: the second WRITE ran

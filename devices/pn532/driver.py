@@ -70,6 +70,8 @@ RF_ERRORS = frozenset({0x01, 0x02, 0x03, 0x05})
 # HSU wake-up (UM0701 §7.2.11): a long 0x55 preamble then zeros while the PN532 wakes
 WAKEUP = b"\x55\x55" + b"\x00" * 14
 ACK_TIMEOUT_S = 0.1  # the PN532 acknowledges within 15 ms; leave room for a busy host
+#: how long a command sent twice (a late ACK) waits for the second copy's answer, to drop it
+DUPLICATE_WAIT_S = 1.0
 _READ_SLICE_S = 0.01  # one blocking read never holds the executor longer
 # a PN532 streams a frame without pauses; USB-serial adapters batch bytes for up to ~16 ms
 IDLE_GAP_S = 0.04
@@ -206,8 +208,10 @@ class PN532Reader(CardReader):
             raise self._offline(exc) from exc
         self._reader.clear()
         acked = False
+        copies = 0  # how many copies of the command went out
         for attempt in range(3):  # first send + resend on NACK or a lost ACK
             self._write(request)
+            copies += 1
             frame = self._next_frame(time.monotonic() + ACK_TIMEOUT_S)
             if frame is not None and frame.kind == FrameKind.ACK:
                 acked = True
@@ -221,7 +225,7 @@ class PN532Reader(CardReader):
                                     device=self.name, error_code="syntax")
             if frame is not None and frame.kind == FrameKind.INFO:
                 # the ACK was lost in line noise but the answer arrived: accept it below
-                return self._check_response(code, frame)
+                return self._answered(code, frame, copies, timeout)
             self.counters["ack_timeouts"] += 1
             log.info("%s: no ACK for command %#04x (attempt %d)", self.name, code, attempt + 1)
             if attempt >= 1:
@@ -237,11 +241,29 @@ class PN532Reader(CardReader):
                 raise CommandTimeout(f"{self.name}: no response to command {code:#04x} in {timeout}s",
                                      device=self.name, error_code="noResponse")
             if frame.kind == FrameKind.INFO:
-                return self._check_response(code, frame)
+                return self._answered(code, frame, copies, timeout)
             if frame.kind == FrameKind.ERROR:
                 raise ProtocolError(f"{self.name}: PN532 error frame for {code:#04x}",
                                     device=self.name, error_code="syntax")
             # a duplicate ACK/NACK: keep waiting for the answer
+
+    def _answered(self, code: int, frame: Frame, copies: int, timeout: float) -> bytes:
+        """The answer to a command; when the command went out more than once (its ACK was
+        late, not lost), the chip runs every copy it received and answers each: wait for those
+        answers too (bounded) and drop them, or the next command would take a stale one for
+        its own (a WRITE's bare OK read as a READ's 16 bytes)."""
+        params = self._check_response(code, frame)
+        late = copies - 1
+        deadline = time.monotonic() + min(timeout, DUPLICATE_WAIT_S)
+        while late > 0:
+            extra = self._next_frame(deadline)
+            if extra is None:
+                break  # that copy was really lost: nothing more will come
+            if extra.kind == FrameKind.INFO:
+                late -= 1
+                self.counters["duplicate_answers"] += 1
+                log.info("%s: dropped the answer to a second copy of command %#04x", self.name, code)
+        return params
 
     def _check_response(self, code: int, frame: Frame) -> bytes:
         if frame.tfi != frames.TFI_PN532 or frame.code != code + 1:

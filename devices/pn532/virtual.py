@@ -75,6 +75,7 @@ class VirtualPN532:
         self._rx_done_at = 0.0
         # fault injection for the host driver's tests (cleared by a replug)
         self._nack_next = self._corrupt_next = self._mute_next = 0
+        self._slow_next, self._slow_count = 0.0, 0
         self._garbage_next = b""
         self.bytes_in = 0
         self.bytes_out = 0
@@ -179,6 +180,13 @@ class VirtualPN532:
         """Send the next response with a bad DCS; a host NACK gets the good copy."""
         self._corrupt_next = count
 
+    def slow_next(self, seconds: float, count: int = 1) -> None:
+        """Take `seconds` before acknowledging each of the next `count` host commands (a chip,
+        or a line, that is late): a host that gives up on the ACK sends the command again, and
+        both copies run, each with its ACK and its answer — the second answer can arrive after
+        the host has moved on to its next command."""
+        self._slow_next, self._slow_count = seconds, count
+
     def ignore_next(self, count: int = 1) -> None:
         """Say nothing (no ACK) to the next `count` commands, as if lost on the line."""
         self._mute_next = count
@@ -279,6 +287,9 @@ class VirtualPN532:
             self._nack_next -= 1
             self._send(frames.NACK)
             return
+        if self._slow_count:
+            self._slow_count -= 1
+            time.sleep(self._slow_next)
         self._send(frames.ACK)
         self.commands.append(frame.code)
         try:
