@@ -182,7 +182,7 @@ async def _signed_call(request: Request) -> SignedCall:
 Signed = Annotated[SignedCall, Depends(_signed_call)]
 
 
-def _agent_tx(request: Request, call: SignedCall, work: Callable[[Session, svc.Kiosk], Any], *,
+def _agent_tx(request: Request, call: SignedCall, work: Callable[[Session, svc.Caller], Any], *,
               allow: tuple[str, ...] = (KioskStatus.ACCEPTED,)) -> Any:
     """Check the signature, clock and nonce, then work(session, kiosk), in ONE transaction: a
     heartbeat is one commit (and a refused request stores no nonce)."""
@@ -307,7 +307,8 @@ def _agent_routes(app: FastAPI) -> None:
     @app.get("/api/v1/agent/config")
     def agent_config(call: Signed, request: Request) -> Response:
         ttl = _settings(request).config_ttl
-        doc = _agent_tx(request, call, lambda db, kiosk: svc.config_document(db, kiosk, svc.signing_key(db), ttl))
+        doc = _agent_tx(request, call, lambda db, caller: svc.config_document(
+            db, db.get(svc.Kiosk, caller.kiosk_id), svc.signing_key(db), ttl))
         if doc is None:
             return Response(status_code=204)
         return JSONResponse(doc)

@@ -22,7 +22,7 @@ import datetime as dt
 from typing import Any, Sequence
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from kiosk.journal.chain import GENESIS_HASH, decode_json, entry_hash
@@ -40,9 +40,13 @@ class JournalRefused(FleetError):
         self.kiosk_id, self.kind, self.seq = kiosk_id, kind, seq
 
 
+_JT = JournalRow.__table__
+_SELECT_HEAD = select(_JT.c.seq, _JT.c.hash).where(_JT.c.kiosk_id == bindparam("kid")).order_by(
+    _JT.c.seq.desc()).limit(1)
+
+
 def head(session: Session, kiosk_id: str) -> tuple[int, str]:
-    row = session.execute(select(JournalRow.seq, JournalRow.hash).where(JournalRow.kiosk_id == kiosk_id)
-                          .order_by(JournalRow.seq.desc()).limit(1)).first()
+    row = session.connection().execute(_SELECT_HEAD, {"kid": kiosk_id}).first()
     return (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
 
 

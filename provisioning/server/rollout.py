@@ -31,7 +31,7 @@ import re
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, text
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.orm import Session
 
 from provisioning.common.config import SCOPES, covers, layer_problem
@@ -125,6 +125,30 @@ def layers_for(session: Session, kiosk_id: str) -> list[dict[str, Any]]:
         select(Rollout.settings).join(RolloutAction, RolloutAction.rollout_id == Rollout.id).where(
             RolloutAction.kiosk_id == kiosk_id, RolloutAction.status.in_(STARTED),
             Rollout.status.in_(LAYER_STATES)).order_by(Rollout.id))]
+
+
+_AT, _RT = RolloutAction.__table__, Rollout.__table__
+_SELECT_GIVEN = select(_AT.c.id, _AT.c.status, _RT.c.settings).join(_RT, _AT.c.rollout_id == _RT.c.id).where(
+    _AT.c.kiosk_id == bindparam("kid"), _AT.c.status.in_(STARTED), _RT.c.status.in_(LAYER_STATES)).order_by(_RT.c.id)
+
+
+def observe_and_layers(session: Session, kiosk_id: str, config_state: str | None,
+                       reported: dict[str, Any] | None, now: dt.datetime) -> list[dict[str, Any]]:
+    """At a heartbeat, in one query: settle this kiosk's active actions from what it reported,
+    and return the rollout layers it has been given (as layers_for)."""
+    at = RolloutAction.__table__
+    conn = session.connection()
+    rows = conn.execute(_SELECT_GIVEN, {"kid": kiosk_id}).all()
+    state = config_state or ""
+    for row in rows:
+        if row.status != "active":
+            continue
+        if state.startswith("refused"):
+            conn.execute(update(at).where(at.c.id == row.id).values(status="failed", finished_at=now,
+                                                                    detail=state[:500]))
+        elif state == "applied" and covers(reported or {}, row.settings):
+            conn.execute(update(at).where(at.c.id == row.id).values(status="done", finished_at=now))
+    return [row.settings for row in rows]
 
 
 def observe(session: Session, kiosk: Kiosk, now: dt.datetime) -> None:

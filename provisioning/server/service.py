@@ -17,7 +17,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from provisioning.common import signing
@@ -286,9 +286,46 @@ def decide(session: Session, by: Manager, kiosk_id: str, decision: str) -> Kiosk
 
 
 # --- signed agent requests ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Caller:
+    """The kiosk behind a verified request: the columns the hot path needs, read with one
+    Core query (no ORM object: a heartbeat is the request the fleet sends most)."""
+
+    kiosk_id: str
+    status: str
+    site: str | None
+    desired_version: int
+    desired_hash: str | None
+    config_state: str | None
+
+
+_KT = Kiosk.__table__
+# the hot path's statements, built once (building a select() costs more than running it here)
+_SELECT_CALLER = select(_KT.c.public_key, _KT.c.status, _KT.c.site, _KT.c.desired_version, _KT.c.desired_hash,
+                        _KT.c.config_state).where(_KT.c.kiosk_id == bindparam("kid"))
+_LOCK_DESIRED = select(_KT.c.desired_version, _KT.c.desired_hash).where(
+    _KT.c.kiosk_id == bindparam("kid")).with_for_update()
+_NONCE_INSERTS: dict[str, Any] = {}
+
+
+def _nonce_insert(dialect: str) -> Any:
+    stmt = _NONCE_INSERTS.get(dialect)
+    if stmt is None:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as upsert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as upsert  # type: ignore[assignment]
+        table = Nonce.__table__
+        # rowcount is not reliable across drivers (psycopg gives -1 here); a returned row is
+        stmt = _NONCE_INSERTS[dialect] = upsert(table).values(
+            kiosk_id=bindparam("owner"), nonce=bindparam("nonce"), seen_at=bindparam("seen", type_=table.c.seen_at.type)
+        ).on_conflict_do_nothing().returning(table.c.nonce)
+    return stmt
+
+
 def check_signed_request(session: Session, *, method: str, path: str, headers: Mapping[str, str], body: bytes,
                          now: float, max_skew_s: int = signing.MAX_SKEW_S,
-                         allow: tuple[str, ...] = (KioskStatus.ACCEPTED,)) -> Kiosk:
+                         allow: tuple[str, ...] = (KioskStatus.ACCEPTED,)) -> Caller:
     """The kiosk that signed this request, once its signature, timestamp and nonce pass and
     its status is in `allow`; FleetError (401 auth.*, 403 kiosk.*) otherwise."""
     kiosk_id = headers.get(signing.H_KIOSK, "")
@@ -304,32 +341,26 @@ def check_signed_request(session: Session, *, method: str, path: str, headers: M
         raise no(401, "auth.skew", f"the request's timestamp is more than {max_skew_s} s from the server's clock")
     if not NONCE_PATTERN.fullmatch(nonce):
         raise no(401, "auth.bad_nonce", "the nonce must be 16-64 characters of base64url")
-    kiosk = session.get(Kiosk, kiosk_id)
-    if kiosk is None:
+    row = session.connection().execute(_SELECT_CALLER, {"kid": kiosk_id}).first()
+    if row is None:
         raise no(401, "auth.unknown_kiosk", "no such kiosk is enrolled")
     try:
-        signing.verify(kiosk.public_key, sig, signing.string_to_sign(method, path, body, ts, nonce, kiosk_id))
+        signing.verify(row.public_key, sig, signing.string_to_sign(method, path, body, ts, nonce, kiosk_id))
     except signing.SignatureError:
         raise no(401, "auth.bad_signature", "the request's signature does not verify with the kiosk's key") from None
-    if kiosk.status not in allow:
-        raise no(403, f"kiosk.{kiosk.status}", f"kiosk {kiosk_id!r} is {kiosk.status}")
+    if row.status not in allow:
+        raise no(403, f"kiosk.{row.status}", f"kiosk {kiosk_id!r} is {row.status}")
     remember_nonce(session, kiosk_id, nonce, now, max_skew_s, no)
-    return kiosk
+    return Caller(kiosk_id, row.status, row.site, int(row.desired_version), row.desired_hash, row.config_state)
 
 
 def remember_nonce(session: Session, owner: str, nonce: str, now: float, max_skew_s: int, no: Any) -> None:
     seen = dt.datetime.fromtimestamp(now, dt.timezone.utc)
     # one statement, no savepoint: a nonce already stored (by this or another process) inserts
     # nothing, and a concurrent duplicate waits for the first and then inserts nothing
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as upsert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as upsert  # type: ignore[assignment]
-    table = Nonce.__table__
-    stmt = upsert(table).values(kiosk_id=owner, nonce=nonce, seen_at=seen).on_conflict_do_nothing() \
-        .returning(table.c.nonce)  # rowcount is not reliable across drivers; a returned row is
-    if session.execute(stmt).first() is None:
+    conn = session.connection()
+    stmt = _nonce_insert(conn.dialect.name)
+    if conn.execute(stmt, {"owner": owner, "nonce": nonce, "seen": seen}).first() is None:
         raise no(401, "auth.replay", "this request was already received (nonce seen before)")
     if random.random() < 0.01:  # a nonce older than twice the skew can no longer pass the clock check
         session.execute(delete(Nonce).where(Nonce.seen_at < seen - dt.timedelta(seconds=2 * max_skew_s)))
@@ -387,20 +418,29 @@ def push_layer(session: Session, by: Manager, scope: str, target: str, settings:
 
 def effective_settings(session: Session, kiosk: Kiosk) -> tuple[dict[str, Any], dict[str, int]]:
     """The merged fleet → site → kiosk settings of `kiosk`, and the revision of each layer."""
-    wanted = [("fleet", ""), ("kiosk", kiosk.kiosk_id)] + ([("site", kiosk.site)] if kiosk.site else [])
-    newest: dict[str, tuple[int, Any]] = {}
-    # one query for the three layers (every revision of them; pushes are rare, so few rows)
-    for scope, revision, settings in session.execute(
-            select(ConfigLayer.scope, ConfigLayer.revision, ConfigLayer.settings).where(
-                tuple_(ConfigLayer.scope, ConfigLayer.target).in_(wanted))):
-        if scope not in newest or revision > newest[scope][0]:
-            newest[scope] = (revision, settings)
     from provisioning.server import rollout
 
+    return _merged(session, kiosk.kiosk_id, kiosk.site, rollout.layers_for(session, kiosk.kiosk_id))
+
+
+_LT = ConfigLayer.__table__
+_SELECT_LAYERS = select(_LT.c.scope, _LT.c.revision, _LT.c.settings).where(or_(
+    and_(_LT.c.scope == "fleet", _LT.c.target == ""),
+    and_(_LT.c.scope == "site", _LT.c.target == bindparam("site"), bindparam("site") != ""),
+    and_(_LT.c.scope == "kiosk", _LT.c.target == bindparam("kid"))))
+
+
+def _merged(session: Session, kiosk_id: str, site: str | None,
+            rolled: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, int]]:
+    newest: dict[str, tuple[int, Any]] = {}
+    # one query for the three layers (every revision of them; pushes are rare, so few rows)
+    for scope, revision, settings in session.connection().execute(_SELECT_LAYERS, {"kid": kiosk_id,
+                                                                                  "site": site or ""}):
+        if scope not in newest or revision > newest[scope][0]:
+            newest[scope] = (revision, settings)
     # fleet, site, the rollouts this kiosk has been given, then its own layer
     before = [newest[s][1] for s in ("fleet", "site") if s in newest]
     after = [newest["kiosk"][1]] if "kiosk" in newest else []
-    rolled = rollout.layers_for(session, kiosk.kiosk_id)
     revisions = {s: newest[s][0] for s in SCOPES if s in newest}
     if rolled:
         revisions["rollouts"] = len(rolled)
@@ -465,34 +505,59 @@ HEARTBEAT_FIELDS = ("app_version", "config_version", "config_state", "devices", 
                     "refunds_pending", "last_tx_at", "data_lock", "journal_head")
 
 
-def heartbeat(session: Session, kiosk: Kiosk, body: Mapping[str, Any], *, interval_s: int) -> dict[str, Any]:
+_CT = Command.__table__
+_SELECT_PENDING = select(_CT).where(_CT.c.kiosk_id == bindparam("kid"), _CT.c.status.in_(
+    (CommandStatus.QUEUED.value, CommandStatus.RECEIVED.value))).order_by(_CT.c.id)
+
+
+def heartbeat(session: Session, caller: Caller, body: Mapping[str, Any], *, interval_s: int) -> dict[str, Any]:
+    """Store what the kiosk reports, settle its rollout actions, and answer with the interval,
+    its desired configuration version, the journal head held and its commands. Core queries
+    throughout: this is the request a fleet sends most (bench/bench_fleet_heartbeat.py)."""
+    from provisioning.server import journal, rollout
+
     now = utcnow()
-    before = kiosk.config_state
-    kiosk.last_seen_at = now
-    kiosk.heartbeat = {k: body.get(k) for k in HEARTBEAT_FIELDS}
-    if isinstance(body.get("app_version"), str):
-        kiosk.app_version = body["app_version"][:32]
+    conn = session.connection()
+    kiosk_id = caller.kiosk_id
     version = body.get("config_version")
-    kiosk.reported_version = version if isinstance(version, int) and not isinstance(version, bool) else None
     values = body.get("config_values")
-    kiosk.reported_values = values if isinstance(values, dict) else None
     state = body.get("config_state")
-    kiosk.config_state = state[:200] if isinstance(state, str) else None
-    if kiosk.config_state and kiosk.config_state.startswith("refused") and kiosk.config_state != before:
+    state = state[:200] if isinstance(state, str) else None
+    reported = values if isinstance(values, dict) else None
+    change: dict[str, Any] = {
+        "last_seen_at": now, "heartbeat": {k: body.get(k) for k in HEARTBEAT_FIELDS},
+        "reported_version": version if isinstance(version, int) and not isinstance(version, bool) else None,
+        "reported_values": reported, "config_state": state}
+    if isinstance(body.get("app_version"), str):
+        change["app_version"] = body["app_version"][:32]
+    if state and state.startswith("refused") and state != caller.config_state:
         # the agent refused a configuration document: a security event the managers must see
-        audit(session, f"kiosk:{kiosk.kiosk_id}", "config.refused_by_kiosk", kiosk.kiosk_id,
-              kiosk.config_state.split(":")[1].strip() if ":" in kiosk.config_state else "config.refused",
-              state=kiosk.config_state)
-    from provisioning.server import journal
-
-    from provisioning.server import rollout
-
-    rollout.observe(session, kiosk, now)
-    held = journal.head(session, kiosk.kiosk_id)
-    journal.check_reported_head(session, kiosk.kiosk_id, body.get("journal_head"), held)
-    want, _ = desired(session, kiosk)
+        audit(session, f"kiosk:{kiosk_id}", "config.refused_by_kiosk", kiosk_id,
+              state.split(":")[1].strip() if ":" in state else "config.refused", state=state)
+    rolled = rollout.observe_and_layers(session, kiosk_id, state, reported, now)
+    settings, _ = _merged(session, kiosk_id, caller.site, rolled)
+    want = caller.desired_version
+    if settings or caller.desired_hash is not None:
+        digest = settings_hash(settings)
+        if digest != caller.desired_hash:
+            # lock the row and look again (see desired())
+            row = conn.execute(_LOCK_DESIRED, {"kid": kiosk_id}).one()
+            want = int(row.desired_version)
+            if digest != row.desired_hash:
+                want += 1
+                change.update(desired_version=want, desired_hash=digest)
+    held = journal.head(session, kiosk_id)
+    journal.check_reported_head(session, kiosk_id, body.get("journal_head"), held)
+    pending, expired = [], []
+    for c in conn.execute(_SELECT_PENDING, {"kid": kiosk_id}):
+        (expired if c.expires_at <= now else pending).append(c)
+    if expired:
+        ct = Command.__table__
+        conn.execute(update(ct).where(ct.c.id.in_([c.id for c in expired]))
+                     .values(status=CommandStatus.EXPIRED.value, updated_at=now))
+    conn.execute(update(_KT).where(_KT.c.kiosk_id == bindparam("kid")), {"kid": kiosk_id, **change})
     return {"interval_s": interval_s, "desired_config_version": want, "journal_head_seq": held[0],
-            "commands": [command_view(c) for c in pending_commands(session, kiosk.kiosk_id, now)]}
+            "commands": [command_view(c) for c in pending]}
 
 
 def presence(kiosk: Kiosk, interval_s: int, now: dt.datetime | None = None) -> str:
@@ -623,7 +688,8 @@ _NEXT = {CommandStatus.QUEUED: (CommandStatus.RECEIVED, CommandStatus.DONE, Comm
          CommandStatus.RECEIVED: (CommandStatus.DONE, CommandStatus.FAILED)}
 
 
-def command_feedback(session: Session, kiosk: Kiosk, command_id: int, status: str, result: str | None) -> Command:
+def command_feedback(session: Session, kiosk: Kiosk | Caller, command_id: int, status: str,
+                     result: str | None) -> Command:
     """The agent's word on its command: received, then done or failed (hawkBit's feedback)."""
     action = "command.feedback"
     now = utcnow()
