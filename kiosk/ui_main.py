@@ -344,6 +344,8 @@ async def _finish_session(c: Any, ui: Any, shots: Path | None, timeout: float = 
         screen = ui.screen
         if screen == "confirm":
             await c.press("yes")
+        elif screen == "digits":  # no slip came in time (the scanner's wait ended): the keypad; leave
+            await c.press("cancel")
         elif screen in ("outcome", "error"):
             last = await c.screen(screen)
             _say(screen, last)
@@ -423,14 +425,18 @@ async def _hold(c: Any, ui: Any, stop: asyncio.Event, shots: Path) -> None:
 
     async def citizen() -> None:
         while True:
-            await c.until(lambda: ui.screen == "attract", "attract", timeout=600)
-            await c.press("start")
-            await c.screen("home")
-            await c.press("fee_payment")
-            await c.screen("choose", "fee.how_to_enter")
-            print("  waiting for a slip scanned on the panel …", flush=True)
-            await c.until(lambda: ui.screen_key != "fee.how_to_enter", "a scanned slip", timeout=10 ** 6)
-            await _finish_session(c, ui, None)
+            try:
+                await c.until(lambda: ui.screen == "attract", "attract", timeout=600)
+                await c.press("start")
+                await c.screen("home")
+                await c.press("fee_payment")
+                await c.screen("choose", "fee.how_to_enter")
+                print("  waiting for a slip scanned on the panel …", flush=True)
+                await c.until(lambda: ui.screen_key != "fee.how_to_enter", "a scanned slip", timeout=10 ** 6)
+                await _finish_session(c, ui, None)
+            except (TimeoutError, LookupError) as exc:  # the screen is not what the script expected
+                print(f"  the scripted citizen lost its way ({exc}); it starts again", flush=True)
+                await asyncio.sleep(1)
 
     task = asyncio.ensure_future(citizen())
     waiter = asyncio.ensure_future(stop.wait())
