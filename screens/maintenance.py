@@ -1,7 +1,8 @@
 """Maintenance screens on the touch UI (issue 10, item 5), driving kiosk.maintenance.
 
-A hidden entry: on the attract screen, a press held `hold_s` (3 s) in the bottom-left corner
-(a 15 mm square with nothing drawn in it) opens maintenance over the attract screen, which
+A hidden entry: on the attract screen, a press held `hold_s` (3 s) in the top corner away from
+the language button (a 15 mm square where the header's title is, empty on the attract screen:
+top right in Persian, top left in English) opens maintenance over the attract screen, which
 keeps waiting beneath — no citizen session can start meanwhile, and leaving puts the kiosk
 back in its attract loop. Nothing else on any screen reacts to that corner.
 
@@ -31,7 +32,8 @@ from kivy.uix.scrollview import ScrollView
 from kivy.uix.widget import Widget
 
 from kiosk.fmt import to_persian_digits
-from kiosk.maintenance import Maintenance, MaintenanceError, MaintenanceSession, PIN_MAX, PIN_MIN, TransactionOpen
+from kiosk.maintenance import (PIN_MAX, PIN_MIN, Maintenance, MaintenanceError, MaintenanceSession, NoPinSet,
+                               TransactionOpen, stored_pin_hash)
 from screens.app import (BAD, CANCEL_BG, GOOD, INK, MIN_TARGET_MM, MUTED, SERVICES, WHITE, Filled, KivyUI, Row,
                          mm_px)
 from screens.rtl import RTLLabel, TouchButton
@@ -49,23 +51,44 @@ MENU: tuple[tuple[str, str], ...] = (
 
 
 class HiddenCorner(Widget):
-    """An invisible square; a press held `hold_s` in it calls `on_long_press`. A shorter
-    press does nothing (and presses nothing beneath)."""
+    """Spread over the window but answering only in its spot: a `side` × `side` square at the
+    top of the screen on the side away from the language button — where the header's title is,
+    empty on the attract screen, in both languages. A press held `hold_s` there calls
+    `on_long_press`; a shorter press does nothing. Touches elsewhere pass through untouched."""
 
-    def __init__(self, on_long_press: Callable[[], None], hold_s: float, **kwargs: Any) -> None:
+    def __init__(self, ui: KivyUI, on_long_press: Callable[[], None], hold_s: float, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.ui = ui
         self.on_long_press = on_long_press
         self.hold_s = hold_s
+        self.side = mm_px(MIN_TARGET_MM)
         self._ev: Any = None
 
+    def spot(self) -> tuple[float, float, float, float]:
+        """(x, y, width, height) of the square, in the window's coordinates."""
+        root = self.ui.root
+        assert root is not None
+        lang_button = self.ui.lang_button
+        bx, _ = lang_button.to_window(*lang_button.center)
+        x = root.width - self.side if bx < root.width / 2 else 0.0
+        return x, root.height - self.side, self.side, self.side
+
+    def spot_center(self) -> tuple[float, float]:
+        x, y, w, h = self.spot()
+        return x + w / 2, y + h / 2
+
     def on_touch_down(self, touch: Any) -> bool:
-        if not self.collide_point(*touch.pos):
+        x, y, w, h = self.spot()
+        if not (x <= touch.x <= x + w and y <= touch.y <= y + h):
             return False
         touch.grab(self)
         if self._ev is not None:
             self._ev.cancel()
         self._ev = Clock.schedule_once(lambda _dt: self._fire(), self.hold_s)
         return True
+
+    def on_touch_move(self, touch: Any) -> bool:
+        return False
 
     def on_touch_up(self, touch: Any) -> bool:
         if touch.grab_current is not self:
@@ -111,8 +134,7 @@ class MaintenanceScreens:
         self.idle_s = idle_s
         self.test_wait_s = test_wait_s
         self.gate = Maintenance(ctx)
-        self.corner = HiddenCorner(self.open, hold_s, size_hint=(None, None),
-                                   size=(mm_px(MIN_TARGET_MM), mm_px(MIN_TARGET_MM)), pos_hint={"x": 0, "y": 0})
+        self.corner = HiddenCorner(ui, self.open, hold_s, size_hint=(1, 1), pos_hint={"x": 0, "y": 0})
         self.overlay: Overlay | None = None
         self.task: asyncio.Task[None] | None = None
         self.session: MaintenanceSession | None = None
@@ -280,6 +302,8 @@ class MaintenanceScreens:
         status = self.gate.lock_status()
         if status.locked:
             message = ("maint.locked", {"seconds": int(status.locked_for_s + 0.999)})
+        elif not stored_pin_hash(self.gate.data_dir, getattr(self.ctx, "settings", None)):
+            message = (NoPinSet.key, {})  # said before anything is typed
         while True:
             fut = self._clear("pin")
             self._digits = ""

@@ -3,7 +3,7 @@ subprocess, offscreen): a short tap in the hidden corner does nothing; a long pr
 while a citizen's transaction is open; then the PIN keypad shows dots only, a wrong PIN says
 how many tries are left, the right one opens the menu; a test print comes out of the printer
 emulator, and every other page of the menu shows; a service taken out of service is greyed on the home tile with the technician's
-reason; leaving goes back to attract; five wrong PINs lock maintenance, the right PIN included,
+reason; leaving, or walking away, goes back to attract; five wrong PINs lock maintenance, the right PIN included,
 and the lock is on disk."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ SCRIPT = textwrap.dedent('''
         m.hold_s = 1.0
 
         async def long_press(seconds):
-            x, y = m.corner.to_window(*m.corner.center)
+            x, y = m.corner.spot_center()
             touch = Touch(x, y)
             EventLoop.post_dispatch_input("begin", touch)
             await asyncio.sleep(seconds)
@@ -62,6 +62,14 @@ SCRIPT = textwrap.dedent('''
 
         await long_press(0.2)  # a tap: nothing
         out["after_tap"] = [m.screen, ui.screen]
+        # the corner is where nothing else is, in both languages; elsewhere touches pass through
+        out["spot_fa"] = m.corner.spot()[0] > 0
+        await c.switch_language()
+        out["spot_en"] = m.corner.spot()[0] == 0
+        await c.press("high_contrast")  # an accessibility toggle on the attract footer still works
+        out["contrast"] = ui.high_contrast
+        await c.press("high_contrast")
+        await c.switch_language()
 
         tx = await ctx.money.open_transaction("fee_payment", 10_000, {})  # a citizen's, under way
         await long_press(1.5)
@@ -123,6 +131,15 @@ SCRIPT = textwrap.dedent('''
         await c.press("cancel")
         await c.screen("attract")
 
+        m.idle_s = 3.0  # a technician who walks away: maintenance leaves by itself
+        await long_press(1.5)
+        await on("pin")
+        await type_pin(pin)
+        await on("menu")
+        await c.until(lambda: m.screen == "", "left idle", timeout=10)
+        out["idle"] = [ui.screen, m.overlay is None, m.session is None]
+        m.idle_s = 120.0
+
         await long_press(1.5)
         await on("pin")
         for _ in range(5):
@@ -145,6 +162,7 @@ def test_maintenance_by_touch(tmp_path: Path) -> None:
     set_pin(tmp_path, PIN)
     r = run_ui(SCRIPT, str(tmp_path), PIN, timeout=240)
     assert r["after_tap"] == ["", "attract"]
+    assert r["spot_fa"] and r["spot_en"] and r["contrast"] is True
     assert any("تراکنش یک شهروند در جریان است" in t for t in r["refused"])
     assert any("رمز تکنسین" in t for t in r["pin"]) and r["ok_disabled"] is True
     # the keypad shows dots only: the digits typed are on no label
@@ -166,6 +184,7 @@ def test_maintenance_by_touch(tmp_path: Path) -> None:
     assert any("خارج از سرویس" in t for t in r["services"])
     assert r["after_exit"] == ["attract", True, True]
     assert r["tile"] == [True, "این خدمت را تکنسین موقتاً از سرویس خارج کرده است"]
+    assert r["idle"] == ["attract", True, True]
     assert r["locked"][0] == "maint.locked" and "۳۰" in r["locked"][1]
     assert r["still_locked"] == ["pin", "maint.locked"]
     assert r["end"] == "attract"
