@@ -878,3 +878,40 @@ def test_a_refund_made_at_a_terminal_since_swapped_goes_to_an_operator_not_retri
     tx = journal(env).get(tx_id)
     assert tx.data["bills_refund_pending"] == [0] and tx.data["error_condition"] == "otherTerminal"
     assert len(refund_rows(env, tx_id)) == 1
+
+
+def test_a_share_refund_of_a_sale_whose_poi_transaction_was_not_journaled_asks_the_terminal_for_it(
+        env: DemoEnvironment) -> None:
+    """PAID journaled without the terminal's POI transaction id (a journal an older build
+    wrote): the share's refund asks the terminal for the sale by the payment's reference, as
+    a whole reversal does, instead of handing the share to an operator."""
+    from kiosk.services.basket import settle_basket
+
+    chosen = slips(env, 2)
+    items = [{"bill_id": s.bill_id, "payment_id": s.payment_id, "amount_rials": s.amount_rials} for s in chosen]
+    total = sum(s.amount_rials for s in chosen)
+
+    async def go() -> str:
+        ctx = await KioskContext.open(env.settings, env.data_dir)
+        money = ctx.money
+        try:
+            tx_id = await money.open_transaction("fee_basket", total, {"items": items, "kiosk_id": "k"})
+            try:
+                term = money.terminal()
+                ref = term.new_ref(tx_id, "Payment")
+                await money.writer.append(tx_id, TxState.PAYING, {"terminal": term.name, "message_ref": ref.to_dict()})
+                paid = await term.pay(ref, total, timeout=10)
+                await money.writer.append(tx_id, TxState.PAID, {"rrn": paid.rrn, "stan": paid.stan})  # no POI id
+                await asyncio.to_thread(pay_elsewhere, env, chosen[1], "bank-app-old")
+                await settle_basket(money, tx_id)
+            finally:
+                money.release(tx_id)
+            return tx_id
+        finally:
+            await ctx.close()
+
+    tx_id = asyncio.run(go())
+    assert journal(env).state_of(tx_id) == TxState.POSTED
+    assert recover_now(env)[tx_id]["to_state"] == "COMPLETED"
+    check_ledgers(env, tx_id, chosen, {0})
+    assert [o for o, _ in receipt_lines(env, tx_id)] == ["settled", "refunded"]
