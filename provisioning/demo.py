@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kiosk.maintenance import disabled_services
 from provisioning.agent.runner import Agent, enroll
 from provisioning.server import service as svc
 from provisioning.server.app import Settings
@@ -44,7 +45,8 @@ def run(workdir: Path, *, serve: bool = False, port: int = 0) -> dict[str, Any]:
         with sessions() as s, s.begin():
             view = svc.get_kiosk(s, state.kiosk_id, 10)
         result = {"server": server.url, "db": db, "kiosk_data_dir": str(data), "agent_run": report.as_dict(),
-                  "kiosk_json": json.loads((data / "kiosk.json").read_text()), "server_view": view}
+                  "kiosk_json": json.loads((data / "kiosk.json").read_text()),
+                  "services_out_of_service": list(disabled_services(data)), "server_view": view}
         print(json.dumps(result, ensure_ascii=False, indent=2))
         if serve:
             q = shlex.quote

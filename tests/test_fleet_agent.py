@@ -206,44 +206,52 @@ def test_a_local_edit_shows_as_drift_and_in_the_delta(fleet: Fleet, data: Path) 
 
 # --- commands -----------------------------------------------------------------------------------
 def test_commands_run_and_report_done_or_failed(fleet: Fleet, data: Path, tmp_path: Path) -> None:
+    from kiosk.maintenance import Audit, MaintenanceState, disabled_services
+    from kiosk.status import SERVICE_NEEDS
+
     agent = _enroll(fleet, data)
     _push(fleet, "fleet", {"extra": {"brand": "tehran"}})
+    MaintenanceState(data).save({"disabled_services": ["qr_ticket"]})  # a technician took one out
     operator = fleet.manager_token("olga", Role.OPERATOR)
-    for body in ({"kind": "maintenance_on"}, {"kind": "disable_service", "args": {"service": "topup"}},
-                 {"kind": "upload_logs"}, {"kind": "restart"}):
+    for body in ({"kind": "disable_service", "args": {"service": "card_topup"}}, {"kind": "maintenance_on"},
+                 {"kind": "upload_logs"}, {"kind": "restart"}, {"kind": "disable_service", "args": {"service": "nope"}}):
         assert fleet.api("POST", f"/api/v1/kiosks/{KIOSK}/commands", operator, json=body).status_code == 201
     report = agent.run_once()
     assert [(c["kind"], c["status"]) for c in report.commands] == [
-        ("maintenance_on", "done"), ("disable_service", "done"), ("upload_logs", "done"), ("restart", "failed")]
-    assert _local(data)["extra"] == {"brand": "tehran",
-                                     "fleet": {"maintenance": True, "disabled_services": ["topup"]}}
+        ("disable_service", "done"), ("maintenance_on", "done"), ("upload_logs", "done"), ("restart", "failed"),
+        ("disable_service", "failed")]
+    # where the kiosk's own maintenance menu keeps them: the running kiosk sees them between sessions
+    assert disabled_services(data) == tuple(sorted(SERVICE_NEEDS))
+    assert [(e["event"], e.get("service")) for e in Audit(data).lines()][-2:] == [
+        ("service_out", "card_topup"), ("fleet_maintenance_on", None)]
     listed = fleet.api("GET", f"/api/v1/kiosks/{KIOSK}/commands", operator).json()
-    assert [c["status"] for c in listed] == ["done", "done", "done", "failed"]
+    assert [c["status"] for c in listed] == ["done", "done", "done", "failed", "failed"]
     logs = json.loads(listed[2]["result"])
     assert "enrolled as kiosk-n-01" in logs["agent_log"] and logs["journal"]["open_transactions"] == 0
-    assert "restart hook" in listed[3]["result"]
-    # with a restart hook
+    assert "restart hook" in listed[3]["result"] and "unknown service 'nope'" in listed[4]["result"]
+    # with a restart hook; maintenance off puts back what it took out, not the technician's
     marker = tmp_path / "restarted"
     agent.state.restart_command = [sys.executable, "-c", f"open({str(marker)!r}, 'w').close()"]
-    fleet.api("POST", f"/api/v1/kiosks/{KIOSK}/commands", json={"kind": "restart"})
-    fleet.api("POST", f"/api/v1/kiosks/{KIOSK}/commands", json={"kind": "enable_service",
-                                                                 "args": {"service": "topup"}})
-    assert [c["status"] for c in agent.run_once().commands] == ["done", "done"]
-    assert marker.exists() and _local(data)["extra"]["fleet"]["disabled_services"] == []
+    for body in ({"kind": "restart"}, {"kind": "maintenance_off"},
+                 {"kind": "enable_service", "args": {"service": "qr_ticket"}}):
+        fleet.api("POST", f"/api/v1/kiosks/{KIOSK}/commands", json=body)
+    assert [c["status"] for c in agent.run_once().commands] == ["done", "done", "done"]
+    assert marker.exists() and disabled_services(data) == ("card_topup",)
     assert agent.run_once().commands == []
-    # the kiosk's own extra.fleet beside the fleet's extra.brand is no drift
+    assert _local(data)["extra"] == {"brand": "tehran"}  # kiosk.json untouched by commands
     view = fleet.api("GET", f"/api/v1/kiosks/{KIOSK}").json()
     assert view["config"]["state"] == "applied" and view["config"]["in_sync"], view["config"]
 
 
-def test_a_command_waits_while_the_kiosk_holds_its_data_dir(fleet: Fleet, data: Path) -> None:
+def test_a_service_is_switched_while_the_kiosk_runs(fleet: Fleet, data: Path) -> None:
+    from kiosk.maintenance import disabled_services
+
     agent = _enroll(fleet, data)
-    fleet.api("POST", f"/api/v1/kiosks/{KIOSK}/commands", json={"kind": "maintenance_on"})
-    with DataLock(data):
-        assert [c["status"] for c in agent.run_once().commands] == ["received"]
-    assert fleet.api("GET", f"/api/v1/kiosks/{KIOSK}/commands").json()[0]["status"] == "received"
-    assert [c["status"] for c in agent.run_once().commands] == ["done"]
-    assert _local(data)["extra"]["fleet"]["maintenance"] is True
+    fleet.api("POST", f"/api/v1/kiosks/{KIOSK}/commands", json={"kind": "disable_service",
+                                                                 "args": {"service": "card_sale"}})
+    with DataLock(data):  # the running kiosk re-reads the state between citizens: no lock needed
+        assert [c["status"] for c in agent.run_once().commands] == ["done"]
+    assert disabled_services(data) == ("card_sale",)
 
 
 def test_feedback_is_kept_in_the_outbox_while_the_server_is_away(fleet: Fleet, data: Path) -> None:

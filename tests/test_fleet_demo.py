@@ -21,7 +21,10 @@ def test_the_fleet_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert result["agent_run"]["config"] == "applied"
     assert [c["status"] for c in result["agent_run"]["commands"]] == ["done"]
     local = result["kiosk_json"]
-    assert local["topup_max_rials"] == 3_000_000 and local["extra"]["fleet"] == {"maintenance": True}
+    assert local["topup_max_rials"] == 3_000_000 and local["extra"] == {"brand": "tajrish-square"}
+    from kiosk.status import SERVICE_NEEDS
+
+    assert result["services_out_of_service"] == sorted(SERVICE_NEEDS)  # maintenance_on
     view = result["server_view"]
     assert view["status"] == "accepted" and view["site"] == "tajrish" and view["presence"] == "online"
     assert view["config"]["in_sync"] and view["config"]["delta"] == {}

@@ -152,19 +152,6 @@ def apply_document(data_dir: Path, doc: Any, *, fleet_public_key: str, kiosk_id:
     return _write_locked(data_dir, merged, Applied(verified.version, settings, settings_hash(settings), tuple(base)))
 
 
-def write_settings_locked(data_dir: Path, change: dict[str, Any]) -> None:
-    """Merge `change` into kiosk.json under the same rules as a configuration (commands that
-    switch maintenance or a service). ConfigDeferred / ConfigRefused like apply_document."""
-    config_path = Path(data_dir) / CONFIG_FILENAME
-    local = read_json(config_path, {}) or {}
-    merged = merge([local, change])
-    try:
-        KioskSettings.from_dict(merged, source="fleet command")
-    except InvalidSettings as exc:
-        raise ConfigRefused("config.invalid", str(exc.context.get("problem") or exc)) from None
-    _write_locked(Path(data_dir), merged, None)
-
-
 def _write_locked(data_dir: Path, merged: dict[str, Any], record: Applied | None) -> Applied | None:
     lock = DataLock(data_dir)
     try:

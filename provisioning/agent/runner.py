@@ -221,8 +221,8 @@ class Agent:
     def _execute(self, kind: str, args: dict[str, str]) -> str:
         handlers: dict[str, Callable[[], str]] = {
             "restart": self._restart,
-            "maintenance_on": lambda: self._switch({"maintenance": True}),
-            "maintenance_off": lambda: self._switch({"maintenance": False}),
+            "maintenance_on": lambda: self._maintenance(True),
+            "maintenance_off": lambda: self._maintenance(False),
             "disable_service": lambda: self._service(args.get("service", ""), False),
             "enable_service": lambda: self._service(args.get("service", ""), True),
             "upload_logs": self._logs,
@@ -239,21 +239,53 @@ class Agent:
             raise AgentError(f"the restart hook exited {out.returncode}: {out.stderr.strip()[-300:]}")
         return "restart hook ran"
 
-    def _fleet_extra(self) -> dict[str, Any]:
-        raw = read_json(self.data_dir / CONFIG_FILENAME, {}) or {}
-        extra = raw.get("extra") if isinstance(raw.get("extra"), dict) else {}
-        fleet = extra.get("fleet") if isinstance(extra.get("fleet"), dict) else {}
-        return dict(fleet)
-
-    def _switch(self, change: dict[str, Any]) -> str:
-        applying.write_settings_locked(self.data_dir, {"extra": {"fleet": {**self._fleet_extra(), **change}}})
-        return json.dumps(change)
-
+    # Services in and out of service go where the kiosk's own maintenance menu puts them
+    # (kiosk/maintenance.py: maintenance-state.json, re-read by the running kiosk between
+    # citizen sessions, so an open transaction is never cut), audited in its maintenance log.
     def _service(self, name: str, enable: bool) -> str:
-        fleet = self._fleet_extra()
-        disabled = set(fleet.get("disabled_services") or [])
-        (disabled.discard if enable else disabled.add)(name)
-        return self._switch({"disabled_services": sorted(disabled)})
+        from kiosk.status import SERVICE_NEEDS
+
+        if name not in SERVICE_NEEDS:
+            raise AgentError(f"unknown service {name!r}; this kiosk has {', '.join(SERVICE_NEEDS)}")
+        state = self._state()
+        disabled = [s for s in state.get("disabled_services", []) if s != name] + ([] if enable else [name])
+        state["disabled_services"] = sorted(set(disabled))
+        self._save_state(state, "service_in" if enable else "service_out", service=name)
+        return json.dumps({"disabled_services": state["disabled_services"]})
+
+    def _maintenance(self, on: bool) -> str:
+        """Every service out of service (on), or back (off) — only those this took out: one a
+        technician took out stays out."""
+        from kiosk.status import SERVICE_NEEDS
+
+        state = self._state()
+        disabled = set(state.get("disabled_services", []))
+        if on:
+            taken = sorted(set(SERVICE_NEEDS) - disabled) if not state.get("fleet_maintenance") else \
+                list(state["fleet_maintenance"].get("taken", []))
+            state["fleet_maintenance"] = {"on": True, "taken": taken}
+            disabled |= set(SERVICE_NEEDS)
+        else:
+            taken = list((state.get("fleet_maintenance") or {}).get("taken", []))
+            disabled -= set(taken)
+            state.pop("fleet_maintenance", None)
+        state["disabled_services"] = sorted(disabled)
+        self._save_state(state, "fleet_maintenance_on" if on else "fleet_maintenance_off")
+        return json.dumps({"maintenance": on, "disabled_services": state["disabled_services"]})
+
+    def _state(self) -> dict[str, Any]:
+        from kiosk.maintenance import MaintenanceState
+
+        raw = MaintenanceState(self.data_dir).load()
+        if raw.get("unreadable"):
+            raise AgentError("maintenance-state.json cannot be read; a technician must look at it")
+        return dict(raw)
+
+    def _save_state(self, state: dict[str, Any], event: str, **details: Any) -> None:
+        from kiosk.maintenance import Audit, MaintenanceState
+
+        MaintenanceState(self.data_dir).save(state)
+        Audit(self.data_dir).record(event, by="fleet", **details)
 
     def _logs(self) -> str:
         path = fleet_dir(self.data_dir) / "agent.log"
