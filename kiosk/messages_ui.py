@@ -88,11 +88,12 @@ def render(key: str, lang: str = "fa", **params: Any) -> str:
     formatting every UI shares; on top of it the screen adds `service` from service_fa /
     service_en, `X` with its unit from an integer `X_rials` the text names as `{X}`, an amount a
     flow formatted already shown again in this language, a device key named, a plate in the
-    reader's digits read left to right like the plate itself, and in Persian every parameter
-    with no Persian letters isolated left to right (digits-only ids in Persian digits)."""
+    reader's digits read left to right like the plate itself, in Persian every parameter
+    with no Persian letters isolated left to right (digits-only ids in Persian digits), and in
+    English every parameter with Persian letters isolated right to left."""
     from kiosk.fmt import format_rials, to_persian_digits
     from kiosk.messages import render_params, text
-    from kiosk.text.bidi import has_rtl_letters, ltr
+    from kiosk.text.bidi import PDI, RLI, has_rtl_letters, ltr
 
     shown = render_params(params, lang)
     for name, value in params.items():  # balance_rials=250000 → balance, in this language
@@ -108,7 +109,15 @@ def render(key: str, lang: str = "fa", **params: Any) -> str:
     plate = shown.get("plate")
     if isinstance(plate, str) and plate:
         # "45 ج 781 ایران 20": the order of the plate's own parts, left to right, in both languages
-        shown["plate"] = ltr(to_persian_digits(plate) if lang == "fa" else plate)
+        # (each part isolated too: a number after a Persian letter would otherwise join its run)
+        parts = (to_persian_digits(plate) if lang == "fa" else plate).split()
+        shown["plate"] = ltr(" ".join(ltr(part) for part in parts))
+    if lang == "en":
+        for name, value in list(shown.items()):
+            # Persian data in English text (a slip's period, a masked name): its own right-to-left
+            # run, so a number after it is not pulled into it
+            if name != "plate" and isinstance(value, str) and has_rtl_letters(value) and not value.startswith(RLI):
+                shown[name] = f"{RLI}{value}{PDI}"
     if lang == "fa":
         for name, value in list(shown.items()):
             if name == "plate":

@@ -309,8 +309,8 @@ class KivyUI(UIPort):
     def _shown(self) -> None:
         self.footer.rtl = False
         self.footer.set_rtl(self.lang == "fa")
-        for w in self.body.walk(restrict=True):
-            if isinstance(w, (Row, Grid)):
+        for w in (*self.body.walk(restrict=True), *self.footer.walk(restrict=True)):
+            if isinstance(w, (Row, Grid)) and w is not self.footer:
                 w.set_rtl(self.lang == "fa")
         self._apply_access()
         self._speak()
@@ -326,7 +326,8 @@ class KivyUI(UIPort):
             bg = tuple(w.background) if isinstance(w, TouchButton) else None
             base = w.base_style = (w.font_size, tuple(w.color), bg)
         size, color, bg = base
-        w.font_size = round(size * (LARGE_TEXT if self.large_text else 1.0))
+        fixed = getattr(w, "fixed_size", False)  # the toggles themselves keep their size
+        w.font_size = round(size * (LARGE_TEXT if self.large_text and not fixed else 1.0))
         if isinstance(w, TouchButton):
             if self.high_contrast:
                 w.color = INK
@@ -365,19 +366,29 @@ class KivyUI(UIPort):
             self.speech_on = not self.speech_on
             if not self.speech_on:
                 self.speaker.stop()
+        if mode == "large_text" and self.screen == "home" and self._answer is not None \
+                and not self._answer.done():
+            self._build_home(self._answer)  # two columns for large text, three otherwise
+            self._start_idle()
         self._apply_access()
         self._activity()
         self._speak()
 
-    def _access_buttons(self, row: BoxLayout) -> None:
-        """The accessibility toggles, added to a footer row."""
+    def _access_buttons(self) -> Row:
+        """The accessibility toggles, a row at the foot of the attract and home screens."""
         self._toggles = {}
+        row = Row(size_hint_y=None, height=max(mm_px(MIN_TARGET_MM), 84), spacing=mm_px(3))
         modes = ["large_text", "high_contrast"] + (["speech"] if self.speaker.available else [])
         for mode in modes:
-            btn = self._button("ui.toggle_off", lambda m=mode: self.toggle_access(m), choice_id=mode, size=26,
-                               background=MUTED, name_key=f"ui.{mode}")
+            btn = TouchButton(font_size=24, lang=self.lang, choice_id=mode, size_hint_y=None, height=row.height,
+                              background=MUTED)
+            btn.fixed_size = True
+            btn.bind(on_release=lambda _b, m=mode: self.toggle_access(m))
+            self._style(btn)
+            btn.show("ui.toggle_off", name_key=f"ui.{mode}")
             self._toggles[mode] = btn
             row.add_widget(btn)
+        return row
 
     def _speak(self) -> None:
         """Audio guidance: the screen's words, in the language shown, without waiting."""
@@ -833,7 +844,7 @@ class KivyUI(UIPort):
         start.height = max(mm_px(30), 200)
         self.body.add_widget(start)
         self.body.add_widget(self._spacer())
-        self._access_buttons(self.footer)
+        self.footer.add_widget(self._access_buttons())
         self._hint_i = 0
         self._hint_ev = Clock.schedule_interval(self._next_hint, self.hint_s)
         self._shown()
@@ -861,21 +872,25 @@ class KivyUI(UIPort):
         self._clear("home")
         self.body.add_widget(self._label("ui.choose_service", size=38, bold=True))
         # the tiles share the body's height: more services, shorter tiles, never off the screen
-        # (a row stays at least a 15 mm target plus its reason line)
-        grid = GridLayout(cols=2, spacing=mm_px(3), size_hint_y=1,
-                          row_default_height=mm_px(MIN_TARGET_MM) + 74, row_force_default=False)
+        # (a row stays at least a 15 mm target, plus a reason line when some tile has one). Nine
+        # services take three columns; large text keeps two, for its longer lines.
+        any_down = any(not self.status.service(s.id).available for s in SERVICES)
+        row_min = mm_px(MIN_TARGET_MM) + (62 if any_down else 0)
+        cols = 2 if self.large_text or len(SERVICES) <= 6 else 3
+        grid = Grid(cols=cols, spacing=mm_px(3), size_hint_y=1, row_default_height=row_min,
+                    row_force_default=False)
         self.tiles: dict[str, TouchButton] = {}
         for service in SERVICES:
             state = self.status.service(service.id)
-            cell = BoxLayout(orientation="vertical", spacing=4, size_hint_min_y=mm_px(MIN_TARGET_MM) + 74)
+            cell = BoxLayout(orientation="vertical", spacing=4, size_hint_min_y=row_min)
             tile = self._button(service.title_key, lambda s=service.id: self._answer_with(fut, s),
-                                choice_id=service.id, size=32)
+                                choice_id=service.id, size=32 if cols == 2 else 29)
             tile.size_hint_y = 1
             tile.disabled = not state.available
             cell.add_widget(tile)
             if not state.available and state.reason is not None:
                 why = self._label(state.reason.key, size=22, color=BAD, halign="center", **dict(state.reason.params))
-                why.size_hint_y, why.fit_height, why.height = None, False, 70
+                why.size_hint_y, why.fit_height, why.height = None, False, 58
                 tile.reason_label = why
                 cell.add_widget(why)
             self.tiles[service.id] = tile
@@ -883,7 +898,7 @@ class KivyUI(UIPort):
         self.body.add_widget(grid)
         self.footer.add_widget(self._button("ui.cancel", lambda: self._answer_with(fut, CitizenLeft("home")),
                                             background=CANCEL_BG, choice_id="cancel"))
-        self._access_buttons(self.footer)
+        self.body.add_widget(self._access_buttons())
         self._shown()
 
     async def run_sessions(self, ctx: Any, *, sessions: int | None = None,

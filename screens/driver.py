@@ -84,7 +84,15 @@ class Citizen:
 
     async def tap(self, widget: Widget) -> None:
         await self.settle(0.1)
+        # a screen just built may still be laid out (slowly, on a loaded machine): tap where the
+        # widget stays for a few frames, not where it was first put
         x, y = widget.to_window(*widget.center)
+        for _ in range(40):
+            await asyncio.sleep(0.05)
+            now = widget.to_window(*widget.center)
+            if now == (x, y):
+                break
+            x, y = now
         touch = Touch(x, y)
         EventLoop.post_dispatch_input("begin", touch)
         await asyncio.sleep(0.03)

@@ -6,8 +6,11 @@ are taken.
 The walk: attract, home, the fee flow (how to enter, an invalid bill id and its error, the
 keypad, looking up, confirm, the card terminal step, the printer out of paper and the
 receipt's QR on the outcome), top-up amounts, a QR ticket shown on the screen (no paper),
-card balance, buying a card, the inactivity warning, and the home screen with the transit tiles unavailable
-once the card reader is unplugged."""
+card balance, buying a card, the municipal services (fee slips looked up and two paid together,
+a traffic-zone permit with the plate's letter picker and the day grid, a settlement certificate
+shown as a QR with no paper), the attract and home screens in large text and high contrast,
+the inactivity warning, and the home screen with the transit tiles unavailable once the card
+reader is unplugged."""
 
 from __future__ import annotations
 
@@ -155,6 +158,102 @@ async def tour(ui: KivyUI, ctx: Any, env: Any, out: Path) -> list[Path]:
     await c.press("done")
     await session
 
+    # fee slips: the type, the national code, the check-box list, print or pay, two paid together
+    session = asyncio.ensure_future(one("fee_slips"))
+    await c.screen("attract")
+    await c.press("start")
+    await c.screen("home")
+    await c.press("fee_slips")
+    await c.screen("choose", "slips.choose_type")
+    await shoot("choose-fee-type")
+    await c.press("waste_charge")
+    await c.screen("digits", "slips.enter_national_code")
+    await c.type_digits(await _owner_code())
+    await shoot("keypad-national-code")
+    await c.press("ok")
+    await steps_until("choose_many", {"slips.looking_up": "step-slips-looking-up"})
+    unpaid = [i for i, row in ui.check_rows.items() if "پرداخت‌نشده" in row.label.text][:2]
+    for slip_id in unpaid:
+        await c.press(slip_id)
+    await shoot("choose-many-slips")
+    await c.press("done")
+    await c.screen("choose", "slips.what_next")
+    await shoot("choose-print-or-pay")
+    await c.press("pay")
+    await steps_until("confirm", {"basket.checking": "step-basket-checking"})
+    await shoot("confirm-basket")
+    await c.press("yes")
+    await steps_until("outcome", {})
+    await shoot("outcome-basket")
+    await c.press("done")
+    await session
+
+    # a traffic-zone permit: the plate on the keypad and the letter picker, the day, pay
+    session = asyncio.ensure_future(one("traffic_permit"))
+    await c.screen("attract")
+    await c.press("start")
+    await c.screen("home")
+    await c.press("traffic_permit")
+    await c.screen("digits", "slips.plate_two")
+    await c.type_digits("68")
+    await c.press("ok")
+    await c.screen("choose", "slips.plate_letter")
+    await shoot("choose-plate-letter")
+    await c.press("6")
+    await c.screen("digits", "slips.plate_three")
+    await c.type_digits("214")
+    await c.press("ok")
+    await c.screen("digits", "slips.plate_region")
+    await c.type_digits("44")
+    await c.press("ok")
+    await steps_until("choose", {})
+    await shoot("choose-permit-day")
+    days = [w.choice_id for w in ui.body.walk() if getattr(w, "choice_id", "")[:2] == "20"]
+    await c.press(days[1])
+    await steps_until("confirm", {})
+    await shoot("confirm-permit")
+    await c.press("yes")
+    await steps_until("outcome", {})
+    await shoot("outcome-permit")
+    await c.press("done")
+    await session
+
+    # a settlement certificate for a business with nothing owed, the printer out of paper: its QR
+    env.printer.set_paper("out")
+    session = asyncio.ensure_future(one("certificate"))
+    await c.screen("attract")
+    await c.press("start")
+    await c.screen("home")
+    await c.press("certificate")
+    await c.screen("choose", "cert.choose_type")
+    await shoot("choose-certificate-type")
+    await c.press("business_tax")
+    await c.screen("digits", "slips.enter_business_license")
+    await c.type_digits("14010098812")
+    await c.press("ok")
+    await steps_until("error", {"cert.asking": "step-certificate-asking"})
+    await c.press("ok")
+    await steps_until("outcome", {})
+    await shoot("outcome-certificate-qr")
+    await c.press("done")
+    await session
+    env.printer.set_paper("ok")
+    await c.until(lambda: not ui._printer_down(), "the printer's paper back")
+
+    # large text and high contrast, turned on at the attract screen (the next session resets them)
+    session = asyncio.ensure_future(ui.attract())
+    await c.screen("attract")
+    await c.press("large_text")
+    await c.press("high_contrast")
+    await shoot("attract-large-text-high-contrast")
+    await c.press("start")
+    await session
+    home = asyncio.ensure_future(ui.home())
+    await c.screen("home")
+    await shoot("home-large-text-high-contrast")
+    await c.press("cancel")
+    await home
+
     # the inactivity warning, on the home screen
     idle, ui.idle_s = ui.idle_s, 0.5
     session = asyncio.ensure_future(ui.attract())
@@ -192,9 +291,14 @@ async def tour(ui: KivyUI, ctx: Any, env: Any, out: Path) -> list[Path]:
     return saved
 
 
+async def _owner_code() -> str:
+    """The demo owner's national code (from the demo's entry point: screens never import it)."""
+    return str(next(e for e in importlib.metadata.entry_points(group="city_kiosk.environments")
+                    if e.name == "demo-owner").load())
+
+
 async def _unpaid_slip(ctx: Any) -> Any:
-    owner_code = next(e for e in importlib.metadata.entry_points(group="city_kiosk.environments")
-                      if e.name == "demo-owner").load()
+    owner_code = await _owner_code()
     owner = await asyncio.to_thread(ctx.backoffice.fee_slips, national_code=owner_code)
     return next(s for s in owner.slips if s.status == "unpaid")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from kiosk.fmt import format_rials
 from kiosk.messages import CATALOG
 from kiosk.messages_ui import MESSAGES, render
-from kiosk.text.bidi import LRI, PDI
+from kiosk.text.bidi import LRI, PDI, RLI
 
 
 def test_amounts_are_formatted_in_the_language_shown() -> None:
@@ -22,7 +22,8 @@ def test_an_amount_a_flow_formatted_follows_a_language_switch() -> None:
     assert render("card.balance", "en", balance=format_rials(250_000, "fa")) == "Card balance: 250,000 rials"
     assert render("card.balance", "fa", balance=format_rials(250_000, "en")) == "موجودی کارت: ۲۵۰٬۰۰۰ ریال"
     assert render("card.balance", "fa", balance=format_rials(250_000, "fa")) == "موجودی کارت: ۲۵۰٬۰۰۰ ریال"
-    assert render("ui.amount", "en", amount="۱۲ تومان") == "۱۲ تومان"  # not an amount in rials: left alone
+    # not an amount in rials: left alone (in its own right-to-left run in English)
+    assert render("ui.amount", "en", amount="۱۲ تومان") == f"{RLI}۱۲ تومان{PDI}"
 
 
 def test_ids_stay_left_to_right_in_persian_and_digits_become_persian() -> None:
@@ -43,3 +44,10 @@ def test_the_screen_catalog_is_registered_and_complete() -> None:
         assert fa and en
         assert fa.count("{") == en.count("{"), key  # the same parameters in both languages
     assert render("no.such.key", "fa") == "no.such.key"
+
+
+def test_persian_data_in_english_keeps_its_own_run_and_a_plate_reads_left_to_right() -> None:
+    # a slip's Persian period before an amount: without the isolate the amount joins its run
+    assert render("slips.choose", "en", count=12, owner="ع*** ر***") == f"12 slips for {RLI}ع*** ر***{PDI}. Choose the slips"
+    assert render("permit.confirm", "fa", plate="45 ج 781 ایران 20", date="-", amount_rials=1).startswith(
+        f"مجوز طرح ترافیک پلاک {LRI}{LRI}۴۵{PDI} {LRI}ج{PDI} {LRI}۷۸۱{PDI} {LRI}ایران{PDI} {LRI}۲۰{PDI}{PDI} برای")

@@ -290,7 +290,8 @@ def test_card_balance_by_touch_and_unplugged_reader(tmp_path: Path) -> None:
     assert r["ticket_key"] == "ticket.done_on_screen"
     assert r["qr_is_ticket"], r["qr_read"]
     assert any("این کیوسک از سرویس خارج است" in t for t in r["banner"])
-    assert r["blocked"] == ["card_sale", "card_topup", "collect_pending", "fee_payment", "qr_ticket"]
+    assert r["blocked"] == ["card_sale", "card_topup", "certificate", "collect_pending", "fee_payment", "fee_slips",
+                            "qr_ticket", "traffic_permit"]  # every service that may take money
     assert r["blocked_reason"].startswith("این کیوسک از سرویس خارج است")
     assert r["disabled"] == ["card_balance", "card_sale", "card_topup", "collect_pending"]
     assert set(r["fa_reasons"]) == {"کارتخوان بلیت در دسترس نیست"}
