@@ -641,7 +641,8 @@ def build_test_page(kiosk_id: str, printer_name: str, now: dt.datetime, lang: st
         Row(_pick("maint.doc.time", lang), format_datetime(now, lang)),
         Separator(),
         Text("ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789", align="center"),
-        Text("ابپتثجچحخدذرزژسشصضطظعغفقکگلمنوهی ۰۱۲۳۴۵۶۷۸۹", align="center"),
+        Text(" ".join("ابپتثجچحخدذرزژسشصضطظعغفقکگلمنوهی"), align="center"),  # every letter, on its own
+        Text("گزارش پایان روز — ۰۱۲۳۴۵۶۷۸۹", align="center"),  # joined letters and Persian digits
         QR(f"CITY-KIOSK-TEST {kiosk_id} {now.isoformat(timespec='seconds')}"),
         Feed(2),
     ), direction="rtl" if lang == "fa" else "ltr")

@@ -40,7 +40,7 @@ from screens.rtl import RTLLabel, TouchButton
 
 log = logging.getLogger("kiosk.ui.maintenance")
 
-DOT = "●"
+DOT = "•"  # U+2022: the bundled Vazirmatn has it (it has no U+25CF)
 
 #: (choice id, message key) of the menu, in order
 MENU: tuple[tuple[str, str], ...] = (
@@ -312,7 +312,7 @@ class MaintenanceScreens:
                                        **(message[1] if message else {}))
             self.message.opacity = 1 if message else 0
             self.body.add_widget(self.message)
-            self.dots = RTLLabel(font_size=56, bold=True, halign="center", color=INK, size_hint_y=None, height=100,
+            self.dots = RTLLabel(font_size=72, bold=True, halign="center", color=INK, size_hint_y=None, height=100,
                                  lang=self.lang)
             self.body.add_widget(self.dots)
             key_size = max(mm_px(MIN_TARGET_MM) * 1.25, 130)
@@ -371,7 +371,7 @@ class MaintenanceScreens:
     def _update_pin(self) -> None:
         if self.screen != "pin":
             return
-        self.dots.text = DOT * len(self._digits)
+        self.dots.text = " ".join(DOT * len(self._digits))
         for k, btn in self.keys.items():
             if k.isdigit():
                 btn.text = to_persian_digits(k) if self.lang == "fa" else k

@@ -166,7 +166,7 @@ def test_maintenance_by_touch(tmp_path: Path) -> None:
     assert any("تراکنش یک شهروند در جریان است" in t for t in r["refused"])
     assert any("رمز تکنسین" in t for t in r["pin"]) and r["ok_disabled"] is True
     # the keypad shows dots only: the digits typed are on no label
-    assert r["dots"][0] == "●●●●" and r["dots"][1] == "●" * len(PIN)
+    assert r["dots"][0] == "• • • •" and r["dots"][1] == " ".join("•" * len(PIN))
     assert not any(PIN in t or "1111" in t or "۱۱۱۱" in t for t in r["typed_texts"])
     assert r["wrong"][0] == "maint.wrong_pin" and "۴" in r["wrong"][1] and r["wrong"][2] == 1
     assert any("چاپ آزمایشی" in t for t in r["menu"]) and any("Test print" in t for t in r["menu_en"])
