@@ -327,3 +327,25 @@ def test_an_expired_document_from_the_server_is_refused_and_audited(fleet_db: st
     finally:
         server.stop()
         engine.dispose()
+
+
+def test_device_and_service_status_come_from_the_kiosks_status_coordinator(fleet: Fleet, data: Path) -> None:
+    from devices.base import DeviceState
+    from kiosk.status import StatusCoordinator
+
+    local = {**LOCAL, "devices": [{"name": "printer", "type": "escpos"}, {"name": "terminal", "type": "nexo-http"},
+                                  {"name": "reader", "type": "pn532-uart"}]}
+    (data / "kiosk.json").write_text(json.dumps(local))
+    status = StatusCoordinator()
+    status.publish("printer", device_class="ReceiptPrinter", state=DeviceState.ONLINE, consumables={"paper": "out"})
+    status.publish("terminal", device_class="PaymentTerminal", state=DeviceState.ONLINE)
+    (data / "device-status.json").write_text(json.dumps(status.to_dict()))  # what the kiosk would write
+    agent = _enroll(fleet, data)
+    body = agent.heartbeat_body()
+    assert body["devices"] == {"printer": "online: status.paper_out", "terminal": "ok", "reader": "unknown"}
+    assert body["services"]["qr_ticket"] == "available"
+    assert body["services"]["card_balance"] not in ("available", "")  # no card reader published: why not
+    agent.run_once()
+    view = fleet.api("GET", f"/api/v1/kiosks/{KIOSK}").json()
+    assert "device printer: online: status.paper_out" in view["alerts"]
+    assert not any("terminal" in a or "reader" in a for a in view["alerts"])

@@ -3,8 +3,9 @@ transactions, refunds waiting for an operator, the last transaction's time), who
 data lock, and device status.
 
 Device status: the devices configured in kiosk.json; a status for each from
-<data_dir>/device-status.json ({"name": "ok" | "fault: …" | …}) when the running kiosk writes
-one, else "unknown" (the kiosk does not publish its DeviceManager's status yet)."""
+<data_dir>/device-status.json when the running kiosk writes one — its StatusCoordinator's
+to_dict(), or a plain {"name": "ok" | "fault: …"} — else "unknown" (the kiosk does not write
+the file yet: one listener on its coordinator would)."""
 
 from __future__ import annotations
 
@@ -60,15 +61,48 @@ def data_lock_holder(data_dir: Path) -> str | None:
         os.close(fd)
 
 
+def _live(data_dir: Path) -> dict[str, Any]:
+    try:
+        live = json.loads((Path(data_dir) / DEVICE_STATUS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return live if isinstance(live, dict) else {}
+
+
+def _device_text(row: Any) -> str:
+    """A device's status in one phrase: "ok", or its state and the reason it is not usable."""
+    if not isinstance(row, dict):
+        return str(row)[:80]
+    reason = row.get("reason")
+    if not reason:
+        return "ok"
+    key = reason.get("key") if isinstance(reason, dict) else reason
+    return f"{row.get('state', 'unusable')}: {key}"[:80]
+
+
 def device_status(data_dir: Path) -> dict[str, str]:
+    """Every device configured in kiosk.json with its status. The file is either the kiosk's
+    StatusCoordinator.to_dict() ({"devices": {name: {state, reason, …}}, "services": …}) or a
+    plain {name: status}; a device it does not name is "unknown"."""
     try:
         raw = json.loads((Path(data_dir) / CONFIG_FILENAME).read_text(encoding="utf-8"))
         names = [str(d.get("name")) for d in raw.get("devices", []) if isinstance(d, dict)]
     except (OSError, ValueError, AttributeError):
         names = []
-    try:
-        live = json.loads((Path(data_dir) / DEVICE_STATUS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        live = {}
-    live = live if isinstance(live, dict) else {}
-    return {name: str(live.get(name, "unknown"))[:80] for name in names}
+    live = _live(data_dir)
+    rows = live.get("devices") if isinstance(live.get("devices"), dict) else live
+    return {name: _device_text(rows[name]) if name in rows else "unknown" for name in names}
+
+
+def service_status(data_dir: Path) -> dict[str, str]:
+    """Each citizen service: "available", or why not (from the same file; empty without it)."""
+    services = _live(data_dir).get("services")
+    if not isinstance(services, dict):
+        return {}
+    out = {}
+    for name, row in services.items():
+        if isinstance(row, dict):
+            reason = row.get("reason")
+            out[str(name)] = "available" if row.get("available") else \
+                str(reason.get("key") if isinstance(reason, dict) else reason or "unavailable")[:80]
+    return out

@@ -20,7 +20,7 @@ from kiosk.settings import CONFIG_FILENAME
 from provisioning.agent import apply as applying
 from provisioning.agent.client import FleetClient
 from provisioning.agent.errors import AgentError, ConfigRefused, FleetRefused, FleetUnavailable, NotEnrolled
-from provisioning.agent.local import data_lock_holder, device_status, journal_summary
+from provisioning.agent.local import data_lock_holder, device_status, journal_summary, service_status
 from provisioning.agent.state import AgentState, fleet_dir, load_or_create_key, read_json, write_json
 from provisioning.common import signing
 from provisioning.common.config import covers
@@ -149,7 +149,8 @@ class Agent:
                 state = f"drift: kiosk.json differs from version {current.version} in {', '.join(drift + missing)}"
         return {"app_version": app_version(), "config_version": current.version if current else None,
                 "config_values": applying.current_values(self.data_dir, keys), "config_state": state,
-                "devices": device_status(self.data_dir), "data_lock": f"pid {holder}" if holder else "free",
+                "devices": device_status(self.data_dir), "services": service_status(self.data_dir),
+                "data_lock": f"pid {holder}" if holder else "free",
                 **summary}
 
     def _set_config_state(self, state: str) -> str:

@@ -501,7 +501,7 @@ def delta(desired_settings: Mapping[str, Any], reported: Mapping[str, Any] | Non
 
 
 # --- heartbeats ---------------------------------------------------------------------------------
-HEARTBEAT_FIELDS = ("app_version", "config_version", "config_state", "devices", "open_transactions",
+HEARTBEAT_FIELDS = ("app_version", "config_version", "config_state", "devices", "services", "open_transactions",
                     "refunds_pending", "last_tx_at", "data_lock", "journal_head")
 
 
