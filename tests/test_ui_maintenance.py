@@ -56,6 +56,13 @@ SCRIPT = textwrap.dedent('''
             for d in digits:
                 await c.press("m:" + d)
             out.setdefault("dots", []).append(m.dots.text)
+            if "inked" not in out:  # the dots are really drawn (a glyph the font lacks draws nothing)
+                import numpy as np
+                from PIL import Image as PILImage
+                await c.settle()
+                m.dots.export_to_png(str(data / "dots.png"))
+                alpha = np.asarray(PILImage.open(data / "dots.png").convert("RGBA").getchannel("A"))
+                out["inked"] = int((alpha > 128).sum())
             out.setdefault("typed_texts", []).extend(plain(w.text) for w in c.labels(m.overlay))
             await c.press("m:ok")
             await c.settle(0.3)
@@ -167,6 +174,7 @@ def test_maintenance_by_touch(tmp_path: Path) -> None:
     assert any("رمز تکنسین" in t for t in r["pin"]) and r["ok_disabled"] is True
     # the keypad shows dots only: the digits typed are on no label
     assert r["dots"][0] == "• • • •" and r["dots"][1] == " ".join("•" * len(PIN))
+    assert r["inked"] > 200
     assert not any(PIN in t or "1111" in t or "۱۱۱۱" in t for t in r["typed_texts"])
     assert r["wrong"][0] == "maint.wrong_pin" and "۴" in r["wrong"][1] and r["wrong"][2] == 1
     assert any("چاپ آزمایشی" in t for t in r["menu"]) and any("Test print" in t for t in r["menu_en"])
