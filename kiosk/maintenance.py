@@ -45,6 +45,7 @@ PIN_HASH_KEY = "maintenance_pin_hash"
 PIN_FILE = "maintenance-pin"
 STATE_FILE = "maintenance-state.json"
 AUDIT_FILE = "maintenance-audit.log"
+AUDIT_MAX_BYTES = 1 << 20
 
 PIN_MIN, PIN_MAX = 4, 8
 MAX_WRONG = 5
@@ -221,6 +222,9 @@ class Audit:
         line = json.dumps(row, ensure_ascii=False, sort_keys=True)
         level = logging.WARNING if event in ("pin_wrong", "pin_refused", "session_refused") else logging.INFO
         log.log(level, "maintenance: %s", line)
+        with contextlib.suppress(FileNotFoundError):
+            if self.path.stat().st_size > AUDIT_MAX_BYTES:  # one older file is kept beside it
+                self.path.replace(self.path.with_name(self.path.name + ".1"))
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
             os.write(fd, (line + "\n").encode("utf-8"))
@@ -264,6 +268,7 @@ class LockStatus:
     failures: int
     lockouts: int
     locked_for_s: float  # 0: not locked now
+    damaged: bool = False  # the state file could not be read: counted as a lock, never a fresh start
 
     @property
     def locked(self) -> bool:
@@ -285,11 +290,16 @@ class Maintenance:
     # lockout ---------------------------------------------------------------------------------
     def lock_status(self) -> LockStatus:
         raw = self.state.load()
+        damaged = LockStatus(0, 1, BACKOFF_FIRST_S, damaged=True)
         if raw.get("unreadable"):  # a damaged state file must not reset the lockout: lock
-            return LockStatus(MAX_WRONG, 1, BACKOFF_FIRST_S)
-        until = float(raw.get("locked_until", 0) or 0)
+            return damaged
+        try:
+            until = float(raw.get("locked_until", 0) or 0)
+            failures, lockouts = int(raw.get("failures", 0) or 0), int(raw.get("lockouts", 0) or 0)
+        except (TypeError, ValueError):
+            return damaged
         left = min(max(0.0, until - self._clock()), BACKOFF_MAX_S)  # a clock set back cannot lock for ever
-        return LockStatus(int(raw.get("failures", 0) or 0), int(raw.get("lockouts", 0) or 0), left)
+        return LockStatus(failures, lockouts, left)
 
     def check_pin(self, pin: str) -> None:
         """None when `pin` is the technician's; NoPinSet, Locked (seconds left), WrongPin
@@ -299,6 +309,12 @@ class Maintenance:
             self.audit.record("pin_refused", why="no_pin_set")
             raise NoPinSet("no technician PIN is set")
         status = self.lock_status()
+        if status.damaged:  # a new lock from now, written down, so it ends
+            raw = {k: v for k, v in self.state.load().items() if k in ("disabled_services", "paper_refills")}
+            raw.update(failures=0, lockouts=1, locked_until=self._clock() + BACKOFF_FIRST_S)
+            self.state.save(raw)
+            self.audit.record("pin_refused", why="state_damaged", seconds=int(BACKOFF_FIRST_S))
+            raise Locked("the lockout state was damaged", seconds=int(BACKOFF_FIRST_S))
         if status.locked:
             seconds = int(status.locked_for_s + 0.999)
             self.audit.record("pin_refused", why="locked", seconds=seconds)

@@ -147,8 +147,13 @@ def test_five_wrong_pins_lock_with_a_growing_back_off_that_survives_a_restart(tm
     assert events.count("pin_refused") == 2  # no PIN set; the right PIN while locked
     no_pin_anywhere(tmp_path)
     # a damaged state file does not reset the lockout
-    (tmp_path / STATE_FILE).write_text("{not json")
-    with pytest.raises(Locked):
+    for damaged in ("{not json", '{"failures": "x"}', "[]"):
+        (tmp_path / STATE_FILE).write_text(damaged)
+        with pytest.raises(Locked):
+            Maintenance(ctx, clock=clock).check_pin(PIN)
+        with pytest.raises(Locked):  # locked from then on, for 30 s (not for ever)
+            Maintenance(ctx, clock=clock).check_pin(PIN)
+        clock.now += 31
         Maintenance(ctx, clock=clock).check_pin(PIN)
 
 
