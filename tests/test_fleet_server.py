@@ -5,6 +5,7 @@ and presence, commands — and every attack refused with a clear error and an au
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import datetime as dt
 import time
 from typing import Any
@@ -371,3 +372,16 @@ def test_anonymous_refusals_cannot_flood_the_audit_log(fleet: Fleet) -> None:
     for _ in range(3):
         fleet.api("POST", "/api/v1/enroll-tokens", viewer, json={"label": "x"})
     assert len(fleet.audit("auth.forbidden")) == 3
+
+
+def test_the_maintenance_pin_hash_travels_in_the_configuration_but_is_not_shown(fleet: Fleet) -> None:
+    k = _enrolled(fleet)
+    pin_hash = "scrypt$16384$8$1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo"
+    layer = {"lang": "en", "extra": {"maintenance_pin_hash": pin_hash, "brand": "tehran"}}
+    assert fleet.api("POST", "/api/v1/config/fleet", json=layer).status_code == 200
+    k.heartbeat()
+    doc = k.call("GET", "/api/v1/agent/config").json()
+    assert doc["signed"]["settings"]["extra"]["maintenance_pin_hash"] == pin_hash  # the kiosk gets it, signed
+    view = fleet.api("GET", "/api/v1/kiosks/kiosk-001").json()
+    assert view["config"]["desired"]["extra"] == {"maintenance_pin_hash": "(hidden)", "brand": "tehran"}
+    assert pin_hash not in json.dumps(view) and pin_hash not in json.dumps(fleet.audit())

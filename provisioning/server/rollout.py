@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from provisioning.common.config import SCOPES, covers, layer_problem
 from provisioning.server.models import Kiosk, KioskStatus, Role, Rollout, RolloutAction, utcnow
-from provisioning.server.service import CLI, FleetError, Manager, audit, push_layer, require
+from provisioning.server.service import CLI, FleetError, Manager, audit, hide_secrets, push_layer, require
 
 TEHRAN = ZoneInfo("Asia/Tehran")
 LAYER_STATES = ("running", "paused", "halted")  # the layer stays on the kiosks that started
@@ -249,7 +249,7 @@ def view(session: Session, r: Rollout) -> dict[str, Any]:
     return {"id": r.id, "target": f"{r.scope}:{r.target}" if r.target else r.scope, "status": r.status,
             "stage": r.stage, "stages": r.stages, "window": r.window, "action_timeout_s": r.action_timeout_s,
             "max_failure_pct": r.max_failure_pct, "reason": r.reason, "actions": counts,
-            "per_stage": [per_stage.get(i, {}) for i in range(len(r.stages))], "settings": r.settings}
+            "per_stage": [per_stage.get(i, {}) for i in range(len(r.stages))], "settings": hide_secrets(r.settings)}
 
 
 def list_views(session: Session) -> list[dict[str, Any]]:

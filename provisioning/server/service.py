@@ -588,6 +588,18 @@ def alerts(kiosk: Kiosk, interval_s: int, now: dt.datetime | None = None) -> lis
     return out
 
 
+_SECRET_WORDS = {"hash", "pin", "token", "secret", "password"}
+
+
+def hide_secrets(value: Any) -> Any:
+    """Settings as shown to managers: a value under a key naming a hash, PIN, token or key (the
+    maintenance PIN's scrypt hash) is shown as hidden; comparing and signing use the real one."""
+    if isinstance(value, dict):
+        return {k: ("(hidden)" if isinstance(k, str) and _SECRET_WORDS & set(k.lower().split("_"))
+                    else hide_secrets(v)) for k, v in value.items()}
+    return value
+
+
 def kiosk_view(session: Session, kiosk: Kiosk, interval_s: int, *, detail: bool = False) -> dict[str, Any]:
     from provisioning.server import journal
 
@@ -604,8 +616,8 @@ def kiosk_view(session: Session, kiosk: Kiosk, interval_s: int, *, detail: bool 
                                                if troubles else []),
     }
     if detail:
-        out["config"].update(desired=settings, reported=kiosk.reported_values,
-                             delta=delta(settings, kiosk.reported_values))
+        out["config"].update(desired=hide_secrets(settings), reported=hide_secrets(kiosk.reported_values),
+                             delta=hide_secrets(delta(settings, kiosk.reported_values)))
         out["heartbeat"] = kiosk.heartbeat
         out["key_id"] = signing.key_id(kiosk.public_key)
         head_seq, head_hash = journal.head(session, kiosk.kiosk_id)
