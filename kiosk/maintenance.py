@@ -20,6 +20,7 @@ touch screen (screens/maintenance.py) and the command line (`kiosk maintenance`)
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import datetime as dt
@@ -573,11 +574,11 @@ class MaintenanceSession:
         from devices.contracts import ReceiptPrinter
         from kiosk.receipt_issuer import render_for
 
-        totals = self.totals(day)
+        totals = await asyncio.to_thread(self.totals, day)  # off the event loop: the whole journal is read
         printer = self._first(ReceiptPrinter)
         if printer is None:
             return self._done("day_report", CheckResult(False, "maint.no_device", {"device": "device.ReceiptPrinter"}))
-        pending = self.needs_operator()
+        pending = await asyncio.to_thread(self.needs_operator)
         now = dt.datetime.fromtimestamp(self.gate._clock(), dt.UTC)
         doc = build_day_report(totals, pending, self.devices(), kiosk_id=self.ctx.kiosk_id, printed_at=now,
                          lang=self._lang())

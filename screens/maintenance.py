@@ -465,7 +465,10 @@ class MaintenanceScreens:
         elif choice == "paper":
             await self._result(await self._wait_page("maint.working", session.paper_refilled()))
         elif choice == "totals":
-            t = session.totals()
+            # the journal is read off the event loop: a year of transactions takes seconds
+            t = await self._wait_page("maint.working", asyncio.to_thread(session.totals))
+            if t is None:
+                return
             rows = [("maint.totals_head", {"day": t.day, "count": t.count, "sum_rials": t.sum_rials}, INK),
                     ("maint.by_kind", {}, MUTED)]
             rows += [("maint.totals_row", {"name": k, "count": c, "sum_rials": s}, INK)
@@ -480,7 +483,8 @@ class MaintenanceScreens:
             await self._services(session)
         elif choice == "pending":
             rows = []
-            for p in session.needs_operator():
+            pending = await self._wait_page("maint.working", asyncio.to_thread(session.needs_operator))
+            for p in pending or []:
                 params = {"tx": p["tx_id"], "kind": p["kind"], "amount_rials": p["amount_rials"], "state": p["state"]}
                 rows.append(("maint.pending_row", params, BAD if p["state"] == "REFUND_PENDING" else INK))
                 if p["details"]:
