@@ -680,7 +680,9 @@ class KivyUI(UIPort):
             params.setdefault("amount_rials", int(option.id))
             if "{amount}" not in render(key, "en"):
                 key = "ui.amount"
-        return self._button(key, lambda: self._answer_with(fut, option.id), choice_id=option.id, **params)
+        btn = self._button(key, lambda: self._answer_with(fut, option.id), choice_id=option.id, **params)
+        btn.grow = btn.height  # a caption that wraps (large text) makes the button taller, not clipped
+        return btn
 
     async def ask_digits(self, key: str, *, min_len: int, max_len: int) -> str:
         self._left()

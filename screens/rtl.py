@@ -40,6 +40,9 @@ class RTLLabel(Widget):
     lines = ListProperty([])
     texture = ObjectProperty(None, allownone=True)
     renders = NumericProperty(0)  # how many times it was drawn (tests: it re-renders)
+    #: when set, the height is at least this and grows to the drawn lines (a button whose caption
+    #: wraps, in large text)
+    grow = NumericProperty(0)
 
     def __init__(self, **kwargs: Any) -> None:
         self.msg_key: str | None = None
@@ -84,6 +87,8 @@ class RTLLabel(Widget):
         self.renders += 1
         if self.fit_height:
             self.height = img.height
+        elif self.grow:
+            self.height = max(self.grow, img.height + 20)
         self._place()
 
     def _place(self, *_: Any) -> None:
