@@ -54,6 +54,15 @@ SLIPS = HEAD + textwrap.dedent('''
         rows = ui.check_rows
         out["rows"] = {i: plain(r.label.text) for i, r in rows.items()}
         out["row_heights"] = [r.height for r in rows.values()]
+        # what the headless demo's transcript would say for each slip: the same words
+        from kiosk.flows.fee_slips import FeeSlipsFlow
+        from kiosk.scripted_ui import Shown
+        owner = await asyncio.to_thread(ctx.backoffice.fee_slips, national_code=DEMO_NATIONAL_CODE)
+        out["scripted"] = {str(sl.slip_id): [Shown("choose", "slips.item", FeeSlipsFlow.slip_params(sl)).line(lang)
+                                             for lang in ("fa", "en")] for sl in owner.slips if str(sl.slip_id) in rows}
+        await c.switch_language()
+        out["rows_en"] = {i: plain(r.label.text) for i, r in rows.items()}
+        await c.switch_language()
         out["done_disabled_none"] = c.button("done").disabled
         unpaid = [i for i, r in rows.items() if "پرداخت‌نشده" in r.label.text][:2]
         out["picked"] = unpaid
@@ -95,6 +104,9 @@ def test_slips_looked_up_and_two_paid_by_touch_in_persian(tmp_path: Path) -> Non
     assert _has(r["list"], "فیش‌ها را انتخاب کنید")
     rows = r["rows"]
     assert len(rows) >= 2 and all(" — " in t and "ریال" in t for t in rows.values())
+    assert r["scripted"] and set(r["scripted"]) == set(rows)
+    for slip_id, (fa, en) in r["scripted"].items():  # the scripted UI and the screen say the same
+        assert rows[slip_id] == fa and r["rows_en"][slip_id] == en
     assert all(h >= r["mm15"] for h in r["row_heights"])  # every row a 15 mm target at 160 dpi
     assert r["done_disabled_none"] is True and r["done_disabled_one"] is False
     assert _has(r["count_one"], "۱", "انتخاب شده")
