@@ -44,6 +44,7 @@ class Speaker:
         self._proc: subprocess.Popen[bytes] | None = None
         self.spoken = 0  # utterances started (tests)
         self.files: list[Path] = []  # with out_dir: the WAV of each utterance
+        self.said: list[tuple[str, str]] = []  # (lang, words) of each utterance started, at most 50
 
     @property
     def available(self) -> bool:
@@ -71,6 +72,7 @@ class Speaker:
             self.executable = None
             return False
         self.spoken += 1
+        self.said = [*self.said[-49:], (lang, words)]
         return True
 
     def stop(self) -> None:

@@ -228,6 +228,7 @@ CERT = HEAD + textwrap.dedent('''
         await c.press("done")
         out["issued"] = await c.screen("outcome", "cert.issued", timeout=60)
         out["spoken"] = ui.speaker.spoken
+        out["said"] = ui.speaker.said
         out["wavs"] = sorted(p.name for p in (data / "speech").glob("*.wav"))
         await c.press("done")
         await c.screen("attract")
@@ -253,6 +254,9 @@ def test_a_certificate_by_touch_with_large_text_high_contrast_and_speech(tmp_pat
     assert _has(r["outstanding"], "۴", "فیش", "پرداخت می‌کنید")
     assert _has(r["issued"], "گواهی مفاصاحساب صادر شد")
     assert r["spoken"] > r["spoken_attract"] and any(w.endswith("-fa.wav") for w in r["wavs"])
+    said = dict((words, lang) for lang, words in r["said"])
+    outstanding = next(t for t in r["outstanding"] if "پرداخت می‌کنید" in t)
+    assert any(outstanding in words and lang == "fa" for words, lang in said.items())  # the question, spoken
     assert all((tmp_path / "speech" / w).stat().st_size > 1000 for w in r["wavs"])
     large, contrast, speech, hint_size, ground_after = r["reset"]
     assert (large, contrast, speech) == (False, False, False)  # the next citizen starts plain
