@@ -297,3 +297,10 @@ def test_status_and_report_commands(kiosk, tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     status = json.loads(out.stdout)
     assert status["pin_set"] is True and status["refund_pending"] == 1 and status["locked_for_s"] == 0
+    out = subprocess.run([*KIOSK, "maintenance", "report", "--day", "yesterday", "--data-dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "not a date like 2026-11-30" in out.stderr
+    yesterday = (dt.datetime.now(TEHRAN).date() - dt.timedelta(days=1)).isoformat()
+    out = subprocess.run([*KIOSK, "maintenance", "report", "--day", yesterday, "--data-dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "0 transactions" in out.stdout, out.stderr

@@ -31,11 +31,19 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(func=_status)
     report = actions.add_parser("report", parents=[common], help="one day's journal totals by kind and state")
-    report.add_argument("--day", type=dt.date.fromisoformat, metavar="YYYY-MM-DD",
+    report.add_argument("--day", type=_day, metavar="YYYY-MM-DD",
                         help="a Gregorian day in Tehran time (default today)")
     report.add_argument("--json", action="store_true", help="print JSON")
     report.set_defaults(func=_report)
     parser.set_defaults(func=lambda _args: _usage(parser))
+
+
+def _day(text: str) -> dt.date:
+    """argparse type for --day: a Gregorian date; a usage error otherwise."""
+    try:
+        return dt.date.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date like 2026-11-30: {text!r}") from None
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
