@@ -17,7 +17,6 @@ from types import SimpleNamespace
 import pytest
 
 from kiosk.fmt import TEHRAN
-from kiosk.journal import TxState
 from kiosk.maintenance import (
     AUDIT_FILE,
     PIN_FILE,
