@@ -167,7 +167,8 @@ def test_older_equal_expired_malformed_and_foreign_documents_are_refused(fleet: 
         apply(tampered)
 
 
-def test_configuration_waits_for_an_open_transaction_and_for_the_running_kiosk(fleet: Fleet, data: Path) -> None:
+def test_configuration_waits_for_an_open_transaction_and_runs_from_the_kiosks_next_start(fleet: Fleet,
+                                                                                         data: Path) -> None:
     agent = _enroll(fleet, data)
     _push(fleet, "fleet", {"lang": "en"})
     journal = Journal(journal_path(data), kiosk_id=KIOSK)
@@ -181,14 +182,39 @@ def test_configuration_waits_for_an_open_transaction_and_for_the_running_kiosk(f
     journal = Journal(journal_path(data), kiosk_id=KIOSK)
     journal.append(tx.tx_id, TxState.CANCELLED)
     journal.close()
-    with DataLock(data):  # the kiosk process runs and owns its data dir
-        report = agent.run_once()
-        assert report.config.startswith("pending: kiosk running (pid")
-        assert _local(data) == LOCAL
-        assert fleet.api("GET", f"/api/v1/kiosks/{KIOSK}").json()["heartbeat"]["data_lock"] == f"pid {os.getpid()}"
-    assert agent.run_once().config == "applied"
-    assert _local(data)["lang"] == "en"
-    assert fleet.api("GET", f"/api/v1/kiosks/{KIOSK}").json()["config"]["in_sync"]
+    with DataLock(data):  # this process plays the running kiosk: it started before the write
+        assert agent.run_once().config == "staged: runs from the kiosk's next start"
+        assert _local(data)["lang"] == "en"  # written, for its next start
+        view = fleet.api("GET", f"/api/v1/kiosks/{KIOSK}").json()
+        assert view["config"]["reported_version"] is None and view["config"]["delta"] == {"lang": "en"}
+        assert view["config"]["state"].startswith("staged") and not view["config"]["in_sync"]
+        assert view["heartbeat"]["data_lock"] == f"pid {os.getpid()}"
+    # the kiosk starts again: a new process holds the data dir, started after the write
+    kiosk = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom kiosk.data_lock import DataLock\n"
+                              "lock = DataLock(sys.argv[1]).acquire()\nprint('up', flush=True)\ntime.sleep(60)",
+                              str(data)], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert kiosk.stdout is not None and kiosk.stdout.readline().strip() == "up"
+        agent.run_once()
+        view = fleet.api("GET", f"/api/v1/kiosks/{KIOSK}").json()
+        assert view["config"]["in_sync"] and view["config"]["state"] == "applied", (view["config"], view["heartbeat"])
+        assert view["heartbeat"]["data_lock"] == f"pid {kiosk.pid}"
+    finally:
+        kiosk.kill()
+        kiosk.wait()
+
+
+def test_restart_waits_for_an_open_transaction(fleet: Fleet, data: Path, tmp_path: Path) -> None:
+    agent = _enroll(fleet, data)
+    marker = tmp_path / "restarted"
+    agent.state.restart_command = [sys.executable, "-c", f"open({str(marker)!r}, 'w').close()"]
+    journal = Journal(journal_path(data), kiosk_id=KIOSK)
+    tx = journal.begin("fee", 150_000)
+    fleet.api("POST", f"/api/v1/kiosks/{KIOSK}/commands", json={"kind": "restart"})
+    assert [c["status"] for c in agent.run_once().commands] == ["received"] and not marker.exists()
+    journal.append(tx.tx_id, TxState.CANCELLED)
+    journal.close()
+    assert [c["status"] for c in agent.run_once().commands] == ["done"] and marker.exists()
 
 
 def test_a_local_edit_shows_as_drift_and_in_the_delta(fleet: Fleet, data: Path) -> None:
@@ -349,3 +375,20 @@ def test_device_and_service_status_come_from_the_kiosks_status_coordinator(fleet
     view = fleet.api("GET", f"/api/v1/kiosks/{KIOSK}").json()
     assert "device printer: online: status.paper_out" in view["alerts"]
     assert not any("terminal" in a or "reader" in a for a in view["alerts"])
+
+
+def test_restart_to_apply_restarts_a_running_kiosk_once_per_staged_version(fleet: Fleet, data: Path,
+                                                                           tmp_path: Path) -> None:
+    marker = tmp_path / "restarts"
+    hook = f"import sys; open({str(marker)!r}, 'a').write('x')"
+    out = _kiosk(["agent", "enroll", "--server", fleet.url, "--token", fleet.enroll_token(), "--restart-command",
+                  f"{sys.executable} -c \"{hook}\"", "--restart-to-apply"], data)
+    assert out.returncode == 0, out.stderr
+    agent = Agent(data)
+    _push(fleet, "fleet", {"lang": "en"})
+    with DataLock(data):  # the running kiosk (this process does not really restart)
+        report = agent.run_once()
+        assert report.config.startswith("staged") and report.restarted and marker.read_text() == "x"
+        assert not agent.run_once().restarted and marker.read_text() == "x"  # once per version
+        _push(fleet, "fleet", {"lang": "en", "pay_timeout_s": 45})
+        assert agent.run_once().restarted and marker.read_text() == "xx"

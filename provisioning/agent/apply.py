@@ -8,14 +8,18 @@ In order, refusing (ConfigRefused, nothing changed) at the first failure:
      same one is already applied and is left alone);
   4. the fleet settings merged over this kiosk's own kiosk.json pass the kiosk's schema
      (kiosk.settings: the very check the kiosk loads kiosk.json with).
-Then it is written only while the agent holds the kiosk's data lock and the journal has no
-open transaction: otherwise the apply is deferred (ConfigDeferred) and tried again at the next
-run. The write is atomic (temp file, fsync, rename), after kiosk.json.bak is saved."""
+Then it is written only when the journal has no open transaction (else ConfigDeferred: tried
+again at the next run): under the data lock when the kiosk is stopped, beside a running kiosk
+otherwise (it reads kiosk.json only at start; the new version is "staged" until its next
+start — see running()). The write is atomic (temp file, fsync, rename), after kiosk.json.bak
+is saved."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,13 +49,59 @@ class Applied:
     #: what kiosk.json held at each path before the fleet took it over ({"path", "had", "value"}),
     #: so a key the fleet stops setting goes back to the kiosk's own value (or away)
     base: tuple[dict[str, Any], ...] = ()
+    #: when kiosk.json was written (epoch s), and what ran before ({"version", "settings"}): a
+    #: kiosk process started before the write still runs that
+    written_at: float = 0.0
+    previous: dict[str, Any] | None = None
+    written_boot: tuple[str, float] | None = None  # (boot id, seconds since boot) of the write
 
 
 def applied(data_dir: Path) -> Applied | None:
     raw = read_json(Path(data_dir) / "fleet" / "applied.json")
     if not raw:
         return None
-    return Applied(int(raw["version"]), dict(raw["settings"]), str(raw["hash"]), tuple(raw.get("base", ())))
+    boot = raw.get("written_boot")
+    return Applied(int(raw["version"]), dict(raw["settings"]), str(raw["hash"]), tuple(raw.get("base", ())),
+                   float(raw.get("written_at", 0.0)), raw.get("previous"),
+                   (str(boot[0]), float(boot[1])) if isinstance(boot, list) and len(boot) == 2 else None)
+
+
+def process_started_at(pid: str | int) -> float | None:
+    """When process `pid` started, in seconds since this boot (/proc/PID/stat), comparable
+    with boot_clock(); None when it cannot be told."""
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22: start time after boot, in ticks
+    except (OSError, ValueError, IndexError):
+        return None
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def boot_clock() -> tuple[str, float]:
+    """(this boot's id, seconds since it): the clock process start times are kept in."""
+    try:
+        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot_id = ""
+    return boot_id, time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def running(data_dir: Path, current: Applied | None = None) -> tuple[dict[str, Any] | None, bool]:
+    """What the kiosk runs: ({"version", "settings"} or None, staged). A kiosk process that
+    holds the data dir and started before the last write still runs what it loaded then
+    (staged = True: the new version runs at its next start)."""
+    from provisioning.agent.local import data_lock_holder
+
+    current = current if current is not None else applied(data_dir)
+    if current is None:
+        return None, False
+    holder = data_lock_holder(data_dir)
+    written = current.written_boot
+    if holder and written and written[0] == boot_clock()[0]:  # the same boot: compare start times
+        started = process_started_at(holder) if holder.isdigit() else None
+        if started is None or started < written[1]:
+            return current.previous, True
+    return {"version": current.version, "settings": current.settings}, False
 
 
 def _paths(settings: dict[str, Any], prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
@@ -149,16 +199,21 @@ def apply_document(data_dir: Path, doc: Any, *, fleet_public_key: str, kiosk_id:
         KioskSettings.from_dict(merged, source=f"fleet configuration v{verified.version}")
     except InvalidSettings as exc:
         raise ConfigRefused("config.invalid", str(exc.context.get("problem") or exc)) from None
-    return _write_locked(data_dir, merged, Applied(verified.version, settings, settings_hash(settings), tuple(base)))
+    now_running, _ = running(data_dir, current)
+    record = Applied(verified.version, settings, settings_hash(settings), tuple(base), 0.0, now_running)
+    return _write(data_dir, merged, record)
 
 
-def _write_locked(data_dir: Path, merged: dict[str, Any], record: Applied | None) -> Applied | None:
+def _write(data_dir: Path, merged: dict[str, Any], record: Applied) -> Applied:
+    """Write kiosk.json when no transaction is open. With the kiosk stopped, under its data
+    lock (no kiosk starts meanwhile). With the kiosk running (it holds the lock), without it:
+    the kiosk reads kiosk.json only at start, so the running process and any transaction it
+    opens meanwhile are untouched, and the new version runs from its next start."""
     lock = DataLock(data_dir)
     try:
         lock.acquire()
-    except DataDirLocked as exc:
-        raise ConfigDeferred(f"kiosk running (pid {exc.context.get('pid')}); applies when it releases its data "
-                             "dir") from None
+    except DataDirLocked:
+        lock = None  # the kiosk runs
     try:
         summary = journal_summary(data_dir)
         if summary["open_transactions"]:
@@ -167,10 +222,15 @@ def _write_locked(data_dir: Path, merged: dict[str, Any], record: Applied | None
         fleet = fleet_dir(data_dir)
         if config_path.exists():
             write_private(fleet / "kiosk.json.bak", config_path.read_bytes())
+        written_at, written_boot = time.time(), boot_clock()
         write_private(config_path, json.dumps(merged, ensure_ascii=False, indent=2).encode("utf-8"))
-        if record is not None:
-            write_json(fleet / "applied.json", {"version": record.version, "settings": record.settings,
-                                                "hash": record.hash, "base": list(record.base)})
+        record = Applied(record.version, record.settings, record.hash, record.base, written_at, record.previous,
+                         written_boot)
+        write_json(fleet / "applied.json", {"version": record.version, "settings": record.settings,
+                                            "hash": record.hash, "base": list(record.base),
+                                            "written_at": written_at, "written_boot": list(written_boot),
+                                            "previous": record.previous})
         return record
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()

@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--model", default="city-kiosk")
     p.add_argument("--fleet-key", metavar="KEY", help="the fleet's public key, to check the server against")
     p.add_argument("--restart-command", metavar="CMD", help="what `restart` runs (e.g. 'systemctl restart kiosk')")
+    p.add_argument("--restart-to-apply", action="store_true",
+                   help="restart the kiosk (the hook) by itself when a configuration waits for its next start "
+                   "and no transaction is open")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_enroll)
     p = actions.add_parser("run", parents=[common], help="heartbeat, configuration and commands, repeatedly")
@@ -56,7 +59,8 @@ def _enroll(args: argparse.Namespace) -> int:
         print("kiosk agent: no --serial given and no kiosk_id in kiosk.json", file=sys.stderr)
         return 2
     state = enroll(data, args.server, args.token, serial=serial, model=args.model, fleet_key=args.fleet_key,
-                   restart_command=shlex.split(args.restart_command) if args.restart_command else None)
+                   restart_command=shlex.split(args.restart_command) if args.restart_command else None,
+                   restart_to_apply=args.restart_to_apply)
     _out({"kiosk_id": state.kiosk_id, "status": state.status, "server": state.server_url}, args.json)
     return 0
 

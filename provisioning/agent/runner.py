@@ -46,7 +46,8 @@ def default_serial(data_dir: Path) -> str | None:
 
 
 def enroll(data_dir: Path, server_url: str, token: str, *, serial: str, model: str = "city-kiosk",
-           fleet_key: str | None = None, restart_command: list[str] | None = None) -> AgentState:
+           fleet_key: str | None = None, restart_command: list[str] | None = None,
+           restart_to_apply: bool = False) -> AgentState:
     """Make (or reuse) this kiosk's key and enroll it. The fleet's public key from the answer is
     pinned (or, with `fleet_key`, checked against the one the installer was given)."""
     key = load_or_create_key(data_dir)
@@ -58,7 +59,7 @@ def enroll(data_dir: Path, server_url: str, token: str, *, serial: str, model: s
         raise AgentError("the server's fleet key is not the one given with --fleet-key; not enrolled")
     state = AgentState(server_url=server_url.rstrip("/"), kiosk_id=answer["kiosk_id"], status=answer["status"],
                        fleet_public_key=answer["fleet_public_key"], interval_s=int(answer["interval_s"]),
-                       restart_command=list(restart_command or []))
+                       restart_command=list(restart_command or []), restart_to_apply=restart_to_apply)
     state.save(data_dir)
     _log(data_dir, f"enrolled as {state.kiosk_id}: {state.status}")
     return state
@@ -79,10 +80,12 @@ class RunReport:
     commands: list[dict[str, Any]] = field(default_factory=list)
     interval_s: int = 60
     journal: str = ""
+    restarted: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {"status": self.status, "heartbeat": self.heartbeat, "config": self.config,
-                "journal": self.journal, "commands": self.commands, "interval_s": self.interval_s}
+                "journal": self.journal, "commands": self.commands, "interval_s": self.interval_s,
+                "restarted": self.restarted}
 
 
 class Agent:
@@ -122,6 +125,7 @@ class Agent:
             report.config = self.update_config()
             # tell the server at once what now runs (AWS IoT's "reported")
             self.client.call("POST", "/api/v1/agent/heartbeat", self.heartbeat_body())
+        report.restarted = self.restart_to_apply()
         report.journal = self.upload_journal(int(answer.get("journal_head_seq") or 0))
         for cmd in answer.get("commands", []):
             report.commands.append(self.run_command(cmd))
@@ -137,20 +141,30 @@ class Agent:
 
     def heartbeat_body(self) -> dict[str, Any]:
         current = applying.applied(self.data_dir)
+        runs, staged = applying.running(self.data_dir, current)
         summary = journal_summary(self.data_dir)
         holder = data_lock_holder(self.data_dir)
         keys = list(current.settings) if current else []
         state = self.config_state
-        if current is not None and state in (None, "applied"):
-            drift = sorted(k for k, v in applying.current_values(self.data_dir, keys).items()
-                           if not covers(v, current.settings.get(k)))
-            missing = sorted(set(keys) - set(applying.current_values(self.data_dir, keys)))
-            if drift or missing:
-                state = f"drift: kiosk.json differs from version {current.version} in {', '.join(drift + missing)}"
-        return {"app_version": app_version(), "config_version": current.version if current else None,
-                "config_values": applying.current_values(self.data_dir, keys), "config_state": state,
-                "devices": device_status(self.data_dir), "services": service_status(self.data_dir),
-                "data_lock": f"pid {holder}" if holder else "free",
+        if staged and current is not None:
+            # the kiosk process still runs what it loaded before the last write
+            version = runs["version"] if runs else None
+            settings = (runs or {}).get("settings") or {}
+            values = {k: settings[k] for k in keys if k in settings}
+            state = f"staged: version {current.version} runs from the kiosk's next start"
+        else:
+            version = current.version if current else None
+            values = applying.current_values(self.data_dir, keys)
+            if state and state.startswith("staged"):
+                state = self._set_config_state("applied")  # the kiosk has restarted since
+            if current is not None and state in (None, "applied"):
+                drift = sorted(k for k, v in values.items() if not covers(v, current.settings.get(k)))
+                missing = sorted(set(keys) - set(values))
+                if drift or missing:
+                    state = f"drift: kiosk.json differs from version {current.version} in {', '.join(drift + missing)}"
+        return {"app_version": app_version(), "config_version": version, "config_values": values,
+                "config_state": state, "devices": device_status(self.data_dir),
+                "services": service_status(self.data_dir), "data_lock": f"pid {holder}" if holder else "free",
                 **summary}
 
     def _set_config_state(self, state: str) -> str:
@@ -171,8 +185,31 @@ class Agent:
         except applying.ConfigDeferred as exc:
             return self._set_config_state(f"pending: {exc.reason}"[:200])
         if done is not None:
-            _log(self.data_dir, f"configuration version {done.version} applied")
+            _log(self.data_dir, f"configuration version {done.version} written")
+        _, staged = applying.running(self.data_dir)
+        if staged:
+            return self._set_config_state("staged: runs from the kiosk's next start")
         return self._set_config_state("applied")
+
+    def restart_to_apply(self) -> bool:
+        """With --restart-to-apply: a staged configuration waits and no transaction is open, so
+        restart the kiosk (the hook) to run it — once per version."""
+        current = applying.applied(self.data_dir)
+        if not (self.state.restart_to_apply and self.state.restart_command and current is not None
+                and current.version > self.state.restarted_for):
+            return False
+        _, staged = applying.running(self.data_dir, current)
+        if not staged or journal_summary(self.data_dir)["open_transactions"]:
+            return False
+        self.state.restarted_for = current.version
+        self.state.save(self.data_dir)
+        try:
+            self._restart()
+        except (AgentError, applying.ConfigDeferred, OSError, subprocess.SubprocessError) as exc:
+            _log(self.data_dir, f"restart to run configuration {current.version} failed: {exc}")
+            return False
+        _log(self.data_dir, f"kiosk restarted to run configuration version {current.version}")
+        return True
 
     # -- journal upload --
     def upload_journal(self, server_head: int) -> str:
@@ -235,6 +272,9 @@ class Agent:
     def _restart(self) -> str:
         if not self.state.restart_command:
             raise AgentError("no restart hook is configured (kiosk agent enroll --restart-command …)")
+        open_now = journal_summary(self.data_dir)["open_transactions"]
+        if open_now:  # never cut a citizen's transaction: the command waits for the next run
+            raise applying.ConfigDeferred(f"{open_now} transaction(s) open")
         out = subprocess.run(self.state.restart_command, capture_output=True, text=True, timeout=60)
         if out.returncode != 0:
             raise AgentError(f"the restart hook exited {out.returncode}: {out.stderr.strip()[-300:]}")

@@ -73,6 +73,10 @@ class AgentState:
     fleet_public_key: str
     interval_s: int = 60
     restart_command: list[str] = field(default_factory=list)
+    #: restart the kiosk (the hook) by itself once a staged configuration waits and no
+    #: transaction is open, once per version
+    restart_to_apply: bool = False
+    restarted_for: int = 0
 
     @classmethod
     def load(cls, data_dir: Path) -> AgentState | None:
