@@ -24,6 +24,7 @@ import asyncio
 import base64
 import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import hmac
 import json
@@ -31,7 +32,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -251,6 +252,18 @@ class MaintenanceState:
     def load(self) -> dict[str, Any]:
         return _read_json(self.path)
 
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the state's lock (an flock on maintenance-state.json.lock) around a read, change
+        and save, so the kiosk and another process changing it (the fleet agent, the CLI)
+        never lose each other's change. Not re-entrant: take it once."""
+        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
     def save(self, state: Mapping[str, Any]) -> None:
         _write_private(self.path, json.dumps(dict(state), ensure_ascii=False, sort_keys=True))
 
@@ -309,6 +322,10 @@ class Maintenance:
         if not stored:
             self.audit.record("pin_refused", why="no_pin_set")
             raise NoPinSet("no technician PIN is set")
+        with self.state.locked():
+            self._check_pin(pin, stored)
+
+    def _check_pin(self, pin: str, stored: str) -> None:
         status = self.lock_status()
         if status.damaged:  # a new lock from now, written down, so it ends
             raw = {k: v for k, v in self.state.load().items() if k in ("disabled_services", "paper_refills")}
@@ -541,12 +558,13 @@ class MaintenanceSession:
             paper = str(await printer.paper_state())
         except DeviceError as exc:
             paper = f"error:{exc.error_code or type(exc).__name__}"
-        raw = {k: v for k, v in self.gate.state.load().items() if k != "unreadable"}
-        refills = list(raw.get("paper_refills", []))[-49:]
-        refills.append({"at": round(self.gate._clock(), 3), "printer": printer.name,
-                        "jobs": int(printer.counters.get("jobs", 0))})
-        raw["paper_refills"] = refills
-        self.gate.state.save(raw)
+        with self.gate.state.locked():
+            raw = {k: v for k, v in self.gate.state.load().items() if k != "unreadable"}
+            refills = list(raw.get("paper_refills", []))[-49:]
+            refills.append({"at": round(self.gate._clock(), 3), "printer": printer.name,
+                            "jobs": int(printer.counters.get("jobs", 0))})
+            raw["paper_refills"] = refills
+            self.gate.state.save(raw)
         ok = paper in ("ok", "unknown")
         return self._done("paper_refilled", CheckResult(ok, "maint.paper_ok" if ok else "maint.paper_still",
                                                        {"paper": paper}), paper=paper)
@@ -616,12 +634,13 @@ class MaintenanceSession:
         known = set(self.status.needs) if self.status is not None else set(SERVICE_NEEDS)
         if service not in known:
             raise ValueError(f"unknown service {service!r}")
-        raw = {k: v for k, v in self.gate.state.load().items() if k != "unreadable"}
-        disabled = [s for s in raw.get("disabled_services", []) if s != service]
-        if not in_service:
-            disabled.append(service)
-        raw["disabled_services"] = sorted(disabled)
-        self.gate.state.save(raw)
+        with self.gate.state.locked():
+            raw = {k: v for k, v in self.gate.state.load().items() if k != "unreadable"}
+            disabled = [s for s in raw.get("disabled_services", []) if s != service]
+            if not in_service:
+                disabled.append(service)
+            raw["disabled_services"] = sorted(set(disabled))
+            self.gate.state.save(raw)
         self.audit.record("service_in" if in_service else "service_out", service=service)
         if self.status is not None:
             apply_disabled(self.status, raw["disabled_services"])

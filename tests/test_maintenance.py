@@ -145,6 +145,19 @@ def test_five_wrong_pins_lock_with_a_growing_back_off_that_survives_a_restart(tm
     assert events.count("pin_wrong") == 8 and events.count("pin_ok") == 1 and "pin_set" in events
     assert events.count("pin_refused") == 2  # no PIN set; the right PIN while locked
     no_pin_anywhere(tmp_path)
+    # a change waits for another holder of the state's lock (the fleet agent, the CLI)
+    import threading
+
+    from kiosk.maintenance import MaintenanceState
+
+    results: list[str] = []
+    with MaintenanceState(tmp_path).locked():
+        worker = threading.Thread(target=lambda: results.append(str(_try(gate, "33333333"))))
+        worker.start()
+        worker.join(0.5)
+        assert worker.is_alive() and not results
+    worker.join(5)
+    assert results == ["maint.wrong_pin"]
     # a damaged state file does not reset the lockout
     for damaged in ("{not json", '{"failures": "x"}', "[]"):
         (tmp_path / STATE_FILE).write_text(damaged)
@@ -154,6 +167,14 @@ def test_five_wrong_pins_lock_with_a_growing_back_off_that_survives_a_restart(tm
             Maintenance(ctx, clock=clock).check_pin(PIN)
         clock.now += 31
         Maintenance(ctx, clock=clock).check_pin(PIN)
+
+
+def _try(gate: Maintenance, pin: str) -> str:
+    try:
+        gate.check_pin(pin)
+    except (WrongPin, Locked) as exc:
+        return exc.key
+    return "ok"
 
 
 @pytest.fixture
