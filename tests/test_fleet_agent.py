@@ -392,3 +392,26 @@ def test_restart_to_apply_restarts_a_running_kiosk_once_per_staged_version(fleet
         assert not agent.run_once().restarted and marker.read_text() == "x"  # once per version
         _push(fleet, "fleet", {"lang": "en", "pay_timeout_s": 45})
         assert agent.run_once().restarted and marker.read_text() == "xx"
+
+
+def test_a_kiosk_json_changed_while_the_configuration_is_prepared_is_not_overwritten(fleet: Fleet,
+                                                                                    data: Path) -> None:
+    agent = _enroll(fleet, data)
+    pub = agent.state.fleet_public_key
+    real_merge = applying.merge
+
+    def merge_then_technician_edits(layers: Any) -> Any:
+        out = real_merge(layers)
+        (data / "kiosk.json").write_text(json.dumps({**LOCAL, "lang": "fa", "scan_timeout_s": 30}))
+        return out
+
+    applying.merge = merge_then_technician_edits  # the edit lands between the read and the write
+    try:
+        with pytest.raises(applying.ConfigDeferred, match="changed"):
+            applying.apply_document(data, _doc(fleet, 3, {"lang": "en"}), fleet_public_key=pub, kiosk_id=KIOSK)
+    finally:
+        applying.merge = real_merge
+    assert _local(data)["scan_timeout_s"] == 30 and applying.applied(data) is None  # the edit kept
+    assert applying.apply_document(data, _doc(fleet, 3, {"lang": "en"}), fleet_public_key=pub,
+                                   kiosk_id=KIOSK).version == 3
+    assert _local(data)["scan_timeout_s"] == 30 and _local(data)["lang"] == "en"

@@ -190,6 +190,7 @@ def apply_document(data_dir: Path, doc: Any, *, fleet_public_key: str, kiosk_id:
         if key in settings:
             raise ConfigRefused("config.invalid", f"{key!r} is this kiosk's own and cannot come from the fleet")
     config_path = data_dir / CONFIG_FILENAME
+    read_as = config_path.read_bytes() if config_path.exists() else None
     local = read_json(config_path, {}) or {}
     if not isinstance(local, dict):
         raise ConfigRefused("config.local_invalid", f"{config_path} is not a JSON object")
@@ -201,10 +202,10 @@ def apply_document(data_dir: Path, doc: Any, *, fleet_public_key: str, kiosk_id:
         raise ConfigRefused("config.invalid", str(exc.context.get("problem") or exc)) from None
     now_running, _ = running(data_dir, current)
     record = Applied(verified.version, settings, settings_hash(settings), tuple(base), 0.0, now_running)
-    return _write(data_dir, merged, record)
+    return _write(data_dir, merged, record, read_as)
 
 
-def _write(data_dir: Path, merged: dict[str, Any], record: Applied) -> Applied:
+def _write(data_dir: Path, merged: dict[str, Any], record: Applied, read_as: bytes | None) -> Applied:
     """Write kiosk.json when no transaction is open. With the kiosk stopped, under its data
     lock (no kiosk starts meanwhile). With the kiosk running (it holds the lock), without it:
     the kiosk reads kiosk.json only at start, so the running process and any transaction it
@@ -220,8 +221,11 @@ def _write(data_dir: Path, merged: dict[str, Any], record: Applied) -> Applied:
             raise ConfigDeferred(f"{summary['open_transactions']} transaction(s) open")
         config_path = data_dir / CONFIG_FILENAME
         fleet = fleet_dir(data_dir)
-        if config_path.exists():
-            write_private(fleet / "kiosk.json.bak", config_path.read_bytes())
+        now_as = config_path.read_bytes() if config_path.exists() else None
+        if now_as != read_as:  # someone else (kiosk maintenance set-pin, a technician) wrote it meanwhile
+            raise ConfigDeferred("kiosk.json changed while the configuration was prepared")
+        if now_as is not None:
+            write_private(fleet / "kiosk.json.bak", now_as)
         written_at, written_boot = time.time(), boot_clock()
         write_private(config_path, json.dumps(merged, ensure_ascii=False, indent=2).encode("utf-8"))
         record = Applied(record.version, record.settings, record.hash, record.base, written_at, record.previous,
