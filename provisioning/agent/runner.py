@@ -288,10 +288,11 @@ class Agent:
 
         if name not in SERVICE_NEEDS:
             raise AgentError(f"unknown service {name!r}; this kiosk has {', '.join(SERVICE_NEEDS)}")
-        state = self._state()
-        disabled = [s for s in state.get("disabled_services", []) if s != name] + ([] if enable else [name])
-        state["disabled_services"] = sorted(set(disabled))
-        self._save_state(state, "service_in" if enable else "service_out", service=name)
+        with self._state_lock():  # the kiosk's maintenance menu may change it meanwhile
+            state = self._state()
+            disabled = [s for s in state.get("disabled_services", []) if s != name] + ([] if enable else [name])
+            state["disabled_services"] = sorted(set(disabled))
+            self._save_state(state, "service_in" if enable else "service_out", service=name)
         return json.dumps({"disabled_services": state["disabled_services"]})
 
     def _maintenance(self, on: bool) -> str:
@@ -299,6 +300,10 @@ class Agent:
         technician took out stays out."""
         from kiosk.status import SERVICE_NEEDS
 
+        with self._state_lock():
+            return self._maintenance_locked(on, SERVICE_NEEDS)
+
+    def _maintenance_locked(self, on: bool, SERVICE_NEEDS: Any) -> str:  # noqa: N803 - the kiosk's table
         state = self._state()
         disabled = set(state.get("disabled_services", []))
         if on:
@@ -313,6 +318,14 @@ class Agent:
         state["disabled_services"] = sorted(disabled)
         self._save_state(state, "fleet_maintenance_on" if on else "fleet_maintenance_off")
         return json.dumps({"maintenance": on, "disabled_services": state["disabled_services"]})
+
+    def _state_lock(self) -> Any:
+        """The lock the kiosk's maintenance takes around its own read, change and save of
+        maintenance-state.json (kiosk.maintenance.MaintenanceState.locked): without it a
+        technician's PIN attempt and a fleet command could each overwrite the other's change."""
+        from kiosk.maintenance import MaintenanceState
+
+        return MaintenanceState(self.data_dir).locked()
 
     def _state(self) -> dict[str, Any]:
         from kiosk.maintenance import MaintenanceState
