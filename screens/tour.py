@@ -241,18 +241,25 @@ async def tour(ui: KivyUI, ctx: Any, env: Any, out: Path) -> list[Path]:
     await c.until(lambda: not ui._printer_down(), "the printer's paper back")
 
     # large text and high contrast, turned on at the attract screen (the next session resets them)
-    session = asyncio.ensure_future(ui.attract())
+    session = asyncio.ensure_future(one("traffic_permit"))
     await c.screen("attract")
     await c.press("large_text")
     await c.press("high_contrast")
     await shoot("attract-large-text-high-contrast")
     await c.press("start")
-    await session
-    home = asyncio.ensure_future(ui.home())
     await c.screen("home")
     await shoot("home-large-text-high-contrast")
+    await c.press("traffic_permit")
+    await c.screen("digits", "slips.plate_two")
+    await c.type_digits("68")
+    await shoot("keypad-large-text-high-contrast")
+    await c.press("ok")
+    await c.screen("choose", "slips.plate_letter")
+    await shoot("choose-plate-letter-large-text-high-contrast")
     await c.press("cancel")
-    await home
+    await steps_until("outcome", {})
+    await c.press("done")
+    await session
 
     # the inactivity warning, on the home screen
     idle, ui.idle_s = ui.idle_s, 0.5
