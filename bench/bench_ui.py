@@ -245,7 +245,9 @@ KIOSK = _COMMON + textwrap.dedent('''
         shown = [0]
         ui.listeners.append(lambda _name: shown.__setitem__(0, shown[0] + 1))
         c = Citizen(ui, timeout=60)
-        runner = asyncio.ensure_future(ui.run_sessions(ctx))
+        from kiosk.ui_main import between_sessions
+        # as `kiosk ui` runs them: between two citizens the blockers re-read and the heap trimmed
+        runner = asyncio.ensure_future(ui.run_sessions(ctx, on_idle=lambda: between_sessions(ui.status, ctx)))
 
         def ready(name):
             return lambda: ui.screen == name and all(w.texture is not None for w in c.labels())
