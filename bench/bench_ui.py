@@ -145,7 +145,7 @@ TARGET_LEAK = 0.10
 ROOT = Path(__file__).resolve().parents[1]
 
 _COMMON = textwrap.dedent('''
-    import asyncio, gc, json, os, resource, sys, time
+    import asyncio, gc, json, os, sys, time
     from pathlib import Path
     from kiosk.ui_main import UIOptions, configure_kivy
 
@@ -159,7 +159,13 @@ _COMMON = textwrap.dedent('''
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
     def peak():
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        # VmHWM, not getrusage's ru_maxrss: Linux keeps ru_maxrss across execve, so a child of a
+        # large process (pytest after the whole suite) reported its parent's peak
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmHWM in /proc/self/status")
 
     def report(**kw):
         print("BENCH " + json.dumps(kw), flush=True)
