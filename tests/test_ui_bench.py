@@ -36,7 +36,8 @@ def test_the_app_bench_measures_the_kiosk_against_a_bare_kivy_app() -> None:
     result = _load().run_app(sessions=12, starts=2)
     assert result["paid"] == "COMPLETED"  # the first session's fee, paid by touch
     assert 0 < result["bare_start_s"] and 0 < result["kiosk_start_s"] < 60
-    assert result["start_ratio"] == round(result["kiosk_start_s"] / result["bare_start_s"], 2)
+    # the ratio is of the unrounded times; the seconds are printed rounded
+    assert abs(result["start_ratio"] - result["kiosk_start_s"] / result["bare_start_s"]) < 0.02
     assert result["bare_peak_mb"] > 20 and result["kiosk_peak_mb"] > result["bare_peak_mb"]
     # every screen-changing tap timed: 5 in the paying session, 4 in each of the other 11
     assert result["touches"] >= 5 + 4 * 11
