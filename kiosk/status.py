@@ -282,3 +282,117 @@ def _technician_disabled(ctx: Any) -> tuple[str, ...]:
 
 
 __all__ += ["DISABLED_REASON", "apply_disabled"]
+
+
+# --- device-status.json: the running kiosk's status for the fleet agent ------------------------
+
+#: the file in the data dir (provisioning/agent/local.py reads it)
+STATUS_FILENAME = "device-status.json"
+#: the file is written again at least this often with nothing changed, so its age tells a
+#: reader whether the kiosk still writes it; a reader treats it as stale after 3 × this
+STATUS_REFRESH_S = 15.0
+
+
+def process_started(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks since boot (/proc/PID/stat field 22); with
+    the pid it tells the process apart from a later one given the same pid. None: not there."""
+    try:
+        stat = open(f"/proc/{int(pid)}/stat", encoding="ascii", errors="replace").read()
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class StatusFile:
+    """Keeps `<data dir>/device-status.json` as the coordinator's to_dict() plus who wrote it and
+    when ({"written_at": epoch s, "pid", "pid_started", "refresh_s", "devices", "services"}).
+
+    A listener on the coordinator takes a snapshot on the publishing thread (the kiosk's event
+    loop: nothing else reads the coordinator); a thread of its own writes it atomically (temp
+    file, rename; no fsync: it is status, not money), at most once per `min_interval_s` however
+    fast the changes come (the latest wins), and again every `refresh_s` with nothing changed.
+    A write that fails is logged and tried at the next change or refresh: the kiosk never stops
+    for it."""
+
+    def __init__(self, data_dir: Any, *, min_interval_s: float = 1.0, refresh_s: float = STATUS_REFRESH_S) -> None:
+        import threading
+        from pathlib import Path
+
+        self.path = Path(data_dir) / STATUS_FILENAME
+        self.min_interval_s = min_interval_s
+        self.refresh_s = refresh_s
+        self.writes = 0
+        self._cv = threading.Condition()
+        self._snapshot: dict[str, Any] | None = None
+        self._dirty = False
+        self._closed = False
+        self._remove: Callable[[], None] | None = None
+        self._thread = threading.Thread(target=self._run, name="device-status-file", daemon=True)
+
+    def attach(self, coordinator: StatusCoordinator) -> "StatusFile":
+        """Follow `coordinator` (its state now, then every change) and start writing."""
+        self._remove = coordinator.add_listener(self._changed)
+        self._changed(coordinator)
+        self._thread.start()
+        return self
+
+    def _changed(self, coordinator: StatusCoordinator) -> None:
+        snapshot = coordinator.to_dict()
+        with self._cv:
+            self._snapshot, self._dirty = snapshot, True
+            self._cv.notify()
+
+    def _run(self) -> None:
+        last = 0.0
+        while True:
+            with self._cv:
+                while not self._closed:
+                    now = time.monotonic()
+                    if self._dirty and now - last >= self.min_interval_s:
+                        break
+                    wait = self.refresh_s - (now - last)
+                    if self._dirty:
+                        wait = min(wait, self.min_interval_s - (now - last))
+                    if wait <= 0:
+                        break  # the refresh is due
+                    self._cv.wait(wait)
+                if self._closed:
+                    return
+                snapshot, self._dirty = self._snapshot, False
+            last = time.monotonic()
+            if snapshot is not None:
+                self._write(snapshot)
+
+    def _write(self, snapshot: dict[str, Any]) -> None:
+        import json
+        import os
+
+        body = {"written_at": time.time(), "pid": os.getpid(), "pid_started": process_started(os.getpid()),
+                "refresh_s": self.refresh_s, **snapshot}
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                json.dump(body, out, ensure_ascii=False, sort_keys=True)
+            os.replace(tmp, self.path)
+            self.writes += 1
+        except (OSError, TypeError, ValueError):
+            log.exception("could not write %s", self.path)
+
+    def close(self) -> None:
+        """Stop following the coordinator; the last change not yet written is written now. The
+        file stays: its writer's pid is gone, so a reader reports the devices unknown."""
+        if self._remove is not None:
+            self._remove()
+            self._remove = None
+        with self._cv:
+            self._closed = True
+            snapshot, dirty = self._snapshot, self._dirty
+            self._cv.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        if dirty and snapshot is not None:
+            self._write(snapshot)
+
+
+__all__ += ["STATUS_FILENAME", "STATUS_REFRESH_S", "StatusFile", "process_started"]

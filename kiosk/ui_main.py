@@ -139,12 +139,13 @@ async def run_kiosk(settings: Any, data: Path, options: UIOptions, *, lock: Any 
     from kiosk.context import KioskContext
     from kiosk.recovery import Recovery
     from kiosk.service_guard import JournalBroken
-    from kiosk.status import for_context
+    from kiosk.status import StatusFile, for_context
     from screens.app import KioskApp, KivyUI
 
     ctx = await KioskContext.open(settings, data, lock=lock)
     result: Any = None
     pinger: Any = None
+    status_file: StatusFile | None = None
     broken = False
     try:
         try:
@@ -154,6 +155,7 @@ async def run_kiosk(settings: Any, data: Path, options: UIOptions, *, lock: Any 
             broken = True
         ctx.start_outbox_worker()
         status = for_context(ctx)
+        status_file = StatusFile(data).attach(status)  # device-status.json, for the fleet agent
         ui = KivyUI(lang=settings.lang, status=status, idle_s=options.idle_s, warn_s=options.warn_s,
                     hold_steps=options.hold_steps)
         app = KioskApp(ui, kiosk_mode=not options.windowed)
@@ -202,6 +204,8 @@ async def run_kiosk(settings: Any, data: Path, options: UIOptions, *, lock: Any 
         if pinger is not None:
             pinger.stopping()
             pinger.close()
+        if status_file is not None:
+            status_file.close()
         await ctx.close()
     return result
 

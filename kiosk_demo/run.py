@@ -24,6 +24,7 @@ from kiosk.journal import TxState
 from kiosk.recovery import Recovery, Resolution
 from kiosk.scripted_ui import ScriptedUI
 from kiosk.service_guard import JournalBroken
+from kiosk.status import StatusFile, for_context
 from kiosk_demo.environment import demo_environment
 from kiosk_demo.municipal_scripts import MUNICIPAL_SCRIPTS
 from kiosk_demo.transit_scripts import TRANSIT_SCRIPTS
@@ -82,6 +83,9 @@ async def run_demo(data: Path, script: str, *, echo: bool = True,
             env.terminal.set_mode("once-decline")
         ctx = await KioskContext.open(env.settings, data, lock=lock)
         broken: JournalBroken | None = None
+        # the kiosk's device and service status in device-status.json while it runs, as `kiosk ui`
+        # writes it: what the fleet agent beside it reports
+        status_file = StatusFile(data).attach(for_context(ctx))
         try:
             recovered: list[Resolution] = []
             try:
@@ -113,6 +117,7 @@ async def run_demo(data: Path, script: str, *, echo: bool = True,
             printed = _save_printed(env, data, script)
             report = ctx.journal.verify()
         finally:
+            status_file.close()
             await ctx.close()
     if script in SCRIPTED:
         expected = SCRIPTED[script].expected_state

@@ -2,10 +2,13 @@
 transactions, refunds waiting for an operator, the last transaction's time), who holds the
 data lock, and device status.
 
-Device status: the devices configured in kiosk.json; a status for each from
-<data_dir>/device-status.json when the running kiosk writes one — its StatusCoordinator's
-to_dict(), or a plain {"name": "ok" | "fault: …"} — else "unknown" (the kiosk does not write
-the file yet: one listener on its coordinator would)."""
+Device status: the devices configured in kiosk.json (or, with none configured there — the
+demo's kiosk —, those the file names); a status for each from <data_dir>/device-status.json,
+which the running kiosk writes (kiosk.status.StatusFile: its StatusCoordinator's to_dict(),
+with when and by which process; a plain {"name": "ok" | "fault: …"} is read too), else
+"unknown". A file whose writer is gone (its pid no longer runs, or runs another program) or
+that has not been written for 3 × its refresh period is stale: every device is "unknown" and
+every service "unknown", never the last status a dead kiosk saw."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import datetime as dt
 import fcntl
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +65,38 @@ def data_lock_holder(data_dir: Path) -> str | None:
         os.close(fd)
 
 
-def _live(data_dir: Path) -> dict[str, Any]:
+#: a file not written for this many of its refresh periods is stale
+STALE_AFTER_REFRESHES = 3
+
+
+def _live(data_dir: Path, now: float | None = None) -> tuple[dict[str, Any], bool]:
+    """(the file's content, whether it is fresh). Missing or unreadable: ({}, False)."""
+    path = Path(data_dir) / DEVICE_STATUS_FILE
     try:
-        live = json.loads((Path(data_dir) / DEVICE_STATUS_FILE).read_text(encoding="utf-8"))
+        mtime = path.stat().st_mtime
+        live = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return {}
-    return live if isinstance(live, dict) else {}
+        return {}, False
+    if not isinstance(live, dict):
+        return {}, False
+    return live, _fresh(live, mtime, time.time() if now is None else now)
+
+
+def _fresh(live: dict[str, Any], mtime: float, now: float) -> bool:
+    from kiosk.status import STATUS_REFRESH_S, process_started
+
+    pid = live.get("pid")
+    if pid is not None:  # written by a kiosk process: is it still that process?
+        if not isinstance(pid, int) or process_started(pid) is None:
+            return False
+        started = live.get("pid_started")
+        if started is not None and process_started(pid) != started:
+            return False  # the pid was reused by another process
+    written = live.get("written_at")
+    written_at = float(written) if isinstance(written, (int, float)) else mtime
+    refresh = live.get("refresh_s")
+    refresh_s = float(refresh) if isinstance(refresh, (int, float)) and refresh > 0 else STATUS_REFRESH_S
+    return now - written_at <= STALE_AFTER_REFRESHES * refresh_s
 
 
 def _device_text(row: Any) -> str:
@@ -83,22 +113,36 @@ def _device_text(row: Any) -> str:
 def device_status(data_dir: Path) -> dict[str, str]:
     """Every device configured in kiosk.json with its status. The file is either the kiosk's
     StatusCoordinator.to_dict() ({"devices": {name: {state, reason, …}}, "services": …}) or a
-    plain {name: status}; a device it does not name is "unknown"."""
+    plain {name: status}; a device it does not name, and every device when the file is stale,
+    is "unknown"."""
     try:
         raw = json.loads((Path(data_dir) / CONFIG_FILENAME).read_text(encoding="utf-8"))
         names = [str(d.get("name")) for d in raw.get("devices", []) if isinstance(d, dict)]
     except (OSError, ValueError, AttributeError):
         names = []
-    live = _live(data_dir)
-    rows = live.get("devices") if isinstance(live.get("devices"), dict) else live
+    live, fresh = _live(data_dir)
+    rows = live.get("devices") if isinstance(live.get("devices"), dict) else \
+        {k: v for k, v in live.items() if k not in _META}
+    if not names:  # nothing configured in kiosk.json (the demo's kiosk): the devices the kiosk reports
+        names = [str(n) for n in rows]
+    if not fresh:
+        return {name: "unknown" for name in names}
     return {name: _device_text(rows[name]) if name in rows else "unknown" for name in names}
 
 
+#: the keys of the file that are about the file, not a device
+_META = frozenset({"written_at", "pid", "pid_started", "refresh_s", "services"})
+
+
 def service_status(data_dir: Path) -> dict[str, str]:
-    """Each citizen service: "available", or why not (from the same file; empty without it)."""
-    services = _live(data_dir).get("services")
+    """Each citizen service: "available", or why not (from the same file; empty without it,
+    "unknown" for each when it is stale)."""
+    live, fresh = _live(data_dir)
+    services = live.get("services")
     if not isinstance(services, dict):
         return {}
+    if not fresh:
+        return {str(name): "unknown" for name in services}
     out = {}
     for name, row in services.items():
         if isinstance(row, dict):
