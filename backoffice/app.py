@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from backoffice import billing, municipal, permits, settlement, tickets, transit
+from backoffice import billing, municipal, permits, reconciliation, settlement, tickets, transit
 from backoffice.auth import kiosk_for_token, service_for_token
 from backoffice.db import make_engine, session_factory, upgrade
 from backoffice.errors import ApiError
@@ -68,7 +68,8 @@ log = logging.getLogger("backoffice.api")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 SWAGGER_PREFIX = "/static/swagger-ui"
 # paths whose validation errors are a bad query rather than a bad body
-_QUERY_PATHS = ("/fee-slips", "/journal-anchors", "/daily-totals", "/traffic-permits/quote", "/traffic-permits/check")
+_QUERY_PATHS = ("/fee-slips", "/journal-anchors", "/daily-totals", "/traffic-permits/quote", "/traffic-permits/check",
+                "/reconciliation")
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 422: {"model": ErrorBody},
@@ -240,6 +241,16 @@ def create_app(db_url: str, *, migrate: bool = True, engine: Engine | None = Non
         limit: Annotated[int, Query(ge=1, le=settlement.MAX_ANCHORS_PAGE)] = settlement.MAX_ANCHORS_PAGE,
     ) -> JournalAnchorsOut:
         return settlement.journal_anchors(db, kiosk, after_seq, limit)
+
+    @app.get("/api/v1/reconciliation", response_model=reconciliation.DayRecordsOut, responses=_ERRORS)
+    def get_reconciliation(caller: Caller, db: Db, date: Annotated[dt.date, Query()],
+                           kiosk_id: Annotated[str | None, Query(max_length=64)] = None
+                           ) -> reconciliation.DayRecordsOut:
+        """Each fee payment, transit load, ticket and permit stored on `date` (Tehran): a
+        kiosk gets its own only; an integration (the fleet's reconciliation) every kiosk's, or
+        `kiosk_id`'s."""
+        role, who = caller
+        return reconciliation.day_records(db, date, who if role == "kiosk" else kiosk_id)
 
     _transit_routes(app)
     _municipal_routes(app)
