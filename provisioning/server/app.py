@@ -46,6 +46,8 @@ class Settings:
     config_ttl: dt.timedelta = svc.DEFAULT_CONFIG_TTL
     max_skew_s: int = signing.MAX_SKEW_S
     rollout_tick_s: float = 5.0  # how often this process times out actions and moves rollouts on
+    backoffice_url: str | None = None  # the back-office daily reconciliation asks (fleet serve --backoffice)
+    backoffice_token: str | None = None  # its integration token ($FLEET_BACKOFFICE_TOKEN)
 
 
 class EnrollIn(BaseModel):
@@ -257,6 +259,7 @@ def create_app(db_url: str, *, migrate: bool = True, engine: Engine | None = Non
 
     _agent_routes(app)
     _manager_routes(app)
+    _reconcile_routes(app)
     add_dashboard(app, _transaction, _audit_refusal)
     return app
 
@@ -442,3 +445,45 @@ def _manager_routes(app: FastAPI) -> None:
     def fleet_key(manager: ManagerDep, request: Request) -> dict[str, str]:
         svc.require(manager, Role.VIEWER, "fleet_key.show")
         return {"public_key": _tx(request, lambda db: signing.public_b64(svc.signing_key(db)))}
+
+
+def _reconcile_routes(app: FastAPI) -> None:
+    """Daily reconciliation against the back-office (provisioning.server.reconcile) and the
+    journal rows an auditor checks a receipt with against a signed statement."""
+    from provisioning.server import reconcile
+
+    @app.get("/api/v1/reconciliations")
+    def reconciliations(manager: ManagerDep, request: Request) -> list[dict[str, Any]]:
+        svc.require(manager, Role.VIEWER, "reconcile.list")
+        return _tx(request, reconcile.days_run)  # type: ignore[no-any-return]
+
+    @app.get("/api/v1/reconciliations/{day}")
+    def reconciliation(day: dt.date, manager: ManagerDep, request: Request,
+                       kiosk_id: str | None = None) -> dict[str, Any]:
+        svc.require(manager, Role.VIEWER, "reconcile.show", day.isoformat())
+        return _tx(request, lambda db: reconcile.fleet_view(db, day, kiosk_id))  # type: ignore[no-any-return]
+
+    @app.post("/api/v1/reconciliations/{day}")
+    def reconciliation_run(day: dt.date, manager: ManagerDep, request: Request,
+                           kiosk_id: str | None = None) -> dict[str, Any]:
+        return run_reconciliation(request, manager, day, kiosk_id)
+
+    @app.get("/api/v1/kiosks/{kiosk_id}/journal")
+    def journal_rows(kiosk_id: str, manager: ManagerDep, request: Request, from_seq: int = 1,
+                     to_seq: int | None = None) -> dict[str, Any]:
+        svc.require(manager, Role.VIEWER, "journal.read", kiosk_id)
+        last = from_seq + 4999 if to_seq is None else min(to_seq, from_seq + 4999)
+        return {"kiosk_id": kiosk_id, "rows": _tx(request, lambda db: reconcile.journal_rows(db, kiosk_id, from_seq, last))}
+
+
+def run_reconciliation(request: Request, manager: svc.Manager, day: dt.date, kiosk_id: str | None) -> dict[str, Any]:
+    """Ask the configured back-office (outside any transaction), then compare and store."""
+    from provisioning.server import reconcile
+
+    svc.require(manager, Role.OPERATOR, "reconcile.run", kiosk_id or day.isoformat())
+    settings = _settings(request)
+    if not settings.backoffice_url or not settings.backoffice_token:
+        raise svc.FleetError(409, "reconcile.not_configured", "this server has no back-office to reconcile with "
+                             "(fleet serve --backoffice URL, with $FLEET_BACKOFFICE_TOKEN)", action="reconcile.run")
+    records = reconcile.fetch_window(settings.backoffice_url, settings.backoffice_token, day, kiosk_id)
+    return _tx(request, lambda db: reconcile.reconcile(db, manager, day, records, kiosk_id))  # type: ignore[no-any-return]
