@@ -90,7 +90,9 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"fleet: serving {base}; Ctrl-C stops", flush=True)
 
     try:
-        serve_foreground(_db(args), sock, settings=Settings(interval_s=args.interval), log_level=args.log_level.lower(),
+        settings = Settings(interval_s=args.interval, backoffice_url=args.backoffice,
+                            backoffice_token=os.environ.get("FLEET_BACKOFFICE_TOKEN") if args.backoffice else None)
+        serve_foreground(_db(args), sock, settings=settings, log_level=args.log_level.lower(),
                          on_started=announce)
     finally:
         sock.close()
@@ -306,6 +308,57 @@ def _statement_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backoffice(args: argparse.Namespace) -> tuple[str, str]:
+    url = args.backoffice or os.environ.get("FLEET_BACKOFFICE_URL")
+    token = args.token or os.environ.get("FLEET_BACKOFFICE_TOKEN")
+    if not url or not token:
+        raise CliError("reconcile needs the back-office: --backoffice URL and --token T (an integration token), "
+                       "or $FLEET_BACKOFFICE_URL and $FLEET_BACKOFFICE_TOKEN", 2)
+    return str(url), str(token)
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    from provisioning.server import reconcile
+
+    url, token = _backoffice(args)
+    try:
+        records = reconcile.fetch_window(url, token, args.date, args.kiosk)
+    except reconcile.BackofficeUnreachable as exc:
+        raise CliError(exc.message, 1) from None
+    view = _in_session(args, lambda s, m: reconcile.reconcile(s, m, args.date, records, args.kiosk))
+    _print(view, args.json, reconcile.text_report)
+    return 1 if view["fleet"]["differences"] else 0
+
+
+def _statement_check_receipt(args: argparse.Namespace) -> int:
+    from provisioning.common import signing
+    from provisioning.server import reconcile
+
+    try:
+        doc = json.loads(Path(args.file).read_text(encoding="utf-8"))
+        head = doc["signed"]["heads"][args.kiosk]
+        head_seq = int(head["seq"])
+    except OSError as exc:
+        raise CliError(f"{args.file}: {exc.strerror or exc}", 1) from None
+    except ValueError as exc:
+        raise CliError(f"{args.file}: not JSON ({exc})", 1) from None
+    except (KeyError, TypeError):
+        raise CliError(f"{args.file}: the statement holds no journal head of {args.kiosk}", 1) from None
+
+    def work(s: Any, m: Any) -> tuple[str, list[list[Any]]]:
+        from provisioning.server.service import signing_key
+
+        key = args.key or signing.public_b64(signing_key(s))
+        return key, reconcile.journal_rows(s, args.kiosk, args.seq, max(head_seq, args.seq))
+
+    key, rows = _in_session(args, work)
+    try:
+        print(reconcile.check_receipt(doc, key, kiosk_id=args.kiosk, seq=args.seq, hash_prefix=args.hash, rows=rows))
+    except (signing.SignatureError, reconcile.ReceiptMismatch, KeyError, TypeError) as exc:
+        raise CliError(f"receipt row {args.seq} of {args.kiosk}: NOT confirmed by {args.file}: {exc}", 1) from None
+    return 0
+
+
 def _date(text: str) -> dt.date:
     try:
         return dt.date.fromisoformat(text)
@@ -338,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_port, default=8710, help="TCP port (default 8710; 0 = any free port)")
     p.add_argument("--interval", type=int, default=60, help="heartbeat interval told to agents (s, default 60)")
+    p.add_argument("--backoffice", help="the back-office URL for reconciliation from the API and dashboard "
+                   "(its integration token in $FLEET_BACKOFFICE_TOKEN)")
     p.set_defaults(func=_serve)
 
     tok = sub.add_parser("token", help="manager API tokens (roles viewer, operator, admin)")
@@ -422,6 +477,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--key", help="the fleet's public key (default: this database's)")
     p.set_defaults(func=_statement_verify)
+
+    p = ssub.add_parser("check-receipt", parents=[common], help="check a receipt's journal row against a "
+                        "statement (the rows from this database, recomputed up to the signed head)")
+    p.add_argument("file")
+    p.add_argument("--kiosk", required=True)
+    p.add_argument("--seq", required=True, type=int, help="the receipt's journal row")
+    p.add_argument("--hash", required=True, help="the journal hash the receipt prints (16 hex digits or more)")
+    p.add_argument("--key", help="the fleet's public key (default: this database's)")
+    p.set_defaults(func=_statement_check_receipt)
+
+    p = sub.add_parser("reconcile", parents=[common], help="reconcile a day's transactions with the back-office "
+                       "(exit 1 when they differ)")
+    p.add_argument("--date", required=True, type=_date, help="YYYY-MM-DD (Tehran)")
+    p.add_argument("--kiosk", help="only this kiosk")
+    p.add_argument("--backoffice", help="the back-office's URL (default $FLEET_BACKOFFICE_URL)")
+    p.add_argument("--token", help="an integration token of the back-office (default $FLEET_BACKOFFICE_TOKEN)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_reconcile)
 
     p = sub.add_parser("audit", parents=[common], help="the audit log, newest first")
     p.add_argument("--limit", type=int, default=50)
