@@ -44,6 +44,18 @@ CATALOG: dict[str, tuple[str, str]] = {
                     "شماره تراکنش: {tx}",
                     "The payment result is not known yet. If you were charged, the money is returned "
                     "automatically. Transaction: {tx}"),
+    "pay.cancelling": ("در حال لغو پرداخت… لطفاً صبر کنید", "Cancelling the payment… Please wait"),
+    "pay.cancelled": ("پرداخت لغو شد. مبلغی از حساب شما کم نشد", "Payment cancelled. Nothing was charged"),
+    "pay.cancelled_reversed": ("پرداخت لغو شد. مبلغی که از کارت شما کم شده بود به آن بازگشت داده شد",
+                               "Payment cancelled. The amount taken from your card has been returned to it"),
+    "pay.cancelled_refund_pending": ("پرداخت لغو شد، اما مبلغ از کارت شما کم شده و هنوز بازگشت داده نشده است. "
+                                     "بازگشت آن ثبت شد و پیگیری می‌شود. شماره تراکنش: {tx}",
+                                     "Payment cancelled, but your card was charged and the money is not back yet. "
+                                     "A refund is recorded and will be followed up. Transaction: {tx}"),
+    "pay.cancelled_unknown": ("پرداخت لغو شد، اما کارتخوان هنوز نتیجه را اعلام نکرده است. اگر مبلغی کم شده باشد، "
+                              "به‌طور خودکار بازگشت داده می‌شود. شماره تراکنش: {tx}",
+                              "Payment cancelled, but the terminal has not told the result yet. If you were "
+                              "charged, the money is returned automatically. Transaction: {tx}"),
     "settle.posting": ("در حال ثبت پرداخت نزد شهرداری…", "Recording the payment with the municipality…"),
     "settle.pending": ("پرداخت با موفقیت انجام شد. ثبت آن نزد شهرداری به‌طور خودکار انجام می‌شود",
                        "Payment successful. It will be recorded with the municipality automatically"),
