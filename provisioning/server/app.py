@@ -301,11 +301,22 @@ def _agent_routes(app: FastAPI) -> None:
             "kiosk_id": kiosk.kiosk_id, "status": kiosk.status, "site": kiosk.site}, allow=tuple(KioskStatus))
 
     @app.post("/api/v1/agent/heartbeat")
-    def agent_heartbeat(call: Signed, request: Request) -> dict[str, Any]:
-        body = _json_body(call.body, "heartbeat")
-        interval_s = _settings(request).interval_s
-        return _agent_tx(request, call,  # type: ignore[no-any-return]
-                         lambda db, kiosk: svc.heartbeat(db, kiosk, body, interval_s=interval_s))
+    def agent_heartbeat(call: Signed, request: Request) -> Response:
+        """The request a fleet sends most (bench/bench_fleet_heartbeat.py): checked and stored in
+        one transaction of a few statements (svc.signed_heartbeat), answered as JSON bytes."""
+        try:
+            report = svc.json_loads(call.body or b"{}")
+        except ValueError:
+            raise svc.FleetError(422, "request.invalid", "the body is not JSON", action="heartbeat") from None
+        if not isinstance(report, dict):
+            raise svc.FleetError(422, "request.invalid", "the body must be a JSON object", action="heartbeat")
+        settings = _settings(request)
+        with _transaction(request) as session:
+            kiosk_id, answer = svc.signed_heartbeat(
+                session, method=call.method, path=call.path, headers=call.headers, body=call.body, report=report,
+                now=time.time(), interval_s=settings.interval_s, max_skew_s=settings.max_skew_s)
+        request.state.actor = f"kiosk:{kiosk_id}"
+        return Response(svc.json_dumps(answer), media_type="application/json")
 
     @app.get("/api/v1/agent/config")
     def agent_config(call: Signed, request: Request) -> Response:

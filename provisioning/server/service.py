@@ -10,6 +10,7 @@ kept even though the refused work is rolled back."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import random
 import re
@@ -345,7 +346,7 @@ def check_signed_request(session: Session, *, method: str, path: str, headers: M
     if row is None:
         raise no(401, "auth.unknown_kiosk", "no such kiosk is enrolled")
     try:
-        signing.verify(row.public_key, sig, signing.string_to_sign(method, path, body, ts, nonce, kiosk_id))
+        signing.verify(public_key(row.public_key), sig, signing.string_to_sign(method, path, body, ts, nonce, kiosk_id))
     except signing.SignatureError:
         raise no(401, "auth.bad_signature", "the request's signature does not verify with the kiosk's key") from None
     if row.status not in allow:
@@ -362,8 +363,20 @@ def remember_nonce(session: Session, owner: str, nonce: str, now: float, max_ske
     stmt = _nonce_insert(conn.dialect.name)
     if conn.execute(stmt, {"owner": owner, "nonce": nonce, "seen": seen}).first() is None:
         raise no(401, "auth.replay", "this request was already received (nonce seen before)")
-    if random.random() < 0.01:  # a nonce older than twice the skew can no longer pass the clock check
-        session.execute(delete(Nonce).where(Nonce.seen_at < seen - dt.timedelta(seconds=2 * max_skew_s)))
+    if random.random() < 0.01:
+        _prune_nonces(session, seen, max_skew_s)
+
+
+def _prune_nonces(session: Session, now: dt.datetime, max_skew_s: int) -> None:
+    """A nonce older than twice the skew can no longer pass the clock check: forget it."""
+    session.execute(delete(Nonce).where(Nonce.seen_at < now - dt.timedelta(seconds=2 * max_skew_s)))
+
+
+@functools.lru_cache(maxsize=65536)
+def public_key(text: str) -> signing.Ed25519PublicKey:
+    """A kiosk's parsed public key, by its text. Only the parsing is cached (a key is immutable):
+    the kiosk's row — which key, which status — is read again on every request."""
+    return signing.public_from_b64(text)
 
 
 def check_enroll_signature(session: Session, *, method: str, path: str, headers: Mapping[str, str], body: bytes,
@@ -432,10 +445,15 @@ _SELECT_LAYERS = select(_LT.c.scope, _LT.c.revision, _LT.c.settings).where(or_(
 
 def _merged(session: Session, kiosk_id: str, site: str | None,
             rolled: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, int]]:
-    newest: dict[str, tuple[int, Any]] = {}
     # one query for the three layers (every revision of them; pushes are rare, so few rows)
-    for scope, revision, settings in session.connection().execute(_SELECT_LAYERS, {"kid": kiosk_id,
-                                                                                  "site": site or ""}):
+    return _merge_rows(session.connection().execute(_SELECT_LAYERS, {"kid": kiosk_id, "site": site or ""}), rolled)
+
+
+def _merge_rows(layers: Any, rolled: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, int]]:
+    """The merged settings from the rows (scope, revision, settings) of a kiosk's fleet, site
+    and kiosk layers (every revision: the newest of each counts) and its rollout layers."""
+    newest: dict[str, tuple[int, Any]] = {}
+    for scope, revision, settings in layers:
         if scope not in newest or revision > newest[scope][0]:
             newest[scope] = (revision, settings)
     # fleet, site, the rollouts this kiosk has been given, then its own layer
@@ -509,55 +527,209 @@ _CT = Command.__table__
 _SELECT_PENDING = select(_CT).where(_CT.c.kiosk_id == bindparam("kid"), _CT.c.status.in_(
     (CommandStatus.QUEUED.value, CommandStatus.RECEIVED.value))).order_by(_CT.c.id)
 
+# What a heartbeat reads, in ONE statement (it is the request a fleet sends most, and on
+# PostgreSQL each statement is a round trip): the kiosk's row, the rollout actions it has been
+# given with their layers, every revision of its fleet, site and kiosk layers (pushes are rare,
+# so few rows), its journal head, and how many commands wait for it (usually none: they are
+# read only then). The lists come back as JSON arrays.
+_HB_READS = """
+    (SELECT {agg} FROM (SELECT {arr}(a.id, a.status, {js}(r.settings)) AS x
+        FROM fleet_rollout_actions a JOIN fleet_rollouts r ON r.id = a.rollout_id
+        WHERE a.kiosk_id = :kid AND a.status IN ('active', 'done', 'failed', 'timed_out')
+          AND r.status IN ('running', 'paused', 'halted') ORDER BY r.id) AS given_rows) AS given,
+    (SELECT {agg} FROM (SELECT {arr}(l.scope, l.revision, {js}(l.settings)) AS x FROM fleet_config_layers l
+        WHERE (l.scope = 'fleet' AND l.target = '') OR (l.scope = 'site' AND l.target = k.site)
+           OR (l.scope = 'kiosk' AND l.target = :kid)) AS layer_rows) AS layers,
+    (SELECT {arr}(j.seq, j.hash) FROM fleet_journal j WHERE j.kiosk_id = :kid ORDER BY j.seq DESC LIMIT 1) AS head,
+    (SELECT count(*) FROM fleet_commands c WHERE c.kiosk_id = :kid AND c.status IN ('queued', 'received'))
+        AS pending"""
+_HB_KIOSK = "k.public_key, k.status, k.site, k.desired_version, k.desired_hash, k.config_state"
+_HB_SET = ("last_seen_at = :seen, heartbeat = {hb}, reported_version = :rv, reported_values = {rvals}, "
+           "config_state = :state, app_version = COALESCE(:app, app_version)")
+_HB_PARAMS = (bindparam("seen", type_=Kiosk.__table__.c.last_seen_at.type),)
+_HB_STATEMENTS: dict[str, Any] = {}
 
-def heartbeat(session: Session, caller: Caller, body: Mapping[str, Any], *, interval_s: int) -> dict[str, Any]:
-    """Store what the kiosk reports, settle its rollout actions, and answer with the interval,
-    its desired configuration version, the journal head held and its commands. Core queries
-    throughout: this is the request a fleet sends most (bench/bench_fleet_heartbeat.py)."""
-    from provisioning.server import journal, rollout
 
-    now = utcnow()
-    conn = session.connection()
-    kiosk_id = caller.kiosk_id
-    version = body.get("config_version")
-    values = body.get("config_values")
-    state = body.get("config_state")
+def _hb_statements(dialect: str) -> Any:
+    """(read, write) for SQLite; (everything, None) for PostgreSQL, where the nonce insert and
+    the kiosk's update ride in the read as data-modifying CTEs (one round trip). They are
+    rolled back with the transaction when the request is refused afterwards (signature,
+    status, replay), so a refused request stores nothing."""
+    from sqlalchemy import text
+
+    if dialect in _HB_STATEMENTS:
+        return _HB_STATEMENTS[dialect]
+    if dialect == "postgresql":
+        reads = _HB_READS.format(agg="json_agg(x)", arr="json_build_array", js="")
+        both = text(f"""
+            WITH n AS (INSERT INTO fleet_nonces (kiosk_id, nonce, seen_at) VALUES (:kid, :nonce, :seen)
+                       ON CONFLICT DO NOTHING RETURNING 1),
+                 u AS (UPDATE fleet_kiosks SET {_HB_SET.format(hb="CAST(:hb AS json)",
+                                                                 rvals="CAST(:rvals AS json)")}
+                       WHERE kiosk_id = :kid AND status = 'accepted' AND EXISTS (SELECT 1 FROM n) RETURNING 1)
+            SELECT {_HB_KIOSK}, EXISTS (SELECT 1 FROM n) AS fresh, {reads}
+            FROM fleet_kiosks k WHERE k.kiosk_id = :kid""").bindparams(*_HB_PARAMS)
+        pair = (both, None)
+    else:
+        reads = _HB_READS.format(agg="json_group_array(json(x))", arr="json_array", js="json")
+        read = text(f"SELECT {_HB_KIOSK}, 1 AS fresh, {reads} FROM fleet_kiosks k WHERE k.kiosk_id = :kid")
+        write = text(f"UPDATE fleet_kiosks SET {_HB_SET.format(hb=':hb', rvals=':rvals')} "
+                     "WHERE kiosk_id = :kid").bindparams(*_HB_PARAMS)
+        pair = (read, write)
+    _HB_STATEMENTS[dialect] = pair
+    return pair
+
+
+def _json_cell(value: Any) -> Any:
+    """A JSON aggregate as the driver gives it: parsed (psycopg) or text (SQLite)."""
+    if value is None or isinstance(value, (list, dict)):
+        return value
+    return json_loads(value)
+
+
+try:  # orjson parses and writes JSON several times faster; the standard library otherwise
+    import orjson as _orjson
+
+    def json_loads(data: str | bytes) -> Any:
+        return _orjson.loads(data)
+
+    def json_dumps(value: Any) -> str:
+        return _orjson.dumps(value).decode()
+except ImportError:  # pragma: no cover - depends on the installation
+    import json as _json
+
+    def json_loads(data: str | bytes) -> Any:
+        return _json.loads(data)
+
+    def json_dumps(value: Any) -> str:
+        return _json.dumps(value, separators=(",", ":"))
+
+
+def signed_heartbeat(session: Session, *, method: str, path: str, headers: Mapping[str, str], body: bytes,
+                     report: Mapping[str, Any], now: float, interval_s: int,
+                     max_skew_s: int = signing.MAX_SKEW_S) -> tuple[str, dict[str, Any]]:
+    """A signed heartbeat, checked exactly as check_signed_request checks any agent request
+    (clock, nonce shape, kiosk, signature, status, nonce not seen before) and then stored,
+    in one transaction of few statements: (kiosk id, the answer).
+
+    The kiosk's report is stored (last seen, heartbeat, reported configuration), its rollout
+    actions are settled, and the answer gives the interval, its desired configuration version,
+    the journal head held and its commands."""
+    kiosk_id = headers.get(signing.H_KIOSK, "")
+    ts, nonce, sig = (headers.get(h, "") for h in (signing.H_TIMESTAMP, signing.H_NONCE, signing.H_SIGNATURE))
+    target = kiosk_id[:64] or "-"
+
+    def no(status: int, code: str, message: str) -> FleetError:
+        return FleetError(status, code, message, action=f"agent {method} {path.split('?')[0]}"[:64], target=target)
+
+    if not (kiosk_id and ts and nonce and sig):
+        raise no(401, "auth.unsigned", "the request carries no fleet signature")
+    if not ts.isdigit() or abs(int(ts) - now) > max_skew_s:
+        raise no(401, "auth.skew", f"the request's timestamp is more than {max_skew_s} s from the server's clock")
+    if not NONCE_PATTERN.fullmatch(nonce):
+        raise no(401, "auth.bad_nonce", "the nonce must be 16-64 characters of base64url")
+
+    moment = dt.datetime.fromtimestamp(now, dt.timezone.utc)
+    version = report.get("config_version")
+    values = report.get("config_values")
+    state = report.get("config_state")
     state = state[:200] if isinstance(state, str) else None
     reported = values if isinstance(values, dict) else None
-    change: dict[str, Any] = {
-        "last_seen_at": now, "heartbeat": {k: body.get(k) for k in HEARTBEAT_FIELDS},
-        "reported_version": version if isinstance(version, int) and not isinstance(version, bool) else None,
-        "reported_values": reported, "config_state": state}
-    if isinstance(body.get("app_version"), str):
-        change["app_version"] = body["app_version"][:32]
-    if state and state.startswith("refused") and state != caller.config_state:
+    app_version = report.get("app_version")
+    change = {"kid": kiosk_id, "nonce": nonce, "seen": moment,
+              "hb": json_dumps({k: report.get(k) for k in HEARTBEAT_FIELDS}),
+              "rv": version if isinstance(version, int) and not isinstance(version, bool) else None,
+              "rvals": None if reported is None else json_dumps(reported), "state": state,
+              "app": app_version[:32] if isinstance(app_version, str) else None}
+
+    conn = session.connection()
+    read, write = _hb_statements(conn.dialect.name)
+    row = conn.execute(read, change if write is None else {"kid": kiosk_id}).first()
+    if row is None:
+        raise no(401, "auth.unknown_kiosk", "no such kiosk is enrolled")
+    try:
+        signing.verify(public_key(row.public_key), sig,
+                       signing.string_to_sign(method, path, body, ts, nonce, kiosk_id))
+    except signing.SignatureError:
+        raise no(401, "auth.bad_signature", "the request's signature does not verify with the kiosk's key") from None
+    if row.status != KioskStatus.ACCEPTED:
+        raise no(403, f"kiosk.{row.status}", f"kiosk {kiosk_id!r} is {row.status}")
+    if write is None:
+        if not row.fresh:  # the nonce was there already: nothing was inserted nor updated
+            raise no(401, "auth.replay", "this request was already received (nonce seen before)")
+        if random.random() < 0.01:
+            _prune_nonces(session, moment, max_skew_s)
+    else:
+        remember_nonce(session, kiosk_id, nonce, now, max_skew_s, no)
+        conn.execute(write, change)
+
+    if state and state.startswith("refused") and state != row.config_state:
         # the agent refused a configuration document: a security event the managers must see
         audit(session, f"kiosk:{kiosk_id}", "config.refused_by_kiosk", kiosk_id,
               state.split(":")[1].strip() if ":" in state else "config.refused", state=state)
-    rolled = rollout.observe_and_layers(session, kiosk_id, state, reported, now)
-    settings, _ = _merged(session, kiosk_id, caller.site, rolled)
-    want = caller.desired_version
-    if settings or caller.desired_hash is not None:
+    given = _json_cell(row.given) or []
+    _settle_actions(conn, given, state, reported, moment)
+    layers = [(scope, int(revision), settings) for scope, revision, settings in _json_cell(row.layers) or []]
+    settings, _ = _merge_rows(layers, [g[2] for g in given])
+    want = int(row.desired_version)
+    if settings or row.desired_hash is not None:
         digest = settings_hash(settings)
-        if digest != caller.desired_hash:
-            # lock the row and look again (see desired())
-            row = conn.execute(_LOCK_DESIRED, {"kid": kiosk_id}).one()
-            want = int(row.desired_version)
-            if digest != row.desired_hash:
-                want += 1
-                change.update(desired_version=want, desired_hash=digest)
-    held = journal.head(session, kiosk_id)
-    journal.check_reported_head(session, kiosk_id, body.get("journal_head"), held)
+        if digest != row.desired_hash:
+            want = _bump_desired(conn, kiosk_id, digest)
+
+    from provisioning.server import journal
+
+    head = _json_cell(row.head)
+    held = (int(head[0]), str(head[1])) if head else (0, journal.GENESIS_HASH)
+    journal.check_reported_head(session, kiosk_id, report.get("journal_head"), held)
+    pending = _pending_commands(conn, kiosk_id, moment) if row.pending else []
+    return kiosk_id, {"interval_s": interval_s, "desired_config_version": want, "journal_head_seq": held[0],
+                      "commands": pending}
+
+
+def _settle_actions(conn: Any, given: list[list[Any]], state: str | None, reported: dict[str, Any] | None,
+                    now: dt.datetime) -> None:
+    """Settle the kiosk's active rollout actions from what it reported (rollout.observe's rule):
+    refused → failed, applied with the layer's values → done."""
+    from provisioning.server.models import RolloutAction
+
+    at = RolloutAction.__table__
+    state = state or ""
+    for action_id, status, layer in given:
+        if status != "active":
+            continue
+        if state.startswith("refused"):
+            conn.execute(update(at).where(at.c.id == action_id).values(status="failed", finished_at=now,
+                                                                       detail=state[:500]))
+        elif state == "applied" and covers(reported or {}, layer):
+            conn.execute(update(at).where(at.c.id == action_id).values(status="done", finished_at=now))
+
+
+_BUMP_DESIRED = update(_KT).where(_KT.c.kiosk_id == bindparam("kid"), or_(
+    _KT.c.desired_hash.is_(None), _KT.c.desired_hash != bindparam("digest"))).values(
+    desired_version=_KT.c.desired_version + 1, desired_hash=bindparam("digest")).returning(_KT.c.desired_version)
+_SELECT_DESIRED = select(_KT.c.desired_version).where(_KT.c.kiosk_id == bindparam("kid"))
+
+
+def _bump_desired(conn: Any, kiosk_id: str, digest: str) -> int:
+    """The kiosk's merged settings changed: its version goes one up, once. The UPDATE takes the
+    row lock and looks again (two server processes must not both bump it, nor write their
+    numbers back in the wrong order: a version going down reads as a rollback)."""
+    bumped = conn.execute(_BUMP_DESIRED, {"kid": kiosk_id, "digest": digest}).first()
+    if bumped is not None:
+        return int(bumped[0])
+    return int(conn.execute(_SELECT_DESIRED, {"kid": kiosk_id}).scalar_one())
+
+
+def _pending_commands(conn: Any, kiosk_id: str, now: dt.datetime) -> list[dict[str, Any]]:
+    """Queued or received commands (those found expired are marked so on the way)."""
     pending, expired = [], []
     for c in conn.execute(_SELECT_PENDING, {"kid": kiosk_id}):
         (expired if c.expires_at <= now else pending).append(c)
     if expired:
-        ct = Command.__table__
-        conn.execute(update(ct).where(ct.c.id.in_([c.id for c in expired]))
+        conn.execute(update(_CT).where(_CT.c.id.in_([c.id for c in expired]))
                      .values(status=CommandStatus.EXPIRED.value, updated_at=now))
-    conn.execute(update(_KT).where(_KT.c.kiosk_id == bindparam("kid")), {"kid": kiosk_id, **change})
-    return {"interval_s": interval_s, "desired_config_version": want, "journal_head_seq": held[0],
-            "commands": [command_view(c) for c in pending]}
+    return [command_view(c) for c in pending]
 
 
 def presence(kiosk: Kiosk, interval_s: int, now: dt.datetime | None = None) -> str:
