@@ -211,10 +211,11 @@ async def run_kiosk(settings: Any, data: Path, options: UIOptions, *, lock: Any 
 
 
 async def run_demo_kiosk(data: Path, options: UIOptions, script: Script | None = None, *,
-                         panel_port: int | None = None) -> Any:
+                         panel_port: int | None = None, fleet: Any = None) -> Any:
     """`run_kiosk` on the demo's embedded environment, owning the data dir's lock. With
     `panel_port` (0: any free port) the device simulator panel is served over the same
-    environment for as long as the kiosk runs, and its address printed first (`panel: URL`)."""
+    environment for as long as the kiosk runs, and its address printed first (`panel: URL`),
+    with the fleet dashboard's when `fleet` (provisioning.demo.KioskFleet) has one."""
     from kiosk.data_lock import DataLock
 
     environment = load_environment("demo")
@@ -222,7 +223,7 @@ async def run_demo_kiosk(data: Path, options: UIOptions, script: Script | None =
         if panel_port is None:
             return await run_kiosk(env.settings, data, options, lock=lock, env=env, script=script)
         with _serve_panel(env, panel_port) as panel:
-            _print_panel(panel.url, env)
+            _print_panel(panel.url, env, fleet)
             return await run_kiosk(env.settings, data, options, lock=lock, env=env, script=script)
 
 
@@ -236,7 +237,7 @@ def _serve_panel(env: Any, port: int) -> AbstractContextManager[Any]:
     return serve_panel(env, port=port)  # type: ignore[no-any-return]
 
 
-def _print_panel(url: str, env: Any) -> None:
+def _print_panel(url: str, env: Any, fleet: Any = None) -> None:
     printer = next((d.options for d in env.settings.devices if d.name == "printer"), {})
     print(f"panel: {url}\n"
           "  پنل شبیه‌سازها: کارت، فیش، چاپگر و پایانهٔ پرداخت را از مرورگر بگردانید / the device simulator "
@@ -246,6 +247,8 @@ def _print_panel(url: str, env: Any) -> None:
           f"  terminal      {env.terminal.url}\n"
           f"  printer       {printer.get('host')}:{printer.get('port')} (ESC/POS, raw TCP)\n"
           f"  data dir      {env.data_dir}", flush=True)
+    for line in fleet.dashboard_lines() if fleet is not None else ():
+        print(f"  {line}", flush=True)
 
 
 # --- a virtual screen (`kiosk ui-demo` with no display) ---------------------------------------------
@@ -390,7 +393,7 @@ async def _finish_session(c: Any, ui: Any, shots: Path | None, timeout: float = 
     return last
 
 
-def _touch_walk(stop: asyncio.Event, *, hold: bool, shots: Path) -> Script:
+def _touch_walk(stop: asyncio.Event, *, hold: bool, shots: Path, fleet: Any = None) -> Script:
     """On the virtual screen: a scripted citizen pays a fee by touch (the same taps a person
     makes), one screenshot per screen in `shots`; then, when `hold`, the kiosk stays up until
     Ctrl-C with a citizen waiting at "how do you enter the slip?" for a slip scanned on the panel."""
@@ -435,6 +438,8 @@ def _touch_walk(stop: asyncio.Event, *, hold: bool, shots: Path) -> Script:
             tx = ui.last_outcome.transaction_id if ui.last_outcome is not None else None
             state = str(ctx.journal.state_of(tx)) if tx else "no transaction"
             print(f"touch walk-through: {state} (transaction {tx}); screenshots in {shots}", flush=True)
+            if fleet is not None and fleet.kiosk_id:  # the running kiosk's status, as its agent reported it
+                await asyncio.to_thread(fleet.say_status)
             if hold:
                 await _hold(c, ui, stop, shots)
             return {"state": state, "tx": tx, "outcome": outcome}
@@ -496,11 +501,25 @@ def _quiet_kivy() -> None:
 
 
 def handle_ui_demo(args: argparse.Namespace) -> int:
-    from kiosk.cli import main as kiosk_main
     from kiosk.paths import data_dir
 
     data = data_dir(args.data_dir, writable=True)
     load_environment("demo")  # says which extra to install before anything starts
+    from provisioning.demo import KioskFleet  # the demo kiosk's own fleet (the [server] extra, as the demo)
+
+    # the fleet server starts (and migrates its database) while the kiosk does other things
+    fleet = KioskFleet(data).start()
+    try:
+        rc = _ui_demo(args, data, fleet)
+        fleet.finish()
+    finally:
+        fleet.stop()
+    return rc if fleet.error is None else (rc or 1)
+
+
+def _ui_demo(args: argparse.Namespace, data: Path, fleet: Any) -> int:
+    from kiosk.cli import main as kiosk_main
+
     hold = sys.stdin.isatty() if args.hold is None else args.hold
     display = has_display()
 
@@ -513,9 +532,10 @@ def handle_ui_demo(args: argparse.Namespace) -> int:
         print(f"display {display}: the kiosk opens in a window ({args.size}) with the demo's back-office and "
               "simulators; close the window or press Ctrl-C to stop", flush=True)
         options = UIOptions(windowed=True, size=args.size, dpi=args.dpi, terminal_latency_s=args.terminal_latency)
+        fleet.join()  # before the kiosk holds the data dir: the configuration is written under its lock
         _quiet_kivy()
         configure_kivy(options, data)
-        asyncio.run(run_demo_kiosk(data, options, _serving(), panel_port=args.panel_port))
+        asyncio.run(run_demo_kiosk(data, options, _serving(), panel_port=args.panel_port, fleet=fleet))
         print("kiosk stopped", flush=True)
         return 0
 
@@ -525,6 +545,8 @@ def handle_ui_demo(args: argparse.Namespace) -> int:
     rc = kiosk_main(["demo", "--headless", "--script", "pay-fee", "--data-dir", str(data)])
     if rc != 0:
         return rc
+    print("\n== the kiosk in a fleet: a fleet server on this machine, the kiosk's agent beside it", flush=True)
+    fleet.join()  # enrolled, configured, commanded, the walk-through's journal uploaded
     shots = data / "ui-demo"
     shots.mkdir(exist_ok=True)
     for old in shots.glob("*.png"):
@@ -545,8 +567,9 @@ def handle_ui_demo(args: argparse.Namespace) -> int:
         _quiet_kivy()
         configure_kivy(options, data)
         result = asyncio.run(run_demo_kiosk(data, options, script_for(lambda stop: _touch_walk(stop, hold=hold,
-                                                                                                 shots=shots)),
-                                            panel_port=args.panel_port))
+                                                                                                 shots=shots,
+                                                                                                 fleet=fleet)),
+                                            panel_port=args.panel_port, fleet=fleet))
     if not hold:
         print("stdin is not a terminal, so the virtual-screen kiosk stops here (in a terminal, `make run` "
               "keeps it and the panel up until Ctrl-C)", flush=True)

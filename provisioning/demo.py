@@ -307,7 +307,9 @@ class KioskFleet:
         up = sorted(n for n, v in services.items() if v == "available")
         self.echo(f"fleet: the dashboard shows {view['kiosk_id']} {view['presence']}: "
                   + ", ".join(f"{n} {v}" for n, v in sorted(hb["devices"].items()))
-                  + f"; {len(up)} of {len(services)} services available")
+                  + f"; {len(up)} of {len(services)} services available; configuration "
+                  + f"{hb.get('config_state') or 'none'}"
+                  + ("" if not view.get("alerts") else f"; alerts: {'; '.join(view['alerts'])}"))
 
     def finish(self) -> None:
         """With the kiosk stopped: the agent's loop ended, then one run that uploads the rows the
