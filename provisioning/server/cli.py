@@ -93,7 +93,7 @@ def _serve(args: argparse.Namespace) -> int:
         settings = Settings(interval_s=args.interval, backoffice_url=args.backoffice,
                             backoffice_token=os.environ.get("FLEET_BACKOFFICE_TOKEN") if args.backoffice else None)
         serve_foreground(_db(args), sock, settings=settings, log_level=args.log_level.lower(),
-                         on_started=announce)
+                         on_started=announce, workers=args.workers)
     finally:
         sock.close()
     return 0
@@ -391,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_port, default=8710, help="TCP port (default 8710; 0 = any free port)")
     p.add_argument("--interval", type=int, default=60, help="heartbeat interval told to agents (s, default 60)")
+    p.add_argument("--workers", type=int, default=1, help="server processes sharing the port and the database "
+                   "(default 1; on SQLite keep 1: its writers take turns)")
     p.add_argument("--backoffice", help="the back-office URL for reconciliation from the API and dashboard "
                    "(its integration token in $FLEET_BACKOFFICE_TOKEN)")
     p.set_defaults(func=_serve)
