@@ -1,6 +1,7 @@
 """`make run` (kiosk ui-demo, docs/ui.md "Running it") on a machine with no display, as CI and a
 fresh Debian box without a desktop run it: it says the kiosk runs on a virtual screen, prints
 the headless pay-fee walk-through with its summary (what the README's quick start shows),
+puts the kiosk in a fleet on this machine (enrolled, configured, commanded, journal uploaded),
 serves the simulator panel, has a citizen pay a fee by touch on an Xvfb screen, and ends on its
 own with exit 0 because stdin is not a terminal — leaving no X server behind. In a terminal
 (`--hold`, what a TTY gets) the kiosk stays up and the panel drives it: a slip scanned on the
@@ -60,6 +61,18 @@ def test_make_run_without_a_display_walks_through_on_a_virtual_screen_and_ends(t
     assert shots[0] == "01-attract.png" and shots[-1].endswith("-outcome.png"), shots
     assert "stdin is not a terminal" in text
     assert not _x_socket(screen.group(1)).exists()  # the X server went with it
+    # the kiosk in its fleet (tests/test_make_run_fleet.py has the rest): enrolled with a fleet
+    # server on this machine, the signed configuration applied, the command done, the journal
+    # uploaded, the dashboard's address and a manager token printed with the panel's
+    assert re.search(r"^fleet: enrolled kiosk-demo-01 with http://127\.0\.0\.1:\d+ \(accepted", text, re.M)
+    assert re.search(r"^fleet: configuration version 1 applied .* in sync: yes$", text, re.M)
+    assert re.search(r"^fleet: command 1 \(enable_service service=fee_payment\) done", text, re.M)
+    uploads = re.findall(r"^fleet: journal uploaded .*up to seq (\d+), the kiosk's head is seq (\d+)$", text, re.M)
+    assert len(uploads) == 2 and all(held == head for held, head in uploads), uploads
+    assert re.search(r"^  fleet dashboard: http://127\.0\.0\.1:\d+/ui/ — sign in with the manager token fleetm_",
+                     text, re.M)
+    assert re.search(r"^fleet: the dashboard shows kiosk-demo-01 online: .*printer ok", text, re.M)
+    assert "fleet: failed" not in text
     assert "Traceback" not in out.stderr, out.stderr[-4000:]
 
 

@@ -1,0 +1,147 @@
+"""`make run`'s fleet (issue 11's "done when"; docs/fleet.md "A fleet on one machine"): the demo
+kiosk from `kiosk ui-demo` enrolls with a fleet server started on this machine, takes a signed
+configuration, obeys a command, uploads its journal, and shows on the dashboard with its
+running devices' status — signed in with the manager token it prints. Ctrl-C stops the kiosk,
+the agent and the server; a demo killed outright takes its fleet processes with it.
+
+Real processes throughout: `kiosk ui-demo --hold` with no display (the virtual screen), its
+`fleet serve` and `kiosk agent run` subprocesses, the dashboard over HTTP."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+KIOSK = [sys.executable, "-c", "import sys; from kiosk.cli import main; sys.exit(main(sys.argv[1:]))"]
+
+
+def _no_display_env(data: Path) -> dict[str, str]:  # as tests/test_make_run.py runs it
+    env = {**os.environ, "KIOSK_DATA_DIR": str(data), "KIVY_NO_ARGS": "1", "PYTHONUNBUFFERED": "1"}
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER", "NOTIFY_SOCKET", "WATCHDOG_USEC"):
+        env.pop(name, None)
+    return env
+
+
+def _x_socket(display: str) -> Path:
+    return Path("/tmp/.X11-unix") / f"X{display.lstrip(':')}"
+
+
+def _read_until(proc: subprocess.Popen[str], pattern: str, seen: list[str], timeout: float) -> re.Match[str]:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        line = proc.stdout.readline() if proc.stdout else ""
+        if not line:
+            if proc.poll() is not None:
+                break
+            continue
+        seen.append(line)
+        found = re.search(pattern, line)
+        if found:
+            return found
+    raise AssertionError(f"no {pattern!r} in: {''.join(seen)[-3000:]}")
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line names `text` (the fleet server's database, the
+    agent's data dir)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in cmdline and state != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def _dashboard(url: str, token: str) -> str:
+    req = urllib.request.Request(url, headers={"Cookie": f"fleet_token={token}"})
+    with urllib.request.urlopen(req, timeout=10) as answer:
+        return answer.read().decode()
+
+
+def test_the_held_demo_kiosk_is_in_its_fleet_until_ctrl_c(tmp_path: Path) -> None:
+    proc = subprocess.Popen([*KIOSK, "ui-demo", "--hold", "--terminal-latency", "0.2"], env=_no_display_env(tmp_path),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: list[str] = []
+    try:
+        enrolled = _read_until(proc, r"^fleet: enrolled (\S+) with (http://127\.0\.0\.1:\d+) \(accepted", seen, 150)
+        kiosk_id, server = enrolled.group(1), enrolled.group(2)
+        assert kiosk_id == "kiosk-demo-01"
+        _read_until(proc, r"^fleet: configuration version 1 applied .* in sync: yes$", seen, 30)
+        _read_until(proc, r"^fleet: command 1 \(enable_service service=fee_payment\) done", seen, 30)
+        journal = _read_until(proc, r"^fleet: journal uploaded \((\d+) row\(s\) sent\): the server holds it up to "
+                                    r"seq (\d+), the kiosk's head is seq (\d+)$", seen, 30)
+        assert int(journal.group(1)) > 0 and journal.group(2) == journal.group(3)  # the walk-through's rows
+        token = _read_until(proc, r"^fleet dashboard: (\S+)/ui/ — sign in with the manager token (fleetm_\S+)$",
+                            seen, 30)
+        assert token.group(1) == server
+        display = _read_until(proc, r"virtual screen: Xvfb (:\d+)", seen, 60).group(1)
+        _read_until(proc, r"^  fleet dashboard: ", seen, 90)  # beside the panel's address
+        status = _read_until(proc, r"^fleet: the dashboard shows kiosk-demo-01 online: (.*)$", seen, 150).group(1)
+        assert "printer ok" in status and "terminal ok" in status and "9 of 9 services available" in status
+        _read_until(proc, r"waiting for a slip scanned on the panel", seen, 150)
+        # a manager signs in with the printed token: the kiosk, online, its devices and its journal
+        assert _processes_mentioning(str(tmp_path / "fleet-demo")), "no fleet server process"
+        assert _processes_mentioning(f"agent run --data-dir {tmp_path}"), "no agent process"
+        page = _dashboard(f"{server}/ui/kiosks/{kiosk_id}", token.group(2))
+        assert kiosk_id in page and "online" in page and "printer" in page
+        assert "fleet.sqlite3" not in page
+        listing = _dashboard(f"{server}/ui/", token.group(2))
+        assert kiosk_id in listing
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        rest, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    text = "".join(seen) + rest
+    assert proc.returncode == 0, (text[-3000:], err[-4000:])
+    assert "kiosk stopped" in rest
+    # after the kiosk stopped, the agent's last run sent what it journaled since
+    last = re.findall(r"^fleet: journal uploaded \(\d+ row\(s\) sent\): the server holds it up to seq (\d+), "
+                      r"the kiosk's head is seq (\d+)$", rest, re.M)
+    assert last and last[-1][0] == last[-1][1], rest[-2000:]
+    assert not _x_socket(display).exists()
+    assert not _processes_mentioning(str(tmp_path)), "a fleet process outlived the demo"
+    assert "Traceback" not in err, err[-4000:]
+
+
+def test_a_killed_demo_takes_its_fleet_processes_with_it(tmp_path: Path) -> None:
+    # what kiosk ui-demo does first, in a process that is then killed outright (SIGKILL: no
+    # finally, no atexit): its fleet server and agent die with it (PR_SET_PDEATHSIG)
+    code = ("import sys, time; from pathlib import Path; from provisioning.demo import KioskFleet\n"
+            "fleet = KioskFleet(Path(sys.argv[1]), interval_s=2).start()\n"
+            "assert fleet.join()\n"
+            "print('ready', fleet.server.proc.pid, fleet.agent.proc.pid, flush=True)\n"
+            "time.sleep(300)\n")
+    data = tmp_path / "kiosk"
+    data.mkdir(mode=0o700)
+    proc = subprocess.Popen([sys.executable, "-c", code, str(data)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        seen: list[str] = []
+        ready = _read_until(proc, r"^ready (\d+) (\d+)$", seen, 120)
+        children = [int(ready.group(1)), int(ready.group(2))]
+        assert sorted(set(_processes_mentioning(str(data))) - {proc.pid}) == sorted(children)
+        proc.kill()
+        proc.wait(timeout=10)
+        end = time.monotonic() + 20
+        while _processes_mentioning(str(data)) and time.monotonic() < end:
+            time.sleep(0.2)
+        assert not _processes_mentioning(str(data)), "the fleet processes outlived a killed demo"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in _processes_mentioning(str(data)):  # never leave them behind, even when failing
+            os.kill(pid, signal.SIGKILL)
