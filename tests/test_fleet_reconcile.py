@@ -356,3 +356,32 @@ def test_an_auditor_checks_a_receipts_journal_hash_against_the_signed_statement(
     viewer = fleet.manager_token("vera", svc.Role.VIEWER)
     assert fleet.api("GET", f"/api/v1/kiosks/{K1}/journal", viewer).status_code == 200
     assert fleet.api("GET", f"/api/v1/kiosks/{K1}/journal", "").status_code == 401
+
+
+def test_a_server_started_with_a_backoffice_reconciles_over_its_api(fleet_db: str, backoffice: Backoffice) -> None:
+    from provisioning.server.app import Settings
+    from provisioning.server.db import session_factory
+    from provisioning.server.server import serve_in_thread
+
+    away_from_midnight()
+    server = serve_in_thread(fleet_db, settings=Settings(backoffice_url=backoffice.url, backoffice_token=INTEGRATION))
+    engine = make_engine(fleet_db)
+    try:
+        with session_factory(engine)() as s, s.begin():
+            admin = svc.create_manager_token(s, svc.CLI, "root", svc.Role.ADMIN)
+            enroll = svc.create_enroll_token(s, svc.CLI, label="t")
+        k = SignedKiosk(server.url, K1)
+        assert k.enroll(enroll).status_code == 201
+        # the kiosk says its journal reaches row 3; the fleet holds none of it yet
+        assert k.heartbeat(journal_head=[3, "a" * 64]).status_code == 200
+        stray = tx_id("k1")
+        pay(backoffice, K1, stray, unpaid_slips(backoffice, 1)[0])
+        r = requests.post(f"{server.url}/api/v1/reconciliations/{today()}", params={"kiosk_id": K1},
+                          headers={"Authorization": f"Bearer {admin}"}, timeout=30)
+        assert r.status_code == 200, r.text
+        (kiosk,) = r.json()["kiosks"]
+        assert [(d["kind"], d["tx_id"]) for d in kiosk["differences"]] == [("missing_on_kiosk", stray)]
+        assert "journal upload behind" in kiosk["note"] and "reports 3" in kiosk["note"]
+    finally:
+        server.stop()
+        engine.dispose()
