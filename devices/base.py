@@ -357,7 +357,8 @@ class Device:
 
 # --- driver registration -----------------------------------------------------------------
 # Drivers register themselves here when their module is imported; looking a type up (which
-# imports every built-in driver) is devices.registry's job, so base imports no driver.
+# imports a built-in driver's module on its first lookup, from devices.drivers.BUILTIN) is
+# devices.registry's job, so base imports no driver.
 
 _REGISTRY: dict[str, type[Device]] = {}
 
