@@ -45,6 +45,34 @@ PLATE_LETTERS: tuple[str, ...] = ("الف", "ب", "پ", "ت", "ث", "ج", "د", 
                                   "ف", "ق", "ک", "گ", "ل", "م", "ن", "و", "ه", "ی", "ژ")
 
 
+#: the Jalali months as a slip's period names them (the back-office writes "شهریور ۱۴۰۴"), and
+#: as an English screen reads them
+JALALI_MONTHS_FA: tuple[str, ...] = ("فروردین", "اردیبهشت", "خرداد", "تیر", "مرداد", "شهریور",
+                                     "مهر", "آبان", "آذر", "دی", "بهمن", "اسفند")
+JALALI_MONTHS_EN: tuple[str, ...] = ("Farvardin", "Ordibehesht", "Khordad", "Tir", "Mordad", "Shahrivar",
+                                     "Mehr", "Aban", "Azar", "Dey", "Bahman", "Esfand")
+_PERIOD = re.compile(r"\A\s*(?:(?P<month>[^\W\d_]+)\s+)?(?P<year>[0-9۰-۹٠-٩]{4})\s*\Z")
+
+
+def period_text(period: str, lang: str = "fa") -> str:
+    """A slip's period in the reader's language: a Jalali month and year ("شهریور ۱۴۰۴", as the
+    back-office labels it) is "Shahrivar 1404" in English; a year alone takes the reader's
+    digits. Anything else is the back-office's own words and is shown as they are."""
+    from kiosk.fmt import to_persian_digits
+
+    m = _PERIOD.match(period)
+    if m is None:
+        return period
+    month, year = m.group("month"), to_ascii_digits(m.group("year"))
+    if month is not None and month not in JALALI_MONTHS_FA and month not in JALALI_MONTHS_EN:
+        return period
+    if lang == "fa":
+        name = JALALI_MONTHS_FA[JALALI_MONTHS_EN.index(month)] if month in JALALI_MONTHS_EN else month
+        return f"{name} {to_persian_digits(year)}" if name else to_persian_digits(year)
+    name = JALALI_MONTHS_EN[JALALI_MONTHS_FA.index(month)] if month in JALALI_MONTHS_FA else month
+    return f"{name} {year}" if name else year
+
+
 _DIGITS2, _DIGITS3 = re.compile(r"[0-9]{2}\Z"), re.compile(r"[0-9]{3}\Z")
 
 
