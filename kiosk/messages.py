@@ -10,6 +10,7 @@ import datetime as dt
 from typing import Any
 
 from kiosk.errors import KioskError
+from kiosk.fee_types import period_text
 from kiosk.fmt import format_datetime, format_jalali_date, format_number, format_rials, to_persian_digits
 from kiosk.messages_tickets import MESSAGES as _TICKETS
 from kiosk.messages_collect import MESSAGES as _COLLECT
@@ -168,6 +169,8 @@ def render_params(params: dict[str, Any], lang: str) -> dict[str, Any]:
             out[name] = format_number(value, lang)  # an amount whose unit the text says
         elif isinstance(value, int) and not isinstance(value, bool):
             out[name] = to_persian_digits(str(value)) if lang == "fa" else str(value)  # a count
+        elif name == "period" and isinstance(value, str):
+            out[name] = period_text(value, lang)  # a slip's Jalali month named in the reader's language
     if "amount_rials" in params and "amount" not in params:
         out["amount"] = format_rials(int(params["amount_rials"]), lang)
     return out
