@@ -1,4 +1,5 @@
-"""fleet server: daily reconciliation results against the back-office, one row per (day, kiosk)
+"""fleet server: daily reconciliation results against the back-office, one row per (day, kiosk);
+journal rows indexed by time (a day's transactions, the hourly chart, the daily statement)
 
 Revision ID: 0004_fleet_reconciliation
 Revises: 0003_fleet_rollouts
@@ -31,7 +32,9 @@ def upgrade() -> None:
         sa.Column("differences", sa.JSON(), nullable=False),
         sa.Column("note", sa.Text(), nullable=True),
     )
+    op.create_index("ix_fleet_journal_at", "fleet_journal", ["at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_fleet_journal_at", table_name="fleet_journal")
     op.drop_table("fleet_reconciliations")
