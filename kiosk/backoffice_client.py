@@ -19,6 +19,7 @@ from urllib.parse import unquote_plus
 import requests
 
 from kiosk.errors import KioskError
+from kiosk.fee_types import FEE_TYPES
 from kiosk.sensitive import mask_national_code
 
 log = logging.getLogger("kiosk.backoffice")
@@ -672,15 +673,9 @@ _TRANSIT_ERRORS: dict[str, type[TransitError]] = {cls.key: cls for cls in (
 
 
 # --- municipal services (issue 9) ---------------------------------------------------------------
-#: the fee types a look-up takes, and what identifies the owner for each
-FEE_TYPES: dict[str, str] = {
-    "renovation_tax": "renovation code",
-    "business_tax": "business licence number",
-    "waste_charge": "national code",
-    "vehicle_tax": "plate",
-}
-#: the fee types a settlement certificate is issued for (a property, a business)
-CERTIFICATE_FEE_TYPES = ("renovation_tax", "business_tax")
+#: the fee types a settlement certificate is issued for (a property, a business): kiosk.fee_types
+#: says which fee types there are and which are certifiable, for the screens and this client alike
+CERTIFICATE_FEE_TYPES = tuple(name for name, fee in FEE_TYPES.items() if fee.certifiable)
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,6 @@ A certificate with a valid signature is still refused after its valid-until date
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import json
 import re
@@ -26,6 +24,7 @@ from typing import Any, ClassVar
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from kiosk import b64url
 from kiosk.errors import KioskError
 from kiosk.fee_types import FEE_TYPES
 from kiosk.fmt import TEHRAN, format_datetime, format_jalali_date
@@ -35,7 +34,6 @@ from kiosk.sensitive import to_persian_digits
 
 PREFIX = "CKC1:"
 MAX_PAYLOAD_CHARS = 768
-_B64URL = re.compile(r"^[A-Za-z0-9_-]+$")
 _FULL_CODE = re.compile(r"\d{10}")
 
 
@@ -104,19 +102,16 @@ class CertificateData:
 
 
 def _b64e(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    return b64url.encode(raw)
 
 
 def _b64d(text: str) -> bytes:
-    if not _B64URL.match(text) or len(text) % 4 == 1:
+    if not text:
         raise InvalidCertificate("format", "not base64url")
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):
-        raise InvalidCertificate("format", "not base64url") from None
-    if _b64e(raw) != text:
-        raise InvalidCertificate("format", "non-canonical base64url")
-    return raw
+        return b64url.decode(text)
+    except b64url.NotBase64Url as exc:
+        raise InvalidCertificate("format", exc.reason) from None
 
 
 def sign_certificate(data: CertificateData, signer: Any) -> str:

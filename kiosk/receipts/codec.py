@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from kiosk import b64url
 from kiosk.errors import KioskError
 from kiosk.sensitive import is_masked_pan
 
@@ -54,7 +55,6 @@ JOURNAL_HASH_BYTES = 8
 JOURNAL_HASH_HEX = 2 * JOURNAL_HASH_BYTES
 
 _VERSION_PREFIX = re.compile(r"^CK(\d{1,4}):")
-_B64URL = re.compile(r"^[A-Za-z0-9_-]*$")
 _DIGITS = re.compile(r"^[0-9]+$")
 _HEX = re.compile(r"^[0-9a-f]+$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -402,21 +402,14 @@ def _decode_body(body: bytes, version: int) -> VerifiedReceipt:
 
 
 def _b64e(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    return b64url.encode(raw)
 
 
 def _b64d(text: str) -> bytes:
-    """Strict base64url without padding: the alphabet only, and canonical (no stray bits),
-    so one payload has exactly one spelling."""
-    if not _B64URL.match(text) or len(text) % 4 == 1:
-        raise InvalidReceipt("format", "not base64url")
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidReceipt("format", "not base64url") from exc
-    if _b64e(raw) != text:
-        raise InvalidReceipt("format", "non-canonical base64url")
-    return raw
+        return b64url.decode(text)
+    except b64url.NotBase64Url as exc:
+        raise InvalidReceipt("format", exc.reason) from None
 
 
 # --- key forms, signing, verifying ---------------------------------------------------------

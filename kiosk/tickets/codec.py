@@ -23,8 +23,6 @@ base64url has no padding and must be canonical, so one ticket has exactly one sp
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import re
 import struct
@@ -38,6 +36,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from kiosk import b64url
 from kiosk.errors import KioskError
 from kiosk.receipts import ReceiptKeyError, load_or_create_key, load_public_key
 
@@ -51,7 +50,6 @@ KIND_BY_CODE = {v: k for k, v in KIND_CODES.items()}
 TRIPS_OF_KIND = {"single": 1, "return": 2}
 
 _VERSION_PREFIX = re.compile(r"^CKT(\d{1,4}):")
-_B64URL = re.compile(r"^[A-Za-z0-9_-]*$")
 _TX_TAIL = re.compile(r"^([0-9]{8})-([0-9a-f]{14})$")
 
 
@@ -219,19 +217,14 @@ def decode_body(body: bytes) -> TicketData:
 
 
 def _b64e(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    return b64url.encode(raw)
 
 
 def _b64d(text: str) -> bytes:
-    if not _B64URL.match(text) or len(text) % 4 == 1:
-        raise InvalidTicket("format", "not base64url")
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidTicket("format", "not base64url") from exc
-    if _b64e(raw) != text:
-        raise InvalidTicket("format", "non-canonical base64url")
-    return raw
+        return b64url.decode(text)
+    except b64url.NotBase64Url as exc:
+        raise InvalidTicket("format", exc.reason) from None
 
 
 # --- signing ----------------------------------------------------------------------------------
