@@ -438,8 +438,9 @@ def _touch_walk(stop: asyncio.Event, *, hold: bool, shots: Path, fleet: Any = No
             tx = ui.last_outcome.transaction_id if ui.last_outcome is not None else None
             state = str(ctx.journal.state_of(tx)) if tx else "no transaction"
             print(f"touch walk-through: {state} (transaction {tx}); screenshots in {shots}", flush=True)
-            if fleet is not None and fleet.kiosk_id:  # the running kiosk's status, as its agent reported it
-                await asyncio.to_thread(fleet.say_status)
+            if fleet is not None and fleet.kiosk_id:  # the running kiosk's status, as its agent reported it,
+                await asyncio.to_thread(fleet.say_status)  # and its journal reconciled with the back-office
+                await asyncio.to_thread(fleet.reconcile, env.backoffice.url, env.backoffice_db_url)
             if hold:
                 await _hold(c, ui, stop, shots)
             return {"state": state, "tx": tx, "outcome": outcome}

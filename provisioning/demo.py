@@ -311,6 +311,58 @@ class KioskFleet:
                   + f"{hb.get('config_state') or 'none'}"
                   + ("" if not view.get("alerts") else f"; alerts: {'; '.join(view['alerts'])}"))
 
+    def wait_uploaded(self, timeout: float | None = None) -> bool:
+        """Until the server holds the kiosk's journal up to its head (the agent's loop uploads
+        it at each run); False if not within `timeout` (default: four intervals)."""
+        from provisioning.agent.local import journal_summary
+
+        end = time.monotonic() + (timeout if timeout is not None else 4 * self.interval_s + 5)
+        while time.monotonic() < end:
+            head = journal_summary(self.data_dir)["journal_head"]
+            held = server_view(self.db, str(self.kiosk_id), self.interval_s)["journal"]
+            if [held["head_seq"], held["head_hash"]] == list(head):
+                return True
+            time.sleep(0.5)
+        return False
+
+    def reconcile(self, backoffice_url: str, backoffice_db: str) -> dict[str, Any] | None:
+        """`fleet reconcile` for today (Tehran) and this kiosk against the demo's running
+        back-office, with an integration credential made for it there; the result is printed
+        and stored (the dashboard's reconciliation page shows it). None when it could not run."""
+        import datetime as dt
+        import secrets
+
+        from sqlalchemy.orm import Session
+
+        from backoffice.auth import put_service_token
+        from backoffice.db import make_engine
+        from backoffice.models import ServiceRole
+        from provisioning.server import reconcile as rec
+        from provisioning.server import service as svc
+
+        if not self.kiosk_id:
+            return None
+        try:
+            if not self.wait_uploaded():
+                self.echo("fleet: reconciliation: the journal is not all uploaded yet; reconciling what is held")
+            token = secrets.token_urlsafe(32)
+            engine = make_engine(backoffice_db)
+            try:  # `backoffice token add fleet-demo --role integration` on the demo's back-office
+                with Session(engine) as session, session.begin():
+                    put_service_token(session, "fleet-demo", ServiceRole.INTEGRATION, token)
+            finally:
+                engine.dispose()
+            day = dt.datetime.now(rec.TZ).date()
+            records = rec.fetch_window(backoffice_url, token, day, self.kiosk_id)
+            view = _in_session(self.db, lambda s: rec.reconcile(s, svc.CLI, day, records, self.kiosk_id))
+        except Exception as exc:
+            self.error = self.error or f"{type(exc).__name__}: {exc}"[:600]
+            self.echo(f"fleet: reconciliation failed: {self.error}")
+            return None
+        for line in rec.text_report(view).splitlines():
+            self.echo(f"fleet: {line.strip()}")
+        return view  # type: ignore[no-any-return]
+
     def finish(self) -> None:
         """With the kiosk stopped: the agent's loop ended, then one run that uploads the rows the
         kiosk journaled since (the touch walk-through's)."""
