@@ -72,7 +72,10 @@ def test_make_run_without_a_display_walks_through_on_a_virtual_screen_and_ends(t
     assert re.search(r"^  fleet dashboard: http://127\.0\.0\.1:\d+/ui/ — sign in with the manager token fleetm_",
                      text, re.M)
     assert re.search(r"^fleet: the dashboard shows kiosk-demo-01 online: .*printer ok", text, re.M)
-    assert "fleet: failed" not in text
+    # and its journal reconciled with the back-office: both its citizens' payments, no difference
+    assert re.search(r"^fleet: reconciliation \S+ \(Tehran\): 1 kiosk\(s\), 0 difference\(s\)", text, re.M)
+    assert re.search(r"^fleet: kiosk-demo-01: ok; kiosk (\d+) tx", text, re.M)
+    assert "fleet: failed" not in text and "reconciliation failed" not in text
     assert "Traceback" not in out.stderr, out.stderr[-4000:]
 
 

@@ -91,6 +91,7 @@ def test_the_held_demo_kiosk_is_in_its_fleet_until_ctrl_c(tmp_path: Path) -> Non
         _read_until(proc, r"^  fleet dashboard: ", seen, 90)  # beside the panel's address
         status = _read_until(proc, r"^fleet: the dashboard shows kiosk-demo-01 online: (.*)$", seen, 150).group(1)
         assert "printer ok" in status and "terminal ok" in status and "9 of 9 services available" in status
+        _read_until(proc, r"^fleet: reconciliation \S+ \(Tehran\): 1 kiosk\(s\), 0 difference\(s\)", seen, 60)
         _read_until(proc, r"waiting for a slip scanned on the panel", seen, 150)
         # a manager signs in with the printed token: the kiosk, online, its devices and its journal
         assert _processes_mentioning(str(tmp_path / "fleet-demo")), "no fleet server process"
