@@ -87,7 +87,9 @@ def server_view(db: str, kiosk_id: str, interval_s: int) -> dict[str, Any]:
 
 def _die_with_parent() -> None:
     """In the child before exec: SIGTERM when the process that started it dies, even by
-    SIGKILL (Linux prctl PR_SET_PDEATHSIG), so a killed demo leaves no server behind."""
+    SIGKILL (Linux prctl PR_SET_PDEATHSIG), so a killed demo leaves no server behind; and
+    what it creates (the fleet's SQLite files) is private, as everything in a data dir."""
+    os.umask(0o077)
     try:
         import ctypes
 
@@ -100,7 +102,8 @@ def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subp
     """Start `argv` in its own session (a Ctrl-C at the terminal reaches only the parent, which
     stops it), its output appended to `log`, and ended with its parent. Start it from the
     thread that lives as long as it should (the death signal follows the starting thread)."""
-    with open(log, "ab") as out:
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)  # private, as the data dir
+    with os.fdopen(fd, "ab") as out:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True, preexec_fn=_die_with_parent, env=env)
 
