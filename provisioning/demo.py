@@ -85,17 +85,28 @@ def server_view(db: str, kiosk_id: str, interval_s: int) -> dict[str, Any]:
 
 # --- subprocesses that go with their parent ------------------------------------------------------
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the process that started it dies, even by
-    SIGKILL (Linux prctl PR_SET_PDEATHSIG), so a killed demo leaves no server behind; and
-    what it creates (the fleet's SQLite files) is private, as everything in a data dir."""
-    os.umask(0o077)
-    try:
-        import ctypes
+def end_with_parent(umask: int | None = 0o077) -> Callable[[], None]:
+    """A preexec_fn: in the child before exec, SIGTERM when the process that started it dies,
+    even by SIGKILL (Linux prctl PR_SET_PDEATHSIG), so a killed demo leaves nothing behind; and
+    with `umask`, what it creates (the fleet's SQLite files) is private, as everything in a data
+    dir. Everything it needs is looked up here, before the fork (no import in the child)."""
+    import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    try:
+        prctl: Any = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        prctl = None
+    parent = os.getpid()
+
+    def setup() -> None:
+        if umask is not None:
+            os.umask(umask)
+        if prctl is not None:
+            prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+            if os.getppid() != parent:  # the parent died before the prctl: nobody would stop us
+                os._exit(1)
+
+    return setup
 
 
 def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -105,7 +116,7 @@ def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subp
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)  # private, as the data dir
     with os.fdopen(fd, "ab") as out:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=_die_with_parent, env=env)
+                                start_new_session=True, preexec_fn=end_with_parent(), env=env)
 
 
 def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
