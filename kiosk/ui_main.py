@@ -253,11 +253,33 @@ def _print_panel(url: str, env: Any, fleet: Any = None) -> None:
 
 # --- a virtual screen (`kiosk ui-demo` with no display) ---------------------------------------------
 
+def _end_with_parent() -> Callable[[], None]:
+    """A preexec_fn: the child gets SIGTERM when this process dies, even by SIGKILL (Linux
+    prctl PR_SET_PDEATHSIG). libc is looked up here, before the fork (no import in the child)."""
+    import ctypes
+    import signal
+
+    try:
+        prctl: Any = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        prctl = None
+    parent = os.getpid()
+
+    def setup() -> None:
+        if prctl is not None:
+            prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+            if os.getppid() != parent:  # the parent died before the prctl
+                os._exit(1)
+
+    return setup
+
+
 class VirtualScreen:
     """An Xvfb X server on a display number it picks itself (-displayfd), listening on no TCP
     port: the touch UI draws on it as on a real screen (GLX with Mesa's software renderer), and
     nothing appears on this machine. `start()` returns the display (":N") or None when Xvfb is
-    not installed."""
+    not installed. The X server ends with the thread that started it, even one killed outright
+    (PR_SET_PDEATHSIG): start it from the thread that outlives its use."""
 
     def __init__(self, size: str = DEFAULT_SIZE, *, timeout_s: float = 20.0) -> None:
         self.size = size
@@ -281,7 +303,8 @@ class VirtualScreen:
             self._proc = subprocess.Popen(
                 [xvfb, "-displayfd", str(write_fd), "-screen", "0", f"{width}x{height}x24", "-nolisten", "tcp",
                  "-noreset"], pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=errors, start_new_session=True)
+                stderr=errors, start_new_session=True,
+                preexec_fn=_end_with_parent())  # a kiosk killed outright takes its X server along
             os.close(write_fd)
             write_fd = -1
             text = b""
