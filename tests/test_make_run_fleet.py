@@ -108,9 +108,7 @@ def test_the_held_demo_kiosk_is_in_its_fleet_until_ctrl_c(tmp_path: Path) -> Non
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         rest, err = proc.communicate(timeout=90)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        _stop(proc)
     text = "".join(seen) + rest
     assert proc.returncode == 0, (text[-3000:], err[-4000:])
     assert "kiosk stopped" in rest
@@ -121,6 +119,39 @@ def test_the_held_demo_kiosk_is_in_its_fleet_until_ctrl_c(tmp_path: Path) -> Non
     assert not _x_socket(display).exists()
     assert not _processes_mentioning(str(tmp_path)), "a fleet process outlived the demo"
     assert "Traceback" not in err, err[-4000:]
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    """A test that failed half-way: Ctrl-C first (the demo stops its X server and its fleet),
+    then SIGKILL."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+
+
+def test_a_demo_killed_outright_leaves_no_x_server_nor_fleet_process(tmp_path: Path) -> None:
+    proc = subprocess.Popen([*KIOSK, "ui-demo", "--hold"], env=_no_display_env(tmp_path), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    seen: list[str] = []
+    try:
+        display = _read_until(proc, r"virtual screen: Xvfb (:\d+)", seen, 150).group(1)
+        _read_until(proc, r"^panel: ", seen, 90)
+        assert _x_socket(display).exists()
+        assert _processes_mentioning(str(tmp_path / "fleet-demo")) and _processes_mentioning(
+            f"agent run --data-dir {tmp_path}")
+        proc.kill()  # SIGKILL: no finally, no atexit
+        proc.wait(timeout=10)
+        end = time.monotonic() + 20
+        while (_x_socket(display).exists() or _processes_mentioning(str(tmp_path))) and time.monotonic() < end:
+            time.sleep(0.2)
+        assert not _x_socket(display).exists(), "the X server outlived the demo"
+        assert not _processes_mentioning(str(tmp_path)), "a fleet process outlived the demo"
+    finally:
+        _stop(proc)
 
 
 def test_a_killed_demo_takes_its_fleet_processes_with_it(tmp_path: Path) -> None:
