@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import termios
 import threading
 import time
 from collections.abc import Callable
@@ -76,8 +77,23 @@ _READ_SLICE_S = 0.01  # one blocking read never holds the executor longer
 # a PN532 streams a frame without pauses; USB-serial adapters batch bytes for up to ~16 ms
 IDLE_GAP_S = 0.04
 
+#: what the wire raises when the port goes away under a command: pyserial's own error, the OS's
+#: (EIO on a tty whose other end closed) and termios.error, which is no OSError (tcflush in
+#: reset_input_buffer on a vanished pty raises it)
+PORT_ERRORS: tuple[type[BaseException], ...] = (serial.SerialException, OSError, termios.error)
+#: what pyserial raises when its port is closed by another thread mid-call (its fd set to None
+#: under select/ioctl/os.read): a lost port only when the port is in fact closed, else a bug
+_CLOSED_UNDER_US = (TypeError, AttributeError, ValueError)
+
 
 __all__ = ["AccessDenied", "AuthenticationError", "CardRemoved", "ChipError", "NoCard", "PN532Reader"]
+
+
+def _describe(exc: BaseException) -> str:
+    """An OS-level error in words (termios.error carries a bare (errno, text) tuple)."""
+    if isinstance(exc, termios.error) and len(exc.args) == 2:
+        return f"{exc.args[1]} (errno {exc.args[0]})"
+    return f"{type(exc).__name__}: {exc}" if not isinstance(exc, (OSError, serial.SerialException)) else str(exc)
 
 
 class ChipError(HardwareError):
@@ -113,8 +129,9 @@ class PN532Reader(CardReader):
         try:
             self._serial = serial.Serial(self.port, self.baudrate, timeout=_READ_SLICE_S,
                                          write_timeout=1.0)
-        except (serial.SerialException, OSError) as exc:
-            raise DeviceOffline(f"{self.name}: cannot open {self.port}: {exc}", device=self.name) from exc
+        except PORT_ERRORS as exc:
+            raise DeviceOffline(f"{self.name}: cannot open {self.port}: {_describe(exc)}",
+                                device=self.name) from exc
         self._reader.clear()
         try:
             self._wake_and_configure()
@@ -144,24 +161,41 @@ class PN532Reader(CardReader):
 
     def _close_port(self) -> None:
         if self._serial is not None:
+            port, self._serial = self._serial, None
             try:
-                self._serial.close()
-            except (serial.SerialException, OSError) as exc:
+                port.close()
+            except PORT_ERRORS as exc:
                 log.debug("closing %s: %s", self.port, exc)
-            self._serial = None
 
     # the wire ------------------------------------------------------------------------------------
-    def _offline(self, exc: BaseException) -> DeviceOffline:
-        self._close_port()
-        return DeviceOffline(f"{self.name}: port {self.port} lost: {exc}", device=self.name)
+    def _offline(self, exc: BaseException, port: serial.Serial | None = None) -> DeviceOffline:
+        if port is None or self._serial is port:  # never close a port reopened meanwhile
+            self._close_port()
+        return DeviceOffline(f"{self.name}: port {self.port} lost mid-command: {_describe(exc)}",
+                             device=self.name, error_code="portLost")
+
+    def _port(self) -> serial.Serial:
+        port = self._serial
+        if port is None:
+            raise DeviceOffline(f"{self.name}: port {self.port} is closed", device=self.name,
+                                error_code="portClosed")
+        return port
+
+    def _on_wire(self, fn: Callable[[serial.Serial], T]) -> T:
+        """One call on the port; the port going away (unplugged, the emulator stopped, closed by
+        another thread) is DeviceOffline, whatever pyserial or termios raised for it."""
+        port = self._port()
+        try:
+            return fn(port)
+        except PORT_ERRORS as exc:
+            raise self._offline(exc, port) from exc
+        except _CLOSED_UNDER_US as exc:
+            if port.is_open and getattr(port, "fd", 0) is not None and self._serial is port:
+                raise  # the port is fine: a real bug, not a lost port
+            raise self._offline(exc, port) from exc
 
     def _write(self, data: bytes) -> None:
-        if self._serial is None:
-            raise DeviceOffline(f"{self.name}: port is closed", device=self.name)
-        try:
-            self._serial.write(data)
-        except (serial.SerialException, OSError) as exc:
-            raise self._offline(exc) from exc
+        self._on_wire(lambda port: port.write(data))
 
     def _next_frame(self, deadline: float) -> Frame | None:
         """The next frame off the wire before `deadline`, or None. Bad frames are logged and
@@ -188,24 +222,15 @@ class PN532Reader(CardReader):
                 # a frame header whose bytes stopped coming was line noise: look behind it
                 self.counters["frame_errors"] += 1
                 continue
-            assert self._serial is not None
-            try:
-                chunk = self._serial.read(max(1, self._serial.in_waiting))
-            except (serial.SerialException, OSError) as exc:
-                raise self._offline(exc) from exc
+            chunk = self._on_wire(lambda port: port.read(max(1, port.in_waiting)))
             if chunk:
                 self._reader.feed(chunk)
                 last_rx = time.monotonic()
 
     def _exchange(self, code: int, params: bytes, timeout: float) -> bytes:
         """Send one command; return the response parameters (after the response code)."""
-        if self._serial is None:
-            raise DeviceOffline(f"{self.name}: port is closed", device=self.name)
         request = frames.build_command(code, params)
-        try:
-            self._serial.reset_input_buffer()  # stale bytes of an abandoned command
-        except (serial.SerialException, OSError) as exc:
-            raise self._offline(exc) from exc
+        self._on_wire(lambda port: port.reset_input_buffer())  # stale bytes of an abandoned command
         self._reader.clear()
         acked = False
         copies = 0  # how many copies of the command went out

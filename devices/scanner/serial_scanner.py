@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import termios
 from typing import Any
 
 import serial
@@ -24,6 +25,12 @@ log = logging.getLogger("devices.scanner.serial")
 SUFFIXES = {"\r": "CR", "\n": "LF", "\r\n": "CRLF"}
 _POLL_S = 0.05  # one blocking read never holds the executor longer, so cancel stays prompt
 _MAX_FRAME = 4096  # a scanner frame longer than this is line noise, not a barcode
+#: the port going away under a read: pyserial's error, the OS's (EIO on a vanished tty) and
+#: termios.error, which is no OSError
+PORT_ERRORS: tuple[type[BaseException], ...] = (serial.SerialException, OSError, termios.error)
+#: what pyserial raises when its port is closed by another thread mid-read (close() sets its fd
+#: to None under select/ioctl/os.read): a lost port only when the port is in fact closed
+_CLOSED_UNDER_US = (TypeError, AttributeError, ValueError)
 
 
 @register("serial-scanner")
@@ -57,7 +64,7 @@ class SerialScanner(Scanner):
             raise DeviceOffline(f"{self.name}: no serial port configured", device=self.name)
         try:
             self._serial = await self.run_blocking(self._open_port)
-        except (serial.SerialException, OSError) as exc:
+        except PORT_ERRORS as exc:
             raise DeviceOffline(f"{self.name}: cannot open {self.port}: {exc}", device=self.name) from exc
         self._buffer.clear()
         self._opened_once = True
@@ -96,10 +103,20 @@ class SerialScanner(Scanner):
     async def _fill(self) -> None:
         ser = self._serial
         if ser is None:
-            raise DeviceOffline(f"{self.name}: port {self.port} is closed", device=self.name)
+            raise DeviceOffline(f"{self.name}: port {self.port} is closed", device=self.name,
+                                error_code="portClosed")
         try:
             chunk = await self.run_blocking(self._read_some, ser)
-        except (serial.SerialException, OSError) as exc:
+        except (*PORT_ERRORS, *_CLOSED_UNDER_US) as exc:
+            if self._serial is not ser or not ser.is_open or getattr(ser, "fd", 0) is None:
+                # closed while this read waited on it (close(), the manager reopening it):
+                # pyserial then raises whatever its fd set to None makes select or os.read raise
+                if self._serial is ser:
+                    self._serial = None
+                raise DeviceOffline(f"{self.name}: port {self.port} was closed during a read",
+                                    device=self.name, error_code="portClosed") from exc
+            if not isinstance(exc, PORT_ERRORS):
+                raise  # the port is fine: a real bug, not a lost port
             # the cable was pulled (EIO on a vanished tty): drop the handle so a reopen is clean
             self._serial = None
             await asyncio.get_running_loop().run_in_executor(None, _quiet_close, ser)
@@ -148,7 +165,7 @@ class SerialScanner(Scanner):
 def _quiet_close(ser: serial.Serial) -> None:
     try:
         ser.close()
-    except (serial.SerialException, OSError) as exc:
+    except PORT_ERRORS as exc:
         log.debug("closing a lost port failed: %s", exc)
 
 
