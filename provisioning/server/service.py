@@ -18,7 +18,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from sqlalchemy import and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from provisioning.common import signing
@@ -605,12 +605,14 @@ except ImportError:  # pragma: no cover - depends on the installation
         return _json.dumps(value, separators=(",", ":"))
 
 
-def signed_heartbeat(session: Session, *, method: str, path: str, headers: Mapping[str, str], body: bytes,
+def signed_heartbeat(conn: Connection, *, method: str, path: str, headers: Mapping[str, str], body: bytes,
                      report: Mapping[str, Any], now: float, interval_s: int,
                      max_skew_s: int = signing.MAX_SKEW_S) -> tuple[str, dict[str, Any]]:
     """A signed heartbeat, checked exactly as check_signed_request checks any agent request
     (clock, nonce shape, kiosk, signature, status, nonce not seen before) and then stored,
-    in one transaction of few statements: (kiosk id, the answer).
+    in `conn`'s transaction, in few statements: (kiosk id, the answer). Core on a bare
+    connection: an ORM session (joined to the same transaction) is only written through in
+    the rare cases that add a row (an audit entry, a journal problem).
 
     The kiosk's report is stored (last seen, heartbeat, reported configuration), its rollout
     actions are settled, and the answer gives the interval, its desired configuration version,
@@ -642,7 +644,7 @@ def signed_heartbeat(session: Session, *, method: str, path: str, headers: Mappi
               "rvals": None if reported is None else json_dumps(reported), "state": state,
               "app": app_version[:32] if isinstance(app_version, str) else None}
 
-    conn = session.connection()
+    session = Session(bind=conn)  # joins conn's transaction; never commits or ends it
     read, write = _hb_statements(conn.dialect.name)
     row = conn.execute(read, change if write is None else {"kid": kiosk_id}).first()
     if row is None:
@@ -683,6 +685,7 @@ def signed_heartbeat(session: Session, *, method: str, path: str, headers: Mappi
     held = (int(head[0]), str(head[1])) if head else (0, journal.GENESIS_HASH)
     journal.check_reported_head(session, kiosk_id, report.get("journal_head"), held)
     pending = _pending_commands(conn, kiosk_id, moment) if row.pending else []
+    session.flush()
     return kiosk_id, {"interval_s": interval_s, "desired_config_version": want, "journal_head_seq": held[0],
                       "commands": pending}
 
