@@ -80,6 +80,43 @@ class SettleResult(enum.StrEnum):
     REFUSED = "refused"  # one part of a transaction refused (a basket's bill): its kind refunds its share
 
 
+class ChargeCancel:
+    """The citizen's Cancel for one charge (kiosk.flows.payment_wait presses it). It stops the
+    charge only while the terminal is asked — the one place `charge` undoes a cancel itself
+    (abort, ask, give back anything approved anyway). Pressed while PAYING is being journaled,
+    the charge stops as the terminal is about to be asked; pressed once the terminal has
+    answered, it is too late and changes nothing: the answer is journaled and acted on, never
+    cut off halfway through a journal write."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._task: asyncio.Task[Any] | None = None
+        self._closed = False
+
+    def request(self) -> bool:
+        """Press Cancel: True when the charge stops (now, or as the terminal is about to be
+        asked), False when the terminal has answered already. Pressed again: False, nothing
+        more happens (a second cancel must not cut the undo short)."""
+        if self._closed or self.requested:
+            return False
+        self.requested = True
+        if self._task is not None:
+            self._task.cancel()  # the charge waits in term.pay: it aborts and undoes
+        return True
+
+    def _open(self) -> bool:
+        """The terminal is about to be asked; False when Cancel was pressed meanwhile."""
+        if self.requested:
+            return False
+        self._task = asyncio.current_task()
+        return True
+
+    def _close(self) -> None:
+        """The terminal answered (or pay stopped): Cancel is too late from now on."""
+        self._task = None
+        self._closed = True
+
+
 @dataclass(frozen=True)
 class ChargeResult:
     state: TxState  # PAID, DECLINED, or PAYING when the outcome is still unknown
@@ -172,11 +209,13 @@ class MoneyPath:
         await self.writer.append(tx_id, TxState.CANCELLED, data)
 
     # --- charging --------------------------------------------------------------------------
-    async def charge(self, tx_id: str, amount_rials: int) -> ChargeResult:
+    async def charge(self, tx_id: str, amount_rials: int, *, cancel: ChargeCancel | None = None) -> ChargeResult:
         """PAYING is journaled — with the message reference the terminal will know the sale
         by — before the terminal is asked; the answer is journaled next. When the answer is
         lost, the terminal is asked what became of that message reference. Raises
-        AmountTooLarge (nothing journaled) for an amount over the terminal's maximum."""
+        AmountTooLarge (nothing journaled) for an amount over the terminal's maximum.
+        `cancel`: the citizen's Cancel, honoured only while the terminal is asked (the charge
+        then ends in CancelledError, undone as below); see ChargeCancel."""
         term = self.terminal()
         limit = term.capabilities.get("max_amount_rials")
         if isinstance(limit, int) and amount_rials > limit:
@@ -186,7 +225,16 @@ class MoneyPath:
             await self.writer.append(tx_id, TxState.PAYING, {"terminal": term.name, "message_ref": ref.to_dict()})
             fault_point("after-paying")
             try:
-                result = await term.pay(ref, amount_rials, timeout=self.pay_timeout)
+                if cancel is not None and not cancel._open():
+                    # Cancel pressed while PAYING was journaled: the terminal is not asked, and
+                    # the undo below asks it about the reference all the same (never "not sent")
+                    cancel._close()
+                    raise asyncio.CancelledError
+                try:
+                    result = await term.pay(ref, amount_rials, timeout=self.pay_timeout)
+                finally:
+                    if cancel is not None:
+                        cancel._close()  # answered: a Cancel from now on is too late
             except asyncio.CancelledError:
                 # the citizen cancelled while the terminal was working: abort, find out, and
                 # give back anything that was approved anyway — shielded, so a second cancel
@@ -205,6 +253,7 @@ class MoneyPath:
             await self._quietly(term.abort(ref))
             charge = await self.resolve_paying(tx_id)
             if charge.state == TxState.PAID:
+                fault_point("after-paid")  # a crash here: recovery reverses the PAID sale
                 # approved this very moment and never queued for settlement: nothing to ask
                 await self.reverse(tx_id, "citizen cancelled during payment", ask_backoffice=False)
 
