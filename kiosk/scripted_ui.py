@@ -9,6 +9,11 @@ A script maps a question key to its answers (a list is consumed in order):
 A choice may be answered "#N" (the N-th option, from 0) and a multiple choice "all" or
 "first:N" when the ids are not known in advance (a fee slip's id).
 A question with no answer left means the citizen walked away (CitizenLeft).
+
+Cancel while the flow waits on a device (the payment terminal): a step's key answered
+"cancel" presses Cancel the moment the flow offers it on that step (a payment: before the
+terminal is asked), "cancel:0.5" half a second later, e.g. {"pay.insert_card": "cancel:0.5"} (one answer per wait, consumed in order). A test
+can also press it itself at any moment: `press_cancel()`.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from kiosk.ui_port import Choice, CitizenLeft, Outcome, UIPort
 
 @dataclass(frozen=True)
 class Shown:
-    kind: str  # step | choose | digits | confirm | error | outcome
+    kind: str  # step | choose | digits | confirm | error | outcome | cancel
     key: str
     params: dict[str, Any] = field(default_factory=dict)
     answer: Any = None
@@ -47,6 +52,8 @@ class ScriptedUI(UIPort):
         self.transcript: list[Shown] = []
         self.echo = echo
         self.lang = lang
+        self._step = ""  # the key of the last step shown (what a Cancel press is answered by)
+        self._cancel_waiters: list[asyncio.Future[None]] = []
 
     def _answer(self, key: str) -> Any:
         queue = self._answers.get(key)
@@ -60,7 +67,38 @@ class ScriptedUI(UIPort):
             print(f"  [{shown.kind}] {shown.line('fa')}\n          {shown.line('en')}", flush=True)
 
     async def show_step(self, key: str, **params: Any) -> None:
+        self._step = key
         self._record(Shown("step", key, params))
+
+    async def wait_cancel(self) -> None:
+        """Resolves when Cancel is pressed: by the script's answer for the step shown
+        ("cancel" or "cancel:<seconds>"), or by `press_cancel()`; otherwise never."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._cancel_waiters.append(fut)
+        queue = self._answers.get(self._step)
+        timer: asyncio.TimerHandle | None = None
+        if queue and isinstance(queue[0], str) and queue[0].split(":")[0] == "cancel":
+            answer = queue.pop(0)
+            delay = float(answer.split(":", 1)[1]) if ":" in answer else 0.0
+            if delay > 0:
+                timer = asyncio.get_running_loop().call_later(delay, self.press_cancel)
+            else:
+                self.press_cancel()  # the moment Cancel appears
+        try:
+            await fut
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._cancel_waiters.remove(fut)
+
+    def press_cancel(self) -> bool:
+        """The citizen presses Cancel now. True when something waited for it; a press with
+        nothing waiting (the button is gone) does nothing, and the transcript says so."""
+        waiting = [w for w in self._cancel_waiters if not w.done()]
+        for waiter in waiting:
+            waiter.set_result(None)
+        self._record(Shown("cancel", "ui.cancel", {}, "✓" if waiting else "(no button)"))
+        return bool(waiting)
 
     async def choose(self, key: str, options: list[Choice], **params: Any) -> str:
         answer = self._answer(key)

@@ -24,6 +24,7 @@ from devices.transit_card import CardKeys, TransitCard, personalise
 from kiosk.errors import KioskError
 from kiosk.faults import fault_point
 from kiosk.flows.card_write import issue_receipt
+from kiosk.flows.payment_wait import PaymentCancelled, charge_or_cancel
 from kiosk.fmt import format_rials
 from kiosk.journal import TxState
 from kiosk.money_path import MoneyPath, SettleResult
@@ -158,7 +159,9 @@ class CardSaleFlow:
         amount = order.total_rials
         await self.ui.show_step("pay.insert_card", amount_rials=amount)
         try:
-            charge = await money.charge(tx_id, amount)
+            charge = await charge_or_cancel(money, self.ui, tx_id, amount)
+        except PaymentCancelled as cancelled:  # the money path undid it: no card leaves the stacker
+            return await self._end(cancelled.outcome, cancelled.state, amount, order, tx_id)
         except AmountTooLarge as exc:
             await money.cancel(tx_id, {"reason": exc.to_dict()})
             await self.ui.show_error("pay.amount_over_limit")

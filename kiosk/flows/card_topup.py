@@ -29,6 +29,7 @@ from devices.transit_card import (
 )
 from kiosk.faults import fault_point
 from kiosk.flows.card_write import issue_receipt, plan_on_same_card, same_card_back, write_verified
+from kiosk.flows.payment_wait import PaymentCancelled, charge_or_cancel
 from kiosk.fmt import format_rials
 from kiosk.journal import TxState
 from kiosk.money_path import MoneyPath, SettleResult
@@ -177,7 +178,9 @@ class CardTopupFlow:
         money: MoneyPath = self.ctx.money
         await self.ui.show_step("pay.insert_card", amount_rials=amount)
         try:
-            charge = await money.charge(tx_id, amount)
+            charge = await charge_or_cancel(money, self.ui, tx_id, amount)
+        except PaymentCancelled as cancelled:  # the money path undid what the terminal did
+            return await self._end(cancelled.outcome, cancelled.state, amount, balance, tx_id)
         except AmountTooLarge as exc:
             await money.cancel(tx_id, {"reason": exc.to_dict()})
             await self.ui.show_error("pay.amount_over_limit")

@@ -26,6 +26,7 @@ from kiosk.backoffice_client import AmountMismatch, BillAlreadyPaid, BillNotFoun
 from kiosk.context import KioskContext
 from kiosk.errors import KioskError
 from kiosk.faults import fault_point
+from kiosk.flows.payment_wait import PaymentCancelled, charge_or_cancel
 from kiosk.journal import JournalError, TxState
 from kiosk.messages import text
 from kiosk.money_path import SettleResult
@@ -184,7 +185,10 @@ class FeeBasketFlow:
         fault_point("after-created")
         await self.ui.show_step("pay.insert_card", amount_rials=total)
         try:
-            charge = await money.charge(tx_id, total)
+            charge = await charge_or_cancel(money, self.ui, tx_id, total)
+        except PaymentCancelled as cancelled:  # the money path undid what the terminal did
+            return await self._end(cancelled.outcome, cancelled.state, total, tx_id,
+                                   bills=dropped + _cancelled_bills(order, cancelled))
         except AmountTooLarge as exc:  # refused before the terminal was asked
             await money.cancel(tx_id, {"reason": exc.to_dict()})
             await self.ui.show_error("basket.amount_over_limit")
@@ -277,6 +281,15 @@ def check_selection(slips: Sequence[FeeSlip]) -> None:
                             why_en=f"at most {MAX_BILLS} slips are paid together")
     if len({(s.bill_id, s.payment_id) for s in slips}) != len(slips):
         raise BasketInvalid("a slip twice", why_fa="یک فیش دو بار انتخاب شده است", why_en="a slip is selected twice")
+
+
+def _cancelled_bills(order: BasketOrder, cancelled: PaymentCancelled) -> tuple[BillResult, ...]:
+    """Each bill of a basket whose payment the citizen cancelled: none is paid; charged and
+    given back (refunded), charged and not back yet (refund_pending), or never charged."""
+    if cancelled.nothing_charged:
+        return _not_charged(order)
+    outcome = "refunded" if cancelled.state == TxState.REVERSED else "refund_pending"
+    return tuple(BillResult(i.bill_id, i.payment_id, i.amount_rials, outcome) for i in order.items)
 
 
 def _not_charged(order: BasketOrder) -> tuple[BillResult, ...]:

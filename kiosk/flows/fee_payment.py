@@ -16,6 +16,7 @@ from kiosk.bills import Bill, InvalidBill, NotABill, parse_bill, parse_scanned
 from kiosk.context import KioskContext
 from kiosk.errors import KioskError
 from kiosk.faults import fault_point
+from kiosk.flows.payment_wait import PaymentCancelled, charge_or_cancel
 from kiosk.journal import JournalError, TxState
 from kiosk.money_path import SettleResult
 from kiosk.services import FEE_PAYMENT, FeeOrder
@@ -159,7 +160,9 @@ class FeePaymentFlow:
         fault_point("after-created")
         await self.ui.show_step("pay.insert_card", amount_rials=info.amount_rials)
         try:
-            charge = await money.charge(tx_id, info.amount_rials)
+            charge = await charge_or_cancel(money, self.ui, tx_id, info.amount_rials)
+        except PaymentCancelled as cancelled:  # the money path undid what the terminal did
+            return await self._end(cancelled.outcome, cancelled.state, info.amount_rials, tx_id)
         except AmountTooLarge as exc:  # refused before the terminal was asked
             await money.cancel(tx_id, {"reason": exc.to_dict()})
             await self.ui.show_error("pay.amount_over_limit")

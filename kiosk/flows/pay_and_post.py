@@ -16,6 +16,7 @@ from typing import Any
 from devices.base import DeviceError
 from devices.contracts import AmountTooLarge
 from kiosk.faults import fault_point
+from kiosk.flows.payment_wait import PaymentCancelled, charge_or_cancel
 from kiosk.journal import JournalError, Transaction, TxState
 from kiosk.money_path import SettleResult
 from kiosk.service_guard import STORAGE_ERRORS, JournalBroken, StorageLow
@@ -70,7 +71,9 @@ async def pay_and_post(ctx: Any, ui: UIPort, kind: TransactionKind, order: Order
         fault_point("after-created")
         await ui.show_step("pay.insert_card", amount_rials=amount_rials)
         try:
-            charge = await money.charge(tx_id, amount_rials)
+            charge = await charge_or_cancel(money, ui, tx_id, amount_rials)
+        except PaymentCancelled as cancelled:  # the money path undid what the terminal did
+            return await end(cancelled.outcome, cancelled.state, tx_id)
         except (AmountTooLarge, DeviceError) as exc:  # refused before or without the terminal
             await money.cancel(tx_id, {"reason": exc.to_dict()})
             key = "pay.amount_over_limit" if isinstance(exc, AmountTooLarge) else "service.unavailable"

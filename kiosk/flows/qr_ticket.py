@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from devices.base import DeviceError
 from devices.contracts import AmountTooLarge, PaymentTerminal, ReceiptPrinter
 from kiosk.faults import fault_point
+from kiosk.flows.payment_wait import PaymentCancelled, charge_or_cancel
 from kiosk.fmt import format_datetime, to_persian_digits
 from kiosk.journal import TxState
 from kiosk.money_path import MoneyPath, SettleResult
@@ -121,7 +122,9 @@ class QrTicketFlow:
         money: MoneyPath = self.ctx.money
         await self.ui.show_step("pay.insert_card", amount_rials=price)
         try:
-            charge = await money.charge(tx_id, price)
+            charge = await charge_or_cancel(money, self.ui, tx_id, price)
+        except PaymentCancelled as cancelled:  # the money path undid what the terminal did
+            return await self._end(cancelled.outcome, cancelled.state, price, kind, tx_id)
         except AmountTooLarge as exc:
             await money.cancel(tx_id, {"reason": exc.to_dict()})
             await self.ui.show_error("pay.amount_over_limit")
