@@ -454,3 +454,51 @@ def test_every_flow_that_charges_offers_cancel_on_the_payment_screen(env: DemoEn
     assert states(env, result.transaction_id) == [TxState.CREATED, TxState.CANCELLED]
     assert sales_requests(env) == [] and env.terminal.ledger() == []
     closed(env)
+
+
+# --- when the money cannot come back at once ----------------------------------------------------------
+def test_a_cancel_whose_status_answers_are_lost_says_so_and_the_restart_gives_the_money_back(
+        env: DemoEnvironment) -> None:
+    """Cancel as the terminal approves, and every status answer is lost (the connection drops
+    after the terminal has answered): the kiosk cannot tell whether the card was charged, says
+    so, and leaves the payment open; the restart asks again, finds it approved and reverses it."""
+    env.terminal.hold_approved = True
+    handle = env.terminal.handle
+
+    def lose_status_answers(raw: bytes) -> Any:
+        answer = handle(raw)
+        return None if b"TransactionStatusRequest" in raw else answer
+
+    env.terminal.handle = lose_status_answers  # type: ignore[method-assign]
+    [slip] = unpaid_slips(env, 1)
+    ui = ScriptedUI(fee_script(slip))
+    result, presses = run(env, fee, ui, press=press_twice_as_approved)
+    assert presses[0] is True
+    tx_id = result.transaction_id
+    assert result.final_state == TxState.PAYING and result.outcome.message_key == "pay.cancelled_unknown"
+    assert result.outcome.params == {"tx": tx_id} and not result.outcome.ok
+    assert env.terminal.net_charged(tx_id) == slip.amount_rials  # charged, and the kiosk knows it cannot say
+    env.terminal.handle = handle  # type: ignore[method-assign]
+    assert recover_now(env)[tx_id]["to_state"] == "REVERSED"
+    assert env.terminal.net_charged(tx_id) == 0 and backoffice_payments(env, tx_id) == []
+    closed(env)
+
+
+def test_a_cancel_whose_reversal_the_terminal_refuses_goes_to_an_operator(env: DemoEnvironment) -> None:
+    """Cancel as the terminal approves, and the acquirer refuses reversals today: the money is
+    still taken, the citizen is told a refund is recorded (with the transaction number), and
+    the journal ends REFUND_PENDING for an operator — never 'nothing charged'."""
+    from devices.terminal import nexo
+
+    env.terminal.hold_approved = True
+    env.terminal._reversal = lambda req: nexo.response_message(  # type: ignore[method-assign]
+        req.header, "ReversalResponse", nexo.failure_body(nexo.REFUSAL))
+    [slip] = unpaid_slips(env, 1)
+    ui = ScriptedUI(fee_script(slip))
+    result, presses = run(env, fee, ui, press=press_twice_as_approved)
+    assert presses == [True, False]
+    tx_id = result.transaction_id
+    assert result.final_state == TxState.REFUND_PENDING
+    assert result.outcome.message_key == "pay.cancelled_refund_pending" and result.outcome.params == {"tx": tx_id}
+    assert env.terminal.net_charged(tx_id) == slip.amount_rials and backoffice_payments(env, tx_id) == []
+    closed(env)  # an operator's, not recovery's
