@@ -59,8 +59,11 @@ venv: deps $(STAMP)
 run: venv
 	$(VENV)/bin/kiosk ui-demo
 
+# two workers (a file's tests stay on one: its module fixtures are shared), then the timing
+# tests alone, so a benchmark is never measured beside another test's load (tests/conftest.py)
 test: venv
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile -m "not serial"
+	$(PY) -m pytest -q -p no:cacheprovider -m serial
 
 bench: venv
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

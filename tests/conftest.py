@@ -176,3 +176,18 @@ def pg_url() -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+#: tests that time the product against a baseline measured in the same run: `make test` runs them
+#: alone (`-m serial`) after the rest has run on two workers (`-m "not serial"`), so neither side
+#: of a ratio is measured beside another test's load
+SERIAL_MODULES = frozenset({
+    "test_bench_decode.py", "test_bench_lookup.py", "test_bench_slip.py", "test_decode_budget.py",
+    "test_fleet_bench.py", "test_ui_bench.py",
+})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in SERIAL_MODULES:
+            item.add_marker(pytest.mark.serial)
