@@ -23,7 +23,8 @@ from provisioning.server.server import RunningServer, serve_in_thread
 
 FLEET_TABLES = ("fleet_kiosks", "fleet_enroll_tokens", "fleet_manager_tokens", "fleet_config_layers",
                 "fleet_commands", "fleet_nonces", "fleet_audit", "fleet_signing_keys", "fleet_journal",
-                "fleet_journal_problems", "fleet_rollouts", "fleet_rollout_actions", "fleet_statements")
+                "fleet_journal_problems", "fleet_rollouts", "fleet_rollout_actions", "fleet_statements",
+                "fleet_reconciliations")
 
 
 @pytest.fixture(scope="session")
