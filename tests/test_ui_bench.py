@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -38,7 +39,14 @@ def test_the_app_bench_measures_the_kiosk_against_a_bare_kivy_app() -> None:
     assert 0 < result["bare_start_s"] and 0 < result["kiosk_start_s"] < 60
     # the ratio is of the unrounded times; the seconds are printed rounded
     assert abs(result["start_ratio"] - result["kiosk_start_s"] / result["bare_start_s"]) < 0.02
+    # CPU seconds to the first frame: real, and no more than every core busy for the wall time
+    cores = os.cpu_count() or 1
+    assert 0 < result["bare_start_cpu_s"] <= cores * result["bare_start_s"]
+    assert result["bare_start_cpu_s"] < result["kiosk_start_cpu_s"] <= cores * result["kiosk_start_s"]
     assert result["bare_peak_mb"] > 20 and result["kiosk_peak_mb"] > result["bare_peak_mb"]
+    # resident memory at the first screen drawn: below each app's peak, the kiosk's above the bare app's
+    assert 20 < result["bare_rss_at_drawn_mb"] <= result["bare_peak_mb"]
+    assert result["bare_rss_at_drawn_mb"] < result["kiosk_rss_at_drawn_mb"] <= result["kiosk_peak_mb"]
     # every screen-changing tap timed: 5 in the paying session, 4 in each of the other 11
     assert result["touches"] >= 5 + 4 * 11
     assert 0 < result["touch_ms_p50"] <= result["touch_ms_p95"] <= result["touch_ms_max"]
