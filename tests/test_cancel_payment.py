@@ -435,6 +435,18 @@ def test_a_basket_cancelled_then_the_kiosk_restarted_has_nothing_open(env: DemoE
     closed(env)
 
 
+def test_a_topup_cancelled_as_approved_and_crashed_is_reversed_and_the_card_untouched(env: DemoEnvironment) -> None:
+    env.terminal.hold_approved = True
+    result, presses = run(env, topup, ScriptedUI(TOPUP), press=press_twice_as_approved, crash="after-paid")
+    assert result is None and presses[0] is True
+    [tx] = journal(env).transactions()
+    assert tx.state == TxState.PAID  # no write plan: nothing owed to the card
+    assert recover_now(env)[tx.tx_id]["to_state"] == "REVERSED"
+    assert env.terminal.net_charged(tx.tx_id) == 0
+    assert card_state(env) == (CARD_START, 0) and card_loads(env) == 0
+    closed(env)
+
+
 # --- every flow that charges ---------------------------------------------------------------------------
 CHARGING_SCRIPTS = {name: s for name, s in {**TRANSIT_SCRIPTS, **MUNICIPAL_SCRIPTS}.items()
                     if name in ("topup", "qr-ticket", "buy-card", "slips-pay", "certificate", "traffic-permit")}
