@@ -367,7 +367,7 @@ def remember_nonce(session: Session, owner: str, nonce: str, now: float, max_ske
         _prune_nonces(session, seen, max_skew_s)
 
 
-def _prune_nonces(session: Session, now: dt.datetime, max_skew_s: int) -> None:
+def _prune_nonces(session: Session | Connection, now: dt.datetime, max_skew_s: int) -> None:
     """A nonce older than twice the skew can no longer pass the clock check: forget it."""
     session.execute(delete(Nonce).where(Nonce.seen_at < now - dt.timedelta(seconds=2 * max_skew_s)))
 
@@ -659,11 +659,13 @@ def signed_heartbeat(conn: Connection, *, method: str, path: str, headers: Mappi
     if write is None:
         if not row.fresh:  # the nonce was there already: nothing was inserted nor updated
             raise no(401, "auth.replay", "this request was already received (nonce seen before)")
-        if random.random() < 0.01:
-            _prune_nonces(session, moment, max_skew_s)
-    else:
-        remember_nonce(session, kiosk_id, nonce, now, max_skew_s, no)
+    else:  # SQLite: the nonce, then the update (the session is left alone: it costs a transaction's bookkeeping)
+        if conn.execute(_nonce_insert(conn.dialect.name), {"owner": kiosk_id, "nonce": nonce, "seen": moment}
+                        ).first() is None:
+            raise no(401, "auth.replay", "this request was already received (nonce seen before)")
         conn.execute(write, change)
+    if random.random() < 0.01:
+        _prune_nonces(conn, moment, max_skew_s)
 
     if state and state.startswith("refused") and state != row.config_state:
         # the agent refused a configuration document: a security event the managers must see
@@ -685,7 +687,8 @@ def signed_heartbeat(conn: Connection, *, method: str, path: str, headers: Mappi
     held = (int(head[0]), str(head[1])) if head else (0, journal.GENESIS_HASH)
     journal.check_reported_head(session, kiosk_id, report.get("journal_head"), held)
     pending = _pending_commands(conn, kiosk_id, moment) if row.pending else []
-    session.flush()
+    if session.new:  # an audit entry or a journal problem
+        session.flush()
     return kiosk_id, {"interval_s": interval_s, "desired_config_version": want, "journal_head_seq": held[0],
                       "commands": pending}
 
