@@ -58,7 +58,8 @@ def test_message_parameters_render_per_language() -> None:
     params = {"fee_type_key": "slips.type.waste_charge", "period": "مهر ۱۴۰۴", "amount_rials": 1_250_000,
               "due": dt.date(2025, 11, 1), "status_key": "slips.status.unpaid"}
     assert text("slips.item", "fa", **params) == "بهای خدمات پسماند — مهر ۱۴۰۴ — ۱٬۲۵۰٬۰۰۰ ریال — مهلت ۱۴۰۴/۰۸/۱۰ — پرداخت‌نشده"
-    assert text("slips.item", "en", **params) == "Waste collection charge — مهر ۱۴۰۴ — 1,250,000 rials — due 1404/08/10 — unpaid"
+    # the period's Jalali month named in English on an English screen (it was left in Persian)
+    assert text("slips.item", "en", **params) == "Waste collection charge — Mehr 1404 — 1,250,000 rials — due 1404/08/10 — unpaid"
 
 
 class _OneAtATime(UIPort):
