@@ -1,4 +1,5 @@
-"""The Kivy touch UI: `KivyUI` implements the UI port (kiosk.ui_port) on a portrait touchscreen,
+"""The Kivy touch UI: `KivyUI` implements the UI port (kiosk.ui_port) on a touchscreen, portrait or
+landscape (from the window: wider than tall is landscape, laid out again when it turns),
 and runs citizen sessions — attract, home, one flow, its outcome, back to attract — on the
 same asyncio loop as Kivy (`App.async_run(async_lib="asyncio")`), so the flows and the devices
 run exactly as they do under the scripted UI.
@@ -7,8 +8,13 @@ Screens (`KivyUI.screen` names the one shown): attract (touch to start, rotating
 out-of-service banner), home (service tiles; an unavailable one is greyed with the reason from
 the status coordinator), step, choose, digits (our own keypad, keys at least 15 mm),
 confirm, error, outcome (what happened to the money, tracking and transaction numbers, the
-receipt's QR on the screen when it was not printed). The language button (Persian first)
-re-renders every label in place. No free-text entry anywhere.
+receipt's QR on the screen when it was not printed). A fee slip the citizen touches in the
+list, and each slip about to be paid, gets a details card (label/value rows). The language
+button (Persian first) re-renders every label in place. No free-text entry anywhere.
+
+Landscape: the home tiles in five columns (the accessibility toggles beside Cancel), choice
+grids twice as wide, the keypad beside its prompt, a QR beside its text, a slip's card beside
+the list; every target stays at least 15 mm and inside the window.
 
 Inactivity: after `idle_s` without a touch on a screen that waits for the citizen, a warning
 counts down `warn_s` seconds (one tap continues); then the flow is unwound (CitizenLeft), what
@@ -40,6 +46,7 @@ from kivy.uix.image import Image
 from kivy.uix.scrollview import ScrollView
 from kivy.uix.widget import Widget
 
+from kiosk.fee_types import FEE_TYPES, mask_identifier
 from kiosk.fmt import to_persian_digits
 from kiosk.messages_ui import plain, render
 from kiosk.speech import Speaker
@@ -81,6 +88,14 @@ BUTTON_DISABLED = (0.72, 0.72, 0.74, 1)
 
 #: a choice screen with more options than this lays them out as a grid
 GRID_FROM = 4
+#: landscape: a choice grid's columns for portrait's (a column of buttons becomes two, …)
+LANDSCAPE_COLUMNS = {1: 2, 2: 4, 4: 8}
+#: landscape: the home tiles' columns (large text: fewer, for its longer lines)
+HOME_COLUMNS_LANDSCAPE, HOME_COLUMNS_LANDSCAPE_LARGE = 5, 3
+#: the rows of a fee slip's details card: (label key, value key), values from the slip's params
+SLIP_ROWS = (("ui.slip.fee_type", "ui.value.fee_type"), ("ui.slip.identifier", "ui.value.identifier"),
+             ("ui.slip.period", "ui.value.period"), ("ui.slip.amount", "ui.value.amount"),
+             ("ui.slip.due", "ui.value.due"), ("ui.slip.status", "ui.value.status"))
 
 
 def mm_px(mm: float) -> float:
@@ -164,6 +179,49 @@ class Grid(GridLayout):
 
     def set_rtl(self, rtl: bool) -> None:
         self.orientation = "rl-tb" if rtl else "lr-tb"
+
+
+class Split(BoxLayout):
+    """Two parts of a screen: one above the other in portrait; side by side in landscape, the
+    first on the reading side (on the right in Persian)."""
+
+    def __init__(self, first: Widget, second: Widget, *, landscape: bool, **kwargs: Any) -> None:
+        kwargs.setdefault("spacing", mm_px(4))
+        super().__init__(orientation="horizontal" if landscape else "vertical", **kwargs)
+        self.parts = (first, second)
+        self.rtl = False
+        self._arrange()
+
+    def set_rtl(self, rtl: bool) -> None:
+        if rtl != self.rtl:
+            self.rtl = rtl
+            self._arrange()
+
+    def _arrange(self) -> None:
+        self.clear_widgets()
+        side_by_side = self.orientation == "horizontal"
+        for w in (self.parts[::-1] if side_by_side and self.rtl else self.parts):
+            self.add_widget(w)
+
+
+class Card(BoxLayout):
+    """A fee slip's details: a title and label/value rows (Row, so they mirror in Persian) on a
+    tinted ground; as tall as its rows."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(orientation="vertical", size_hint_y=None, padding=mm_px(3), spacing=mm_px(1.5), **kwargs)
+        self.contrast = False
+        self.slip_params: dict[str, Any] = {}
+        with self.canvas.before:
+            self._bg_color = Color(*ROW_BG)
+            self._bg = Rectangle()
+        self.bind(minimum_height=self.setter("height"))
+        self.fbind("pos", self._paint)
+        self.fbind("size", self._paint)
+
+    def _paint(self, *_: Any) -> None:
+        self._bg_color.rgba = HC_ROW_BG if self.contrast else ROW_BG
+        self._bg.pos, self._bg.size = self.pos, self.size
 
 
 class CheckRow(ButtonBehavior, Row):
@@ -250,11 +308,23 @@ class KivyUI(UIPort):
         self.speaker = speaker if speaker is not None else Speaker()
         self.speech_on = False
         self._toggles: dict[str, TouchButton] = {}
+        #: the window is wider than tall (set from the window in build, and when it is resized)
+        self.landscape = False
+        #: builds the screen now shown again (the window turned): each screen sets it
+        self._relayout: Callable[[], None] | None = None
+        #: the slips' details: the identifier looked up, masked as it is typed (nothing else of
+        #: it kept), the slips chosen (their params), the slip whose card is shown
+        self._identifier_masked = ""
+        self._plate_parts: dict[str, str] = {}
+        self._chosen_slips: list[dict[str, Any]] = []
+        self._detail: dict[str, Any] | None = None
 
     # --- building ----------------------------------------------------------------------------
     def build(self) -> KioskRoot:
         self.root = KioskRoot(self._activity)
-        outer = BoxLayout(orientation="vertical", padding=mm_px(4), spacing=mm_px(3))
+        self.landscape = Window.width > Window.height
+        outer = self.outer = BoxLayout(orientation="vertical")
+        self._frame()
         self.header = Row(size_hint_y=None, height=max(mm_px(MIN_TARGET_MM) + 8, 90), spacing=mm_px(3))
         self.title = RTLLabel(font_size=40, bold=True, color=INK)
         self.lang_button = TouchButton(font_size=30, size_hint_x=None, width=max(mm_px(30), 180))
@@ -274,8 +344,37 @@ class KivyUI(UIPort):
         self.root.add_widget(outer)
         # a device may publish from a driver's worker thread: widgets change on Kivy's thread only
         self.status.add_listener(lambda co: Clock.schedule_once(lambda _dt: self._status_changed(co), 0))
+        Window.bind(size=self._window_resized)
         self._apply_lang()
         return self.root
+
+    # --- orientation -------------------------------------------------------------------------
+    def _frame(self) -> None:
+        """The margins: landscape has less height to spare, so thinner ones."""
+        self.outer.padding = mm_px(2.5) if self.landscape else mm_px(4)
+        self.outer.spacing = mm_px(2) if self.landscape else mm_px(3)
+
+    def _window_resized(self, *_: Any) -> None:
+        landscape = Window.width > Window.height
+        if landscape == self.landscape:
+            return
+        self.landscape = landscape
+        log.info("the window turned %s: %sx%s", "landscape" if landscape else "portrait", *Window.size)
+        self._frame()
+        if self._relayout is not None and self.screen:
+            self._relayout()
+            if self._answer is not None and not self._answer.done() and self.screen != "attract":
+                self._start_idle()
+
+    def _layout(self, build: Callable[[], None]) -> None:
+        """Build the screen now, and again (the same answer awaited) if the window turns."""
+        self._relayout = build
+        build()
+
+    def body_room(self) -> float:
+        """The body's height in pixels, from the window (before Kivy has laid it out)."""
+        pad, gap = self.outer.padding[1] * 2, self.outer.spacing * 3
+        return float(Window.height - pad - gap - self.header.height - self.banner.height - self.footer.height)
 
     def _label(self, key: str, *, size: int = 34, bold: bool = False, color: tuple[float, ...] = INK,
                fit: bool = True, halign: str = "auto", **params: Any) -> RTLLabel:
@@ -310,7 +409,7 @@ class KivyUI(UIPort):
         self.footer.rtl = False
         self.footer.set_rtl(self.lang == "fa")
         for w in (*self.body.walk(restrict=True), *self.footer.walk(restrict=True)):
-            if isinstance(w, (Row, Grid)) and w is not self.footer:
+            if isinstance(w, (Row, Grid, Split)) and w is not self.footer:
                 w.set_rtl(self.lang == "fa")
         self._apply_access()
         self._speak()
@@ -348,7 +447,7 @@ class KivyUI(UIPort):
         for w in self.root.walk(restrict=False):
             if isinstance(w, RTLLabel):
                 self._style(w)
-            elif isinstance(w, CheckRow):
+            elif isinstance(w, (CheckRow, Card)):
                 w.contrast = self.high_contrast
                 w._paint()
         for key, btn in getattr(self, "_toggles", {}).items():
@@ -368,7 +467,7 @@ class KivyUI(UIPort):
                 self.speaker.stop()
         if mode == "large_text" and self.screen == "home" and self._answer is not None \
                 and not self._answer.done():
-            self._build_home(self._answer)  # two columns for large text, three otherwise
+            self._build_home(self._answer)  # fewer columns for large text
             self._start_idle()
         self._apply_access()
         self._activity()
@@ -420,7 +519,7 @@ class KivyUI(UIPort):
         for w in self.root.walk(restrict=False):
             if isinstance(w, RTLLabel):
                 w.relabel(self.lang)
-            if isinstance(w, (Row, Grid)):
+            if isinstance(w, (Row, Grid, Split)):
                 w.set_rtl(self.lang == "fa")
         self.lang_button.show("ui.lang_toggle", self.lang)
         if self.screen == "digits":
@@ -568,20 +667,48 @@ class KivyUI(UIPort):
     async def show_step(self, key: str, **params: Any) -> None:
         if self._abandoned:
             return
+        self._layout(lambda: self._step_screen(key, params))
+        if self.hold_steps:
+            self._step_gate = asyncio.get_running_loop().create_future()
+            await self._step_gate
+
+    def _step_screen(self, key: str, params: dict[str, Any]) -> None:
         self._clear("step", key)
-        self.body.add_widget(self._spacer())
-        self.body.add_widget(self._label(key, size=40 if "payload" not in params else 32, halign="center", **params))
-        if isinstance(params.get("payload"), str):  # something to photograph (a ticket not printed)
-            self.body.add_widget(self._qr(params["payload"]))
-        self.body.add_widget(self._spacer())
+        payload = params.get("payload")
+        label = self._label(key, size=40 if "payload" not in params else 32, halign="center", **params)
+        if isinstance(payload, str):  # something to photograph (a ticket not printed)
+            self.body.add_widget(self._beside(self._column(label), self._qr(payload)))
+        else:
+            self.body.add_widget(self._spacer())
+            self.body.add_widget(label)
+            self.body.add_widget(self._spacer())
         self._cancel_button = self._button("ui.cancel", self._cancel_wait, background=CANCEL_BG)
         self._cancel_button.opacity = 1 if self._cancel_waiters else 0
         self._cancel_button.disabled = not self._cancel_waiters
         self.footer.add_widget(self._cancel_button)
         self._shown()
-        if self.hold_steps:
-            self._step_gate = asyncio.get_running_loop().create_future()
-            await self._step_gate
+
+    def _column(self, *widgets: Widget) -> BoxLayout:
+        """Labels one under another, in the middle of their part."""
+        col = BoxLayout(orientation="vertical", spacing=mm_px(3))
+        col.add_widget(self._spacer())
+        for w in widgets:
+            col.add_widget(w)
+        col.add_widget(self._spacer())
+        return col
+
+    def _beside(self, text: Widget, other: Widget) -> Widget:
+        """Landscape: `text` and `other` (a QR, a card) side by side, the text on the reading
+        side; portrait: the text above the other."""
+        if self.landscape:
+            if isinstance(other, Image):  # a QR: a square as tall as the room there is
+                other.size_hint = (None, 1)
+                other.width = min(self.body_room(), Window.width / 2)
+            return Split(text, other, landscape=True)
+        box = BoxLayout(orientation="vertical", spacing=mm_px(3))
+        box.add_widget(text)
+        box.add_widget(other)
+        return box
 
     def release_step(self) -> None:
         if self._step_gate is not None and not self._step_gate.done():
@@ -604,17 +731,28 @@ class KivyUI(UIPort):
 
     async def choose(self, key: str, options: list[Choice], **params: Any) -> str:
         """One big button per option: a column, or a grid when there are many (four columns of
-        short labels such as the plate's letters, two of longer ones such as the days)."""
+        short labels such as the plate's letters, two of longer ones such as the days); in
+        landscape twice the columns."""
         self._left()
         fut = self._new_answer()
+        self._layout(lambda: self._choose_screen(fut, key, options, params))
+        answer = str(await self._wait(fut))
+        self._note_identifier(key, answer, options)
+        return answer
+
+    def _choose_screen(self, fut: asyncio.Future[Any], key: str, options: list[Choice],
+                       params: dict[str, Any]) -> None:
         self._clear("choose", key)
         self.body.add_widget(self._label(key, size=36, **params))
         cols = self.choice_columns(options)
+        big = cols == 4  # one or two letters: big and bold
+        if self.landscape and len(options) > 1:
+            cols = LANDSCAPE_COLUMNS.get(cols, cols)
         grid = Grid(cols=cols, spacing=mm_px(3), size_hint_y=None)
         grid.bind(minimum_height=grid.setter("height"))
         for option in options:
             btn = self._choice_button(option, fut)
-            if cols == 4:
+            if big:
                 btn.font_size, btn.bold = 48, True
                 btn.base_style = None
             grid.add_widget(btn)
@@ -623,11 +761,10 @@ class KivyUI(UIPort):
         self.footer.add_widget(self._button("ui.cancel", lambda: self._answer_with(fut, CitizenLeft("cancel")),
                                             background=CANCEL_BG, choice_id="cancel"))
         self._shown()
-        return str(await self._wait(fut))
 
     @staticmethod
     def choice_columns(options: list[Choice]) -> int:
-        """1 column for a few options; 4 for many short labels (a letter); else 2."""
+        """1 column for a few options; 4 for many short labels (a letter); else 2 (portrait)."""
         if len(options) <= GRID_FROM:
             return 1
         widest = max(len(plain(render(o.label_key, lang, **dict(o.params)))) for o in options for lang in ("fa", "en"))
@@ -635,42 +772,148 @@ class KivyUI(UIPort):
 
     async def choose_many(self, key: str, options: list[Choice], *, min_count: int = 1, **params: Any) -> list[str]:
         """A scrolling list of check-box rows (each at least 15 mm) and Done, enabled once
-        `min_count` are checked; the ids checked, in the options' order."""
+        `min_count` are checked; the ids checked, in the options' order. Fee slips: the last one
+        touched has its details card under the list (beside it in landscape)."""
         self._left()
         fut = self._new_answer()
-        self._clear("choose_many", key)
-        self.body.add_widget(self._label(key, size=34, **params))
         self._checked: set[str] = set()
         self._min_count = min_count
-        self._chosen_label = self._label("ui.chosen", size=26, color=MUTED, count=0)
-        self.body.add_widget(self._chosen_label)
+        self._detail = None
+        self._layout(lambda: self._choose_many_screen(fut, key, options, params))
+        ids = list(await self._wait(fut))
+        if any(o.label_key == "slips.item" for o in options):
+            self._chosen_slips = [dict(o.params) for o in options if o.id in ids]
+        return ids
+
+    def _choose_many_screen(self, fut: asyncio.Future[Any], key: str, options: list[Choice],
+                            params: dict[str, Any]) -> None:
+        self._clear("choose_many", key)
+        self.body.add_widget(self._label(key, size=34, **params))
+        self._chosen_label = self._label("ui.chosen", size=26, color=MUTED, count=len(self._checked))
         rows = GridLayout(cols=1, spacing=mm_px(2), size_hint_y=None)
         rows.bind(minimum_height=rows.setter("height"))
         self.check_rows: dict[str, CheckRow] = {}
+        slips = any(o.label_key == "slips.item" for o in options)
         for option in options:
             label = self._label(option.label_key, size=28, **dict(option.params))
             row = CheckRow(label, option.id)
-            row.bind(on_release=lambda _r, i=option.id: self._toggle_check(i))
+            row.set_checked(option.id in self._checked)
+            row.bind(on_release=lambda _r, o=option: self._toggle_check(o.id, o.params if slips else None))
             self.check_rows[option.id] = row
             rows.add_widget(row)
         scroll = ScrollView(do_scroll_x=False, size_hint_y=1, bar_width=mm_px(2))
         scroll.add_widget(rows)
-        self.body.add_widget(scroll)
+        self.detail_box: BoxLayout | None = None
+        if slips:
+            self.detail_box = BoxLayout(orientation="vertical", size_hint_y=None)
+            self._fill_detail()
+            if self.landscape:
+                self.detail_box.size_hint_y = 1
+                listing = BoxLayout(orientation="vertical", spacing=mm_px(2))
+                listing.add_widget(self._chosen_label)
+                listing.add_widget(scroll)
+                self.body.add_widget(Split(listing, self.detail_box, landscape=True))
+            else:
+                self.body.add_widget(self._chosen_label)
+                self.body.add_widget(scroll)
+                self.body.add_widget(self.detail_box)
+        else:
+            self.body.add_widget(self._chosen_label)
+            self.body.add_widget(scroll)
         self._done = self._button("choice.done", lambda: self._answer_with(fut, [o.id for o in options
                                                                                  if o.id in self._checked]),
                                   choice_id="done", background=GOOD)
-        self._done.disabled = min_count > 0
+        self._done.disabled = len(self._checked) < self._min_count
         self.footer.add_widget(self._done)
         self.footer.add_widget(self._button("ui.cancel", lambda: self._answer_with(fut, CitizenLeft("cancel")),
                                             background=CANCEL_BG, choice_id="cancel"))
         self._shown()
-        return list(await self._wait(fut))
 
-    def _toggle_check(self, choice_id: str) -> None:
+    def _toggle_check(self, choice_id: str, slip: dict[str, Any] | None = None) -> None:
         self._checked ^= {choice_id}
         self.check_rows[choice_id].set_checked(choice_id in self._checked)
         self._chosen_label.show("ui.chosen", count=len(self._checked))
         self._done.disabled = len(self._checked) < self._min_count
+        if slip is not None:  # the slip touched: its details card
+            self._detail = dict(slip)
+            self._fill_detail()
+            self._shown_again()
+
+    def _fill_detail(self) -> None:
+        box = self.detail_box
+        if box is None:
+            return
+        box.clear_widgets()
+        if self._detail is None:
+            hint = self._label("ui.slip.tap_for_details", size=26, color=MUTED)
+            box.add_widget(hint)
+            self.slip_card = None
+        else:
+            self.slip_card = self.slip_card_for(self._detail)
+            box.add_widget(self.slip_card)
+        if box.size_hint_y is None:  # under the list: as tall as the card
+            first = box.children[0]
+            box.height = first.height
+            first.fbind("height", lambda *_: setattr(box, "height", first.height))
+        else:  # beside the list: the card at the top
+            box.add_widget(self._spacer())
+
+    def _shown_again(self) -> None:
+        """A part of the screen built again in place: mirrored and styled like the rest."""
+        for w in self.body.walk(restrict=True):
+            if isinstance(w, (Row, Grid, Split)):
+                w.set_rtl(self.lang == "fa")
+        self._apply_access()
+        self._speak()
+
+    def slip_card_for(self, slip: dict[str, Any]) -> Card:
+        """A fee slip's details card: fee type, the identifier (masked), period, amount, due
+        date and paid or not, one label/value row each, from the slip's own params."""
+        values = dict(slip)
+        identifier = values.get("identifier") or self._identifier_masked
+        values["identifier"] = identifier
+        card = Card()
+        card.slip_params = values
+        card.add_widget(self._label("ui.slip.title", size=28, bold=True))
+        for label_key, value_key in SLIP_ROWS:
+            if label_key == "ui.slip.identifier" and not identifier:
+                continue  # a slip not looked up by an identifier typed here
+            row = Row(size_hint_y=None, spacing=mm_px(3))
+            name = self._label(label_key, size=24, color=MUTED)
+            value = self._label(value_key, size=28, bold=True, **values)
+            name.size_hint_x, value.size_hint_x = 0.38, 0.62
+            name.value_label = value
+
+            def fit(*_: Any, r: Row = row, a: RTLLabel = name, b: RTLLabel = value) -> None:
+                r.height = max(a.height, b.height)
+
+            name.fbind("height", fit)
+            value.fbind("height", fit)
+            fit()
+            row.add_widget(name)
+            row.add_widget(value)
+            card.add_widget(row)
+        return card
+
+    def _note_identifier(self, key: str, answer: str, options: list[Choice] | None = None) -> None:
+        """What the details card may show of the identifier the citizen typed for a look-up:
+        its mask only (kiosk.fee_types.mask_identifier); a plate without its three-digit serial."""
+        if key.startswith("slips.enter_"):
+            kind = next((t for t in FEE_TYPES.values() if t.identifier == key[len("slips.enter_"):]), None)
+            if kind is not None and answer:
+                self._identifier_masked = mask_identifier(kind, answer)
+            self._plate_parts = {}
+        elif key in ("slips.plate_two", "slips.plate_region"):
+            self._plate_parts[key] = answer
+        elif key == "slips.plate_letter" and options is not None:
+            picked = next((o for o in options if o.id == answer), None)
+            if picked is not None:
+                self._plate_parts[key] = str(picked.params.get("letter", ""))
+        if key == "slips.plate_region" and len(self._plate_parts) == 3:
+            parts = (self._plate_parts["slips.plate_two"], self._plate_parts["slips.plate_letter"], "***", "ایران",
+                     self._plate_parts["slips.plate_region"])
+            self._identifier_masked = ltr(" ".join(ltr(p) for p in parts))  # read left to right, as the plate
+            self._plate_parts = {}
 
     def _choice_button(self, option: Choice, fut: asyncio.Future[Any]) -> TouchButton:
         params = dict(option.params)
@@ -687,16 +930,32 @@ class KivyUI(UIPort):
     async def ask_digits(self, key: str, *, min_len: int, max_len: int) -> str:
         self._left()
         fut = self._new_answer()
-        self._clear("digits", key)
         self._digits = ""
         self._min_len, self._max_len = min_len, max_len
-        self.body.add_widget(self._label(key, size=36))
-        self.body.add_widget(self._label("ui.digits_hint", size=26, color=MUTED, min=min_len, max=max_len))
+        self._layout(lambda: self._digits_screen(fut, key))
+        try:
+            answer = str(await self._wait(fut))
+            self._note_identifier(key, answer)
+            return answer
+        finally:
+            self._digits = ""  # nothing typed outlives its question
+
+    def key_size(self) -> float:
+        """A keypad key's side: 1.25 × the 15 mm target (at least 130 px); in landscape as big as
+        four rows fit beside the prompt, never under 15 mm."""
+        size = max(mm_px(MIN_TARGET_MM) * 1.25, 130)
+        if self.landscape:
+            size = min(size, (self.body_room() - 3 * mm_px(2.5)) / 4)
+        return max(size, mm_px(MIN_TARGET_MM))
+
+    def _digits_screen(self, fut: asyncio.Future[Any], key: str) -> None:
+        self._clear("digits", key)
+        prompt = self._label(key, size=36)
+        hint = self._label("ui.digits_hint", size=26, color=MUTED, min=self._min_len, max=self._max_len)
         self._display = RTLLabel(font_size=56, bold=True, halign="center", color=INK, size_hint_y=None,
                                  height=110, lang=self.lang)
-        self.body.add_widget(self._display)
         self.keypad = GridLayout(cols=3, spacing=mm_px(2.5), size_hint=(None, None))
-        key_size = max(mm_px(MIN_TARGET_MM) * 1.25, 130)
+        key_size = self.key_size()
         self.keypad.width = 3 * key_size + 2 * mm_px(2.5)
         self.keypad.height = 4 * key_size + 3 * mm_px(2.5)
         self._keys: dict[str, TouchButton] = {}
@@ -713,12 +972,21 @@ class KivyUI(UIPort):
                 btn.bind(on_release=lambda _b, op=k: self._press_edit(op))
             self._keys[k] = btn
             self.keypad.add_widget(btn)
-        pad_row = BoxLayout(size_hint_y=None, height=self.keypad.height)
-        pad_row.add_widget(Widget())
-        pad_row.add_widget(self.keypad)
-        pad_row.add_widget(Widget())
-        self.body.add_widget(pad_row)
-        self.body.add_widget(self._spacer())
+        if self.landscape:  # the keypad beside the prompt, the prompt on the reading side
+            pad = BoxLayout(orientation="vertical", size_hint_x=None, width=self.keypad.width)
+            pad.add_widget(self._spacer())
+            pad.add_widget(self.keypad)
+            pad.add_widget(self._spacer())
+            self.body.add_widget(Split(self._column(prompt, hint, self._display), pad, landscape=True))
+        else:
+            for w in (prompt, hint, self._display):
+                self.body.add_widget(w)
+            pad_row = BoxLayout(size_hint_y=None, height=self.keypad.height)
+            pad_row.add_widget(Widget())
+            pad_row.add_widget(self.keypad)
+            pad_row.add_widget(Widget())
+            self.body.add_widget(pad_row)
+            self.body.add_widget(self._spacer())
         self._ok = self._button("ui.confirm", lambda: self._answer_with(fut, self._digits), choice_id="ok",
                                 background=GOOD)
         self.footer.add_widget(self._ok)
@@ -726,10 +994,6 @@ class KivyUI(UIPort):
                                             background=CANCEL_BG, choice_id="cancel"))
         self._update_digits()
         self._shown()
-        try:
-            return str(await self._wait(fut))
-        finally:
-            self._digits = ""  # nothing typed outlives its question
 
     def _press_digit(self, d: str) -> None:
         if len(self._digits) < self._max_len:
@@ -753,19 +1017,48 @@ class KivyUI(UIPort):
     async def confirm(self, key: str, **params: Any) -> bool:
         self._left()
         fut = self._new_answer()
+        self._layout(lambda: self._confirm_screen(fut, key, params))
+        return bool(await self._wait(fut))
+
+    def slips_to_pay(self, key: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """The slips a basket's confirmation is about: the unpaid ones chosen from the list, when
+        they are what it counts (none dropped since)."""
+        if key != "basket.confirm":
+            return []
+        unpaid = [p for p in self._chosen_slips if p.get("status_key") == "slips.status.unpaid"]
+        return unpaid if unpaid and len(unpaid) == params.get("count") else []
+
+    def _confirm_screen(self, fut: asyncio.Future[Any], key: str, params: dict[str, Any]) -> None:
         self._clear("confirm", key)
-        self.body.add_widget(self._spacer())
-        self.body.add_widget(self._label(key, size=38, **params))
+        text = [self._label(key, size=38, **params)]
         if "bill_id" in params and "payment_id" in params:
-            self.body.add_widget(self._label("ui.bill_ids", size=28, color=MUTED, bill_id=params["bill_id"],
-                                             payment_id=params["payment_id"]))
-        self.body.add_widget(self._spacer())
+            text.append(self._label("ui.bill_ids", size=28, color=MUTED, bill_id=params["bill_id"],
+                                    payment_id=params["payment_id"]))
+        slips = self.slips_to_pay(key, params)
+        self.slip_cards = [self.slip_card_for(p) for p in slips]
+        if self.slip_cards:  # each slip about to be paid, its details card
+            cards = GridLayout(cols=1, spacing=mm_px(2), size_hint_y=None)
+            cards.bind(minimum_height=cards.setter("height"))
+            for card in self.slip_cards:
+                cards.add_widget(card)
+            scroll = ScrollView(do_scroll_x=False, bar_width=mm_px(2))
+            scroll.add_widget(cards)
+            if self.landscape:
+                self.body.add_widget(Split(self._column(*text), scroll, landscape=True))
+            else:
+                for w in text:
+                    self.body.add_widget(w)
+                self.body.add_widget(scroll)
+        else:
+            self.body.add_widget(self._spacer())
+            for w in text:
+                self.body.add_widget(w)
+            self.body.add_widget(self._spacer())
         self.footer.add_widget(self._button("ui.confirm", lambda: self._answer_with(fut, True), choice_id="yes",
                                             background=GOOD))
         self.footer.add_widget(self._button("ui.cancel", lambda: self._answer_with(fut, False), choice_id="no",
                                             background=CANCEL_BG))
         self._shown()
-        return bool(await self._wait(fut))
 
     async def show_error(self, key: str, **params: Any) -> None:
         if key in ("receipt.not_printed", "cert.shown"):
@@ -773,6 +1066,10 @@ class KivyUI(UIPort):
         if self._abandoned:
             return
         fut = self._new_answer()
+        self._layout(lambda: self._error_screen(fut, key, params))
+        await self._wait(fut, self.error_s)
+
+    def _error_screen(self, fut: asyncio.Future[Any], key: str, params: dict[str, Any]) -> None:
         self._clear("error", key)
         self.body.add_widget(self._spacer())
         self.body.add_widget(self._label(key, size=38, color=BAD, **params))
@@ -783,29 +1080,41 @@ class KivyUI(UIPort):
         self.body.add_widget(self._spacer())
         self.footer.add_widget(self._button("ui.ok", lambda: self._answer_with(fut, True), choice_id="ok"))
         self._shown()
-        await self._wait(fut, self.error_s)
 
     async def show_outcome(self, outcome: Outcome) -> None:
         self.last_outcome = outcome
         if self._abandoned:
             return
         fut = self._new_answer()
+        self._layout(lambda: self._outcome_screen(fut, outcome))
+        await self._wait(fut, self.outcome_s)
+
+    def _outcome_screen(self, fut: asyncio.Future[Any], outcome: Outcome) -> None:
         self._clear("outcome", outcome.message_key)
-        self.body.add_widget(self._label(outcome.message_key, size=38, bold=True,
-                                         color=GOOD if outcome.ok else BAD, **outcome.params))
+        text = [self._label(outcome.message_key, size=38, bold=True, color=GOOD if outcome.ok else BAD,
+                            **outcome.params)]
         tracking = outcome.params.get("tracking")
         if tracking and "{tracking}" not in render(outcome.message_key, "en"):
-            self.body.add_widget(self._label("ui.tracking", size=30, tracking=tracking))
+            text.append(self._label("ui.tracking", size=30, tracking=tracking))
         if outcome.transaction_id and "{tx}" not in render(outcome.message_key, "en"):
-            self.body.add_widget(self._label("ui.transaction", size=26, color=MUTED, tx=outcome.transaction_id))
+            text.append(self._label("ui.transaction", size=26, color=MUTED, tx=outcome.transaction_id))
         if outcome.receipt_payload and (self._receipt_not_printed or outcome.params.get("printed") is False):
             if outcome.params.get("printed") is not False:  # a ticket's outcome says it itself
-                self.body.add_widget(self._label("ui.receipt_qr", size=30))
-            self.body.add_widget(self._qr(outcome.receipt_payload))
-        self.body.add_widget(self._spacer())
+                text.append(self._label("ui.receipt_qr", size=30))
+            qr = self._qr(outcome.receipt_payload)
+            if self.landscape:  # the QR beside the words
+                self.body.add_widget(self._beside(self._column(*text), qr))
+            else:
+                for w in text:
+                    self.body.add_widget(w)
+                self.body.add_widget(qr)
+                self.body.add_widget(self._spacer())
+        else:
+            for w in text:
+                self.body.add_widget(w)
+            self.body.add_widget(self._spacer())
         self.footer.add_widget(self._button("ui.done", lambda: self._answer_with(fut, True), choice_id="done"))
         self._shown()
-        await self._wait(fut, self.outcome_s)
 
     def _qr(self, payload: str) -> Image:
         qr = qrcode.QRCode(border=2, box_size=8, error_correction=qrcode.constants.ERROR_CORRECT_M)
@@ -833,8 +1142,13 @@ class KivyUI(UIPort):
         self._receipt_not_printed = False
         self.large_text = self.high_contrast = self.speech_on = False  # the next citizen chooses again
         self.speaker.stop()
+        self._identifier_masked, self._plate_parts, self._chosen_slips, self._detail = "", {}, [], None
         self._apply_lang()
         fut = self._new_answer()
+        self._layout(lambda: self._attract_screen(fut))
+        return fut
+
+    def _attract_screen(self, fut: asyncio.Future[Any]) -> None:
         self._clear("attract")
         self.title.text, self.title.msg_key = "", None  # the name is the screen's own, in big
         self.body.add_widget(self._spacer())
@@ -850,7 +1164,6 @@ class KivyUI(UIPort):
         self._hint_i = 0
         self._hint_ev = Clock.schedule_interval(self._next_hint, self.hint_s)
         self._shown()
-        return fut
 
     def _next_hint(self, *_: Any) -> None:
         self._hint_i = (self._hint_i + 1) % len(HINTS)
@@ -871,14 +1184,19 @@ class KivyUI(UIPort):
             return None
 
     def _build_home(self, fut: asyncio.Future[Any]) -> None:
+        self._relayout = lambda: self._build_home(fut)
         self._clear("home")
         self.body.add_widget(self._label("ui.choose_service", size=38, bold=True))
         # the tiles share the body's height: more services, shorter tiles, never off the screen
         # (a row stays at least a 15 mm target, plus a reason line when some tile has one). Nine
-        # services take three columns; large text keeps two, for its longer lines.
+        # services take three columns; large text keeps two, for its longer lines. Landscape: five
+        # (three in large text), the accessibility toggles beside Cancel to give the tiles room.
         any_down = any(not self.status.service(s.id).available for s in SERVICES)
         row_min = mm_px(MIN_TARGET_MM) + (62 if any_down else 0)
-        cols = 2 if self.large_text or len(SERVICES) <= 6 else 3
+        if self.landscape:
+            cols = HOME_COLUMNS_LANDSCAPE_LARGE if self.large_text else HOME_COLUMNS_LANDSCAPE
+        else:
+            cols = 2 if self.large_text or len(SERVICES) <= 6 else 3
         grid = Grid(cols=cols, spacing=mm_px(3), size_hint_y=1, row_default_height=row_min,
                     row_force_default=False)
         self.tiles: dict[str, TouchButton] = {}
@@ -886,7 +1204,7 @@ class KivyUI(UIPort):
             state = self.status.service(service.id)
             cell = BoxLayout(orientation="vertical", spacing=4, size_hint_min_y=row_min)
             tile = self._button(service.title_key, lambda s=service.id: self._answer_with(fut, s),
-                                choice_id=service.id, size=32 if cols == 2 else 29)
+                                choice_id=service.id, size=32 if cols == 2 else 29 if cols == 3 else 27)
             tile.size_hint_y = 1
             tile.disabled = not state.available
             cell.add_widget(tile)
@@ -900,7 +1218,12 @@ class KivyUI(UIPort):
         self.body.add_widget(grid)
         self.footer.add_widget(self._button("ui.cancel", lambda: self._answer_with(fut, CitizenLeft("home")),
                                             background=CANCEL_BG, choice_id="cancel"))
-        self.body.add_widget(self._access_buttons())
+        if self.landscape:
+            toggles = self._access_buttons()
+            toggles.size_hint_x = len(toggles.children)
+            self.footer.add_widget(toggles)
+        else:
+            self.body.add_widget(self._access_buttons())
         self._shown()
 
     async def run_sessions(self, ctx: Any, *, sessions: int | None = None,

@@ -10,7 +10,11 @@ card balance, buying a card, the municipal services (fee slips looked up and two
 a traffic-zone permit with the plate's letter picker and the day grid, a settlement certificate
 shown as a QR with no paper), the attract and home screens in large text and high contrast,
 the inactivity warning, and the home screen with the transit tiles unavailable once the card
-reader is unplugged."""
+reader is unplugged.
+
+Landscape: the same walk on a window wider than tall, `kiosk ui-tour --size 1280x720 --out
+docs/screenshots/landscape` (the screens lay themselves out from the window's shape; the file
+names are the same, so a landscape set goes in its own directory)."""
 
 from __future__ import annotations
 

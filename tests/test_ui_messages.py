@@ -51,3 +51,28 @@ def test_persian_data_in_english_keeps_its_own_run_and_a_plate_reads_left_to_rig
     assert render("slips.choose", "en", count=12, owner="ع*** ر***") == f"12 slips for {RLI}ع*** ر***{PDI}. Choose the slips"
     assert render("permit.confirm", "fa", plate="45 ج 781 ایران 20", date="-", amount_rials=1).startswith(
         f"مجوز طرح ترافیک پلاک {LRI}{LRI}۴۵{PDI} {LRI}ج{PDI} {LRI}۷۸۱{PDI} {LRI}ایران{PDI} {LRI}۲۰{PDI}{PDI} برای")
+
+
+def test_a_slips_period_is_in_the_language_shown() -> None:
+    """The back-office labels a period with its Jalali month in Persian ("شهریور ۱۴۰۴"); the English
+    screen names the month in English, the Persian one leaves it as it is."""
+    import datetime as dt
+
+    from kiosk.fee_types import period_text
+    from kiosk.messages_ui import plain
+    from kiosk.text.bidi import has_rtl_letters
+
+    slip = {"fee_type_key": "slips.type.waste_charge", "period": "شهریور ۱۴۰۴", "amount_rials": 1_200_000,
+            "due": dt.date(2025, 10, 22), "status_key": "slips.status.unpaid"}
+    en = plain(render("slips.item", "en", **slip))
+    assert en == "Waste collection charge — Shahrivar 1404 — 1,200,000 rials — due 1404/07/30 — unpaid"
+    assert not has_rtl_letters(en)
+    assert plain(render("slips.item", "fa", **slip)) == \
+        "بهای خدمات پسماند — شهریور ۱۴۰۴ — ۱٬۲۰۰٬۰۰۰ ریال — مهلت ۱۴۰۴/۰۷/۳۰ — پرداخت‌نشده"
+    # the details card's value, alone
+    assert plain(render("ui.value.period", "en", period="اسفند ۱۴۰۲")) == "Esfand 1402"
+    assert plain(render("ui.value.period", "fa", period="Esfand 1402")) == "اسفند ۱۴۰۲"
+    # a year alone takes the reader's digits; other wording is the back-office's, as written
+    assert (period_text("۱۴۰۳", "en"), period_text("1403", "fa")) == ("1403", "۱۴۰۳")
+    assert period_text("نیمهٔ اول ۱۴۰۳", "en") == "نیمهٔ اول ۱۴۰۳"
+    assert period_text("مهر 1403", "en") == "Mehr 1403" and period_text("مهر 1403", "fa") == "مهر ۱۴۰۳"
