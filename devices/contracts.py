@@ -150,6 +150,15 @@ class PaymentTerminal(Device, abc.ABC):
     async def abort(self, ref: MessageRef) -> None:
         """Abort the payment `ref` while it is in progress (the citizen pressed cancel)."""
 
+    async def settle_cancelled(self, ref: MessageRef, *, timeout: float = 90.0) -> bool:
+        """After a pay of `ref` was cancelled: abort it, and return only once the terminal has
+        answered that payment request itself (True), or after `timeout` (False). Until then a
+        TransactionStatus could reach the terminal before the payment request did and be
+        answered "not found" for a sale about to start. This default aborts once; a driver that
+        can see its request in flight (nexo-http) waits for it."""
+        await self.abort(ref)
+        return True
+
 
 # --- receipt printer -------------------------------------------------------------------------
 

@@ -250,7 +250,10 @@ class MoneyPath:
 
     async def _undo_cancelled_charge(self, term: PaymentTerminal, tx_id: str, ref: MessageRef) -> None:
         with self.claimed(tx_id):  # outlives the cancelled flow's own claim
-            await self._quietly(term.abort(ref))
+            # abort, and wait for the terminal to have answered the payment request itself:
+            # a status asked before the request arrived would be "not found" for a sale
+            # about to start (the request and the abort are separate HTTP requests)
+            await self._quietly(term.settle_cancelled(ref, timeout=self.pay_timeout + 5.0))
             charge = await self.resolve_paying(tx_id)
             if charge.state == TxState.PAID:
                 fault_point("after-paid")  # a crash here: recovery reverses the PAID sale

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -340,6 +341,68 @@ def test_cancelled_pay_sends_abort_and_is_not_a_timeout(sim: NexoTerminalSimulat
     assert status.outcome == PaymentOutcome.DECLINED and status.error_condition == "Aborted"
     assert sim.net_charged("tx-cancel-1") == 0
     assert [e["status"] for e in sim.ledger()] == ["declined"]
+
+
+def test_a_cancelled_payment_that_reaches_the_terminal_late_is_aborted_before_its_status_is_asked(
+        sim: NexoTerminalSimulator) -> None:
+    """The payment request and the abort are separate HTTP requests: a payment held in the
+    network arrives after the abort (which finds nothing to stop) and after a status query
+    (NotFound), then waits for a card that would be charged. settle_cancelled aborts again
+    until the payment's own exchange has returned, so the status asked next is the Aborted
+    sale's and nothing is charged."""
+    sim.payment_unseen_s, sim.latency_s = 1.0, 3.0
+
+    async def go() -> tuple[bool, float, PaymentResult]:
+        t = await opened(sim.url)
+        ref = t.new_ref("tx-cancel-late")
+        task = asyncio.create_task(t.pay(ref, 20_000, timeout=10))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        early = await t.transaction_status(ref)  # what asking at once would have been told
+        assert early.outcome == PaymentOutcome.NOT_FOUND
+        began = asyncio.get_running_loop().time()
+        settled = await t.settle_cancelled(ref, timeout=10)
+        took = asyncio.get_running_loop().time() - began
+        return settled, took, await t.transaction_status(ref)
+
+    settled, took, status = run(go())
+    assert settled and took < 3.0  # aborted once it arrived, not left to wait for a card
+    assert status.outcome == PaymentOutcome.DECLINED and status.error_condition == "Aborted"
+    assert sim.requests_seen.count("AbortRequest") >= 2
+    time.sleep(0.5)
+    assert sim.net_charged("tx-cancel-late") == 0 and [e["status"] for e in sim.ledger()] == ["declined"]
+
+
+def test_a_payment_cancelled_as_it_is_sent_is_never_left_waiting_for_a_card(sim: NexoTerminalSimulator) -> None:
+    """Cancelled at once, a payment is either never sent, or sent — possibly behind the first
+    abort — and then aborted: after settle_cancelled the terminal has nothing running, and
+    the status is a definite answer, never "not found" for a sale still to come."""
+    sim.latency_s = 2.0
+
+    async def go(i: int) -> tuple[MessageRef, PaymentResult]:
+        t = await opened(sim.url)
+        ref = t.new_ref(f"tx-cancel-now-{i}")
+        task = asyncio.create_task(t.pay(ref, 20_000, timeout=10))
+        await asyncio.sleep(0.001 * i)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await t.settle_cancelled(ref, timeout=5)
+        return ref, await t.transaction_status(ref)
+
+    for i in range(6):
+        before = sim.requests_seen.count("PaymentRequest")
+        ref, status = run(go(i))
+        sent = sim.requests_seen.count("PaymentRequest") > before
+        if sent:
+            assert status.outcome == PaymentOutcome.DECLINED and status.error_condition == "Aborted", i
+        else:
+            assert status.outcome == PaymentOutcome.NOT_FOUND, i
+        assert sim.net_charged(ref.reference) == 0
+    time.sleep(2.2)  # had any been left waiting for a card, it would be approved by now
+    assert all(e["status"] == "declined" for e in sim.ledger())
 
 
 def test_terminal_down_is_offline_and_the_next_call_reconnects(tmp_path: Path) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import threading
+import time
 from typing import Any, Callable, TypeVar
 
 import requests
@@ -51,6 +53,29 @@ class WrongTerminal(InvalidData):
         super().__init__(message, device=device, error_code=error_code)
 
 
+class _PayExchange:
+    """One payment request's HTTP exchange, seen from the event loop: `done` once its thread has
+    returned or it will never be sent (cancelled before it started)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._started = self._cancelled = False
+        self.done = threading.Event()
+
+    def start(self) -> bool:
+        """In the executor thread, before sending: False when the payment was cancelled first."""
+        with self._lock:
+            self._started = not self._cancelled
+            return self._started
+
+    def never_start(self) -> None:
+        """On the loop, when the awaiting task is cancelled: a request not sent yet never is."""
+        with self._lock:
+            if not self._started:
+                self._cancelled = True
+                self.done.set()
+
+
 @register("nexo-http")
 class NexoTerminal(PaymentTerminal):
     """Options: url (the terminal's nexo endpoint), sale_id (this kiosk), poi_id (the
@@ -83,6 +108,9 @@ class NexoTerminal(PaymentTerminal):
                          allow_plain_http=self.allow_plain_http, device=name).close()
         self._session: requests.Session | None = None
         self._background: set[asyncio.Task[None]] = set()
+        #: each payment's HTTP exchange, by ServiceID, for settle_cancelled: cancelling the task
+        #: that awaits it does not stop a request already being sent
+        self._pay_exchanges: dict[str, _PayExchange] = {}
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def _open(self) -> None:
@@ -144,13 +172,19 @@ class NexoTerminal(PaymentTerminal):
                 raise DeviceBusy(f"{self.name}: terminal is busy with another sale", device=self.name, error_code="busy")
             return nexo.parse_payment_body(body, ref.reference, self.profile)
 
+        exchange = self._pay_exchanges[ref.service_id] = _PayExchange()
         try:
-            result = await self._exchange("pay", payload, timeout, parse)
+            result = await self._exchange("pay", payload, timeout, parse, exchange=exchange)
         except asyncio.CancelledError:
+            exchange.never_start()
             # the caller gave up (citizen pressed cancel): tell the terminal, without holding up the cancel
             log.info("pay cancelled, aborting at the terminal", extra={"tx": ref.reference, "device": self.name})
             self._in_background(self.abort(ref))
             raise
+        except BaseException:
+            self._pay_exchanges.pop(ref.service_id, None)
+            raise
+        self._pay_exchanges.pop(ref.service_id, None)
         log.info("pay %s: %s %s", result.outcome, result.masked_pan, result.error_condition,
                  extra={"tx": ref.reference, "device": self.name})
         return result
@@ -237,13 +271,50 @@ class NexoTerminal(PaymentTerminal):
                 f"{self.name}: the request was made by sale system {ref.sale_id!r} at terminal {ref.poi_id!r};"
                 f" this is {self.sale_id!r} at {self.poi_id!r}", device=self.name)
 
-    async def _exchange(self, name: str, payload: dict[str, Any], timeout: float, parse: Callable[[bytes], T]) -> T:
+    async def settle_cancelled(self, ref: MessageRef, *, timeout: float = 90.0) -> bool:
+        """Abort, and again each second, until the cancelled payment's own HTTP exchange has
+        returned: the terminal has then seen the request and answered it (Aborted, or a sale
+        that beat the abort), so the TransactionStatus asked next is about a request it knows.
+        The payment request and the abort travel on separate HTTP requests, so an abort (and a
+        status query) can arrive first; the repeated abort catches a request that arrives
+        late. False when the exchange is still running after `timeout`."""
+        exchange = self._pay_exchanges.get(ref.service_id)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await self.abort(ref)
+            except DeviceError as exc:
+                log.warning("abort failed: %s", exc, extra={"tx": ref.reference, "device": self.name})
+            if exchange is None:
+                return True  # no exchange of ours (made before a restart): the abort is all we can do
+            again = min(deadline, time.monotonic() + 1.0)
+            while not exchange.done.is_set() and time.monotonic() < again:
+                await asyncio.sleep(0.05)
+            if exchange.done.is_set():
+                self._pay_exchanges.pop(ref.service_id, None)
+                return True
+            if time.monotonic() >= deadline:
+                log.error("cancelled payment still unanswered after %.0fs", timeout,
+                          extra={"tx": ref.reference, "device": self.name})
+                return False
+
+    async def _exchange(self, name: str, payload: dict[str, Any], timeout: float, parse: Callable[[bytes], T],
+                        exchange: _PayExchange | None = None) -> T:
         if self.state == DeviceState.OFFLINE:
             await self.open()  # the next call after an outage reconnects (raises DeviceOffline if still down)
 
+        def post() -> bytes:
+            if exchange is not None and not exchange.start():
+                raise asyncio.CancelledError  # cancelled before it was sent: it never will be
+            try:
+                return self._post(payload, timeout + 1.0)
+            finally:
+                if exchange is not None:
+                    exchange.done.set()
+
         async def op() -> T:
             # requests' own read timeout sits just past ours so the executor thread ends soon after
-            raw = await self.run_blocking(self._post, payload, timeout + 1.0)
+            raw = await self.run_blocking(post)
             return parse(raw)
 
         try:

@@ -222,6 +222,9 @@ class NexoTerminalSimulator:
         #: how long a reversal waits before the terminal sees it at all (held in a network
         #: queue): status answers NotFound meanwhile, then the reversal is done as usual
         self.reversal_unseen_s = reversal_unseen_s
+        #: how long a payment request waits before the terminal sees it at all (held in a
+        #: network queue): meanwhile status answers NotFound and an abort finds nothing to stop
+        self.payment_unseen_s = 0.0
         # a sale's refund bookkeeping (read what is left, give back, write) is one step
         self._reversal_lock = threading.Lock()
         #: what the RRN/STAN look like; "adyen" plays a terminal whose acquirer sends its own
@@ -373,6 +376,8 @@ class NexoTerminalSimulator:
 
     def _payment(self, req: nexo.ParsedRequest) -> dict[str, Any] | bytes | None:
         h = req.header
+        if self.payment_unseen_s > 0:
+            self._stopping.wait(self.payment_unseen_s)
         sale_tx = nexo.request_sale(req.body, "PaymentRequest")
         reference = sale_tx.transaction_id
         currency, amount = nexo.request_amount(req.body)
