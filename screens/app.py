@@ -676,11 +676,13 @@ class KivyUI(UIPort):
         self._clear("step", key)
         payload = params.get("payload")
         label = self._label(key, size=40 if "payload" not in params else 32, halign="center", **params)
-        if isinstance(payload, str):  # something to photograph (a ticket not printed)
+        if isinstance(payload, str) and self.landscape:  # something to photograph, beside the words
             self.body.add_widget(self._beside(self._column(label), self._qr(payload)))
         else:
             self.body.add_widget(self._spacer())
             self.body.add_widget(label)
+            if isinstance(payload, str):  # something to photograph (a ticket not printed)
+                self.body.add_widget(self._qr(payload))
             self.body.add_widget(self._spacer())
         self._cancel_button = self._button("ui.cancel", self._cancel_wait, background=CANCEL_BG)
         self._cancel_button.opacity = 1 if self._cancel_waiters else 0
@@ -697,18 +699,12 @@ class KivyUI(UIPort):
         col.add_widget(self._spacer())
         return col
 
-    def _beside(self, text: Widget, other: Widget) -> Widget:
-        """Landscape: `text` and `other` (a QR, a card) side by side, the text on the reading
-        side; portrait: the text above the other."""
-        if self.landscape:
-            if isinstance(other, Image):  # a QR: a square as tall as the room there is
-                other.size_hint = (None, 1)
-                other.width = min(self.body_room(), Window.width / 2)
-            return Split(text, other, landscape=True)
-        box = BoxLayout(orientation="vertical", spacing=mm_px(3))
-        box.add_widget(text)
-        box.add_widget(other)
-        return box
+    def _beside(self, text: Widget, qr: Image) -> Split:
+        """Landscape: the words and a QR side by side, the words on the reading side, the QR a
+        square as tall as the room there is."""
+        qr.size_hint = (None, 1)
+        qr.width = min(self.body_room(), Window.width / 2)
+        return Split(text, qr, landscape=True)
 
     def release_step(self) -> None:
         if self._step_gate is not None and not self._step_gate.done():
@@ -1102,7 +1098,7 @@ class KivyUI(UIPort):
             if outcome.params.get("printed") is not False:  # a ticket's outcome says it itself
                 text.append(self._label("ui.receipt_qr", size=30))
             qr = self._qr(outcome.receipt_payload)
-            if self.landscape:  # the QR beside the words
+            if self.landscape:
                 self.body.add_widget(self._beside(self._column(*text), qr))
             else:
                 for w in text:
