@@ -569,7 +569,10 @@ def _hb_statements(dialect: str) -> Any:
                        WHERE kiosk_id = :kid AND status = 'accepted' AND EXISTS (SELECT 1 FROM n) RETURNING 1)
             SELECT {_HB_KIOSK}, EXISTS (SELECT 1 FROM n) AS fresh, {reads}
             FROM fleet_kiosks k WHERE k.kiosk_id = :kid""").bindparams(*_HB_PARAMS)
-        pair = (both, None)
+        # run as the driver's own SQL (exec_driver_sql): SQLAlchemy's compiled-statement layer
+        # cost more CPU than the rest of the statement's client side (measured 256 → 190 µs);
+        # its error handling (a dropped connection invalidates the pool) stays
+        pair = (re.sub(r"(?<!:):(\w+)", r"%(\1)s", str(both.text)), None)
     else:
         reads = _HB_READS.format(agg="json_group_array(json(x))", arr="json_array", js="json")
         read = text(f"SELECT {_HB_KIOSK}, 1 AS fresh, {reads} FROM fleet_kiosks k WHERE k.kiosk_id = :kid")
@@ -646,7 +649,10 @@ def signed_heartbeat(conn: Connection, *, method: str, path: str, headers: Mappi
 
     session = Session(bind=conn)  # joins conn's transaction; never commits or ends it
     read, write = _hb_statements(conn.dialect.name)
-    row = conn.execute(read, change if write is None else {"kid": kiosk_id}).first()
+    if write is None:  # PostgreSQL: the whole heartbeat in one statement; the column is naive UTC
+        row = conn.exec_driver_sql(read, {**change, "seen": moment.replace(tzinfo=None)}).first()
+    else:
+        row = conn.execute(read, {"kid": kiosk_id}).first()
     if row is None:
         raise no(401, "auth.unknown_kiosk", "no such kiosk is enrolled")
     try:
