@@ -12,13 +12,9 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devices.printer import escpos_env  # noqa: F401,I001  (before escpos: keeps its cache out of /tmp)
-from escpos.constants import QR_ECLEVEL_M, RT_STATUS_ONLINE, RT_STATUS_PAPER
-from escpos.exceptions import DeviceNotFoundError
-from escpos.escpos import Escpos
-from escpos.printer import Dummy, File, Network, Serial, Usb
 from PIL import Image as PILImage
 
 from devices.base import (DeviceIdentity, DeviceOffline, DeviceState, HardwareError, InvalidData,
@@ -26,6 +22,14 @@ from devices.base import (DeviceIdentity, DeviceOffline, DeviceState, HardwareEr
 from devices.contracts import PaperState, PrintJob, ReceiptPrinter
 from devices.printer.qr import QR_DEFAULT_DOTS, qr_image, qr_module_size
 from devices.printer.profile import DEFAULT_PROFILE, PrinterProfile, load_profile
+
+if TYPE_CHECKING:
+    from escpos.escpos import Escpos
+
+# python-escpos's printers and commands (escpos.escpos, escpos.printer: qrcode, python-barcode,
+# pyserial, pyusb) are imported where a job is encoded or a transport made, not with the module:
+# `kiosk ui` imports this driver on its way to the attract screen. escpos_env (above) stays
+# first, so they still come through it.
 
 log = logging.getLogger("devices.printer.escpos")
 
@@ -70,6 +74,9 @@ def job_to_escpos_bytes(job: PrintJob, profile: PrinterProfile | str = DEFAULT_P
 
     Raster images go as GS v 0 (bitImageRaster); QR parts as the printer's native GS ( k
     when the profile has one, else as a raster QR; feeds as ESC d; cut as GS V."""
+    from escpos.constants import QR_ECLEVEL_M
+    from escpos.printer import Dummy
+
     prof = load_profile(profile) if isinstance(profile, str) else profile
     if not prof.raster_image:
         raise InvalidData(f"profile {prof.name} cannot print raster images (Persian needs them)",
@@ -143,6 +150,8 @@ class EscposPrinter(ReceiptPrinter):
 
     # --- transport -------------------------------------------------------------------------
     def _make_printer(self) -> Escpos:
+        from escpos.printer import File, Network, Serial, Usb
+
         o = self.options
         prof = self.profile.name
         if self.connection == "network":
@@ -163,6 +172,8 @@ class EscposPrinter(ReceiptPrinter):
 
     def _connect(self) -> Escpos:
         """Open the transport (blocking). Network opens per job; others stay open."""
+        from escpos.exceptions import DeviceNotFoundError
+
         printer = self._make_printer()
         try:
             printer.open()
@@ -227,6 +238,8 @@ class EscposPrinter(ReceiptPrinter):
         return byte
 
     def _read_status(self, printer: Escpos) -> tuple[bool, PaperState]:
+        from escpos.constants import RT_STATUS_ONLINE, RT_STATUS_PAPER
+
         online = not (self._query(printer, RT_STATUS_ONLINE) & _OFFLINE_BIT)
         paper = _paper_from_status(self._query(printer, RT_STATUS_PAPER))
         return online, paper

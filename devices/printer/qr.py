@@ -4,10 +4,12 @@ module size for a wanted print size, and a raster image for printers without nat
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
-import numpy as np
-import zxingcpp
 from PIL import Image as PILImage
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: QR quiet zone in modules (ISO/IEC 18004 asks for 4)
 QR_BORDER_MODULES = 4
@@ -21,6 +23,11 @@ SIDE_MARGIN_DOTS = 8
 def _qr_modules(data: str) -> np.ndarray:
     # zxing-cpp's encoder (C++) takes ~1 ms where the pure-Python `qrcode` took ~35 ms per
     # receipt, most of the fee transaction's software time; same version and ECC level.
+    # numpy and zxing-cpp (~0.1 s, ~19 MB) are imported at the first code, not with the driver:
+    # the kiosk's start to its attract screen does not pay for them.
+    import numpy as np
+    import zxingcpp
+
     code = zxingcpp.create_barcode(data, zxingcpp.BarcodeFormat.QRCode, ec_level="M")
     dark = np.asarray(code.to_image(scale=1, add_quiet_zones=False)) < 128
     return np.pad(dark, QR_BORDER_MODULES, constant_values=False)
@@ -44,6 +51,8 @@ def qr_image(data: str, module_size: int) -> PILImage.Image:
     """A 1-bit QR image, quiet zone included, each module module_size dots square."""
     modules = _qr_modules(data)
     n = modules.shape[0]
+    import numpy as np
+
     small = PILImage.fromarray(np.where(modules, 0, 255).astype(np.uint8), "L").convert("1")
     return small.resize((n * module_size, n * module_size), PILImage.Resampling.NEAREST)
 
