@@ -31,10 +31,6 @@ from typing import Any, Sequence
 from urllib.parse import urlsplit
 
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from requests.adapters import BaseAdapter, HTTPAdapter
 from urllib3.connection import HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -106,6 +102,11 @@ def fingerprint_of(cert_pem_or_der: bytes) -> str:
     """SHA-256 of the certificate's DER encoding, lowercase hex without colons: the value to
     pin, and what `openssl x509 -fingerprint -sha256` shows (with colons). For a PEM holding a
     chain, the first certificate (the server's own) is taken."""
+    # cryptography (~8 MB) is imported where a certificate is read or made, not with the
+    # driver: a pinned session checks the peer's fingerprint in urllib3 without it
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     try:
         if cert_pem_or_der.lstrip().startswith(b"-----BEGIN"):
             cert = x509.load_pem_x509_certificate(cert_pem_or_der)
@@ -142,6 +143,11 @@ def generate_self_signed(
     clients accept for a server certificate."""
     if not hosts:
         raise InvalidData("a certificate needs at least one host (IP or DNS name)", error_code="certificate")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
@@ -192,6 +198,8 @@ def load_or_generate(directory: Path, *, common_name: str, min_days_left: int = 
     """The certificate already in `directory` (so a pinned fingerprint stays valid across
     restarts), or a new one when there is none, it cannot be read, or it expires within
     `min_days_left` days."""
+    from cryptography import x509
+
     cert_path, key_path = Path(directory) / "cert.pem", Path(directory) / "key.pem"
     try:
         pem = cert_path.read_bytes()
