@@ -121,3 +121,49 @@ def test_the_scanner_package_names_still_import_from_the_package() -> None:
     assert got["before"] is False and got["mid"] is False and got["after"] is True
     assert got["names"] == sorted(["DEFAULT_FORMATS", "CameraScanner", "FrameDecoder", "SerialScanner",
                                    "SerialScannerEmulator", "load_image"])
+
+
+def test_the_printer_terminal_and_pn532_drivers_import_without_their_heavy_libraries() -> None:
+    """`kiosk ui` imports these drivers (and kiosk.receipts, which encodes with the printer's)
+    on its way to the attract screen: numpy and zxing-cpp come at the first QR, cryptography's
+    X.509 at the first certificate read or made, python-escpos's printers at the first job or
+    transport, the virtual PN532 at the first use of its name."""
+    got = _fresh("""
+        import devices.printer.escpos_driver, devices.printer.qr, devices.printer.profile
+        import devices.terminal.driver, devices.terminal.tls, devices.pn532.driver, devices.pn532
+        import kiosk.receipts.document, kiosk.receipts.layout
+        from devices.registry import driver_for
+        for t in ("escpos", "nexo-http", "pn532-uart"):
+            driver_for(t)
+        heavy = ("numpy", "zxingcpp", "cv2", "cryptography.x509", "escpos.printer", "escpos.escpos",
+                 "devices.pn532.virtual")
+        before = sorted(m for m in heavy if m in sys.modules)
+        from devices.pn532 import VirtualPN532
+        from devices.printer.qr import qr_matrix
+        from devices.terminal.tls import fingerprint_of, generate_self_signed
+        import tempfile
+        from pathlib import Path
+        with tempfile.TemporaryDirectory() as tmp:
+            cert = generate_self_signed(Path(tmp), common_name="t")
+            pinned = fingerprint_of((Path(tmp) / "cert.pem").read_bytes()) == cert.fingerprint
+        rows = len(qr_matrix("https://example.org/r/1"))
+        print(json.dumps({"before": before, "after": sorted(m for m in heavy if m in sys.modules),
+                          "virtual": VirtualPN532.__module__, "pinned": pinned, "rows": rows}))
+    """)
+    assert got["before"] == []
+    # the same names still work, each bringing its library along when used
+    assert got["after"] == ["cryptography.x509", "devices.pn532.virtual", "numpy", "zxingcpp"]
+    assert got["virtual"] == "devices.pn532.virtual" and got["pinned"] is True
+    assert got["rows"] >= 21 + 8  # a version-1 QR and its quiet zone at least
+
+
+def test_encoding_a_job_brings_python_escpos_printers_in_through_escpos_env(tmp_path: Path) -> None:
+    got = _fresh("""
+        from devices.contracts import PrintJob
+        from devices.printer.escpos_driver import job_to_escpos_bytes
+        before = "escpos.printer" in sys.modules
+        data = job_to_escpos_bytes(PrintJob(parts=[("qr", "https://example.org/r/2")]))
+        print(json.dumps({"before": before, "after": "escpos.printer" in sys.modules,
+                          "init": data.startswith(b"\\x1b@"), "qr": b"\\x1d(k" in data}))
+    """)
+    assert got == {"before": False, "after": True, "init": True, "qr": True}
