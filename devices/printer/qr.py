@@ -4,12 +4,8 @@ module size for a wanted print size, and a raster image for printers without nat
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
 
 from PIL import Image as PILImage
-
-if TYPE_CHECKING:
-    import numpy as np
 
 #: QR quiet zone in modules (ISO/IEC 18004 asks for 4)
 QR_BORDER_MODULES = 4
@@ -20,28 +16,40 @@ SIDE_MARGIN_DOTS = 8
 
 
 @functools.lru_cache(maxsize=64)
-def _qr_modules(data: str) -> np.ndarray:
+def _qr_modules(data: str) -> PILImage.Image:
+    """The modules as an "L" image, quiet zone included: 0 a dark module, 255 a light one."""
     # zxing-cpp's encoder (C++) takes ~1 ms where the pure-Python `qrcode` took ~35 ms per
     # receipt, most of the fee transaction's software time; same version and ECC level.
-    # numpy and zxing-cpp (~0.1 s, ~19 MB) are imported at the first code, not with the driver:
-    # the kiosk's start to its attract screen does not pay for them.
-    import numpy as np
+    # It is imported at the first code, not with the driver (the kiosk's start to its attract
+    # screen does not pay for it), and its image goes to Pillow through the buffer protocol:
+    # numpy, which this took before, was ~14 MB of the kiosk's peak memory for one receipt.
     import zxingcpp
 
     code = zxingcpp.create_barcode(data, zxingcpp.BarcodeFormat.QRCode, ec_level="M")
-    dark = np.asarray(code.to_image(scale=1, add_quiet_zones=False)) < 128
-    return np.pad(dark, QR_BORDER_MODULES, constant_values=False)
+    view = memoryview(code.to_image(scale=1, add_quiet_zones=False))
+    height, width = view.shape
+    drawn = PILImage.frombytes("L", (width, height), view.tobytes()).point(_DARK_TO_0)
+    modules = PILImage.new("L", (width + 2 * QR_BORDER_MODULES, height + 2 * QR_BORDER_MODULES), 255)
+    modules.paste(drawn, (QR_BORDER_MODULES, QR_BORDER_MODULES))
+    return modules
+
+
+#: zxing-cpp's grey levels to modules: below 128 dark (0), else light (255)
+_DARK_TO_0 = [0] * 128 + [255] * 128
 
 
 def qr_matrix(data: str) -> list[list[bool]]:
     """The QR modules (with quiet zone) the way printers encode it: model 2, ECC level M."""
-    return _qr_modules(data).tolist()
+    modules = _qr_modules(data)
+    values = modules.tobytes()
+    n = modules.width
+    return [[v == 0 for v in values[row:row + n]] for row in range(0, len(values), n)]
 
 
 def qr_module_size(data: str, size_dots: int, width_dots: int) -> int:
     """Dots per module so the whole code (quiet zone included) is about size_dots wide
     (0 = QR_DEFAULT_DOTS). ESC/POS GS ( k fn 67 allows 1..16."""
-    modules = _qr_modules(data).shape[0]
+    modules = _qr_modules(data).height
     wanted = size_dots or QR_DEFAULT_DOTS
     wanted = min(wanted, width_dots - 2 * SIDE_MARGIN_DOTS)
     return max(1, min(16, wanted // modules))
@@ -50,10 +58,8 @@ def qr_module_size(data: str, size_dots: int, width_dots: int) -> int:
 def qr_image(data: str, module_size: int) -> PILImage.Image:
     """A 1-bit QR image, quiet zone included, each module module_size dots square."""
     modules = _qr_modules(data)
-    n = modules.shape[0]
-    import numpy as np
-
-    small = PILImage.fromarray(np.where(modules, 0, 255).astype(np.uint8), "L").convert("1")
+    n = modules.height
+    small = modules.convert("1")
     return small.resize((n * module_size, n * module_size), PILImage.Resampling.NEAREST)
 
 
