@@ -941,8 +941,13 @@ class KivyUI(UIPort):
         four rows fit beside the prompt, never under 15 mm."""
         size = max(mm_px(MIN_TARGET_MM) * 1.25, 130)
         if self.landscape:
-            size = min(size, (self.body_room() - 3 * mm_px(2.5)) / 4)
+            size = min(size, (self.body_room() - self.footer_overlap() - 3 * mm_px(2.5)) / 4)
         return max(size, mm_px(MIN_TARGET_MM))
+
+    def footer_overlap(self) -> float:
+        """How far the footer's buttons (at least 110 px) reach above the footer into the body
+        on a low-dpi panel (a 100 px footer at 102 dpi): a keypad beside its prompt keeps clear."""
+        return max(0.0, max(mm_px(MIN_TARGET_MM), 110) - self.footer.height)
 
     def _digits_screen(self, fut: asyncio.Future[Any], key: str) -> None:
         self._clear("digits", key)
@@ -969,7 +974,8 @@ class KivyUI(UIPort):
             self._keys[k] = btn
             self.keypad.add_widget(btn)
         if self.landscape:  # the keypad beside the prompt, the prompt on the reading side
-            pad = BoxLayout(orientation="vertical", size_hint_x=None, width=self.keypad.width)
+            pad = BoxLayout(orientation="vertical", size_hint_x=None, width=self.keypad.width,
+                            padding=(0, 0, 0, self.footer_overlap()))
             pad.add_widget(self._spacer())
             pad.add_widget(self.keypad)
             pad.add_widget(self._spacer())

@@ -162,6 +162,10 @@ def test_slips_paid_by_touch_on_a_landscape_window(tmp_path: Path) -> None:
         for what, x, y, w, h in shown["buttons"]:
             assert w >= mm15 - 0.5 and h >= mm15 - 0.5, (name, what, w, h)  # a 15 mm target
             assert x >= 0 and y >= 0 and x + w <= w_max + 0.5 and y + h <= h_max + 0.5, (name, what, x, y, w, h)
+        for i, (what, x, y, w, h) in enumerate(shown["buttons"]):  # no button over another
+            for other, x2, y2, w2, h2 in shown["buttons"][i + 1:]:
+                assert x + w <= x2 + 0.5 or x2 + w2 <= x + 0.5 or y + h <= y2 + 0.5 or y2 + h2 <= y + 0.5, \
+                    (name, what, other)
         for what, x, y, w, h in shown["labels"]:  # nothing clipped by the window's edge
             assert x >= 0 and y >= -0.5 and x + w <= w_max + 0.5 and y + h <= h_max + 0.5, (name, what, x, y, w, h)
     # home: nine tiles in five columns, the toggles beside Cancel; turned portrait, three columns
