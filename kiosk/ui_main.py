@@ -287,6 +287,13 @@ class VirtualScreen:
         self.display: str | None = None
         self._proc: Any = None
 
+    @property
+    def pid(self) -> int | None:
+        """The X server's process id while it runs (a display number is reused by the next
+        Xvfb once this one ends; its pid says whether this one is gone)."""
+        proc = getattr(self, "_proc", None)
+        return proc.pid if proc is not None else None
+
     def start(self) -> str | None:
         import select
         import shutil
@@ -581,7 +588,7 @@ def _ui_demo(args: argparse.Namespace, data: Path, fleet: Any) -> int:
             os.environ["DISPLAY"] = where
             if os.environ.get("SDL_VIDEODRIVER") == "offscreen":  # SDL draws on the X server, not offscreen
                 del os.environ["SDL_VIDEODRIVER"]
-            print(f"\n== 2. the touch kiosk on a virtual screen: Xvfb {where}, {args.size}", flush=True)
+            print(f"\n== 2. the touch kiosk on a virtual screen: Xvfb {where} (pid {screen.pid}), {args.size}", flush=True)
         else:
             os.environ["SDL_VIDEODRIVER"] = "offscreen"
             print("\n== 2. the touch kiosk on a virtual screen: SDL's offscreen driver (Xvfb is not installed: "

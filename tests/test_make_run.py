@@ -35,8 +35,14 @@ def _no_display_env(data: Path) -> dict[str, str]:
     return env
 
 
-def _x_socket(display: str) -> Path:
-    return Path("/tmp/.X11-unix") / f"X{display.lstrip(':')}"
+def _x_server_gone(pid: int) -> bool:
+    """The virtual screen's X server has ended (its display number may already be another's:
+    a parallel test's Xvfb takes the lowest free one)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state == "Z"
 
 
 def test_make_run_without_a_display_walks_through_on_a_virtual_screen_and_ends(tmp_path: Path) -> None:
@@ -51,7 +57,7 @@ def test_make_run_without_a_display_walks_through_on_a_virtual_screen_and_ends(t
     assert "— نتیجه / Result —" in text and "final state   COMPLETED" in text and "outcome       fee.paid" in text
     assert "journal chain ok" in text
     # the touch kiosk on Xvfb, with the panel's address
-    screen = re.search(r"virtual screen: Xvfb (:\d+)", text)
+    screen = re.search(r"virtual screen: Xvfb (:\d+) \(pid (\d+)\)", text)
     assert screen, text[-3000:]
     assert re.search(r"^panel: http://127\.0\.0\.1:\d+/$", text, re.M)
     assert "touch walk-through: COMPLETED" in text
@@ -60,7 +66,7 @@ def test_make_run_without_a_display_walks_through_on_a_virtual_screen_and_ends(t
     shots = sorted(p.name for p in (data / "ui-demo").glob("*.png"))
     assert shots[0] == "01-attract.png" and shots[-1].endswith("-outcome.png"), shots
     assert "stdin is not a terminal" in text
-    assert not _x_socket(screen.group(1)).exists()  # the X server went with it
+    assert _x_server_gone(int(screen.group(2)))  # the X server went with it
     # the kiosk in its fleet (tests/test_make_run_fleet.py has the rest): enrolled with a fleet
     # server on this machine, the signed configuration applied, the command done, the journal
     # uploaded, the dashboard's address and a manager token printed with the panel's
@@ -111,7 +117,7 @@ def test_held_in_a_terminal_the_panel_drives_the_virtual_screen_kiosk(tmp_path: 
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen: list[str] = []
     try:
-        display = _read_until(proc, r"virtual screen: Xvfb (:\d+)", seen, 150).group(1)
+        xvfb_pid = int(_read_until(proc, r"virtual screen: Xvfb (:\d+) \(pid (\d+)\)", seen, 150).group(2))
         url = _read_until(proc, r"^panel: (http://127\.0\.0\.1:\d+/)$", seen, 60).group(1)
         _read_until(proc, r"waiting for a slip scanned on the panel", seen, 150)
         # the person at the browser: decline the next payment and scan a slip — declined; scan
@@ -138,7 +144,7 @@ def test_held_in_a_terminal_the_panel_drives_the_virtual_screen_kiosk(tmp_path: 
     assert "کد رهگیری" in paid
     assert proc.returncode == 0, (text[-3000:], err[-4000:])
     assert "kiosk stopped" in rest
-    assert not _x_socket(display).exists()
+    assert _x_server_gone(xvfb_pid)
     assert "Traceback" not in err, err[-4000:]  # stopped while a citizen waited on the scanner: no stray error
 
 

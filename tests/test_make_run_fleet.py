@@ -29,8 +29,14 @@ def _no_display_env(data: Path) -> dict[str, str]:  # as tests/test_make_run.py 
     return env
 
 
-def _x_socket(display: str) -> Path:
-    return Path("/tmp/.X11-unix") / f"X{display.lstrip(':')}"
+def _x_server_gone(pid: int) -> bool:
+    """The virtual screen's X server has ended (its display number may already be another's:
+    a parallel test's Xvfb takes the lowest free one)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state == "Z"
 
 
 def _read_until(proc: subprocess.Popen[str], pattern: str, seen: list[str], timeout: float) -> re.Match[str]:
@@ -87,7 +93,7 @@ def test_the_held_demo_kiosk_is_in_its_fleet_until_ctrl_c(tmp_path: Path) -> Non
         token = _read_until(proc, r"^fleet dashboard: (\S+)/ui/ — sign in with the manager token (fleetm_\S+)$",
                             seen, 30)
         assert token.group(1) == server
-        display = _read_until(proc, r"virtual screen: Xvfb (:\d+)", seen, 60).group(1)
+        xvfb_pid = int(_read_until(proc, r"virtual screen: Xvfb (:\d+) \(pid (\d+)\)", seen, 60).group(2))
         _read_until(proc, r"^  fleet dashboard: ", seen, 90)  # beside the panel's address
         status = _read_until(proc, r"^fleet: the dashboard shows kiosk-demo-01 online: (.*)$", seen, 150).group(1)
         assert "printer ok" in status and "terminal ok" in status and "9 of 9 services available" in status
@@ -116,7 +122,7 @@ def test_the_held_demo_kiosk_is_in_its_fleet_until_ctrl_c(tmp_path: Path) -> Non
     last = re.findall(r"^fleet: journal uploaded \(\d+ row\(s\) sent\): the server holds it up to seq (\d+), "
                       r"the kiosk's head is seq (\d+)$", rest, re.M)
     assert last and last[-1][0] == last[-1][1], rest[-2000:]
-    assert not _x_socket(display).exists()
+    assert _x_server_gone(xvfb_pid)
     assert not _processes_mentioning(str(tmp_path)), "a fleet process outlived the demo"
     assert "Traceback" not in err, err[-4000:]
 
@@ -138,17 +144,17 @@ def test_a_demo_killed_outright_leaves_no_x_server_nor_fleet_process(tmp_path: P
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     seen: list[str] = []
     try:
-        display = _read_until(proc, r"virtual screen: Xvfb (:\d+)", seen, 150).group(1)
+        xvfb_pid = int(_read_until(proc, r"virtual screen: Xvfb (:\d+) \(pid (\d+)\)", seen, 150).group(2))
         _read_until(proc, r"^panel: ", seen, 90)
-        assert _x_socket(display).exists()
+        assert not _x_server_gone(xvfb_pid)
         assert _processes_mentioning(str(tmp_path / "fleet-demo")) and _processes_mentioning(
             f"agent run --data-dir {tmp_path}")
         proc.kill()  # SIGKILL: no finally, no atexit
         proc.wait(timeout=10)
         end = time.monotonic() + 20
-        while (_x_socket(display).exists() or _processes_mentioning(str(tmp_path))) and time.monotonic() < end:
+        while (not _x_server_gone(xvfb_pid) or _processes_mentioning(str(tmp_path))) and time.monotonic() < end:
             time.sleep(0.2)
-        assert not _x_socket(display).exists(), "the X server outlived the demo"
+        assert _x_server_gone(xvfb_pid), "the X server outlived the demo"
         assert not _processes_mentioning(str(tmp_path)), "a fleet process outlived the demo"
     finally:
         _stop(proc)
