@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kiosk.child_process import end_with_parent
 from kiosk.errors import KioskError
 
 log = logging.getLogger("kiosk.ui")
@@ -253,26 +254,6 @@ def _print_panel(url: str, env: Any, fleet: Any = None) -> None:
 
 # --- a virtual screen (`kiosk ui-demo` with no display) ---------------------------------------------
 
-def _end_with_parent() -> Callable[[], None]:
-    """A preexec_fn: the child gets SIGTERM when this process dies, even by SIGKILL (Linux
-    prctl PR_SET_PDEATHSIG). libc is looked up here, before the fork (no import in the child)."""
-    import ctypes
-    import signal
-
-    try:
-        prctl: Any = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        prctl = None
-    parent = os.getpid()
-
-    def setup() -> None:
-        if prctl is not None:
-            prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
-            if os.getppid() != parent:  # the parent died before the prctl
-                os._exit(1)
-
-    return setup
-
 
 class VirtualScreen:
     """An Xvfb X server on a display number it picks itself (-displayfd), listening on no TCP
@@ -311,7 +292,7 @@ class VirtualScreen:
                 [xvfb, "-displayfd", str(write_fd), "-screen", "0", f"{width}x{height}x24", "-nolisten", "tcp",
                  "-noreset"], pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=errors, start_new_session=True,
-                preexec_fn=_end_with_parent())  # a kiosk killed outright takes its X server along
+                preexec_fn=end_with_parent(umask=None))  # a kiosk killed outright takes its X server along
             os.close(write_fd)
             write_fd = -1
             text = b""

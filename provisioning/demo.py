@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from kiosk.child_process import end_with_parent
 from kiosk.maintenance import disabled_services
 from provisioning.agent.runner import Agent, enroll
 
@@ -84,30 +85,6 @@ def server_view(db: str, kiosk_id: str, interval_s: int) -> dict[str, Any]:
 
 
 # --- subprocesses that go with their parent ------------------------------------------------------
-
-def end_with_parent(umask: int | None = 0o077) -> Callable[[], None]:
-    """A preexec_fn: in the child before exec, SIGTERM when the process that started it dies,
-    even by SIGKILL (Linux prctl PR_SET_PDEATHSIG), so a killed demo leaves nothing behind; and
-    with `umask`, what it creates (the fleet's SQLite files) is private, as everything in a data
-    dir. Everything it needs is looked up here, before the fork (no import in the child)."""
-    import ctypes
-
-    try:
-        prctl: Any = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        prctl = None
-    parent = os.getpid()
-
-    def setup() -> None:
-        if umask is not None:
-            os.umask(umask)
-        if prctl is not None:
-            prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
-            if os.getppid() != parent:  # the parent died before the prctl: nobody would stop us
-                os._exit(1)
-
-    return setup
-
 
 def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start `argv` in its own session (a Ctrl-C at the terminal reaches only the parent, which

@@ -15,39 +15,21 @@ and panel server."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from make_run_support import KIOSK, no_display_env, read_until, x_server_gone
+
 ROOT = Path(__file__).resolve().parents[1]
-KIOSK = [sys.executable, "-c", "import sys; from kiosk.cli import main; sys.exit(main(sys.argv[1:]))"]
-
-
-def _no_display_env(data: Path) -> dict[str, str]:
-    env = {**os.environ, "KIOSK_DATA_DIR": str(data), "KIVY_NO_ARGS": "1", "PYTHONUNBUFFERED": "1"}
-    for name in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER", "NOTIFY_SOCKET", "WATCHDOG_USEC"):
-        env.pop(name, None)
-    return env
-
-
-def _x_server_gone(pid: int) -> bool:
-    """The virtual screen's X server has ended (its display number may already be another's:
-    a parallel test's Xvfb takes the lowest free one)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state == "Z"
 
 
 def test_make_run_without_a_display_walks_through_on_a_virtual_screen_and_ends(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    out = subprocess.run(["make", "--no-print-directory", "-o", "venv", "run"], cwd=ROOT, env=_no_display_env(data),
+    out = subprocess.run(["make", "--no-print-directory", "-o", "venv", "run"], cwd=ROOT, env=no_display_env(data),
                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
     text = out.stdout
     assert out.returncode == 0, (text[-3000:], out.stderr[-4000:])
@@ -66,7 +48,7 @@ def test_make_run_without_a_display_walks_through_on_a_virtual_screen_and_ends(t
     shots = sorted(p.name for p in (data / "ui-demo").glob("*.png"))
     assert shots[0] == "01-attract.png" and shots[-1].endswith("-outcome.png"), shots
     assert "stdin is not a terminal" in text
-    assert _x_server_gone(int(screen.group(2)))  # the X server went with it
+    assert x_server_gone(int(screen.group(2)))  # the X server went with it
     # the kiosk in its fleet (tests/test_make_run_fleet.py has the rest): enrolled with a fleet
     # server on this machine, the signed configuration applied, the command done, the journal
     # uploaded, the dashboard's address and a manager token printed with the panel's
@@ -85,21 +67,6 @@ def test_make_run_without_a_display_walks_through_on_a_virtual_screen_and_ends(t
     assert "Traceback" not in out.stderr, out.stderr[-4000:]
 
 
-def _read_until(proc: subprocess.Popen[str], pattern: str, seen: list[str], timeout: float) -> re.Match[str]:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        line = proc.stdout.readline() if proc.stdout else ""
-        if not line:
-            if proc.poll() is not None:
-                break
-            continue
-        seen.append(line)
-        found = re.search(pattern, line)
-        if found:
-            return found
-    raise AssertionError(f"no {pattern!r} in: {''.join(seen)[-3000:]}")
-
-
 def _post(url: str, body: dict[str, object]) -> dict[str, object]:
     req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                  headers={"Content-Type": "application/json", "X-Kiosk-Panel": "1"})
@@ -113,24 +80,24 @@ def _get(url: str) -> dict[str, object]:
 
 
 def test_held_in_a_terminal_the_panel_drives_the_virtual_screen_kiosk(tmp_path: Path) -> None:
-    proc = subprocess.Popen([*KIOSK, "ui-demo", "--hold", "--terminal-latency", "0.2"], env=_no_display_env(tmp_path),
+    proc = subprocess.Popen([*KIOSK, "ui-demo", "--hold", "--terminal-latency", "0.2"], env=no_display_env(tmp_path),
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen: list[str] = []
     try:
-        xvfb_pid = int(_read_until(proc, r"virtual screen: Xvfb (:\d+) \(pid (\d+)\)", seen, 150).group(2))
-        url = _read_until(proc, r"^panel: (http://127\.0\.0\.1:\d+/)$", seen, 60).group(1)
-        _read_until(proc, r"waiting for a slip scanned on the panel", seen, 150)
+        xvfb_pid = int(read_until(proc, r"virtual screen: Xvfb (:\d+) \(pid (\d+)\)", seen, 150).group(2))
+        url = read_until(proc, r"^panel: (http://127\.0\.0\.1:\d+/)$", seen, 60).group(1)
+        read_until(proc, r"waiting for a slip scanned on the panel", seen, 150)
         # the person at the browser: decline the next payment and scan a slip — declined; scan
         # another (the scanner drops the same code read again within 3 s) — paid
         slips = _get(url + "api/slips?limit=10")["slips"]
         _post(url + "api/terminal", {"answer": "decline", "once": True})
         _post(url + "api/scan", {"bill_id": slips[0]["bill_id"], "payment_id": slips[0]["payment_id"]})
-        declined = _read_until(proc, r"^  (outcome|error) .*", seen, 90).group(0)
-        _read_until(proc, r"waiting for a slip scanned on the panel", seen, 60)
+        declined = read_until(proc, r"^  (outcome|error) .*", seen, 90).group(0)
+        read_until(proc, r"waiting for a slip scanned on the panel", seen, 60)
         printed_before = len(_get(url + "api/printed")["printed"])
         _post(url + "api/scan", {"bill_id": slips[1]["bill_id"], "payment_id": slips[1]["payment_id"]})
-        paid = _read_until(proc, r"^  (outcome|error) .*", seen, 90).group(0)
-        _read_until(proc, r"waiting for a slip scanned on the panel", seen, 60)
+        paid = read_until(proc, r"^  (outcome|error) .*", seen, 90).group(0)
+        read_until(proc, r"waiting for a slip scanned on the panel", seen, 60)
         assert len(_get(url + "api/printed")["printed"]) == printed_before + 1  # its receipt, on the panel
         assert (tmp_path / "ui-demo" / "screen.png").stat().st_size > 1000
         proc.send_signal(signal.SIGINT)  # Ctrl-C
@@ -144,7 +111,7 @@ def test_held_in_a_terminal_the_panel_drives_the_virtual_screen_kiosk(tmp_path: 
     assert "کد رهگیری" in paid
     assert proc.returncode == 0, (text[-3000:], err[-4000:])
     assert "kiosk stopped" in rest
-    assert _x_server_gone(xvfb_pid)
+    assert x_server_gone(xvfb_pid)
     assert "Traceback" not in err, err[-4000:]  # stopped while a citizen waited on the scanner: no stray error
 
 
@@ -154,13 +121,13 @@ def test_with_a_display_it_opens_the_window_and_the_panel_and_stops_on_ctrl_c(tm
     with VirtualScreen("720x1280") as screen:  # stands in for a developer's desktop
         display = screen.start()
         assert display is not None, "Xvfb is not installed (make deps installs it)"
-        env = {**_no_display_env(tmp_path), "DISPLAY": display}
+        env = {**no_display_env(tmp_path), "DISPLAY": display}
         proc = subprocess.Popen([*KIOSK, "ui-demo"], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         seen: list[str] = []
         try:
-            _read_until(proc, rf"display {display}: the kiosk opens in a window", seen, 60)
-            url = _read_until(proc, r"^panel: (http://127\.0\.0\.1:\d+/)$", seen, 150).group(1)
+            read_until(proc, rf"display {display}: the kiosk opens in a window", seen, 60)
+            url = read_until(proc, r"^panel: (http://127\.0\.0\.1:\d+/)$", seen, 150).group(1)
             state = _get(url + "api/state")
             assert state["printer"]["paper"] == "ok"
             time.sleep(3)  # the window up and serving

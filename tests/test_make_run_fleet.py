@@ -19,39 +19,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-KIOSK = [sys.executable, "-c", "import sys; from kiosk.cli import main; sys.exit(main(sys.argv[1:]))"]
-
-
-def _no_display_env(data: Path) -> dict[str, str]:  # as tests/test_make_run.py runs it
-    env = {**os.environ, "KIOSK_DATA_DIR": str(data), "KIVY_NO_ARGS": "1", "PYTHONUNBUFFERED": "1"}
-    for name in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER", "NOTIFY_SOCKET", "WATCHDOG_USEC"):
-        env.pop(name, None)
-    return env
-
-
-def _x_server_gone(pid: int) -> bool:
-    """The virtual screen's X server has ended (its display number may already be another's:
-    a parallel test's Xvfb takes the lowest free one)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state == "Z"
-
-
-def _read_until(proc: subprocess.Popen[str], pattern: str, seen: list[str], timeout: float) -> re.Match[str]:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        line = proc.stdout.readline() if proc.stdout else ""
-        if not line:
-            if proc.poll() is not None:
-                break
-            continue
-        seen.append(line)
-        found = re.search(pattern, line)
-        if found:
-            return found
-    raise AssertionError(f"no {pattern!r} in: {''.join(seen)[-3000:]}")
+from make_run_support import KIOSK, no_display_env, read_until, x_server_gone
 
 
 def _processes_mentioning(text: str) -> list[int]:
@@ -78,27 +46,27 @@ def _dashboard(url: str, token: str) -> str:
 
 
 def test_the_held_demo_kiosk_is_in_its_fleet_until_ctrl_c(tmp_path: Path) -> None:
-    proc = subprocess.Popen([*KIOSK, "ui-demo", "--hold", "--terminal-latency", "0.2"], env=_no_display_env(tmp_path),
+    proc = subprocess.Popen([*KIOSK, "ui-demo", "--hold", "--terminal-latency", "0.2"], env=no_display_env(tmp_path),
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen: list[str] = []
     try:
-        enrolled = _read_until(proc, r"^fleet: enrolled (\S+) with (http://127\.0\.0\.1:\d+) \(accepted", seen, 150)
+        enrolled = read_until(proc, r"^fleet: enrolled (\S+) with (http://127\.0\.0\.1:\d+) \(accepted", seen, 150)
         kiosk_id, server = enrolled.group(1), enrolled.group(2)
         assert kiosk_id == "kiosk-demo-01"
-        _read_until(proc, r"^fleet: configuration version 1 applied .* in sync: yes$", seen, 30)
-        _read_until(proc, r"^fleet: command 1 \(enable_service service=fee_payment\) done", seen, 30)
-        journal = _read_until(proc, r"^fleet: journal uploaded \((\d+) row\(s\) sent\): the server holds it up to "
+        read_until(proc, r"^fleet: configuration version 1 applied .* in sync: yes$", seen, 30)
+        read_until(proc, r"^fleet: command 1 \(enable_service service=fee_payment\) done", seen, 30)
+        journal = read_until(proc, r"^fleet: journal uploaded \((\d+) row\(s\) sent\): the server holds it up to "
                                     r"seq (\d+), the kiosk's head is seq (\d+)$", seen, 30)
         assert int(journal.group(1)) > 0 and journal.group(2) == journal.group(3)  # the walk-through's rows
-        token = _read_until(proc, r"^fleet dashboard: (\S+)/ui/ — sign in with the manager token (fleetm_\S+)$",
+        token = read_until(proc, r"^fleet dashboard: (\S+)/ui/ — sign in with the manager token (fleetm_\S+)$",
                             seen, 30)
         assert token.group(1) == server
-        xvfb_pid = int(_read_until(proc, r"virtual screen: Xvfb (:\d+) \(pid (\d+)\)", seen, 60).group(2))
-        _read_until(proc, r"^  fleet dashboard: ", seen, 90)  # beside the panel's address
-        status = _read_until(proc, r"^fleet: the dashboard shows kiosk-demo-01 online: (.*)$", seen, 150).group(1)
+        xvfb_pid = int(read_until(proc, r"virtual screen: Xvfb (:\d+) \(pid (\d+)\)", seen, 60).group(2))
+        read_until(proc, r"^  fleet dashboard: ", seen, 90)  # beside the panel's address
+        status = read_until(proc, r"^fleet: the dashboard shows kiosk-demo-01 online: (.*)$", seen, 150).group(1)
         assert "printer ok" in status and "terminal ok" in status and "9 of 9 services available" in status
-        _read_until(proc, r"^fleet: reconciliation \S+ \(Tehran\): 1 kiosk\(s\), 0 difference\(s\)", seen, 60)
-        _read_until(proc, r"waiting for a slip scanned on the panel", seen, 150)
+        read_until(proc, r"^fleet: reconciliation \S+ \(Tehran\): 1 kiosk\(s\), 0 difference\(s\)", seen, 60)
+        read_until(proc, r"waiting for a slip scanned on the panel", seen, 150)
         # a manager signs in with the printed token: the kiosk, online, its devices and its journal
         assert _processes_mentioning(str(tmp_path / "fleet-demo")), "no fleet server process"
         assert _processes_mentioning(f"agent run --data-dir {tmp_path}"), "no agent process"
@@ -122,7 +90,7 @@ def test_the_held_demo_kiosk_is_in_its_fleet_until_ctrl_c(tmp_path: Path) -> Non
     last = re.findall(r"^fleet: journal uploaded \(\d+ row\(s\) sent\): the server holds it up to seq (\d+), "
                       r"the kiosk's head is seq (\d+)$", rest, re.M)
     assert last and last[-1][0] == last[-1][1], rest[-2000:]
-    assert _x_server_gone(xvfb_pid)
+    assert x_server_gone(xvfb_pid)
     assert not _processes_mentioning(str(tmp_path)), "a fleet process outlived the demo"
     assert "Traceback" not in err, err[-4000:]
 
@@ -140,21 +108,21 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 
 def test_a_demo_killed_outright_leaves_no_x_server_nor_fleet_process(tmp_path: Path) -> None:
-    proc = subprocess.Popen([*KIOSK, "ui-demo", "--hold"], env=_no_display_env(tmp_path), stdin=subprocess.DEVNULL,
+    proc = subprocess.Popen([*KIOSK, "ui-demo", "--hold"], env=no_display_env(tmp_path), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     seen: list[str] = []
     try:
-        xvfb_pid = int(_read_until(proc, r"virtual screen: Xvfb (:\d+) \(pid (\d+)\)", seen, 150).group(2))
-        _read_until(proc, r"^panel: ", seen, 90)
-        assert not _x_server_gone(xvfb_pid)
+        xvfb_pid = int(read_until(proc, r"virtual screen: Xvfb (:\d+) \(pid (\d+)\)", seen, 150).group(2))
+        read_until(proc, r"^panel: ", seen, 90)
+        assert not x_server_gone(xvfb_pid)
         assert _processes_mentioning(str(tmp_path / "fleet-demo")) and _processes_mentioning(
             f"agent run --data-dir {tmp_path}")
         proc.kill()  # SIGKILL: no finally, no atexit
         proc.wait(timeout=10)
         end = time.monotonic() + 20
-        while (not _x_server_gone(xvfb_pid) or _processes_mentioning(str(tmp_path))) and time.monotonic() < end:
+        while (not x_server_gone(xvfb_pid) or _processes_mentioning(str(tmp_path))) and time.monotonic() < end:
             time.sleep(0.2)
-        assert _x_server_gone(xvfb_pid), "the X server outlived the demo"
+        assert x_server_gone(xvfb_pid), "the X server outlived the demo"
         assert not _processes_mentioning(str(tmp_path)), "a fleet process outlived the demo"
     finally:
         _stop(proc)
@@ -174,7 +142,7 @@ def test_a_killed_demo_takes_its_fleet_processes_with_it(tmp_path: Path) -> None
                             text=True, cwd=Path(__file__).resolve().parents[1])
     try:
         seen: list[str] = []
-        ready = _read_until(proc, r"^ready (\d+) (\d+)$", seen, 120)
+        ready = read_until(proc, r"^ready (\d+) (\d+)$", seen, 120)
         children = [int(ready.group(1)), int(ready.group(2))]
         assert sorted(set(_processes_mentioning(str(data))) - {proc.pid}) == sorted(children)
         proc.kill()
