@@ -32,7 +32,10 @@ each app in its own subprocess, offscreen (SDL_VIDEODRIVER=offscreen), same wind
   how-to-enter question, the keypad with six digits typed, Cancel, back to attract; the first
   session pays a fee instead (confirm, the terminal, the receipt, the outcome).
 
-`python bench/bench_ui.py [ROUNDS] [--sessions N]` (defaults 20 and 200; about 3 minutes).
+`python bench/bench_ui.py [ROUNDS] [--sessions N] [--starts N]` (defaults 20, 200 and 3; about 3
+minutes). `--quick` is `2 --sessions 10`: the starts, the memory at the first frame and the start
+ratios as in the full run, in about a minute (the leak and peak figures then cover 10 sessions).
+`--help` prints this text.
 """
 
 from __future__ import annotations
@@ -438,14 +441,25 @@ def run_app(sessions: int = 200, *, starts: int = 3, timeout: float = 1800) -> d
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    sessions = 200
-    if "--sessions" in args:
-        i = args.index("--sessions")
-        sessions = int(args[i + 1])
-        del args[i:i + 2]
+    if "-h" in args or "--help" in args:
+        print(__doc__)
+        return 0
+    if "--quick" in args:
+        args.remove("--quick")
+        args = ["2", "--sessions", "10", *args]
+    options = {"--sessions": 200, "--starts": 3}
+    for name in options:
+        while name in args:
+            i = args.index(name)
+            options[name] = int(args[i + 1])
+            del args[i:i + 2]
+    if len(args) > 1 or (args and not args[0].isdigit()):
+        print(f"usage: python bench/bench_ui.py [ROUNDS] [--sessions N] [--starts N] [--quick]; not {args}",
+              file=sys.stderr)
+        return 2
     rounds = int(args[0]) if args else 20
     text = run(rounds)
-    app = run_app(sessions)
+    app = run_app(options["--sessions"], starts=options["--starts"])
     ok = text["ok"] and all(app["ok"].values())
     print(json.dumps({"bench": "ui", "text": text, "app": app, "ok": ok}))
     return 0 if ok else 1
