@@ -535,8 +535,8 @@ _SELECT_PENDING = select(_CT).where(_CT.c.kiosk_id == bindparam("kid"), _CT.c.st
 _HB_READS = """
     (SELECT {agg} FROM (SELECT {arr}(a.id, a.status, {js}(r.settings)) AS x
         FROM fleet_rollout_actions a JOIN fleet_rollouts r ON r.id = a.rollout_id
-        WHERE a.kiosk_id = :kid AND a.status IN ('active', 'done', 'failed', 'timed_out')
-          AND r.status IN ('running', 'paused', 'halted') ORDER BY r.id) AS given_rows) AS given,
+        WHERE a.kiosk_id = :kid AND a.status IN ({started}) AND r.status IN ({layer_states})
+        ORDER BY r.id) AS given_rows) AS given,
     (SELECT {agg} FROM (SELECT {arr}(l.scope, l.revision, {js}(l.settings)) AS x FROM fleet_config_layers l
         WHERE (l.scope = 'fleet' AND l.target = '') OR (l.scope = 'site' AND l.target = k.site)
            OR (l.scope = 'kiosk' AND l.target = :kid)) AS layer_rows) AS layers,
@@ -557,10 +557,13 @@ def _hb_statements(dialect: str) -> Any:
     status, replay), so a refused request stores nothing."""
     from sqlalchemy import text
 
+    from provisioning.server.rollout import LAYER_STATES, STARTED
+
     if dialect in _HB_STATEMENTS:
         return _HB_STATEMENTS[dialect]
+    words = {"started": ", ".join(f"'{w}'" for w in STARTED), "layer_states": ", ".join(f"'{w}'" for w in LAYER_STATES)}
     if dialect == "postgresql":
-        reads = _HB_READS.format(agg="json_agg(x)", arr="json_build_array", js="")
+        reads = _HB_READS.format(agg="json_agg(x)", arr="json_build_array", js="", **words)
         both = text(f"""
             WITH n AS (INSERT INTO fleet_nonces (kiosk_id, nonce, seen_at) VALUES (:kid, :nonce, :seen)
                        ON CONFLICT DO NOTHING RETURNING 1),
@@ -574,7 +577,7 @@ def _hb_statements(dialect: str) -> Any:
         # its error handling (a dropped connection invalidates the pool) stays
         pair = (re.sub(r"(?<!:):(\w+)", r"%(\1)s", str(both.text)), None)
     else:
-        reads = _HB_READS.format(agg="json_group_array(json(x))", arr="json_array", js="json")
+        reads = _HB_READS.format(agg="json_group_array(json(x))", arr="json_array", js="json", **words)
         read = text(f"SELECT {_HB_KIOSK}, 1 AS fresh, {reads} FROM fleet_kiosks k WHERE k.kiosk_id = :kid")
         write = text(f"UPDATE fleet_kiosks SET {_HB_SET.format(hb=':hb', rvals=':rvals')} "
                      "WHERE kiosk_id = :kid").bindparams(*_HB_PARAMS)
