@@ -7,6 +7,7 @@ slip may never carry (an unmasked name, a national code)."""
 
 from __future__ import annotations
 
+import dataclasses
 import asyncio
 import datetime as dt
 from pathlib import Path
@@ -156,6 +157,15 @@ def test_slip_reads_persian_but_ids_stay_ascii() -> None:
     assert "فیش عوارض نوسازی" in texts and "شهرداری تهران" in texts
     barcode = next(b for b in doc.blocks if isinstance(b, Barcode))
     assert barcode.data == slip_barcode(slip) and slip_barcode(slip) in barcode.caption
+
+
+def test_the_period_is_in_the_readers_language() -> None:
+    """The back-office labels a period "شهریور ۱۴۰۴"; the English slip names the month in English."""
+    slip = dataclasses.replace(SLIPS["waste_charge"], period="شهریور ۱۴۰۴")
+    en = {b.label: b.value for b in _doc(slip, "en").blocks if type(b).__name__ == "Row"}
+    fa = {b.label: b.value for b in _doc(slip, "fa").blocks if type(b).__name__ == "Row"}
+    assert "Shahrivar 1404" in en.values() and "شهریور" not in "".join(en.values())
+    assert "شهریور ۱۴۰۴" in fa.values()
 
 
 def test_every_kind_has_a_persian_and_an_english_label() -> None:

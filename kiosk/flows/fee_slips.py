@@ -135,7 +135,10 @@ class FeeSlipsFlow:
 
     async def choose_slips(self, owner: OwnerSlips, *, only_unpaid: bool = False) -> list[FeeSlip]:
         slips = [s for s in owner.slips if s.status == "unpaid"] if only_unpaid else list(owner.slips)
-        options = [Choice(str(s.slip_id), "slips.item", self.slip_params(s)) for s in slips]
+        # the identifier as the back-office masked it, for the screen's slip card (the
+        # certificate flow's slips were not typed on this screen's keypad)
+        masked = {"identifier": owner.identifier_masked} if owner.identifier_masked else {}
+        options = [Choice(str(s.slip_id), "slips.item", {**self.slip_params(s), **masked}) for s in slips]
         ids = await self.ui.choose_many("slips.choose", options, count=len(slips), owner=owner.owner_name)
         return [s for s in slips if str(s.slip_id) in ids]
 

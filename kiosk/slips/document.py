@@ -18,6 +18,7 @@ from devices.printer.profile import DEFAULT_PROFILE
 from kiosk.backoffice_client import FeeSlip
 from kiosk.bills import parse_bill
 from kiosk.errors import KioskError
+from kiosk.fee_types import period_text
 from kiosk.fmt import format_datetime, format_jalali_date, format_number, format_rials, to_persian_digits
 from kiosk.receipts.document import print_receipt_bytes
 from kiosk.receipts.layout import QR, Barcode, Document, Feed, Heading, Row, Separator, Text
@@ -98,10 +99,10 @@ def build_slip_document(slip: FeeSlip, *, owner_name_masked: str, kiosk_id: str,
     kind = FEE_KINDS[slip.kind][0 if fa else 1]
     if fa:
         amount = f"{ltr(format_number(slip.amount_rials, 'fa'))} ریال"
-        period = to_persian_digits(slip.period) if slip.period else "—"
+        period = to_persian_digits(period_text(slip.period, "fa")) if slip.period else "—"
     else:
         amount = format_rials(slip.amount_rials, "en")
-        period = to_ascii_digits(slip.period) if slip.period else "—"
+        period = to_ascii_digits(period_text(slip.period, "en")) if slip.period else "—"  # "Shahrivar 1404"
     if slip.due_date is None:
         due = pick("no_due")
     elif fa:
