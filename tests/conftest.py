@@ -183,7 +183,7 @@ def pg_url() -> Iterator[str]:
 #: of a ratio is measured beside another test's load
 SERIAL_MODULES = frozenset({
     "test_bench_decode.py", "test_bench_lookup.py", "test_bench_slip.py", "test_decode_budget.py",
-    "test_fleet_bench.py", "test_ui_bench.py",
+    "test_fleet_bench.py", "test_fleet_bench_targets.py", "test_ui_bench.py",
 })
 
 
