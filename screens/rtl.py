@@ -38,6 +38,7 @@ class RTLLabel(Widget):
     #: grow or shrink the height to the drawn lines (a paragraph in a vertical layout)
     fit_height = BooleanProperty(False)
     lines = ListProperty([])
+    #: the bitmap drawn, reused while its size stays the same
     texture = ObjectProperty(None, allownone=True)
     renders = NumericProperty(0)  # how many times it was drawn (tests: it re-renders)
     #: when set, the height is at least this and grows to the drawn lines (a button whose caption
@@ -80,8 +81,17 @@ class RTLLabel(Widget):
         para = render_paragraph(self.text, int(self.width), int(self.font_size), lang=self.lang,
                                 bold=self.bold, color=rgba, halign=self.halign)  # type: ignore[arg-type]
         img = para.image.transpose(Image.Transpose.FLIP_TOP_BOTTOM)  # GL textures start at the bottom row
-        tex = Texture.create(size=img.size, colorfmt="rgba")
+        tex = self.texture
+        if tex is None or tuple(tex.size) != img.size:
+            # a new bitmap size: a new texture (the old one goes with its last reference)
+            tex = Texture.create(size=img.size, colorfmt="rgba")
+        # else the same size: drawn into the texture already on the GPU, as Kivy's own Label
+        # does (kivy/core/text: ask_update on an unchanged size). A texture per render cost
+        # ~4 MB each under llvmpipe, given back only much later: the peak grew with every key
         tex.blit_buffer(img.tobytes(), colorfmt="rgba", bufferfmt="ubyte")
+        # assigned again (as kivy.uix.label does, None first) so the property fires and the
+        # rectangle is flagged to draw the new pixels
+        self.texture = None
         self.texture = tex
         self.lines = list(para.lines) if self.text else []
         self.renders += 1
