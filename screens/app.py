@@ -31,7 +31,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import qrcode
 from kivy.app import App
 from kivy.clock import Clock
 from kivy.core.image import Image as CoreImage
@@ -1119,6 +1118,8 @@ class KivyUI(UIPort):
         self._shown()
 
     def _qr(self, payload: str) -> Image:
+        import qrcode  # at the first QR shown, not at the start (most sessions show none)
+
         qr = qrcode.QRCode(border=2, box_size=8, error_correction=qrcode.constants.ERROR_CORRECT_M)
         qr.add_data(payload)
         buf = io.BytesIO()
