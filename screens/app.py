@@ -568,6 +568,10 @@ class KivyUI(UIPort):
 
     def _start_idle(self) -> None:
         self._stop_idle()
+        if self._cancel_waiters:
+            # a payment waits on the terminal (its Cancel is the citizen's only choice):
+            # inactivity must never cancel it; the terminal's own timeout ends the wait
+            return
         self._idle_ev = Clock.schedule_once(self._idle, self.idle_s)
 
     def _stop_idle(self) -> None:
@@ -628,9 +632,8 @@ class KivyUI(UIPort):
         self._digits = ""
         if self._answer is not None and not self._answer.done():
             self._answer.set_exception(CitizenLeft("inactivity"))
-        for waiter in self._cancel_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        # a Cancel waiter is a charge waiting on the terminal: never released here (that would
+        # cancel the payment); the idle timer does not run while one waits (_start_idle)
 
     # --- waiting for the citizen ----------------------------------------------------------------
     def _new_answer(self) -> asyncio.Future[Any]:
@@ -683,9 +686,9 @@ class KivyUI(UIPort):
             if isinstance(payload, str):  # something to photograph (a ticket not printed)
                 self.body.add_widget(self._qr(payload))
             self.body.add_widget(self._spacer())
-        self._cancel_button = self._button("ui.cancel", self._cancel_wait, background=CANCEL_BG)
-        self._cancel_button.opacity = 1 if self._cancel_waiters else 0
-        self._cancel_button.disabled = not self._cancel_waiters
+        self._cancel_button = self._button("ui.cancel", self._cancel_wait, choice_id="cancel",
+                                           background=CANCEL_BG)
+        self._show_cancel()
         self.footer.add_widget(self._cancel_button)
         self._shown()
 
@@ -714,15 +717,28 @@ class KivyUI(UIPort):
             if not waiter.done():
                 waiter.set_result(None)
 
+    def _show_cancel(self) -> None:
+        """The step screen's Cancel: shown and live while something waits for it (a charge
+        waiting on the terminal), hidden and disabled otherwise (after the terminal answered
+        it would do nothing)."""
+        btn = getattr(self, "_cancel_button", None)
+        if btn is None:
+            return
+        live = bool(self._cancel_waiters)
+        btn.opacity, btn.disabled = (1 if live else 0), not live
+
     async def wait_cancel(self) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._cancel_waiters.append(fut)
-        if self.screen == "step" and hasattr(self, "_cancel_button"):
-            self._cancel_button.opacity, self._cancel_button.disabled = 1, False
+        if self.screen == "step":
+            self._stop_idle()  # a charge waiting on the terminal: no inactivity may cancel it
+            self._show_cancel()
         try:
             await fut
         finally:
             self._cancel_waiters.remove(fut)
+            if self.screen == "step":
+                self._show_cancel()
 
     async def choose(self, key: str, options: list[Choice], **params: Any) -> str:
         """One big button per option: a column, or a grid when there are many (four columns of

@@ -20,8 +20,10 @@ SCRIPT = textwrap.dedent('''
     from pathlib import Path
     from kiosk.ui_main import UIOptions, configure_kivy, run_demo_kiosk
 
-    data, lang = Path(sys.argv[1]), sys.argv[2]
-    options = UIOptions(windowed=True, idle_s=600, terminal_latency_s=120.0)
+    data, lang, mode = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+    # cancel: the card never comes, the citizen cancels; idle: the terminal approves after 6 s
+    # while the inactivity timer (shortened on the payment screen) would have run out twice
+    options = UIOptions(windowed=True, idle_s=600, terminal_latency_s=120.0 if mode == "cancel" else 6.0)
     configure_kivy(options, data)
 
     async def script(ui, app, ctx, env):
@@ -30,9 +32,21 @@ SCRIPT = textwrap.dedent('''
         owner = await asyncio.to_thread(ctx.backoffice.fee_slips, national_code=DEMO_NATIONAL_CODE)
         slip = next(s for s in owner.slips if s.status == "unpaid")
         c = Citizen(ui)
+
+        def cancel_button():  # the step screen's Cancel, shown or not (Citizen.button finds a shown one)
+            return next(w for w in ui.root.walk(restrict=True) if getattr(w, "choice_id", "") == "cancel")
+
         shown = []  # (screen, message key, Cancel's opacity on a step) as each screen is shown
-        ui.listeners.append(lambda name: shown.append(
-            [name, ui.screen_key, ui._cancel_button.opacity if name == "step" else None]))
+        states = []  # (message key, Cancel's opacity, disabled) at each change of the button
+        def on_shown(name):
+            if name != "step":
+                shown.append([name, ui.screen_key, None])
+                return
+            btn, key = cancel_button(), ui.screen_key
+            shown.append([name, key, btn.opacity])
+            btn.bind(opacity=lambda b, v: states.append([key, v, b.disabled]),
+                     disabled=lambda b, v: states.append([key, b.opacity, v]))
+        ui.listeners.append(on_shown)
         session = asyncio.ensure_future(ui.run_sessions(ctx, sessions=1))
         out = {}
         await c.screen("attract")
@@ -55,19 +69,29 @@ SCRIPT = textwrap.dedent('''
         out["waiting"] = await c.screen("step", "pay.insert_card")
         # Cancel appears once the terminal has the payment and waits for the card
         await c.until(lambda: "PaymentRequest" in env.terminal.requests_seen, "the terminal asked")
-        await c.until(lambda: ui._cancel_button.opacity == 1 and not ui._cancel_button.disabled, "Cancel shown")
+        await c.until(lambda: cancel_button().opacity == 1 and not cancel_button().disabled, "Cancel shown")
         out["cancel_label"] = [t for t in c.texts() if t in ("انصراف", "Cancel")]
-        await c.tap(ui._cancel_button)
-        # a second press (what the button's release calls; a tap where it was could land on the
-        # outcome's Done): nothing waits for it any more
-        ui._cancel_wait()
-        out["outcome"] = await c.screen("outcome")
+        if mode == "idle":
+            # the citizen stands still: a second of inactivity and a second of warning would
+            # reset the session; anything that (re)starts the idle timer now must not run it
+            ui.idle_s, ui.warn_s = 1.0, 1.0
+            ui._start_idle()
+            ui._activity()
+            out["outcome"] = await c.screen("outcome", timeout=60)
+            ui.idle_s, ui.warn_s = 600.0, 20.0
+        else:
+            await c.press("cancel")
+            # a second press (what the button's release calls; a tap where it was could land on the
+            # outcome's Done): nothing waits for it any more
+            ui._cancel_wait()
+            out["outcome"] = await c.screen("outcome")
+        out["states"] = states
         out["outcome_key"] = ui.screen_key
         out["shown"] = shown
         out["waiters_left"] = len(ui._cancel_waiters)
         tx = ui.last_outcome.transaction_id
         out["state"] = str(ctx.journal.state_of(tx))
-        out["states"] = [str(e.state) for e in ctx.journal.get(tx).entries]
+        out["journal"] = [str(e.state) for e in ctx.journal.get(tx).entries]
         out["net"] = env.terminal.net_charged(tx)
         out["requests"] = list(env.terminal.requests_seen)
         out["bill_status"] = (await asyncio.to_thread(ctx.backoffice.lookup_bill, slip.bill_id, slip.payment_id)).status
@@ -92,15 +116,40 @@ def run_ui(script: str, *args: str, timeout: float = 150) -> dict:
 
 @pytest.mark.parametrize("lang", ["fa", "en"])
 def test_a_citizen_taps_cancel_while_the_terminal_waits_for_the_card(tmp_path: Path, lang: str) -> None:
-    r = run_ui(SCRIPT, str(tmp_path), lang)
+    r = run_ui(SCRIPT, str(tmp_path), lang, "cancel")
     assert r["cancel_label"] == ["انصراف" if lang == "fa" else "Cancel"]
     assert r["outcome_key"] == "pay.cancelled"
     cancelled = "پرداخت لغو شد. مبلغی از حساب شما کم نشد" if lang == "fa" else "Payment cancelled. Nothing was charged"
     assert any(cancelled in t for t in r["outcome"]), r["outcome"]
-    assert r["state"] == "DECLINED" and r["states"] == ["CREATED", "PAYING", "DECLINED"]
+    assert r["state"] == "DECLINED" and r["journal"] == ["CREATED", "PAYING", "DECLINED"]
     assert r["net"] == 0 and "AbortRequest" in r["requests"]
     assert r["bill_status"] == "unpaid"
     assert r["waiters_left"] == 0  # no Cancel left waiting
     shown = [tuple(s) for s in r["shown"]]
     payment = shown.index(("step", "pay.insert_card", 0))  # no Cancel before the charge waits
     assert shown[payment + 1:payment + 3] == [("step", "pay.cancelling", 0), ("outcome", "pay.cancelled", None)]
+    # pressed through the Citizen driver (choice_id "cancel"); once nothing waits for it, the
+    # button on the payment screen is hidden and disabled at once, before the next screen
+    assert cancel_states(r) == [[1, False], [0, True]], r["states"]
+
+
+def cancel_states(r: dict) -> list[list]:
+    """The payment screen's Cancel (opacity, disabled) after each change, changes of one
+    assignment merged (the last of a run of same-opacity records)."""
+    rows = [row[1:] for row in r["states"] if row[0] == "pay.insert_card"]
+    return [row for i, row in enumerate(rows) if i + 1 == len(rows) or rows[i + 1][0] != row[0]]
+
+
+def test_inactivity_never_cancels_a_payment_waiting_on_the_terminal(tmp_path: Path) -> None:
+    # the terminal answers after 6 s; on the payment screen the idle timer is set to 1 s with
+    # a 1 s warning and (re)started as a resize or a tap would: were it to run, the warning
+    # would show and the session reset would release the Cancel waiter, cancelling the charge
+    r = run_ui(SCRIPT, str(tmp_path), "fa", "idle")
+    shown = [tuple(s) for s in r["shown"]]
+    assert not any(s[0] == "inactivity" for s in shown), shown
+    assert r["outcome_key"] == "fee.paid" and r["state"] == "COMPLETED", (r["outcome_key"], r["journal"])
+    assert "AbortRequest" not in r["requests"] and r["net"] > 0
+    assert r["bill_status"] == "paid"
+    assert r["waiters_left"] == 0
+    # shown while the terminal waited, hidden and disabled as soon as it answered
+    assert cancel_states(r) == [[1, False], [0, True]], r["states"]
