@@ -56,6 +56,7 @@ def test_the_screens_import_neither_the_demo_nor_the_servers() -> None:
     loaded = set(out.stdout.split())
     assert "kivy" in loaded and "screens" in loaded
     assert not loaded & {"kiosk_demo", "backoffice", "fastapi", "sqlalchemy", "uvicorn"}, loaded
+    assert "qrcode" not in loaded  # imported at the first QR shown (screens.app KivyUI._qr)
 
 
 def test_kiosk_ui_refuses_an_unconfigured_data_dir_before_any_window(tmp_path: Path) -> None:
