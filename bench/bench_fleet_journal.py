@@ -130,6 +130,7 @@ def upload_all(db_url: str, kiosk_id: str, rows: list[list[Any]]) -> tuple[float
             batch = rows[start:start + BATCH]
             t0 = time.perf_counter()
             with sessions() as s, s.begin():  # what upload() does, its verification timed apart
+                s.connection()  # the endpoint's transaction has begun already (the signature's nonce)
                 t1 = time.perf_counter()
                 new, duplicates, head_seq, _ = journal.verify_batch(s, kiosk_id, batch)
                 in_upload += time.perf_counter() - t1
