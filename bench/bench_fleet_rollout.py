@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 TARGET_INTERVALS = 2.0
-LAYER = {"topup_max_rials": 3_000_000}
+LAYER_KEY = "topup_max_rials"  # each run rolls out a value of its own: a reused database's old layers differ
 HEARTBEAT = "/api/v1/agent/heartbeat"
 CONFIG = "/api/v1/agent/config"
 
@@ -61,11 +61,11 @@ def start_server(db_url: str, interval_s: float) -> tuple[subprocess.Popen[str],
     return proc, m.group(1)
 
 
-def _agents(args: tuple[str, list[tuple[int, bytes]], float, float, str, Any, Any, int]) -> None:
+def _agents(args: tuple[str, list[tuple[int, bytes]], float, float, str, Any, Any, int, dict[str, Any]]) -> None:
     """One client process: its kiosks' agents, each heartbeating every `interval` from
     `start_at` + its phase, over `threads` keep-alive connections, until `stop` is set; puts
     (applied_at per kiosk, heartbeats sent, configurations fetched, errors) on `out`."""
-    base, items, interval, start_at, fleet_key, stop, out, threads = args
+    base, items, interval, start_at, fleet_key, stop, out, threads, layer = args
     from provisioning.agent.apply import ConfigRefused, verify
     from provisioning.common import signing
 
@@ -118,7 +118,8 @@ def _agents(args: tuple[str, list[tuple[int, bytes]], float, float, str, Any, An
             return
         if doc.version > v:  # the agent's config.rollback check
             version[i], values[i] = doc.version, doc.signed["settings"]
-            applied_at.setdefault(i, time.time())
+            if all(doc.signed["settings"].get(k) == v for k, v in layer.items()):  # the rollout's
+                applied_at.setdefault(i, time.time())
 
     def worker() -> None:
         conn = http.client.HTTPConnection(split.hostname, split.port, timeout=60)
@@ -192,6 +193,7 @@ def run(db_url: str | None, kiosks: int, interval_s: float, processes: int = 2, 
     from provisioning.server.models import Role
 
     stages = stages or [100]
+    layer = {LAYER_KEY: random.randrange(100, 10_000) * 10_000}
     with tempfile.TemporaryDirectory() as tmp:
         url = db_url or f"sqlite:///{Path(tmp) / 'fleet.sqlite3'}"
         keys = seed(url, kiosks)
@@ -210,14 +212,14 @@ def run(db_url: str | None, kiosks: int, interval_s: float, processes: int = 2, 
             start_at = time.time() + 2.0 + kiosks * 0.0001
             for p in range(processes):
                 c = ctx.Process(target=_agents, args=((base, items[p::processes], interval_s, start_at, fleet_key,
-                                                       stop, out, threads),))
+                                                       stop, out, threads, layer),))
                 c.start()
                 clients.append(c)
             # steady heartbeats first: every kiosk has been heard once before the rollout
             time.sleep(max(0.0, start_at + warmup_intervals * interval_s - time.time()))
             created_at = time.time()
             rollout = _api(base, token, "POST", "/api/v1/rollouts",
-                           {"target": "fleet", "settings": LAYER, "stages": stages,
+                           {"target": "fleet", "settings": layer, "stages": stages,
                             "action_timeout_s": max(10, int(limit_intervals * interval_s) + 60),
                             "max_failure_pct": 0})
             create_s = time.time() - created_at
