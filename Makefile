@@ -59,10 +59,12 @@ venv: deps $(STAMP)
 run: venv
 	$(VENV)/bin/kiosk ui-demo
 
-# two workers (a file's tests stay on one: its module fixtures are shared), then the timing
-# tests alone, so a benchmark is never measured beside another test's load (tests/conftest.py)
+# two workers (a file's tests stay on one: its module fixtures are shared), the files in
+# collection order, which puts the few that take minutes first (tests/conftest.py LONG_MODULES;
+# xdist's own order, most tests first, left them to one worker at the end); then the timing
+# tests alone, so a benchmark is never measured beside another test's load
 test: venv
-	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile -m "not serial"
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder -m "not serial"
 	$(PY) -m pytest -q -p no:cacheprovider -m serial
 
 bench: venv

@@ -187,7 +187,16 @@ SERIAL_MODULES = frozenset({
 })
 
 
+#: the files whose tests take minutes (the soak, the two screenshot tours, the fuzzers): collected
+#: first, so the workers start on them instead of one worker finishing them alone at the end (a
+#: file's tests stay together, in their order)
+LONG_MODULES = ("test_transit_soak.py", "test_ui_tour.py", "test_nexo.py", "test_ui_maintenance.py",
+                "test_make_run.py", "test_make_run_fleet.py", "test_pn532_frames.py")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.name in SERIAL_MODULES:
             item.add_marker(pytest.mark.serial)
+    first = {name: rank for rank, name in enumerate(LONG_MODULES)}
+    items.sort(key=lambda item: first.get(item.path.name, len(first)))  # stable: the rest keep their order
