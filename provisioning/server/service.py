@@ -16,7 +16,7 @@ import random
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -324,11 +324,11 @@ def _nonce_insert(dialect: str) -> Any:
     return stmt
 
 
-def check_signed_request(session: Session, *, method: str, path: str, headers: Mapping[str, str], body: bytes,
-                         now: float, max_skew_s: int = signing.MAX_SKEW_S,
-                         allow: tuple[str, ...] = (KioskStatus.ACCEPTED,)) -> Caller:
-    """The kiosk that signed this request, once its signature, timestamp and nonce pass and
-    its status is in `allow`; FleetError (401 auth.*, 403 kiosk.*) otherwise."""
+def _signature_headers(method: str, path: str, headers: Mapping[str, str], now: float,
+                       max_skew_s: int) -> tuple[str, str, str, str, Callable[[int, str, str], FleetError]]:
+    """A signed request's kiosk, timestamp, nonce and signature, once all are there, the clock
+    is within `max_skew_s` and the nonce is well-formed (the checks that need no database),
+    and how to refuse it; FleetError 401 auth.* otherwise."""
     kiosk_id = headers.get(signing.H_KIOSK, "")
     ts, nonce, sig = (headers.get(h, "") for h in (signing.H_TIMESTAMP, signing.H_NONCE, signing.H_SIGNATURE))
     target = kiosk_id[:64] or "-"
@@ -342,6 +342,15 @@ def check_signed_request(session: Session, *, method: str, path: str, headers: M
         raise no(401, "auth.skew", f"the request's timestamp is more than {max_skew_s} s from the server's clock")
     if not NONCE_PATTERN.fullmatch(nonce):
         raise no(401, "auth.bad_nonce", "the nonce must be 16-64 characters of base64url")
+    return kiosk_id, ts, nonce, sig, no
+
+
+def check_signed_request(session: Session, *, method: str, path: str, headers: Mapping[str, str], body: bytes,
+                         now: float, max_skew_s: int = signing.MAX_SKEW_S,
+                         allow: tuple[str, ...] = (KioskStatus.ACCEPTED,)) -> Caller:
+    """The kiosk that signed this request, once its signature, timestamp and nonce pass and
+    its status is in `allow`; FleetError (401 auth.*, 403 kiosk.*) otherwise."""
+    kiosk_id, ts, nonce, sig, no = _signature_headers(method, path, headers, now, max_skew_s)
     row = session.connection().execute(_SELECT_CALLER, {"kid": kiosk_id}).first()
     if row is None:
         raise no(401, "auth.unknown_kiosk", "no such kiosk is enrolled")
@@ -623,19 +632,7 @@ def signed_heartbeat(conn: Connection, *, method: str, path: str, headers: Mappi
     The kiosk's report is stored (last seen, heartbeat, reported configuration), its rollout
     actions are settled, and the answer gives the interval, its desired configuration version,
     the journal head held and its commands."""
-    kiosk_id = headers.get(signing.H_KIOSK, "")
-    ts, nonce, sig = (headers.get(h, "") for h in (signing.H_TIMESTAMP, signing.H_NONCE, signing.H_SIGNATURE))
-    target = kiosk_id[:64] or "-"
-
-    def no(status: int, code: str, message: str) -> FleetError:
-        return FleetError(status, code, message, action=f"agent {method} {path.split('?')[0]}"[:64], target=target)
-
-    if not (kiosk_id and ts and nonce and sig):
-        raise no(401, "auth.unsigned", "the request carries no fleet signature")
-    if not ts.isdigit() or abs(int(ts) - now) > max_skew_s:
-        raise no(401, "auth.skew", f"the request's timestamp is more than {max_skew_s} s from the server's clock")
-    if not NONCE_PATTERN.fullmatch(nonce):
-        raise no(401, "auth.bad_nonce", "the nonce must be 16-64 characters of base64url")
+    kiosk_id, ts, nonce, sig, no = _signature_headers(method, path, headers, now, max_skew_s)
 
     moment = dt.datetime.fromtimestamp(now, dt.timezone.utc)
     version = report.get("config_version")
