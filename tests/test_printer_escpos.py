@@ -150,6 +150,7 @@ def test_connection_dropped_mid_job_is_hardware_error_and_next_job_restores_onli
     assert {"state": "hardwareError"} in events
     assert events[-1] == {"state": "online"}
     assert dev.counters["jobs"] == 1
+    emulator.wait_for_jobs(1, 5)  # the emulator records a job when its connection ends, on its own thread
     assert emulator.receipts()[0].qr_codes == [PAYLOAD]
 
 

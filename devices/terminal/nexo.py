@@ -759,7 +759,7 @@ def _validate_reversal(body: dict[str, Any]) -> None:
     if _str(body, "ReversalReason", "ReversalRequest") not in REVERSAL_REASONS:
         raise _fail(f"ReversalRequest.ReversalReason must be one of {', '.join(REVERSAL_REASONS)}")
     if "ReversedAmount" in body:
-        _schema_number(body, "ReversedAmount", "ReversalRequest")
+        _schema_amount(body, "ReversedAmount", "ReversalRequest")  # whole rials, as RequestedAmount
     if "SaleData" in body:
         _transaction_id(_obj(body, "SaleData", "ReversalRequest"), "SaleTransactionID", "ReversalRequest.SaleData")
 
